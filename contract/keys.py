@@ -1,0 +1,61 @@
+"""Where a work lives: its RID from an S3 key, its staging-bucket key, its archive path.
+
+Staging buckets: ``Archive{NN//50}/{NN}/{RID}/{RID}.bag.zip``; the archive filesystem:
+``Archive{NN//25}/{NN}/{RID}``. NN is the RID's last two characters when both are digits, else ``00``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import PurePosixPath
+
+from contract.errors import ContractError
+
+#: BDRC resource ids: a letter then letters, digits, ``_`` or ``-`` (W22084, W1NLM4700, W3CN27014_ABC)
+RID_PATTERN = r"[A-Za-z][A-Za-z0-9_-]*"
+_RID_RE = re.compile(rf"^{RID_PATTERN}$")
+
+STAGING_DIVISOR = 50
+ARCHIVE_DIVISOR = 25
+
+
+class InvalidWorkRid(ContractError):
+    """A key or name from which no valid work RID can be derived."""
+
+
+def validate_rid(rid: str) -> str:
+    """Return ``rid`` unchanged when it is a valid work RID, else raise InvalidWorkRid."""
+    if not isinstance(rid, str) or not _RID_RE.match(rid):
+        raise InvalidWorkRid(f"{rid!r} is not a valid work RID (expected {RID_PATTERN})")
+    return rid
+
+
+def work_rid_from_key(key: str) -> str:
+    """The work RID of an object key: the file name up to its first dot.
+
+    ``Archive0/00/W1NLM4700/W1NLM4700.bag.zip`` → ``W1NLM4700``; ``W22084.zip`` → ``W22084``.
+    """
+    name = PurePosixPath(key).name if key else ""
+    rid = name.split(".", 1)[0]
+    if not rid:
+        raise InvalidWorkRid(f"cannot derive a work RID from key {key!r}")
+    return validate_rid(rid)
+
+
+def rid_bucket_number(rid: str) -> str:
+    """NN: the RID's last two characters when both are digits, else ``"00"``."""
+    validate_rid(rid)
+    tail = rid[-2:]
+    return tail if len(tail) == 2 and tail.isdigit() and tail.isascii() else "00"
+
+
+def staging_key_for_rid(rid: str, suffix: str = ".bag.zip") -> str:
+    """The key of a work's bag in a staging bucket: ``Archive{NN//50}/{NN}/{RID}/{RID}{suffix}``."""
+    nn = rid_bucket_number(rid)
+    return f"Archive{int(nn) // STAGING_DIVISOR}/{nn}/{rid}/{rid}{suffix}"
+
+
+def archive_relpath_for_rid(rid: str) -> PurePosixPath:
+    """The work's folder relative to the archive root: ``Archive{NN//25}/{NN}/{RID}``."""
+    nn = rid_bucket_number(rid)
+    return PurePosixPath(f"Archive{int(nn) // ARCHIVE_DIVISOR}", nn, rid)

@@ -1,0 +1,1 @@
+"""notify_restore: S3 "Object Restore Completed" events → RestoredWork messages on the regional queues."""

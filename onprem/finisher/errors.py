@@ -1,0 +1,118 @@
+"""Named errors of the finisher, split by what the worker must do with them.
+
+Every error carries the work RID and a cause a person can act on. The worker only needs the class:
+``RetryableError`` → return the message to the queue with a backoff; ``PermanentError`` → record the
+cause and send the message to the DLQ at once.
+"""
+
+from __future__ import annotations
+
+
+class FinisherError(Exception):
+    """Base class: ``str(err)`` reads ``"<work_rid>: <cause>"``."""
+
+    #: a short machine-readable cause used for metrics and the ledger (``checksum_mismatch`` …)
+    cause: str = "error"
+
+    def __init__(self, work_rid: str | None, message: str, *, cause: str | None = None) -> None:
+        self.work_rid = work_rid or "-"
+        self.message = message
+        if cause is not None:
+            self.cause = cause
+        super().__init__(f"{self.work_rid}: {message}")
+
+
+class RetryableError(FinisherError):
+    """A transient condition (network, throttling, restore in progress, disk temporarily full)."""
+
+    cause = "retryable"
+
+    def __init__(
+        self, work_rid: str | None, message: str, *, cause: str | None = None, retry_after: int | None = None
+    ) -> None:
+        super().__init__(work_rid, message, cause=cause)
+        #: seconds the worker should wait before the message becomes visible again (None = default backoff)
+        self.retry_after = retry_after
+
+
+class PermanentError(FinisherError):
+    """A condition a retry cannot fix (bad bag, unsafe zip, contract error): goes to the DLQ with the reason."""
+
+    cause = "permanent"
+
+
+# --- fetch -------------------------------------------------------------------------------------------
+class RestoreInProgress(RetryableError):
+    cause = "restore_in_progress"
+
+
+class RestoreExpired(RetryableError):
+    """The restored copy is gone (InvalidObjectState); the worker re-requests it and retries later."""
+
+    cause = "restore_expired"
+
+
+class ObjectChanged(PermanentError):
+    """The object's ETag/version no longer matches the message: an overwritten object is never mixed in."""
+
+    cause = "object_changed"
+
+
+class InsufficientSpace(RetryableError):
+    cause = "disk_full"
+
+
+class TransferError(RetryableError):
+    cause = "transfer"
+
+
+class IntegrityError(RetryableError):
+    """Downloaded bytes do not match the object's size or stored checksum (re-downloaded on retry)."""
+
+    cause = "download_integrity"
+
+
+# --- de-bag ------------------------------------------------------------------------------------------
+class UnsafeArchive(PermanentError):
+    """A zip member that could escape the staging directory, a symlink, a bomb, duplicates …"""
+
+    cause = "unsafe_zip"
+
+
+class CorruptArchive(PermanentError):
+    cause = "corrupt_zip"
+
+
+class BagInvalid(PermanentError):
+    """BagIt structure or fixity failure; ``details`` lists each file problem."""
+
+    cause = "bag_invalid"
+
+    def __init__(self, work_rid: str | None, message: str, *, details: list[str] | None = None,
+                 cause: str | None = None) -> None:
+        super().__init__(work_rid, message, cause=cause)
+        self.details = details or []
+
+
+class ChecksumMismatch(BagInvalid):
+    cause = "checksum_mismatch"
+
+
+# --- sync --------------------------------------------------------------------------------------------
+class SyncFailed(RetryableError):
+    cause = "sync_failed"
+
+
+class HookFailed(RetryableError):
+    cause = "hook_failed"
+
+
+# --- contract / queue --------------------------------------------------------------------------------
+class ContractError(PermanentError):
+    cause = "contract"
+
+
+class LeaseLost(RetryableError):
+    """The message's receipt handle or the ledger lease is no longer ours: stop the work safely."""
+
+    cause = "lease_lost"
