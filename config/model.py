@@ -135,10 +135,23 @@ class EnvironmentConfig(_Model):
     def buckets_of_collection(self, collection: str) -> list[tuple[RegionConfig, BucketConfig]]:
         return [(r, b) for r in self.regions for b in r.buckets if b.collection == collection]
 
+    # Names of the per-region resources the CDK app creates and the demo mirrors on moto.
+    def idempotency_table_name(self, region: str) -> str:
+        return f"{self.resource_prefix}-{region}-notify-idempotency"
+
+    def failure_queue_name(self, region: str) -> str:
+        """Where the Lambda's async on-failure destination and the rule's target DLQ put what it cannot route."""
+        return f"{self.resource_prefix}-{region}-notify-failures"
+
+    def notify_function_name(self, region: str) -> str:
+        return f"{self.resource_prefix}-{region}-notify-restore"
+
     def resource_names(self) -> set[str]:
         """Every AWS name this environment points at: buckets and queues."""
         names = {b.name for r in self.regions for b in r.buckets}
         names |= {n for r in self.regions for n in (r.queue_name, r.dlq_name)}
+        names |= {self.idempotency_table_name(r.region) for r in self.regions}
+        names |= {self.failure_queue_name(r.region) for r in self.regions}
         return names
 
     @property
