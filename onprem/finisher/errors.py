@@ -116,3 +116,73 @@ class LeaseLost(RetryableError):
     """The message's receipt handle or the ledger lease is no longer ours: stop the work safely."""
 
     cause = "lease_lost"
+
+
+# --- fetch (details) ---------------------------------------------------------------------------------
+class ObjectMissing(PermanentError):
+    """The object (or the version named in the message) does not exist in the bucket."""
+
+    cause = "object_missing"
+
+
+# --- de-bag (details): each zip safety rule and each bag rule has its own name ------------------------
+class UnsafeMemberPath(UnsafeArchive):
+    """Absolute path, ``..``, backslash, drive letter, empty or NUL component in a member name."""
+
+    cause = "unsafe_member_path"
+
+
+class SymlinkMember(UnsafeArchive):
+    """A member whose unix mode is a symlink or any other non-regular, non-directory file."""
+
+    cause = "symlink_member"
+
+
+class DuplicateMember(UnsafeArchive):
+    cause = "duplicate_member"
+
+
+class ZipBomb(UnsafeArchive):
+    """Declared or actual sizes over the configured limits, or a compression ratio of a bomb."""
+
+    cause = "zip_bomb"
+
+
+class OverlappingMembers(UnsafeArchive):
+    cause = "overlapping_members"
+
+
+class NonUtf8MemberName(UnsafeArchive):
+    """A non-ASCII member name without the zip UTF-8 flag (bit 11): its encoding cannot be known."""
+
+    cause = "non_utf8_name"
+
+
+class FetchFileRejected(BagInvalid):
+    """``fetch.txt`` in a restored bag: a restored bag must be complete."""
+
+    cause = "fetch_txt"
+
+
+class UnsafeManifestPath(BagInvalid):
+    cause = "unsafe_manifest_path"
+
+
+class MissingTagManifest(BagInvalid):
+    cause = "missing_tagmanifest"
+
+
+class WeakChecksums(BagInvalid):
+    """The bag's manifests use only weak algorithms (md5/sha1) and the settings require sha256/sha512."""
+
+    cause = "weak_checksums"
+
+
+class BagIncomplete(BagInvalid):
+    """Files listed in a manifest but missing from the zip, or present but listed nowhere."""
+
+    cause = "bag_incomplete"
+
+
+class OxumMismatch(BagInvalid):
+    cause = "oxum_mismatch"

@@ -1,0 +1,104 @@
+"""A bag's declarations and manifests, read by bagit from the tag files extracted to the temp dir.
+
+bagit parses bagit.txt, bag-info.txt and every (tag)manifest (encodings, BOMs, ``%0A``-encoded names, paths
+that escape the bag); this module adds the restore policies: no fetch.txt, a tag manifest is required, weak
+algorithms warned about or rejected, Payload-Oxum parsed.
+"""
+
+from __future__ import annotations
+
+import logging
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import bagit
+
+from onprem.finisher.debag_model import STRONG_ALGORITHMS, DebagSettings
+from onprem.finisher.errors import (
+    BagInvalid,
+    FetchFileRejected,
+    MissingTagManifest,
+    UnsafeManifestPath,
+    WeakChecksums,
+)
+
+logger = logging.getLogger(__name__)
+
+PAYLOAD_PREFIX = "data/"
+
+
+@dataclass
+class BagManifest:
+    """Expected digests by path relative to the bag (NFC-normalized), split into payload and tag files."""
+
+    algorithms: tuple[str, ...]
+    payload: dict[str, dict[str, str]]
+    tags: dict[str, dict[str, str]]
+    oxum: tuple[int, int] | None
+    warnings: list[str] = field(default_factory=list)
+    #: digests of the extracted tag files, filled in once the algorithms are known
+    tag_digests: dict[str, dict[str, str]] = field(default_factory=dict)
+
+
+def nfc(path: str) -> str:
+    return unicodedata.normalize("NFC", path)
+
+
+def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag_paths: set[str]) -> BagManifest:
+    """Parse the bag whose tag files are in ``bag_dir`` (``tag_paths`` = its tag files relative to the bag)."""
+    if "fetch.txt" in tag_paths:
+        raise FetchFileRejected(work_rid, "the bag has a fetch.txt: a restored bag must be complete")
+    try:
+        bag = bagit.Bag(str(bag_dir))
+    except bagit.BagError as err:
+        if "is unsafe" in str(err):
+            raise UnsafeManifestPath(work_rid, f"a manifest path escapes the bag: {err}") from err
+        raise BagInvalid(work_rid, f"unreadable bag declaration or manifest: {err}") from err
+    payload_algorithms = sorted(_algorithm(Path(p).name, "manifest-") for p in bag.manifest_files())
+    if not payload_algorithms:
+        raise BagInvalid(work_rid, "the bag has no payload manifest (manifest-<alg>.txt)")
+    if not list(bag.tagmanifest_files()):
+        raise MissingTagManifest(work_rid, "the bag has no tag manifest (tagmanifest-<alg>.txt)")
+    warnings: list[str] = []
+    if not STRONG_ALGORITHMS.intersection(payload_algorithms):
+        message = f"the bag's manifests use only {', '.join(payload_algorithms)} (no sha256/sha512)"
+        if settings.require_strong_checksums:
+            raise WeakChecksums(work_rid, message)
+        warnings.append(message)
+        logger.warning("%s: %s", work_rid, message, extra={"work_rid": work_rid})
+    unsupported = [alg for alg in bag.algorithms if alg not in bagit.CHECKSUM_ALGOS]
+    if unsupported:
+        raise BagInvalid(work_rid, f"unsupported manifest algorithm(s): {', '.join(unsupported)}")
+    payload: dict[str, dict[str, str]] = {}
+    tags: dict[str, dict[str, str]] = {}
+    for path, digests in bag.entries.items():
+        posix = nfc(Path(path).as_posix())
+        lowered = {alg: digest.lower() for alg, digest in digests.items()}
+        (payload if posix.startswith(PAYLOAD_PREFIX) else tags)[posix] = lowered
+    return BagManifest(tuple(bag.algorithms), payload, tags, _oxum(bag, work_rid), warnings)
+
+
+def _algorithm(filename: str, prefix: str) -> str:
+    return filename.removeprefix(prefix).removesuffix(".txt")
+
+
+def _oxum(bag: bagit.Bag, work_rid: str) -> tuple[int, int] | None:
+    oxum = bag.info.get("Payload-Oxum")
+    if oxum is None:
+        return None
+    if isinstance(oxum, list):
+        oxum = oxum[0]
+    octets, _, count = oxum.partition(".")
+    if not (octets.isdigit() and count.isdigit()):
+        raise BagInvalid(work_rid, f"malformed Payload-Oxum {oxum!r}")
+    return int(octets), int(count)
+
+
+def digest_files(paths: dict[str, Path], algorithms: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Digests of small extracted tag files, with bagit's own hashing helpers."""
+    digests = {}
+    for rel, path in paths.items():
+        hashers = {alg: hasher for alg, hasher in bagit.get_hashers(algorithms).items()}
+        digests[nfc(rel)] = bagit._calculate_file_hashes(str(path), hashers)
+    return digests

@@ -1,0 +1,195 @@
+"""De-bag: extract a downloaded BDRC zip into the staging layout with BagIt fixity, reading the payload once.
+
+Reads from the downloaded file (not streamed from S3): the zip's central directory is at its end, a local file
+can be read by many threads at once, and a crash resumes from the members already verified.
+
+Flow: central directory → ``check_archive`` (one guard per member) → ``plan_works`` (bags or plain work
+folders) → tag files extracted and parsed by bagit → payload members extracted in parallel, each hashed with
+every manifest algorithm while it is written → manifests, tag manifests, Payload-Oxum and completeness checked
+against those digests → each ``<tmp>/<RID>`` renamed to ``<staging>/<RID>``. Nothing reaches the final layout
+unless every work in the zip verified.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import re
+import shutil
+import threading
+import time
+import zipfile
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
+from pathlib import Path
+
+from onprem.finisher.bag_manifest import BagManifest, digest_files, load_bag_manifest, nfc
+from onprem.finisher.debag_extract import ExtractionCancelled, MemberDigest, MemberExtractor, VerifiedJournal, zip_mtime
+from onprem.finisher.debag_layout import MemberTarget, WorkPlan, plan_works
+from onprem.finisher.debag_model import DebaggedWork, DebagResult, DebagSettings
+from onprem.finisher.debag_verify import verify_work
+from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSpace
+from onprem.finisher.progress import NullProgress, Progress
+from onprem.finisher.zip_safety import check_archive
+
+__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "debag_archive", "temp_dir_for"]
+
+logger = logging.getLogger(__name__)
+
+TEMP_PREFIX = ".debag-"
+FAILED_PREFIX = ".debag-failed-"
+JOURNAL_NAME = ".verified.jsonl"
+
+
+def temp_dir_for(staging_dir: Path, work_rid: str, version_tag: str | None) -> Path:
+    """The temp dir of one work and object version: ``<staging>/.debag-<RID>-<version>``."""
+    tag = re.sub(r"[^A-Za-z0-9_-]", "", version_tag or "")[:40] or "unversioned"
+    return staging_dir / f"{TEMP_PREFIX}{work_rid}-{tag}"
+
+
+def debag_archive(
+    zip_path: Path, work_rid: str, staging_dir: Path, settings: DebagSettings | None = None, *,
+    version_tag: str | None = None, progress: Progress | None = None,
+) -> DebagResult:
+    """Extract and verify every work of ``zip_path`` into ``<staging_dir>/<RID>/``; the zip is never modified.
+
+    Raises a PermanentError subclass (UnsafeArchive, CorruptArchive, BagInvalid, ChecksumMismatch …) naming
+    the work and the file; then nothing is left in the final layout and the temp dir is kept as evidence
+    (``.debag-failed-…``) or removed, per ``settings.keep_evidence``.
+    """
+    settings = settings or DebagSettings()
+    progress = progress or NullProgress()
+    temp_dir = temp_dir_for(staging_dir, work_rid, version_tag)
+    try:
+        with zipfile.ZipFile(zip_path) as zf:
+            members = check_archive(zf, work_rid, settings)
+    except (zipfile.BadZipFile, OSError, EOFError) as err:
+        raise CorruptArchive(work_rid, f"unreadable zip {zip_path.name}: {err}") from err
+    plans = plan_works(members, work_rid, allow_plain_zip=settings.allow_plain_zip)
+    temp_dir.mkdir(parents=True, exist_ok=True)
+    journal = VerifiedJournal(temp_dir / JOURNAL_NAME, fsync=settings.fsync)
+    extractor = MemberExtractor(zip_path, work_rid, settings, progress)
+    try:
+        manifests = {plan.work_rid: _extract_tag_files(plan, temp_dir, extractor, settings)
+                     for plan in plans if plan.bag}
+        digests, resumed = _extract_payload(plans, manifests, temp_dir, extractor, journal, settings, progress)
+        works = [verify_work(plan, manifests.get(plan.work_rid), digests, temp_dir, staging_dir) for plan in plans]
+        _place(plans, temp_dir, staging_dir)
+    except FinisherError:
+        journal.close()
+        extractor.close()
+        _keep_or_remove_evidence(temp_dir, work_rid, settings)
+        raise
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise InsufficientSpace(work_rid, f"disk full while extracting into {temp_dir}") from err
+        raise
+    finally:
+        journal.close()
+        extractor.close()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    progress.finish()
+    for work in works:
+        logger.info("%s: de-bagged %d files, %d bytes (%s)", work.work_rid, work.files, work.bytes,
+                    "fixity verified: " + ",".join(work.algorithms) if work.fixity_checked
+                    else "no fixity available", extra={"work_rid": work.work_rid})
+    return DebagResult(archive=zip_path, works=works, members_resumed=resumed)
+
+
+def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: MemberExtractor,
+                       settings: DebagSettings) -> BagManifest:
+    paths = {}
+    for tag in plan.tag_files:
+        target = temp_dir / plan.work_rid / tag.target
+        extractor.extract(tag.member, target, ())
+        paths[str(tag.bag_path)] = target
+    bag_dir = temp_dir / plan.work_rid / plan.bag_dir
+    manifest = load_bag_manifest(bag_dir, plan.work_rid, settings, set(paths))
+    manifest.tag_digests = digest_files(paths, manifest.algorithms)
+    return manifest
+
+
+def _extract_payload(
+    plans: list[WorkPlan], manifests: dict[str, BagManifest], temp_dir: Path, extractor: MemberExtractor,
+    journal: VerifiedJournal, settings: DebagSettings, progress: Progress,
+) -> tuple[dict[str, MemberDigest], int]:
+    """Digests of every payload member by member name; members journaled as verified are not redone."""
+    digests: dict[str, MemberDigest] = {}
+    todo: list[tuple[WorkPlan, MemberTarget, Path, tuple[str, ...]]] = []
+    for plan in plans:
+        manifest = manifests.get(plan.work_rid)
+        algorithms = manifest.algorithms if manifest else ()
+        for item in plan.payload:
+            target = temp_dir / plan.work_rid / item.target
+            reused = journal.reusable(item.member, target, algorithms)
+            if reused is not None and _matches(reused, manifest, item):
+                digests[item.member.name] = reused
+            else:
+                todo.append((plan, item, target, algorithms))
+    progress.start(sum(item.member.info.file_size for _, item, _, _ in todo), len(todo))
+    cancelled = threading.Event()
+    with ThreadPoolExecutor(max_workers=max(settings.workers, 1), thread_name_prefix="debag") as pool:
+        futures: dict[Future[MemberDigest], tuple[WorkPlan, MemberTarget]] = {
+            pool.submit(extractor.extract, item.member, target, algorithms, cancelled): (plan, item)
+            for plan, item, target, algorithms in todo
+        }
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                if future.exception() is not None:
+                    cancelled.set()
+                    for other in pending:
+                        other.cancel()
+                    raise _first_error(futures)
+                plan, item = futures[future]
+                digest = future.result()
+                digests[item.member.name] = digest
+                if _matches(digest, manifests.get(plan.work_rid), item):
+                    journal.record(digest)
+    if digests and len(digests) > len(todo):
+        logger.info("%s: %d members already verified before a restart, not redone", plans[0].work_rid,
+                    len(digests) - len(todo), extra={"work_rid": plans[0].work_rid})
+    return digests, len(digests) - len(todo)
+
+
+def _first_error(futures: dict[Future[MemberDigest], tuple[WorkPlan, MemberTarget]]) -> BaseException:
+    """The real failure among finished futures (not the members cancelled because of it)."""
+    errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
+    real = [e for e in errors if not isinstance(e, ExtractionCancelled)]
+    return (real or errors)[0]  # type: ignore[return-value]
+
+
+def _matches(digest: MemberDigest, manifest: BagManifest | None, item: MemberTarget) -> bool:
+    if manifest is None:
+        return True
+    expected = manifest.payload.get(nfc(str(item.bag_path)))
+    return expected is not None and all(digest.digests.get(alg) == value for alg, value in expected.items())
+
+
+def _place(plans: list[WorkPlan], temp_dir: Path, staging_dir: Path) -> None:
+    """Set folder times, then rename each verified ``<tmp>/<RID>`` to ``<staging>/<RID>``."""
+    for plan in plans:
+        for member, rel in sorted(plan.dirs, key=lambda d: -len(d[1].parts)):
+            folder = temp_dir / plan.work_rid / rel
+            if folder.is_dir():
+                mtime = zip_mtime(member.info)
+                os.utime(folder, (mtime, mtime))
+    for plan in plans:
+        final = staging_dir / plan.work_rid
+        if final.exists():
+            logger.warning("%s: replacing an earlier staging copy at %s", plan.work_rid, final,
+                           extra={"work_rid": plan.work_rid})
+            shutil.rmtree(final)
+        os.rename(temp_dir / plan.work_rid, final)
+
+
+def _keep_or_remove_evidence(temp_dir: Path, work_rid: str, settings: DebagSettings) -> None:
+    if not temp_dir.exists():
+        return
+    if not settings.keep_evidence:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        return
+    evidence = temp_dir.with_name(f"{FAILED_PREFIX}{temp_dir.name.removeprefix(TEMP_PREFIX)}-{int(time.time())}")
+    os.rename(temp_dir, evidence)
+    logger.warning("%s: de-bag failed; evidence kept in %s", work_rid, evidence, extra={"work_rid": work_rid})

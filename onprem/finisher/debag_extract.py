@@ -1,0 +1,132 @@
+"""One unit of de-bag work: extract one zip member while hashing it, and the journal of verified members.
+
+Each worker thread opens its own ``ZipFile`` handle on the downloaded zip (zipfile handles are not
+thread-safe); zlib, hashlib and file writes release the GIL, so members are processed in parallel.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+import time
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path
+
+from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.errors import CorruptArchive
+from onprem.finisher.progress import Progress
+from onprem.finisher.zip_safety import SafeMember, SizeGuard
+
+CHUNK_SIZE = 1 << 20
+
+
+class ExtractionCancelled(Exception):
+    """Another member failed: this one stops early (never escapes the de-bag stage)."""
+
+
+@dataclass(frozen=True)
+class MemberDigest:
+    """A member written to ``target`` with its size and hex digests."""
+
+    name: str
+    size: int
+    crc: int
+    digests: dict[str, str]
+
+
+def zip_mtime(info: zipfile.ZipInfo) -> float:
+    """The member's modification time (zip times are local, as bdrc-bag writes and restores them)."""
+    return time.mktime((*info.date_time, 0, 0, -1))
+
+
+class MemberExtractor:
+    """Extracts members of one zip, each thread with its own handle; ``close`` closes them all."""
+
+    def __init__(self, zip_path: Path, work_rid: str, settings: DebagSettings, progress: Progress) -> None:
+        self.zip_path, self.work_rid, self.settings, self.progress = zip_path, work_rid, settings, progress
+        self._local = threading.local()
+        self._handles: list[zipfile.ZipFile] = []
+        self._lock = threading.Lock()
+
+    def _zip(self) -> zipfile.ZipFile:
+        handle = getattr(self._local, "zip", None)
+        if handle is None:
+            handle = self._local.zip = zipfile.ZipFile(self.zip_path)
+            with self._lock:
+                self._handles.append(handle)
+        return handle
+
+    def extract(self, member: SafeMember, target: Path, algorithms: tuple[str, ...],
+                cancelled: threading.Event | None = None) -> MemberDigest:
+        """Write ``member`` to ``target`` hashing every algorithm in one pass; raise CorruptArchive on a bad CRC."""
+        hashers = {alg: hashlib.new(alg) for alg in algorithms}
+        guard = SizeGuard(member, self.work_rid, self.settings)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            with self._zip().open(member.info) as source, open(target, "wb") as sink:
+                while chunk := source.read(CHUNK_SIZE):
+                    if cancelled is not None and cancelled.is_set():
+                        raise ExtractionCancelled(member.name)
+                    guard.add(len(chunk))
+                    for hasher in hashers.values():
+                        hasher.update(chunk)
+                    sink.write(chunk)
+                    self.progress.advance(len(chunk))
+                if self.settings.fsync:
+                    sink.flush()
+                    os.fsync(sink.fileno())
+        except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
+            raise CorruptArchive(self.work_rid, f"corrupt zip member {member.name}: {err}") from err
+        mtime = zip_mtime(member.info)
+        os.utime(target, (mtime, mtime))
+        self.progress.advance(files=1)
+        return MemberDigest(member.name, guard.count, member.info.CRC,
+                            {alg: h.hexdigest() for alg, h in hashers.items()})
+
+    def close(self) -> None:
+        with self._lock:
+            for handle in self._handles:
+                handle.close()
+            self._handles.clear()
+
+
+class VerifiedJournal:
+    """Append-only JSON lines of members already extracted and verified (skipped after a restart)."""
+
+    def __init__(self, path: Path, *, fsync: bool) -> None:
+        self.path, self.fsync = path, fsync
+        self.entries: dict[str, MemberDigest] = {}
+        if path.exists():
+            for line in path.read_text(encoding="utf-8").splitlines():
+                try:
+                    row = json.loads(line)
+                    self.entries[row["name"]] = MemberDigest(row["name"], row["size"], row["crc"], row["digests"])
+                except (ValueError, KeyError, TypeError):
+                    break  # a torn last line after a crash: what follows it is not trusted
+        self._file = open(path, "a", encoding="utf-8")
+
+    def reusable(self, member: SafeMember, target: Path, algorithms: tuple[str, ...]) -> MemberDigest | None:
+        """The journaled digest when the member is unchanged and its file is still there with its size."""
+        entry = self.entries.get(member.name)
+        if (entry is None or entry.crc != member.info.CRC or entry.size != member.info.file_size
+                or not set(algorithms) <= set(entry.digests)):
+            return None
+        try:
+            return entry if target.stat().st_size == entry.size else None
+        except FileNotFoundError:
+            return None
+
+    def record(self, digest: MemberDigest) -> None:
+        self._file.write(json.dumps({"name": digest.name, "size": digest.size, "crc": digest.crc,
+                                     "digests": digest.digests}) + "\n")
+        self._file.flush()
+        if self.fsync:
+            os.fsync(self._file.fileno())
+        self.entries[digest.name] = digest
+
+    def close(self) -> None:
+        self._file.close()

@@ -1,0 +1,142 @@
+"""Where each zip member goes: the bags (``RID.bag/``) or plain work folders a zip holds, and their targets.
+
+Staging layout per work: ``<RID>/`` holds the bag's ``data/`` content, ``<RID>/<RID>.bag/`` its tag files
+(bagit.txt, bag-info.txt, manifests); a plain work folder ``RID/`` is copied as it is.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import PurePosixPath
+
+from contract.keys import RID_PATTERN
+from onprem.finisher.errors import BagIncomplete, BagInvalid
+from onprem.finisher.zip_safety import SafeMember
+
+BAG_SUFFIX = ".bag"
+PAYLOAD_DIR = "data"
+#: folders that mark a BDRC work folder in a plain (non-bag) zip
+WORK_MARKERS = frozenset({"images", "archive", "sources", "eBooks"})
+_RID_RE = re.compile(rf"^{RID_PATTERN}$")
+
+
+@dataclass(frozen=True)
+class MemberTarget:
+    """A file member, its path relative to the work's staging folder, and its path relative to its bag."""
+
+    member: SafeMember
+    target: PurePosixPath
+    bag_path: str | None
+
+
+@dataclass
+class WorkPlan:
+    """The members of one work (a bag or a plain work folder) and where they land."""
+
+    work_rid: str
+    bag: bool
+    root: PurePosixPath
+    payload: list[MemberTarget] = field(default_factory=list)
+    tag_files: list[MemberTarget] = field(default_factory=list)
+    dirs: list[tuple[SafeMember, PurePosixPath]] = field(default_factory=list)
+
+    @property
+    def bag_dir(self) -> PurePosixPath:
+        """The tag files' folder relative to the work's staging folder."""
+        return PurePosixPath(f"{self.work_rid}{BAG_SUFFIX}")
+
+
+def plan_works(members: list[SafeMember], work_rid: str, *, allow_plain_zip: bool) -> list[WorkPlan]:
+    """Split a zip's members into works; every file member belongs to exactly one work or this raises."""
+    files = [m for m in members if not m.is_dir]
+    roots = _outermost(p.path.parent for p in files if p.path.name == "bagit.txt")
+    if roots:
+        plans = [_plan_bag(root, files, members, work_rid) for root in roots]
+    elif not allow_plain_zip:
+        raise BagInvalid(work_rid, "the zip holds no bag (no bagit.txt) and plain zips are not allowed")
+    else:
+        plans = [_plan_plain(root, files, members, work_rid) for root in _plain_roots(files, work_rid)]
+    rids = [plan.work_rid for plan in plans]
+    if len(set(rids)) != len(rids):
+        raise BagInvalid(work_rid, f"the zip holds the same work twice: {sorted(rids)}")
+    claimed = {id(t.member) for plan in plans for t in (*plan.payload, *plan.tag_files)}
+    stray = [m.name for m in files if id(m) not in claimed]
+    if stray:
+        raise BagIncomplete(work_rid, f"{len(stray)} file(s) outside any work, e.g. {stray[0]}", details=stray)
+    return plans
+
+
+def _outermost(paths: object) -> list[PurePosixPath]:
+    roots: list[PurePosixPath] = []
+    for path in sorted(set(paths), key=lambda p: (len(p.parts), str(p))):  # type: ignore[call-overload]
+        if not any(root == path or root in path.parents for root in roots):
+            roots.append(path)
+    return roots
+
+
+def _rid_of_root(root: PurePosixPath, work_rid: str) -> str:
+    if root == PurePosixPath("."):
+        return work_rid
+    name = root.name[: -len(BAG_SUFFIX)] if root.name.endswith(BAG_SUFFIX) else root.name
+    if not _RID_RE.match(name):
+        raise BagInvalid(work_rid, f"bag folder {str(root)!r} is not named after a work RID")
+    return name
+
+
+def _under(path: PurePosixPath, root: PurePosixPath) -> PurePosixPath | None:
+    if root == PurePosixPath("."):
+        return path
+    return path.relative_to(root) if root in path.parents else None
+
+
+def _plan_bag(root: PurePosixPath, files: list[SafeMember], members: list[SafeMember], work_rid: str) -> WorkPlan:
+    plan = WorkPlan(work_rid=_rid_of_root(root, work_rid), bag=True, root=root)
+    for member in files:
+        rel = _under(member.path, root)
+        if rel is None:
+            continue
+        if rel.parts[0] == PAYLOAD_DIR and len(rel.parts) > 1:
+            target = PurePosixPath(*rel.parts[1:])
+            if target.parts[0] == str(plan.bag_dir):
+                raise BagInvalid(plan.work_rid, f"payload {str(rel)!r} collides with the tag folder {plan.bag_dir}")
+            plan.payload.append(MemberTarget(member, target, str(rel)))
+        else:
+            plan.tag_files.append(MemberTarget(member, plan.bag_dir / rel, str(rel)))
+    for member in members:
+        rel = _under(member.path, root) if member.is_dir else None
+        if rel is not None and rel.parts[0] == PAYLOAD_DIR and len(rel.parts) > 1:
+            plan.dirs.append((member, PurePosixPath(*rel.parts[1:])))
+    return plan
+
+
+def _is_work_folder(folder: PurePosixPath, rid: str, files: list[SafeMember]) -> bool:
+    for member in files:
+        rel = _under(member.path, folder)
+        if rel is not None and len(rel.parts) > 1 and (rel.parts[0] in WORK_MARKERS
+                                                        or rel.parts[0].startswith(f"{rid}-I")):
+            return True
+    return False
+
+
+def _plain_roots(files: list[SafeMember], work_rid: str) -> list[PurePosixPath]:
+    folders = {parent for m in files for parent in m.path.parents if parent != PurePosixPath(".")}
+    found = [f for f in folders if _RID_RE.match(f.name) and _is_work_folder(f, f.name, files)]
+    if found:
+        return _outermost(found)
+    if _is_work_folder(PurePosixPath("."), work_rid, files):
+        return [PurePosixPath(".")]
+    raise BagInvalid(work_rid, "the zip holds neither a bag nor a work folder (RID/images, RID/RID-I…)")
+
+
+def _plan_plain(root: PurePosixPath, files: list[SafeMember], members: list[SafeMember], work_rid: str) -> WorkPlan:
+    plan = WorkPlan(work_rid=_rid_of_root(root, work_rid), bag=False, root=root)
+    for member in files:
+        rel = _under(member.path, root)
+        if rel is not None:
+            plan.payload.append(MemberTarget(member, rel, None))
+    for member in members:
+        rel = _under(member.path, root) if member.is_dir else None
+        if rel is not None:
+            plan.dirs.append((member, rel))
+    return plan

@@ -1,0 +1,61 @@
+"""Settings and results of the de-bag stage (kept apart so the safety guard and the stage share them)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+#: algorithms a bag may be trusted with when ``require_strong_checksums`` is set
+STRONG_ALGORITHMS = frozenset({"sha256", "sha512"})
+
+
+@dataclass(frozen=True)
+class DebagSettings:
+    """Limits and policies of one de-bag; the defaults suit BDRC works (zips up to ~20 GB)."""
+
+    #: largest declared or actual size of one member
+    max_member_bytes: int = 8 * 2**30
+    #: largest sum of declared member sizes in one zip
+    max_total_bytes: int = 64 * 2**30
+    #: largest uncompressed/compressed ratio of a member (a bomb beyond that) ...
+    max_ratio: float = 200.0
+    #: ... checked only for members at least this large (small text files compress very well)
+    ratio_min_bytes: int = 1 * 2**20
+    #: reject bags whose manifests use only md5/sha1 (else accept them with a warning)
+    require_strong_checksums: bool = False
+    #: accept zips without a bag (extracted safely, reported as "no fixity available")
+    allow_plain_zip: bool = True
+    #: threads extracting and hashing members in parallel
+    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    #: keep the temp dir of a failed de-bag (renamed ``.debag-failed-…``) for inspection
+    keep_evidence: bool = True
+    #: fsync each extracted file before it is journaled (survives a power loss, not only a crash)
+    fsync: bool = True
+
+
+@dataclass(frozen=True)
+class DebaggedWork:
+    """One work placed in the staging layout: ``path`` = ``<staging>/<work_rid>``."""
+
+    work_rid: str
+    path: Path
+    bag: bool
+    algorithms: tuple[str, ...]
+    files: int
+    bytes: int
+    fixity_checked: bool
+    warnings: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class DebagResult:
+    """What a de-bag produced from one zip."""
+
+    archive: Path
+    works: list[DebaggedWork]
+    members_resumed: int = 0
+
+    @property
+    def work_rids(self) -> list[str]:
+        return [work.work_rid for work in self.works]
