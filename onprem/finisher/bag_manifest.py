@@ -45,8 +45,14 @@ def nfc(path: str) -> str:
     return unicodedata.normalize("NFC", path)
 
 
-def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag_paths: set[str]) -> BagManifest:
-    """Parse the bag whose tag files are in ``bag_dir`` (``tag_paths`` = its tag files relative to the bag)."""
+def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag_paths: set[str],
+                      payload_paths: set[str]) -> BagManifest:
+    """Parse the bag whose tag files are in ``bag_dir``.
+
+    ``tag_paths`` / ``payload_paths``: the bag's files in the zip, relative to the bag (payload NFC-normalized).
+    bagit decodes ``%0A``/``%0D`` in manifest paths but never encodes ``%``, so a file literally named
+    ``a%0Ab.txt`` is listed as it is: when only the literal name exists in the zip, that is the one meant.
+    """
     if "fetch.txt" in tag_paths:
         raise FetchFileRejected(work_rid, "the bag has a fetch.txt: a restored bag must be complete")
     try:
@@ -74,6 +80,9 @@ def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag
     tags: dict[str, dict[str, str]] = {}
     for path, digests in bag.entries.items():
         posix = nfc(Path(path).as_posix())
+        literal = nfc(bagit._encode_filename(posix))
+        if posix not in payload_paths and literal in payload_paths:
+            posix = literal
         lowered = {alg: digest.lower() for alg, digest in digests.items()}
         (payload if posix.startswith(PAYLOAD_PREFIX) else tags)[posix] = lowered
     return BagManifest(tuple(bag.algorithms), payload, tags, _oxum(bag, work_rid), warnings)

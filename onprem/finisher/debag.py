@@ -101,10 +101,11 @@ def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: MemberExtracto
     paths = {}
     for tag in plan.tag_files:
         target = temp_dir / plan.work_rid / tag.target
-        extractor.extract(tag.member, target, ())
+        extractor.extract(tag.member, target, (), report=False)
         paths[str(tag.bag_path)] = target
     bag_dir = temp_dir / plan.work_rid / plan.bag_dir
-    manifest = load_bag_manifest(bag_dir, plan.work_rid, settings, set(paths))
+    payload_paths = {nfc(str(item.bag_path)) for item in plan.payload}
+    manifest = load_bag_manifest(bag_dir, plan.work_rid, settings, set(paths), payload_paths)
     manifest.tag_digests = digest_files(paths, manifest.algorithms)
     return manifest
 

@@ -61,7 +61,7 @@ class MemberExtractor:
         return handle
 
     def extract(self, member: SafeMember, target: Path, algorithms: tuple[str, ...],
-                cancelled: threading.Event | None = None) -> MemberDigest:
+                cancelled: threading.Event | None = None, *, report: bool = True) -> MemberDigest:
         """Write ``member`` to ``target`` hashing every algorithm in one pass; raise CorruptArchive on a bad CRC."""
         hashers = {alg: hashlib.new(alg) for alg in algorithms}
         guard = SizeGuard(member, self.work_rid, self.settings)
@@ -75,7 +75,8 @@ class MemberExtractor:
                     for hasher in hashers.values():
                         hasher.update(chunk)
                     sink.write(chunk)
-                    self.progress.advance(len(chunk))
+                    if report:
+                        self.progress.advance(len(chunk))
                 if self.settings.fsync:
                     sink.flush()
                     os.fsync(sink.fileno())
@@ -83,7 +84,8 @@ class MemberExtractor:
             raise CorruptArchive(self.work_rid, f"corrupt zip member {member.name}: {err}") from err
         mtime = zip_mtime(member.info)
         os.utime(target, (mtime, mtime))
-        self.progress.advance(files=1)
+        if report:
+            self.progress.advance(files=1)
         return MemberDigest(member.name, guard.count, member.info.CRC,
                             {alg: h.hexdigest() for alg, h in hashers.items()})
 

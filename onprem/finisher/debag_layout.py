@@ -19,6 +19,8 @@ PAYLOAD_DIR = "data"
 #: folders that mark a BDRC work folder in a plain (non-bag) zip
 WORK_MARKERS = frozenset({"images", "archive", "sources", "eBooks"})
 _RID_RE = re.compile(rf"^{RID_PATTERN}$")
+#: image-group folders (``W1NLM4700-I1KG1``) are parts of a work, never works themselves
+_IMAGE_GROUP_RE = re.compile(r"^[A-Za-z0-9_]+-I[A-Za-z0-9]+$")
 
 
 @dataclass(frozen=True)
@@ -121,7 +123,8 @@ def _is_work_folder(folder: PurePosixPath, rid: str, files: list[SafeMember]) ->
 
 def _plain_roots(files: list[SafeMember], work_rid: str) -> list[PurePosixPath]:
     folders = {parent for m in files for parent in m.path.parents if parent != PurePosixPath(".")}
-    found = [f for f in folders if _RID_RE.match(f.name) and _is_work_folder(f, f.name, files)]
+    found = [f for f in folders if _RID_RE.match(f.name) and not _IMAGE_GROUP_RE.match(f.name)
+             and _is_work_folder(f, f.name, files)]
     if found:
         return _outermost(found)
     if _is_work_folder(PurePosixPath("."), work_rid, files):
