@@ -1,0 +1,127 @@
+"""The two S3 calls of a fetch, with S3's answers turned into the finisher's named errors.
+
+HEAD first (restore state, size, ETag, checksum), then ranged GETs pinned with ``IfMatch`` and ``VersionId``:
+S3 answers 412 when the object was overwritten, so bytes of two versions are never mixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from onprem.finisher.errors import (
+    ObjectChanged,
+    ObjectMissing,
+    RestoreExpired,
+    RestoreInProgress,
+    TransferError,
+)
+from onprem.finisher.progress import Progress
+
+if TYPE_CHECKING:
+    from onprem.finisher.fetch import FetchRequest
+    from onprem.finisher.fetch_journal import DownloadIdentity
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+CHUNK_SIZE = 1 << 20
+#: seconds before a message whose restore is still running is looked at again
+RESTORE_RETRY_AFTER = 3600
+
+
+class PartCancelled(Exception):
+    """Another part failed; this one stops (never escapes the fetch stage)."""
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _status(err: ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _translate(err: ClientError, request: FetchRequest, what: str) -> Exception:
+    rid, code, status = request.work_rid, _error_code(err), _status(err)
+    where = f"s3://{request.bucket}/{request.key}"
+    if code in ("PreconditionFailed", "412") or status == 412:
+        return ObjectChanged(rid, f"{where} no longer has ETag {request.etag} ({what}): it was overwritten")
+    if code == "InvalidObjectState":
+        return RestoreExpired(rid, f"{where} is archived and its restored copy is gone ({what}): re-request it")
+    if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or status == 404:
+        version = f" version {request.version_id}" if request.version_id else ""
+        return ObjectMissing(rid, f"{where}{version} does not exist ({what})")
+    return TransferError(rid, f"{what} of {where} failed: {code or status} {err}")
+
+
+def head_object(s3_client: Any, request: FetchRequest) -> dict[str, Any]:
+    """HEAD pinned to the message's ETag/version; raises when the restored copy cannot be read."""
+    kwargs: dict[str, Any] = {"Bucket": request.bucket, "Key": request.key, "ChecksumMode": "ENABLED"}
+    if request.etag:
+        kwargs["IfMatch"] = request.etag if request.etag.startswith('"') else f'"{request.etag}"'
+    if request.version_id:
+        kwargs["VersionId"] = request.version_id
+    try:
+        head = s3_client.head_object(**kwargs)
+    except ClientError as err:
+        raise _translate(err, request, "HEAD") from err
+    except BotoCoreError as err:
+        raise TransferError(request.work_rid, f"HEAD of s3://{request.bucket}/{request.key} failed: {err}") from err
+    restore = head.get("Restore") or ""
+    where = f"s3://{request.bucket}/{request.key}"
+    if 'ongoing-request="true"' in restore:
+        raise RestoreInProgress(request.work_rid, f"restore of {where} is still in progress",
+                                retry_after=RESTORE_RETRY_AFTER)
+    if head.get("StorageClass") in ARCHIVE_CLASSES and not restore:
+        raise RestoreExpired(request.work_rid, f"{where} is in {head['StorageClass']} with no restored copy "
+                                               "(restore expired or never requested): re-request it")
+    if request.size is not None and int(head["ContentLength"]) != request.size:
+        raise ObjectChanged(request.work_rid, f"{where} has {head['ContentLength']} bytes, the message says "
+                                              f"{request.size}: it was overwritten")
+    return head
+
+
+def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, fd: int, start: int,
+                  end: int, progress: Progress, cancelled: threading.Event, attempts: int) -> None:
+    """GET ``[start, end)`` and ``pwrite`` it at ``start``; transient failures are tried ``attempts`` times."""
+    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag,
+                              "Range": f"bytes={start}-{end - 1}"}
+    if identity.version_id:
+        kwargs["VersionId"] = identity.version_id
+    for attempt in range(1, attempts + 1):
+        written = 0
+        try:
+            response = s3_client.get_object(**kwargs)
+            body = response["Body"]
+            offset = start
+            while chunk := body.read(min(CHUNK_SIZE, end - offset) or 1):
+                if cancelled.is_set():
+                    body.close()
+                    raise PartCancelled(f"part at {start}")
+                if offset + len(chunk) > end:
+                    raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned too many bytes")
+                os.pwrite(fd, chunk, offset)
+                offset += len(chunk)
+                written += len(chunk)
+                progress.advance(len(chunk))
+            if offset != end:
+                raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} ended after {written} bytes")
+            return
+        except ClientError as err:
+            error = _translate(err, request, f"GET bytes={start}-{end - 1}")
+        except (BotoCoreError, OSError) as err:
+            if isinstance(err, OSError) and err.errno is not None and err.errno not in (104, 110, 32):
+                raise  # a local write error (disk full, I/O) is not a transfer problem
+            error = TransferError(request.work_rid, f"GET bytes={start}-{end - 1} failed: {err}")
+        except TransferError as err:
+            error = err
+        progress.advance(-written)
+        if not isinstance(error, TransferError) or attempt == attempts:
+            raise error
+        logger.warning("%s: %s (attempt %d/%d)", request.work_rid, error.message, attempt, attempts,
+                       extra={"work_rid": request.work_rid})
