@@ -107,6 +107,12 @@ class HookFailed(RetryableError):
     cause = "hook_failed"
 
 
+class SyncConfigInvalid(PermanentError):
+    """A ``site-sync.yml`` or a work's ``config/sync.yml`` that cannot be read or validated (file and key named)."""
+
+    cause = "sync_config_invalid"
+
+
 # --- contract / queue --------------------------------------------------------------------------------
 class ContractError(PermanentError):
     cause = "contract"
