@@ -1,0 +1,197 @@
+"""``finisher demo``: the whole pipeline on a local moto server, each step printed, exit 0 only when every work
+is synced and its archive copy re-hashes to its bag's manifest."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from config.loader import load_environment
+from onprem.finisher.demo.moto_env import LocalAws, local_aws, refuse_configured_endpoints
+from onprem.finisher.demo.pipeline import (
+    FinisherPaths,
+    StagedObject,
+    deliver_restore_events,
+    pending_messages,
+    prepare_out_dir,
+    run_finisher,
+    stage_sample,
+)
+from onprem.finisher.demo.report import archive_tree, human_bytes
+from onprem.finisher.demo.sample_bags import DEMO_SPECS, SampleSpec, build_sample_zip
+from onprem.finisher.demo.verify import WorkVerification, verify_work_in_archive
+from onprem.finisher.demo.work_status import request_restore_args, status_problems
+
+STEPS = 7
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    out_dir: Path | None = None
+    keep_server: bool = False
+    environment_name: str = "dev"
+    specs: tuple[SampleSpec, ...] = DEMO_SPECS
+    drain_timeout_s: float = 90.0
+
+
+@dataclass(frozen=True)
+class DemoOutcome:
+    out_dir: Path
+    works: int
+    verified: tuple[WorkVerification, ...]
+    problems: tuple[str, ...]
+    seconds: float
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems and self.works > 0 and all(v.ok for v in self.verified)
+
+    @property
+    def bytes(self) -> int:
+        return sum(v.bytes_checked for v in self.verified)
+
+
+def default_out_dir() -> Path:
+    return Path("demo-out") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+
+def run_demo(options: DemoOptions, console: Console | None = None,
+             wait_for_exit: Callable[[LocalAws], None] | None = None) -> DemoOutcome:
+    """Run the demo; ``wait_for_exit`` (with ``keep_server``) is called before the server stops."""
+    console = console or Console()
+    refuse_configured_endpoints(os.environ)
+    started = time.monotonic()
+    out_dir = (options.out_dir or default_out_dir()).resolve()
+    paths = prepare_out_dir(out_dir)
+    environment = load_environment(options.environment_name)
+    step = _stepper(console)
+    console.print(f"[bold]bdrc-restore demo[/bold] — environment [cyan]{environment.name}[/cyan], "
+                  f"everything under {out_dir}")
+    with local_aws(environment, config_dir=out_dir / "aws") as aws:
+        step("moto server", f"{aws.endpoint_url} (loopback only, fake credentials, your AWS config hidden)")
+        regions = environment.regions
+        step("resources", f"{sum(len(r.buckets) for r in regions)} versioned staging buckets, "
+                          f"{len(regions)} work queues + DLQs (maxReceiveCount {environment.queues.max_receive_count})"
+                          f", {len(regions)} failure queues, {len(regions)} idempotency tables, "
+                          f"{len(regions)} EventBridge rules — from config/{environment.name}.yaml")
+        staged = _stage(aws, options.specs, out_dir / "bags", step, console)
+        # each step needs the previous one: stop at the first that failed
+        problems = _request_restores(aws, paths, staged, step, console)
+        problems = problems or _deliver(aws, staged, out_dir / "lambda", step, console)
+        problems = problems or _drain(aws, paths, options, step, console)
+        problems = problems or _status(aws, paths, staged, step, console)
+        verified = _verify(paths, staged, console) if not problems else ()
+        if options.keep_server and wait_for_exit is not None:
+            wait_for_exit(aws)
+    outcome = DemoOutcome(out_dir, sum(len(s.sample.works) for s in staged), verified, tuple(problems),
+                          time.monotonic() - started)
+    _summary(outcome, console)
+    return outcome
+
+
+def _stepper(console: Console) -> Callable[[str, str], None]:
+    counter = iter(range(1, STEPS + 1))
+
+    def step(title: str, text: str) -> None:
+        console.print(f"[bold cyan][{next(counter)}/{STEPS}] {title:<11}[/bold cyan] {text}")
+
+    return step
+
+
+def _stage(aws: LocalAws, specs: tuple[SampleSpec, ...], bags_dir: Path, step: Callable[[str, str], None],
+           console: Console) -> list[StagedObject]:
+    staged = [stage_sample(aws, build_sample_zip(bags_dir, spec)) for spec in specs]
+    step("bags", f"{len(staged)} zips of {sum(len(s.sample.works) for s in staged)} BagIt bags (sha512), "
+                 "uploaded as DEEP_ARCHIVE")
+    for item in staged:
+        works = ", ".join(f"{w.work_rid} ({w.files} files)" for w in item.sample.works)
+        console.print(f"      s3://{item.bucket}/{item.key}  {human_bytes(item.sample.size):>9}  [dim]{works}[/dim]")
+    return staged
+
+
+def _request_restores(aws: LocalAws, paths: FinisherPaths, staged: list[StagedObject],
+                      step: Callable[[str, str], None], console: Console) -> list[str]:
+    args = request_restore_args(aws.environment, staged)
+    step("restores", f"finisher {' '.join(args[:1])} … ({aws.environment.restore.tier}, "
+                     f"{aws.environment.restore.days} days)")
+    result = run_finisher(aws, paths, args, on_line=lambda line: console.print(f"      [dim]│[/dim] {line}"),
+                          timeout_s=60)
+    return [] if result.returncode == 0 else [f"finisher request-restore exited with {result.returncode}"]
+
+
+def _deliver(aws: LocalAws, staged: list[StagedObject], lambda_dir: Path, step: Callable[[str, str], None],
+             console: Console) -> list[str]:
+    deliveries = deliver_restore_events(aws, staged, lambda_dir)
+    step("events", "\"Object Restore Completed\" → EventBridge rule → notify_restore (real handler) → work queue")
+    problems = []
+    for delivery in deliveries:
+        detail = delivery.event["detail"]
+        outcome = (f"[green]{_short(delivery.invocation.response)}[/green]" if delivery.invocation.ok
+                   else f"[red]{delivery.invocation.error}[/red]")
+        console.print(f"      {delivery.staged.work_rid:<10} {delivery.staged.region:<15} "
+                      f"version {detail['object'].get('version-id', '-')[:8]}…  expires "
+                      f"{detail['restore-expiry-time'][:10]}  → {outcome}")
+        if not delivery.invocation.ok:
+            problems.append(f"{delivery.staged.work_rid}: notify_restore failed: {delivery.invocation.error}")
+    console.print(f"      [dim]handler logs: {lambda_dir}[/dim]")
+    return problems
+
+
+def _short(response: object) -> str:
+    text = json.dumps(response, default=str) if not isinstance(response, str) else response
+    return text if len(text) <= 70 else text[:67] + "…"
+
+
+def _drain(aws: LocalAws, paths: FinisherPaths, options: DemoOptions, step: Callable[[str, str], None],
+           console: Console) -> list[str]:
+    step("finisher", f"finisher run --drain (separate process; archive {paths.archive_root})")
+    log_path = paths.root / "finisher.log"
+    with log_path.open("w", encoding="utf-8") as log:
+        def show(line: str) -> None:
+            log.write(line + "\n")
+            console.print(f"      [dim]│[/dim] {line}", highlight=False)
+
+        result = run_finisher(aws, paths, ["run", "--drain"], on_line=show, timeout_s=options.drain_timeout_s)
+    left = {name: count for name, count in pending_messages(aws).items() if count}
+    console.print(f"      queues after the drain: {json.dumps(left) if left else 'all empty'}")
+    problems = [] if result.returncode == 0 else [f"finisher run --drain exited with {result.returncode}"]
+    return problems + [f"{count} message(s) left in {name}" for name, count in left.items()]
+
+
+def _status(aws: LocalAws, paths: FinisherPaths, staged: list[StagedObject], step: Callable[[str, str], None],
+            console: Console) -> list[str]:
+    step("result", "finisher status, the archive, and every archive file re-hashed against its bag's manifest")
+    table = run_finisher(aws, paths, ["status"], timeout_s=60)
+    console.print(table.stdout.rstrip(), highlight=False, markup=False)
+    as_json = run_finisher(aws, paths, ["status", "--json"], timeout_s=60)
+    expected = [w.work_rid for s in staged for w in s.sample.works]
+    return status_problems(as_json.stdout, expected)
+
+
+def _verify(paths: FinisherPaths, staged: list[StagedObject], console: Console) -> tuple[WorkVerification, ...]:
+    if paths.archive_root.is_dir():
+        console.print(archive_tree(paths.archive_root))
+    verified = tuple(verify_work_in_archive(paths.archive_root, w) for s in staged for w in s.sample.works)
+    for item in verified:
+        mark = "[green]✓[/green]" if item.ok else "[red]✗[/red]"
+        console.print(f"      {mark} {item.work_rid:<10} {item.files_checked} files, {human_bytes(item.bytes_checked)}"
+                      f" re-hashed (sha512) in {item.archive_dir.relative_to(paths.root)}")
+        for problem in item.problems:
+            console.print(f"        [red]{problem}[/red]")
+    return verified
+
+
+def _summary(outcome: DemoOutcome, console: Console) -> None:
+    good = sum(v.ok for v in outcome.verified)
+    for problem in outcome.problems:
+        console.print(f"[red]✗ {problem}[/red]")
+    colour, mark = ("green", "✓") if outcome.ok else ("red", "✗")
+    console.print(f"[bold {colour}]{mark} {good}/{outcome.works} works synced and verified, "
+                  f"{human_bytes(outcome.bytes)}, {outcome.seconds:.1f} s[/bold {colour}] — {outcome.out_dir}")
