@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from onprem.finisher.errors import InsufficientSpace, IntegrityError
+from onprem.finisher.errors import InsufficientSpace, IntegrityError, ObjectChanged, ObjectMissing
 from onprem.finisher.fetch_checksum import file_checksum, full_object_checksum
 from onprem.finisher.fetch_journal import JOURNAL_SUFFIX, PART_SUFFIX, DownloadIdentity, FetchJournal
 from onprem.finisher.fetch_s3 import download_part, head_object
@@ -125,6 +125,10 @@ def fetch_object(
             os.ftruncate(fd, size)
         _download_parts(s3_client, request, identity, fd, todo, journal, settings, progress)
         os.fsync(fd)
+    except (ObjectChanged, ObjectMissing):
+        journal.remove()  # parts of a version that is gone can never be used
+        part_path.unlink(missing_ok=True)
+        raise
     finally:
         os.close(fd)
     checksum_verified = _verify(rid, part_path, size, checksum, journal)
