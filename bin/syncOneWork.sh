@@ -1,0 +1,265 @@
+#!/usr/bin/env bash
+# syncOneWork.sh: audit one restored work, then sync it into the archive (atomically) and/or its web images to S3.
+set -euo pipefail
+
+readonly PROG=syncOneWork
+readonly EX_OK=0 EX_USAGE=2 EX_WORK=3 EX_AUDIT_PRE=4 EX_ARCHIVE=5 EX_REFUSED=6 EX_AUDIT_POST=7 EX_WEB=8
+readonly EX_SUCCESS_LIST=9 EX_BUSY=10
+readonly WORK_MARKERS=(images archive sources eBooks)
+
+usage() {
+    cat <<EOF
+Usage: syncOneWork.sh [-h] [-A] [-W] [-a archiveParent] [-w webParent] [-s successWorkList] workPath
+
+Audits the work at workPath (RID = its basename), then syncs it.
+  -a archiveParent   sync into archiveParent/Archive{NN//25}/{NN}/{RID} (NN = the RID's last two characters
+                     when both are digits, else 00). Atomic: built in .{RID}.syncing.<pid> next to the target,
+                     verified, then renamed into place. Without -A files are added and updated, never deleted.
+  -A                 the archive copy becomes exactly workPath (deletions included); refused when workPath is
+                     empty or not a work (no images/, archive/, sources/ or eBooks/ folder).
+  -w webParent       copy the image-group folders of workPath/images/ to webParent/{RID}/images/… (an
+                     s3://bucket/prefix); requires -s. Skipped when NO_REFRESH_WEB=Yes.
+  -W                 replace the content of webParent/{RID}/ (objects not in images/ are deleted).
+  -s successWorkList append the RID to this file when every step asked for succeeded.
+  -h                 this help.
+  No -a and no -w: only the audit runs.
+
+Environment:
+  LOCAL_AUDIT_OPTIONS  arguments of audit-tool before the sync (on workPath), split on whitespace
+  REPO_AUDIT_OPTIONS   arguments of audit-tool after the archive sync (on the archive copy)
+  AUDIT_REQUIRED=1     fail when audit-tool is not on PATH (default: say so and continue)
+  NO_REFRESH_WEB=Yes   skip the web copy
+  SYNC_VERIFY          checksum (default: rsync --checksum dry-run) or quick (size and mtime)
+  SYNC_FORCE_COPY=1    copy even when workPath and the archive share a filesystem (tests, benchmarks)
+  SYNC_PYTHON          python with boto3 for the web copy (default python3); honours AWS_ENDPOINT_URL
+  syncLogTempDir       when set, rsync's own log goes to syncLogTempDir/{RID}-rsync.log
+
+Output: "syncOneWork: {RID}: archive: copy_mode=link|copy path=…" tells whether the payload was hard-linked
+(staging and archive on one filesystem: no second copy) or copied (one rsync pass).
+
+Exit codes:
+  $EX_OK   success
+  $EX_USAGE   usage error
+  $EX_WORK   workPath missing, not a directory, or its basename is not a work RID
+  $EX_AUDIT_PRE   audit before the sync failed, or audit-tool missing while AUDIT_REQUIRED=1
+  $EX_ARCHIVE   archive sync failed (rsync, verification or rename); the archive is left as it was
+  $EX_REFUSED   -A refused: workPath is empty or not a work
+  $EX_AUDIT_POST   audit of the archive copy failed (the archive copy is already in place)
+  $EX_WEB   web copy failed
+  $EX_SUCCESS_LIST   the success list could not be written
+  $EX_BUSY  another sync of this work holds the lock
+EOF
+}
+
+RID=-
+STEP=setup
+say() { printf '%s: %s: %s: %s\n' "$PROG" "$RID" "$STEP" "$*"; }
+die() {
+    local code=$1
+    shift
+    printf '%s: ERROR: %s: %s: %s\n' "$PROG" "$RID" "$STEP" "$*" >&2
+    exit "$code"
+}
+
+usage_error() {
+    printf '%s: ERROR: %s\n' "$PROG" "$*" >&2
+    usage >&2
+    exit "$EX_USAGE"
+}
+
+# The archive bucket number NN: the RID's last two characters when both are digits, else 00.
+bucket_number() {
+    local tail=${1: -2}
+    if [[ ${#1} -ge 2 && $tail =~ ^[0-9][0-9]$ ]]; then printf '%s' "$tail"; else printf '00'; fi
+}
+
+is_work() {
+    local marker
+    for marker in "${WORK_MARKERS[@]}"; do
+        [[ -d $1/$marker ]] && return 0
+    done
+    return 1
+}
+
+has_files() { [[ -n $(find "$1" -type f -print -quit) ]]; }
+
+run_audit() {
+    # $1: phase (pre|post), $2: options string, $3: path
+    local opts=()
+    read -r -a opts <<<"$2"
+    if ! command -v audit-tool >/dev/null 2>&1; then
+        if [[ ${AUDIT_REQUIRED:-0} == 1 ]]; then
+            die "$EX_AUDIT_PRE" "audit-tool is not installed and AUDIT_REQUIRED=1"
+        fi
+        say "audit-tool is not installed: $1-sync audit skipped"
+        return 0
+    fi
+    say "audit-tool ${opts[*]} $3"
+    audit-tool "${opts[@]}" "$3"
+}
+
+# --- archive ------------------------------------------------------------------------------------------------
+TMP_DIR=
+PREV_DIR=
+TARGET=
+
+on_exit() {
+    # an interrupted swap puts the previous version back; a half-built copy is removed
+    if [[ -n $PREV_DIR && -d $PREV_DIR && ! -e $TARGET ]]; then
+        mv -T -- "$PREV_DIR" "$TARGET" || true
+    fi
+    if [[ -n $TMP_DIR && -d $TMP_DIR ]]; then
+        rm -rf -- "$TMP_DIR" || true
+    fi
+}
+
+recover_stale() {
+    # $1: parent dir. Runs under the work's lock: every sibling left by an earlier run is stale.
+    local parent=$1 prev
+    for prev in "$parent/.$RID.previous."*; do
+        [[ -d $prev ]] || continue
+        if [[ ! -e $TARGET ]]; then
+            say "restoring $prev left by an interrupted swap"
+            mv -T -- "$prev" "$TARGET"
+        else
+            say "removing stale $prev"
+            rm -rf -- "$prev"
+        fi
+    done
+    local tmp
+    for tmp in "$parent/.$RID.syncing."*; do
+        [[ -e $tmp ]] || continue
+        say "removing stale $tmp"
+        rm -rf -- "$tmp"
+    done
+}
+
+verify_copy() {
+    # $1 source, $2 copy, $3 replace (0|1): an empty itemized dry-run means every file is there, same content
+    local verify_opts=(-r -l --dry-run --itemize-changes) itemized diffs
+    if [[ ${SYNC_VERIFY:-checksum} == quick ]]; then verify_opts+=(-t); else verify_opts+=(--checksum); fi
+    if [[ $3 == 1 ]]; then verify_opts+=(--delete); fi
+    itemized=$(rsync "${verify_opts[@]}" "$1/" "$2/") || return 1
+    diffs=$(printf '%s\n' "$itemized" | grep -v -e '^\.d' -e '^$' || true)
+    if [[ -n $diffs ]]; then
+        printf '%s\n' "$diffs" | head -20 >&2
+        return 1
+    fi
+}
+
+sync_archive() {
+    # $1 source, $2 archive parent, $3 replace (0|1)
+    local src=$1 archive_parent=$2 replace=$3
+    STEP=archive
+    local nn
+    nn=$(bucket_number "$RID")
+    local parent="$archive_parent/Archive$((10#$nn / 25))/$nn"
+    TARGET="$parent/$RID"
+    mkdir -p -- "$parent" "$archive_parent/.sync-locks" || die "$EX_ARCHIVE" "cannot create $parent"
+    exec 9>"$archive_parent/.sync-locks/$RID.lock"
+    flock -n 9 || die "$EX_BUSY" "another sync of $RID holds $archive_parent/.sync-locks/$RID.lock"
+    recover_stale "$parent"
+
+    TMP_DIR="$parent/.$RID.syncing.$$"
+    local copy_mode='copy' rsync_opts=(-a)
+    if [[ ${SYNC_FORCE_COPY:-0} != 1 && $(stat -c %d -- "$src") == "$(stat -c %d -- "$parent")" ]]; then
+        copy_mode="link"
+        rsync_opts+=("--link-dest=$src")
+    elif [[ -d $TARGET ]]; then
+        rsync_opts+=("--link-dest=$TARGET")
+    fi
+    if [[ -n ${syncLogTempDir:-} ]] && mkdir -p -- "$syncLogTempDir"; then
+        rsync_opts+=("--log-file=$syncLogTempDir/$RID-rsync.log")
+    fi
+    say "building $TMP_DIR from $src (copy_mode=$copy_mode)"
+    rsync "${rsync_opts[@]}" "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "rsync into $TMP_DIR failed (exit $?)"
+    if [[ $replace == 0 && -d $TARGET ]]; then
+        # files only in the archive copy are kept: hard-linked from it, never rewritten
+        rsync -a --ignore-existing "--link-dest=$TARGET" "$TARGET/" "$TMP_DIR/" \
+            || die "$EX_ARCHIVE" "carrying archive-only files of $TARGET failed (exit $?)"
+        rsync -a -f '+ */' -f '- *' "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "folder attributes failed (exit $?)"
+    fi
+    verify_copy "$src" "$TMP_DIR" "$replace" \
+        || die "$EX_ARCHIVE" "verification of $TMP_DIR against $src failed (files above differ); archive unchanged"
+
+    if [[ -d $TARGET ]]; then
+        PREV_DIR="$parent/.$RID.previous.$$"
+        mv -T -- "$TARGET" "$PREV_DIR" || die "$EX_ARCHIVE" "cannot move $TARGET aside"
+    fi
+    mv -T -- "$TMP_DIR" "$TARGET" || die "$EX_ARCHIVE" "cannot rename $TMP_DIR to $TARGET"
+    TMP_DIR=
+    if [[ -n $PREV_DIR ]]; then
+        rm -rf -- "$PREV_DIR" || say "could not remove $PREV_DIR (removed by the next run)"
+        PREV_DIR=
+    fi
+    say "copy_mode=$copy_mode path=$TARGET"
+}
+
+# --- web ----------------------------------------------------------------------------------------------------
+sync_web() {
+    # $1 source, $2 web parent, $3 replace (0|1)
+    STEP=web
+    if [[ ${NO_REFRESH_WEB:-} == Yes ]]; then
+        say "NO_REFRESH_WEB=Yes: web copy skipped"
+        return 0
+    fi
+    local args=(--work-rid "$RID")
+    if [[ $3 == 1 ]]; then args+=(--replace); fi
+    "${SYNC_PYTHON:-python3}" -m onprem.finisher.webcopy "${args[@]}" "$1" "$2" \
+        || die "$EX_WEB" "web copy to $2/$RID failed (exit $?)"
+}
+
+main() {
+    local archive_parent='' web_parent='' success_list='' replace_archive=0 replace_web=0 opt
+    while getopts ':hAWa:w:s:' opt; do
+        case $opt in
+            h) usage; exit "$EX_OK" ;;
+            A) replace_archive=1 ;;
+            W) replace_web=1 ;;
+            a) archive_parent=$OPTARG ;;
+            w) web_parent=$OPTARG ;;
+            s) success_list=$OPTARG ;;
+            :) usage_error "option -$OPTARG needs an argument" ;;
+            *) usage_error "unknown option -$OPTARG" ;;
+        esac
+    done
+    shift $((OPTIND - 1))
+    [[ $# -eq 1 ]] || usage_error "expected exactly one workPath, got $#"
+    if [[ -n $web_parent && -z $success_list ]]; then usage_error "-w needs -s successWorkList"; fi
+
+    local work_path=${1%/}
+    RID=$(basename -- "$work_path")
+    STEP=check
+    [[ -d $work_path ]] || die "$EX_WORK" "$work_path is not a directory"
+    [[ $RID =~ ^[A-Za-z][A-Za-z0-9_-]*$ ]] || die "$EX_WORK" "'$RID' is not a work RID"
+    work_path=$(cd -- "$work_path" && pwd -P)
+    if [[ $replace_archive == 1 && -n $archive_parent ]]; then
+        has_files "$work_path" || die "$EX_REFUSED" "-A refused: $work_path is empty"
+        is_work "$work_path" || die "$EX_REFUSED" "-A refused: $work_path is not a work (no ${WORK_MARKERS[*]})"
+    fi
+
+    trap on_exit EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+
+    STEP=audit-pre
+    run_audit pre "${LOCAL_AUDIT_OPTIONS:-}" "$work_path" || die "$EX_AUDIT_PRE" "audit-tool failed on $work_path"
+
+    if [[ -n $archive_parent ]]; then
+        mkdir -p -- "$archive_parent" || die "$EX_ARCHIVE" "cannot create $archive_parent"
+        sync_archive "$work_path" "$(cd -- "$archive_parent" && pwd -P)" "$replace_archive"
+        STEP=audit-post
+        run_audit post "${REPO_AUDIT_OPTIONS:-}" "$TARGET" || die "$EX_AUDIT_POST" "audit-tool failed on $TARGET"
+    fi
+    if [[ -n $web_parent ]]; then
+        sync_web "$work_path" "${web_parent%/}" "$replace_web"
+    fi
+    if [[ -n $success_list ]]; then
+        STEP=success-list
+        printf '%s\n' "$RID" >>"$success_list" || die "$EX_SUCCESS_LIST" "cannot append to $success_list"
+    fi
+    STEP="done"
+    say "ok"
+}
+
+main "$@"

@@ -1,0 +1,267 @@
+"""The sync stage: run ``bin/syncOneWork.sh`` on a staged work, then the optional post-sync hook.
+
+``sync_work`` merges the work's sync options (defaults ← site-sync.yml ← config/sync.yml), builds the script's
+argument list and environment (audit options, job date/time and per-run log paths), streams the script's output
+into the work's log file and the logger, and removes the staging copy once the archive holds the work.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict
+
+from contract.keys import archive_relpath_for_rid
+from onprem.finisher.errors import HookFailed, SyncFailed
+from onprem.finisher.sync_options import SyncOptions, load_sync_options
+
+__all__ = [
+    "DEFAULT_SCRIPT",
+    "HookResult",
+    "SyncResult",
+    "SyncSettings",
+    "build_command",
+    "build_environment",
+    "job_environment",
+    "run_post_sync_hook",
+    "sync_work",
+]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_SCRIPT = Path(__file__).resolve().parents[2] / "bin" / "syncOneWork.sh"
+CopyMode = Literal["link", "rename", "copy"]
+#: what each exit code of syncOneWork.sh means (its -h lists the same)
+EXIT_MEANINGS = {
+    2: "usage error", 3: "not a work directory", 4: "audit before the sync failed", 5: "archive sync failed",
+    6: "-A refused an empty source or a non-work", 7: "audit of the archive copy failed", 8: "web copy failed",
+    9: "success list not written", 10: "another sync of this work is running",
+}
+_COPY_MODE_RE = re.compile(r": archive: copy_mode=(link|rename|copy) path=(.+)$")
+_TAIL_LINES = 20
+
+
+class SyncSettings(BaseModel):
+    """How the finisher runs the sync stage; embedded in the finisher's settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    archive_root: Path | None
+    log_dir: Path
+    script_path: Path = DEFAULT_SCRIPT
+    web_parent: str | None = None
+    #: works synced with every requested step; -w needs one, so log_dir/synced-works.txt when unset
+    success_list: Path | None = None
+    #: folder holding site-sync.yml (None: defaults, then the work's config/sync.yml)
+    config_dir: Path | None = None
+    #: argument list run after each synced work; ``{work_rid}`` and ``{archive_path}`` are replaced
+    post_sync_hook: list[str] | None = None
+    keep_staging_on_failure: bool = True
+    audit_required: bool = False
+    timeout_s: float | None = None
+    hook_timeout_s: float | None = 600
+
+
+@dataclass(frozen=True)
+class HookResult:
+    work_rid: str
+    args: list[str]
+    exit_code: int
+    output_tail: str
+    duration: float
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    work_rid: str
+    exit_code: int
+    log_path: Path
+    archive_path: Path | None
+    copy_mode: CopyMode | None
+    duration: float
+    staging_removed: bool = False
+    hook: HookResult | None = None
+
+
+def job_environment(work_rid: str, log_dir: Path, now: datetime) -> dict[str, str]:
+    """The job date/time variables and per-run log paths the archive's scripts expect."""
+    job_date, job_time = now.strftime("%Y-%m-%d"), now.strftime("%H-%M-%S")
+    job_date_time = f"{job_date}_{job_time}"
+    sync_dir = log_dir / "sync" / job_date_time
+    return {
+        "jobDateTime": job_date_time,
+        "jobDate": job_date,
+        "jobTime": job_time,
+        "syncLogDateTimeDir": str(sync_dir),
+        "syncLogDateTimeFile": str(sync_dir / f"{work_rid}.log"),
+        "syncLogTempDir": str(sync_dir / "tmp"),
+        "auditToolLogDateTimeDir": str(log_dir / "audit" / job_date_time),
+    }
+
+
+def build_command(script: Path, work_dir: Path, options: SyncOptions, success_list: Path) -> list[str]:
+    """The script's argument list for these options (no shell involved)."""
+    args = [str(script)]
+    if options.sync.replace and options.sync.archive:
+        args.append("-A")
+    if options.sync.replace and options.sync.web:
+        args.append("-W")
+    if options.sync.archive:
+        args += ["-a", options.sync.archive]
+    if options.sync.web:
+        args += ["-w", options.sync.web]
+    args += ["-s", str(success_list), str(work_dir)]
+    return args
+
+
+def build_environment(
+    options: SyncOptions, job_env: dict[str, str], *, audit_required: bool, base: dict[str, str] | None = None,
+) -> dict[str, str]:
+    """The script's environment: ``base`` (default os.environ) plus audit options, job variables and switches."""
+    env = dict(os.environ if base is None else base)
+    env.update(job_env)
+    env["LOCAL_AUDIT_OPTIONS"] = " ".join(options.audit.pre)
+    env["REPO_AUDIT_OPTIONS"] = " ".join(options.audit.post)
+    env["NO_REFRESH_WEB"] = "No" if options.sync.update_web else "Yes"
+    env["AUDIT_REQUIRED"] = "1" if audit_required else "0"
+    env["SYNC_PYTHON"] = sys.executable
+    return env
+
+
+def _stream(args: list[str], env: dict[str, str], log_path: Path, work_rid: str,
+            timeout_s: float | None) -> tuple[int, list[str], re.Match[str] | None]:
+    """Run ``args`` in its own process group, copying each output line to ``log_path`` and the logger."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    tail: list[str] = []
+    copy_mode_line: re.Match[str] | None = None
+    with log_path.open("a", encoding="utf-8") as log, subprocess.Popen(
+        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, errors="replace",
+        start_new_session=True,
+    ) as proc:
+        # SIGTERM lets the script's trap put the archive back as it was
+        timer = threading.Timer(timeout_s, _terminate, (proc,)) if timeout_s else None
+        if timer:
+            timer.start()
+        try:
+            assert proc.stdout is not None
+            for raw_line in proc.stdout:
+                log.write(raw_line)
+                log.flush()
+                line = raw_line.rstrip("\n")
+                tail = [*tail[-(_TAIL_LINES - 1):], line]
+                copy_mode_line = _COPY_MODE_RE.search(line) or copy_mode_line
+                level = logging.WARNING if ": ERROR: " in line else logging.DEBUG
+                logger.log(level, line, extra={"work_rid": work_rid})
+            return proc.wait(), tail, copy_mode_line
+        except BaseException:
+            _terminate(proc)
+            proc.wait()
+            raise
+        finally:
+            if timer:
+                timer.cancel()
+
+
+def _terminate(proc: subprocess.Popen[str]) -> None:
+    try:
+        os.killpg(proc.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+
+
+def _sync_failed(work_rid: str, exit_code: int, log_path: Path, tail: list[str]) -> SyncFailed:
+    meaning = EXIT_MEANINGS.get(exit_code, "killed by a signal" if exit_code < 0 else "unexpected exit code")
+    errors = [line for line in tail if ": ERROR: " in line]
+    detail = f": {errors[-1]}" if errors else ""
+    err = SyncFailed(work_rid, f"syncOneWork.sh exited {exit_code} ({meaning}){detail}; log: {log_path}")
+    err.exit_code, err.log_path = exit_code, log_path
+    return err
+
+
+def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: datetime | None = None,
+              run_hook: bool = True) -> SyncResult:
+    """Sync the staged work ``work_dir`` (named after ``work_rid``) as its sync options say.
+
+    On success the staging copy is removed and, when configured, the post-sync hook runs; a hook failure
+    raises HookFailed carrying ``sync_result`` (retry it alone with ``run_post_sync_hook``). A non-zero exit
+    raises SyncFailed (``exit_code``, ``log_path``) and the staging copy stays unless keep_staging_on_failure
+    is off. SyncConfigInvalid when a sync options file is invalid.
+    """
+    if work_dir.name != work_rid:
+        raise ValueError(f"{work_rid}: the staged work folder must be named after the work, got {work_dir}")
+    options = load_sync_options(work_dir, work_rid, config_dir=settings.config_dir,
+                                archive_root=settings.archive_root, web_parent=settings.web_parent)
+    job_env = job_environment(work_rid, settings.log_dir, now or datetime.now(UTC))
+    log_path = Path(job_env["syncLogDateTimeFile"])
+    success_list = settings.success_list or settings.log_dir / "synced-works.txt"
+    success_list.parent.mkdir(parents=True, exist_ok=True)
+    args = build_command(settings.script_path, work_dir, options, success_list)
+    env = build_environment(options, job_env, audit_required=settings.audit_required)
+    logger.info("syncing %s: %s", work_rid, " ".join(args[1:]), extra={"work_rid": work_rid})
+    started = time.monotonic()
+    exit_code, tail, copy_mode_line = _stream(args, env, log_path, work_rid, settings.timeout_s)
+    duration = time.monotonic() - started
+    if exit_code != 0:
+        if not settings.keep_staging_on_failure:
+            shutil.rmtree(work_dir, ignore_errors=True)
+        raise _sync_failed(work_rid, exit_code, log_path, tail)
+    copy_mode, archive_path = _archive_outcome(copy_mode_line, options, work_rid)
+    shutil.rmtree(work_dir)
+    result = SyncResult(work_rid=work_rid, exit_code=0, log_path=log_path, archive_path=archive_path,
+                        copy_mode=copy_mode, duration=duration, staging_removed=True)
+    logger.info("synced %s in %.1f s (copy_mode=%s) to %s", work_rid, duration, copy_mode, archive_path,
+                extra={"work_rid": work_rid})
+    if run_hook and settings.post_sync_hook and archive_path is not None:
+        try:
+            hook = run_post_sync_hook(settings.post_sync_hook, work_rid, archive_path, log_path=log_path,
+                                      timeout_s=settings.hook_timeout_s)
+        except HookFailed as err:
+            err.sync_result = result
+            raise
+        result = replace(result, hook=hook)
+    return result
+
+
+def _archive_outcome(copy_mode_line: re.Match[str] | None, options: SyncOptions,
+                     work_rid: str) -> tuple[CopyMode | None, Path | None]:
+    if copy_mode_line:
+        return copy_mode_line.group(1), Path(copy_mode_line.group(2))  # type: ignore[return-value]
+    if options.sync.archive:
+        return None, Path(options.sync.archive) / archive_relpath_for_rid(work_rid)
+    return None, None
+
+
+def run_post_sync_hook(hook: Sequence[str], work_rid: str, archive_path: Path, *, log_path: Path | None = None,
+                       timeout_s: float | None = None) -> HookResult:
+    """Run the hook's argument list with ``{work_rid}``/``{archive_path}`` replaced; HookFailed unless it exits 0."""
+    args = [arg.replace("{work_rid}", work_rid).replace("{archive_path}", str(archive_path)) for arg in hook]
+    started = time.monotonic()
+    try:
+        completed = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout_s,
+                                   check=False)
+    except (OSError, subprocess.TimeoutExpired) as err:
+        raise HookFailed(work_rid, f"post-sync hook {args[0]!r} could not run: {err}") from err
+    output = (completed.stdout + completed.stderr).strip()
+    if log_path is not None:
+        with log_path.open("a", encoding="utf-8") as log:
+            log.write(f"post-sync hook {args} exited {completed.returncode}\n{output}\n")
+    result = HookResult(work_rid=work_rid, args=args, exit_code=completed.returncode,
+                        output_tail="\n".join(output.splitlines()[-_TAIL_LINES:]), duration=time.monotonic() - started)
+    if completed.returncode != 0:
+        raise HookFailed(work_rid, f"post-sync hook {args[0]!r} exited {completed.returncode}: "
+                                   f"{result.output_tail[-300:] or 'no output'}")
+    logger.info("post-sync hook %s ok", args[0], extra={"work_rid": work_rid})
+    return result
