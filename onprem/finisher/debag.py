@@ -169,13 +169,13 @@ def _matches(digest: MemberDigest, manifest: BagManifest | None, item: MemberTar
 
 
 def _place(plans: list[WorkPlan], temp_dir: Path, staging_dir: Path) -> None:
-    """Set folder times, then rename each verified ``<tmp>/<RID>`` to ``<staging>/<RID>``."""
+    """Create the zip's folders with their times, then rename each ``<tmp>/<RID>`` to ``<staging>/<RID>``."""
     for plan in plans:
         for member, rel in sorted(plan.dirs, key=lambda d: -len(d[1].parts)):
             folder = temp_dir / plan.work_rid / rel
-            if folder.is_dir():
-                mtime = zip_mtime(member.info)
-                os.utime(folder, (mtime, mtime))
+            folder.mkdir(parents=True, exist_ok=True)  # empty folders of the zip exist in staging too
+            mtime = zip_mtime(member.info)
+            os.utime(folder, (mtime, mtime))
     for plan in plans:
         final = staging_dir / plan.work_rid
         if final.exists():

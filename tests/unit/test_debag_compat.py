@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import time
 import zipfile
 from pathlib import Path
 
@@ -129,3 +130,13 @@ def test_name_with_a_real_newline_is_decoded_by_bagit(tmp_path: Path, staging: P
         assert "data/sources/new%0Aline.txt" in zf.read(f"{RID}.bag/manifest-sha256.txt").decode()
     debag_archive(zip_path, RID, staging, SETTINGS)
     assert (staging / RID / "sources" / "new\nline.txt").is_file()
+
+
+def test_empty_folders_and_folder_times_come_from_the_zip(tmp_path: Path, staging: Path) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path)
+    empty = zipfile.ZipInfo(f"{RID}.bag/data/{RID}-I1KG1/empty/", date_time=(2001, 2, 3, 4, 5, 6))
+    with zipfile.ZipFile(zip_path, "a") as zf:
+        zf.writestr(empty, b"")
+    debag_archive(zip_path, RID, staging, SETTINGS)
+    folder = staging / RID / f"{RID}-I1KG1" / "empty"
+    assert folder.is_dir() and time.localtime(folder.stat().st_mtime)[:6] == (2001, 2, 3, 4, 5, 6)
