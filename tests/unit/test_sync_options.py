@@ -1,0 +1,153 @@
+"""Sync options: merge order, typing, named rejection of invalid files, and the script's command/environment."""
+
+from __future__ import annotations
+
+import re
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from onprem.finisher.errors import PermanentError, SyncConfigInvalid
+from onprem.finisher.sync import build_command, build_environment, job_environment
+from onprem.finisher.sync_options import (
+    SyncOptions,
+    deep_merge,
+    default_options,
+    load_sync_options,
+    merge_options,
+)
+
+
+def write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+@pytest.fixture
+def work_dir(tmp_path: Path) -> Path:
+    work = tmp_path / "staging" / "W1FPL2251"
+    work.mkdir(parents=True)
+    return work
+
+
+def load(work_dir: Path, config_dir: Path | None) -> SyncOptions:
+    return load_sync_options(work_dir, "W1FPL2251", config_dir=config_dir, archive_root=Path("/arch"),
+                             web_parent=None)
+
+
+def test_deep_merge_merges_mappings_and_replaces_lists_and_scalars() -> None:
+    base = {"audit": {"pre": ["-a"], "post": ["-b"]}, "sync": {"replace": False}}
+    merged = deep_merge(base, {"audit": {"pre": ["-c"]}, "sync": {"replace": True}})
+    assert merged == {"audit": {"pre": ["-c"], "post": ["-b"]}, "sync": {"replace": True}}
+    assert base["audit"]["pre"] == ["-a"]
+
+
+def test_defaults_come_from_the_settings(work_dir: Path) -> None:
+    options = load(work_dir, None)
+    assert options.sync.archive == "/arch" and options.sync.web is None
+    assert options.sync.replace is False and options.sync.update_web is True
+    assert options.audit.pre == [] and options.audit.post == []
+
+
+def test_site_file_overrides_defaults(work_dir: Path, tmp_path: Path) -> None:
+    write(tmp_path / "etc" / "site-sync.yml", "sync:\n  web: s3://web/works\n  replace: true\naudit:\n  pre: [-s]\n")
+    options = load(work_dir, tmp_path / "etc")
+    assert options.sync.archive == "/arch"
+    assert options.sync.web == "s3://web/works" and options.sync.replace is True
+    assert options.audit.pre == ["-s"]
+
+
+def test_work_file_overrides_the_site_file_key_by_key(work_dir: Path, tmp_path: Path) -> None:
+    write(tmp_path / "etc" / "site-sync.yml", "sync:\n  web: s3://web/works\n  replace: true\naudit:\n  pre: [-s]\n"
+                                             "  post: [-p]\n")
+    write(work_dir / "config" / "sync.yml", "sync:\n  replace: false\n  update_web: false\naudit:\n  pre: [-w, -x]\n")
+    options = load(work_dir, tmp_path / "etc")
+    assert options.sync.web == "s3://web/works"
+    assert options.sync.replace is False and options.sync.update_web is False
+    assert options.audit.pre == ["-w", "-x"] and options.audit.post == ["-p"]
+
+
+def test_a_work_file_may_turn_the_archive_sync_off(work_dir: Path) -> None:
+    write(work_dir / "config" / "sync.yml", "sync:\n  archive: null\n")
+    assert load(work_dir, None).sync.archive is None
+
+
+def test_empty_files_change_nothing(work_dir: Path, tmp_path: Path) -> None:
+    write(tmp_path / "etc" / "site-sync.yml", "")
+    write(work_dir / "config" / "sync.yml", "# nothing\n")
+    assert load(work_dir, tmp_path / "etc") == load(work_dir, None)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("sync:\n  replace: maybe\n", "sync.replace"),
+    ("sync:\n  replce: true\n", "sync.replce"),
+    ("audit:\n  pre: -x\n", "audit.pre"),
+    ("audit:\n  post: [-x, 3]\n", "audit.post.1"),
+    ("audit:\n  pre: ['-c my config']\n", "audit.pre"),
+    ("sync:\n  web: web-bucket/prefix\n", "sync.web"),
+    ("synk: {}\n", "synk"),
+])
+def test_invalid_work_file_is_rejected_naming_file_and_key(work_dir: Path, text: str, key: str) -> None:
+    path = write(work_dir / "config" / "sync.yml", text)
+    with pytest.raises(SyncConfigInvalid) as caught:
+        load(work_dir, None)
+    message = str(caught.value)
+    assert message.startswith("W1FPL2251: invalid sync options in ")
+    assert str(path) in message and f"{key}:" in message
+    assert isinstance(caught.value, PermanentError)
+
+
+def test_invalid_site_file_is_named_not_the_work_file(work_dir: Path, tmp_path: Path) -> None:
+    site = write(tmp_path / "etc" / "site-sync.yml", "sync:\n  update_web: [1]\n")
+    write(work_dir / "config" / "sync.yml", "sync:\n  replace: true\n")
+    with pytest.raises(SyncConfigInvalid, match=re.escape(f"{site}: sync.update_web")):
+        load(work_dir, tmp_path / "etc")
+
+
+def test_unparsable_yaml_is_rejected_with_the_file(work_dir: Path) -> None:
+    path = write(work_dir / "config" / "sync.yml", "sync: [unclosed\n")
+    with pytest.raises(SyncConfigInvalid, match=re.escape(f"W1FPL2251: unreadable sync options file {path}")):
+        load(work_dir, None)
+
+
+def test_a_top_level_list_is_rejected(work_dir: Path) -> None:
+    write(work_dir / "config" / "sync.yml", "- sync\n")
+    with pytest.raises(SyncConfigInvalid, match=r"\(top level\): expected a mapping"):
+        load(work_dir, None)
+
+
+def options(**sync: object) -> SyncOptions:
+    return merge_options(default_options(Path("/arch"), None), [("test", {"sync": sync})], "W1FPL2251")
+
+
+def test_command_maps_options_to_flags() -> None:
+    args = build_command(Path("/bin/s.sh"), Path("/st/W1"), options(web="s3://w/p", replace=True), Path("/ok"))
+    assert args == ["/bin/s.sh", "-A", "-W", "-a", "/arch", "-w", "s3://w/p", "-s", "/ok", "/st/W1"]
+
+
+def test_command_without_targets_runs_only_the_audit() -> None:
+    args = build_command(Path("/bin/s.sh"), Path("/st/W1"), options(archive=None, replace=True), Path("/ok"))
+    assert args == ["/bin/s.sh", "-s", "/ok", "/st/W1"]
+
+
+def test_environment_carries_audit_options_and_switches() -> None:
+    opts = merge_options(default_options(None, None),
+                         [("t", {"audit": {"pre": ["-c", "x.yml"], "post": ["-r"]}, "sync": {"update_web": False}})],
+                         "W1")
+    env = build_environment(opts, {"jobDate": "2026-11-29"}, audit_required=True, base={"PATH": "/bin"})
+    assert env["LOCAL_AUDIT_OPTIONS"] == "-c x.yml" and env["REPO_AUDIT_OPTIONS"] == "-r"
+    assert env["NO_REFRESH_WEB"] == "Yes" and env["AUDIT_REQUIRED"] == "1"
+    assert env["PATH"] == "/bin" and env["jobDate"] == "2026-11-29"
+
+
+def test_job_environment_names_per_run_log_paths() -> None:
+    env = job_environment("W1FPL2251", Path("/logs"), datetime(2026, 11, 29, 1, 2, 3, tzinfo=UTC))
+    assert env == {
+        "jobDateTime": "2026-11-29_01-02-03", "jobDate": "2026-11-29", "jobTime": "01-02-03",
+        "syncLogDateTimeDir": "/logs/sync/2026-11-29_01-02-03",
+        "syncLogDateTimeFile": "/logs/sync/2026-11-29_01-02-03/W1FPL2251.log",
+        "syncLogTempDir": "/logs/sync/2026-11-29_01-02-03/tmp",
+        "auditToolLogDateTimeDir": "/logs/audit/2026-11-29_01-02-03",
+    }
