@@ -109,6 +109,8 @@ def fetch_object(
                            finished.get("checksum_note", ""), parts_total, 0, parts_total)
     part_path = dest.with_name(dest.name + PART_SUFFIX)
     journal = FetchJournal.load(dest.with_name(dest.name + JOURNAL_SUFFIX), identity)
+    if journal.done and (not part_path.is_file() or part_path.stat().st_size != size):
+        journal = FetchJournal(journal.path, identity)  # the journal outlived its .part: nothing to resume
     if not journal.done:
         part_path.unlink(missing_ok=True)
     done_bytes = sum(_part_range(n, size, settings.part_size)[1] - _part_range(n, size, settings.part_size)[0]

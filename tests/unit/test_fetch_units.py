@@ -168,3 +168,14 @@ def test_sweep_removes_stale_resumable_state_past_the_age_limit(tmp_path: Path) 
     removed = {p.name for p in sweep_orphans(tmp_path, max_age_seconds=7 * 24 * 3600)}
     assert removed == {"a.bag.zip.part", "a.bag.zip.part.json", ".debag-W1-etag"}
     assert evidence.exists()
+
+
+def test_a_journal_without_its_part_file_is_not_trusted(stubbed, tmp_path: Path) -> None:
+    client, stubber = stubbed
+    identity = DownloadIdentity("b", KEY, ETAG, None, 8, SETTINGS.part_size)
+    FetchJournal(tmp_path / f"{RID}.bag.zip.part.json", identity).mark_done(0)
+    _head(stubber, 8)
+    _get(stubber, b"abcd")
+    _get(stubber, b"efgh")
+    result = fetch_object(client, _request(), tmp_path, SETTINGS)
+    assert result.parts_downloaded == 2 and result.path.read_bytes() == b"abcdefgh"
