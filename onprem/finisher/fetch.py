@@ -8,6 +8,7 @@ run on a bounded executor; the first failure cancels the rest.
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
@@ -130,6 +131,10 @@ def fetch_object(
     except (ObjectChanged, ObjectMissing):
         journal.remove()  # parts of a version that is gone can never be used
         part_path.unlink(missing_ok=True)
+        raise
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise InsufficientSpace(rid, f"disk full while writing {part_path}", retry_after=SPACE_RETRY_AFTER) from err
         raise
     finally:
         os.close(fd)

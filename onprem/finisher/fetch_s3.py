@@ -50,7 +50,8 @@ def _translate(err: ClientError, request: FetchRequest, what: str) -> Exception:
     rid, code, status = request.work_rid, _error_code(err), _status(err)
     where = f"s3://{request.bucket}/{request.key}"
     if code in ("PreconditionFailed", "412") or status == 412:
-        return ObjectChanged(rid, f"{where} no longer has ETag {request.etag} ({what}): it was overwritten")
+        pinned = request.etag or "the ETag seen at HEAD"
+        return ObjectChanged(rid, f"{where} no longer has {pinned} ({what}): it was overwritten")
     if code == "InvalidObjectState":
         return RestoreExpired(rid, f"{where} is archived and its restored copy is gone ({what}): re-request it")
     if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or status == 404:
