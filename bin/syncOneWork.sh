@@ -29,7 +29,7 @@ Environment:
   REPO_AUDIT_OPTIONS   arguments of audit-tool after the archive sync (on the archive copy)
   AUDIT_REQUIRED=1     fail when audit-tool is not on PATH (default: say so and continue)
   NO_REFRESH_WEB=Yes   skip the web copy
-  SYNC_VERIFY          checksum (default: rsync --checksum dry-run) or quick (size and mtime)
+  SYNC_VERIFY          checksum or quick (size and mtime); default: quick for hard links, checksum for copies
   SYNC_FORCE_COPY=1    copy even when workPath and the archive share a filesystem (tests, benchmarks)
   SYNC_PYTHON          python with boto3 for the web copy (default python3); honours AWS_ENDPOINT_URL
   syncLogTempDir       when set, rsync's own log goes to syncLogTempDir/{RID}-rsync.log
@@ -135,9 +135,9 @@ recover_stale() {
 }
 
 verify_copy() {
-    # $1 source, $2 copy, $3 replace (0|1): an empty itemized dry-run means every file is there, same content
+    # $1 source, $2 copy, $3 replace (0|1), $4 checksum|quick: an empty itemized dry-run means every file is there
     local verify_opts=(-r -l --dry-run --itemize-changes) itemized diffs
-    if [[ ${SYNC_VERIFY:-checksum} == quick ]]; then verify_opts+=(-t); else verify_opts+=(--checksum); fi
+    if [[ $4 == quick ]]; then verify_opts+=(-t); else verify_opts+=(--checksum); fi
     if [[ $3 == 1 ]]; then verify_opts+=(--delete); fi
     itemized=$(rsync "${verify_opts[@]}" "$1/" "$2/") || return 1
     diffs=$(printf '%s\n' "$itemized" | grep -v -e '^\.d' -e '^$' || true)
@@ -179,8 +179,18 @@ sync_archive() {
             || die "$EX_ARCHIVE" "carrying archive-only files of $TARGET failed (exit $?)"
         rsync -a -f '+ */' -f '- *' "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "folder attributes failed (exit $?)"
     fi
-    verify_copy "$src" "$TMP_DIR" "$replace" \
-        || die "$EX_ARCHIVE" "verification of $TMP_DIR against $src failed (files above differ); archive unchanged"
+    # hard links share the source's inodes: size and mtime suffice; copies are compared by checksum
+    local verify=${SYNC_VERIFY:-}
+    if [[ -z $verify ]]; then
+        if [[ $copy_mode == link ]]; then verify=quick; else verify=checksum; fi
+    fi
+    if ! verify_copy "$src" "$TMP_DIR" "$replace" "$verify"; then
+        # a file linked from the old copy on size and mtime alone may differ: rewrite by checksum, once
+        say "verification found differences: re-syncing them by checksum"
+        rsync -a --checksum "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "checksum re-sync into $TMP_DIR failed (exit $?)"
+        verify_copy "$src" "$TMP_DIR" "$replace" checksum \
+            || die "$EX_ARCHIVE" "verification of $TMP_DIR against $src failed (files above differ); archive unchanged"
+    fi
 
     if [[ -d $TARGET ]]; then
         PREV_DIR="$parent/.$RID.previous.$$"

@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
@@ -49,6 +49,7 @@ EXIT_MEANINGS = {
     2: "usage error", 3: "not a work directory", 4: "audit before the sync failed", 5: "archive sync failed",
     6: "-A refused an empty source or a non-work", 7: "audit of the archive copy failed", 8: "web copy failed",
     9: "success list not written", 10: "another sync of this work is running",
+    130: "interrupted, archive left as it was", 143: "terminated, archive left as it was",
 }
 _COPY_MODE_RE = re.compile(r": archive: copy_mode=(link|rename|copy) path=(.+)$")
 _TAIL_LINES = 20
@@ -141,18 +142,24 @@ def build_environment(
     return env
 
 
-def _stream(args: list[str], env: dict[str, str], log_path: Path, work_rid: str,
-            timeout_s: float | None) -> tuple[int, list[str], re.Match[str] | None]:
+@dataclass
+class _ScriptRun:
+    exit_code: int = -1
+    tail: list[str] = field(default_factory=list)
+    copy_mode_line: re.Match[str] | None = None
+    timed_out: threading.Event = field(default_factory=threading.Event)
+
+
+def _stream(args: list[str], env: dict[str, str], log_path: Path, work_rid: str, timeout_s: float | None) -> _ScriptRun:
     """Run ``args`` in its own process group, copying each output line to ``log_path`` and the logger."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
-    tail: list[str] = []
-    copy_mode_line: re.Match[str] | None = None
+    run = _ScriptRun()
     with log_path.open("a", encoding="utf-8") as log, subprocess.Popen(
         args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, errors="replace",
         start_new_session=True,
     ) as proc:
         # SIGTERM lets the script's trap put the archive back as it was
-        timer = threading.Timer(timeout_s, _terminate, (proc,)) if timeout_s else None
+        timer = threading.Timer(timeout_s, _terminate, (proc, run.timed_out)) if timeout_s else None
         if timer:
             timer.start()
         try:
@@ -161,11 +168,12 @@ def _stream(args: list[str], env: dict[str, str], log_path: Path, work_rid: str,
                 log.write(raw_line)
                 log.flush()
                 line = raw_line.rstrip("\n")
-                tail = [*tail[-(_TAIL_LINES - 1):], line]
-                copy_mode_line = _COPY_MODE_RE.search(line) or copy_mode_line
+                run.tail = [*run.tail[-(_TAIL_LINES - 1):], line]
+                run.copy_mode_line = _COPY_MODE_RE.search(line) or run.copy_mode_line
                 level = logging.WARNING if ": ERROR: " in line else logging.DEBUG
                 logger.log(level, line, extra={"work_rid": work_rid})
-            return proc.wait(), tail, copy_mode_line
+            run.exit_code = proc.wait()
+            return run
         except BaseException:
             _terminate(proc)
             proc.wait()
@@ -175,16 +183,21 @@ def _stream(args: list[str], env: dict[str, str], log_path: Path, work_rid: str,
                 timer.cancel()
 
 
-def _terminate(proc: subprocess.Popen[str]) -> None:
+def _terminate(proc: subprocess.Popen[str], timed_out: threading.Event | None = None) -> None:
+    if timed_out is not None:
+        timed_out.set()
     try:
         os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
 
 
-def _sync_failed(work_rid: str, exit_code: int, log_path: Path, tail: list[str]) -> SyncFailed:
+def _sync_failed(work_rid: str, run: _ScriptRun, log_path: Path, timeout_s: float | None) -> SyncFailed:
+    exit_code = run.exit_code
     meaning = EXIT_MEANINGS.get(exit_code, "killed by a signal" if exit_code < 0 else "unexpected exit code")
-    errors = [line for line in tail if ": ERROR: " in line]
+    if run.timed_out.is_set():
+        meaning = f"timed out after {timeout_s:g} s, terminated"
+    errors = [line for line in run.tail if ": ERROR: " in line]
     detail = f": {errors[-1]}" if errors else ""
     err = SyncFailed(work_rid, f"syncOneWork.sh exited {exit_code} ({meaning}){detail}; log: {log_path}")
     err.exit_code, err.log_path = exit_code, log_path
@@ -212,13 +225,13 @@ def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: dat
     env = build_environment(options, job_env, audit_required=settings.audit_required)
     logger.info("syncing %s: %s", work_rid, " ".join(args[1:]), extra={"work_rid": work_rid})
     started = time.monotonic()
-    exit_code, tail, copy_mode_line = _stream(args, env, log_path, work_rid, settings.timeout_s)
+    run = _stream(args, env, log_path, work_rid, settings.timeout_s)
     duration = time.monotonic() - started
-    if exit_code != 0:
+    if run.exit_code != 0:
         if not settings.keep_staging_on_failure:
             shutil.rmtree(work_dir, ignore_errors=True)
-        raise _sync_failed(work_rid, exit_code, log_path, tail)
-    copy_mode, archive_path = _archive_outcome(copy_mode_line, options, work_rid)
+        raise _sync_failed(work_rid, run, log_path, settings.timeout_s)
+    copy_mode, archive_path = _archive_outcome(run.copy_mode_line, options, work_rid)
     shutil.rmtree(work_dir)
     result = SyncResult(work_rid=work_rid, exit_code=0, log_path=log_path, archive_path=archive_path,
                         copy_mode=copy_mode, duration=duration, staging_removed=True)

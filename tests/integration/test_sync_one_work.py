@@ -212,6 +212,35 @@ def test_killed_sync_leaves_the_archive_unchanged_and_next_run_cleans_up(
     assert tree(parent / "W1FPL2251") == tree(work)
 
 
+def test_terminated_sync_removes_its_temp_copy_and_keeps_the_archive(
+    run, staging: Path, archive: Path, fakebin: Path,
+) -> None:
+    work = make_work(staging, "W1FPL2251", FIRST)
+    run("-a", str(archive), str(work))
+    rewrite(work / "sources/notes.txt", "notes v2")
+    term = fakebin / "rsync"
+    term.write_text(f'#!/bin/bash\nkill -TERM "$PPID"\nexec {REAL_RSYNC} "$@"\n')
+    term.chmod(0o755)
+    proc = run("-A", "-a", str(archive), str(work), check_rc=143)
+    assert "archive: copy_mode=" not in proc.stdout and "done: ok" not in proc.stdout
+    assert tree(archive / "Archive2/51/W1FPL2251") == FIRST
+    assert siblings(archive / "Archive2/51", "W1FPL2251") == []
+
+
+def test_copy_with_same_size_and_mtime_but_new_content_is_caught_by_checksum(
+    run, staging: Path, archive: Path,
+) -> None:
+    work = make_work(staging, "W1FPL2251", FIRST)
+    run("-a", str(archive), str(work), env={"SYNC_FORCE_COPY": "1"})
+    notes = work / "sources/notes.txt"
+    stamp = notes.stat().st_mtime_ns
+    rewrite(notes, "NOTES")
+    os.utime(notes, ns=(stamp, stamp))
+    out = run("-a", str(archive), str(work), env={"SYNC_FORCE_COPY": "1"}).stdout
+    assert "re-syncing them by checksum" in out
+    assert tree(archive / "Archive2/51/W1FPL2251") == {**FIRST, "sources/notes.txt": "NOTES"}
+
+
 def test_swap_interrupted_between_renames_is_rolled_back(run, staging: Path, archive: Path) -> None:
     parent = archive / "Archive2/51"
     make_work(parent, ".W1FPL2251.previous.4242", {**FIRST, "sources/only-in-archive.txt": "keep"})

@@ -145,6 +145,20 @@ def test_failed_sync_removes_staging_when_asked(
     assert not work.exists()
 
 
+def test_sync_over_its_timeout_is_terminated_and_the_archive_untouched(
+    settings: SyncSettings, tmp_path: Path, audit_record: Path,
+) -> None:
+    hanging = tmp_path / "fakebin" / "rsync"
+    hanging.write_text("#!/bin/bash\nexec sleep 60\n")
+    hanging.chmod(0o755)
+    work = make_work(tmp_path / "staging", "W1FPL2251", FILES)
+    with pytest.raises(SyncFailed, match=r"exited 143 \(timed out after 0\.5 s, terminated\)") as caught:
+        sync_work(work, "W1FPL2251", settings.model_copy(update={"timeout_s": 0.5}), now=NOW)
+    assert caught.value.exit_code == 143
+    parent = tmp_path / "archive/Archive2/51"
+    assert work.exists() and sorted(p.name for p in parent.iterdir()) == []
+
+
 def hook_writing_to(target: Path, exit_code: int = 0) -> list[str]:
     code = f"import sys; open({str(target)!r}, 'a').write(' '.join(sys.argv[1:]) + '\\n'); sys.exit({exit_code})"
     return [sys.executable, "-c", code, "{work_rid}", "{archive_path}"]
