@@ -19,6 +19,8 @@ from moto.server import ThreadedMotoServer
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "bin" / "syncOneWork.sh"
 REAL_RSYNC = shutil.which("rsync") or "/usr/bin/rsync"
+#: rsync, bash and coreutils, but no audit-tool unless a test writes one
+SYSTEM_PATH = os.pathsep.join(dict.fromkeys([str(Path(REAL_RSYNC).parent), "/usr/bin", "/bin"]))
 WEB_BUCKET = "web-images"
 
 
@@ -58,7 +60,7 @@ def run(tmp_path: Path, fakebin: Path):
     """Run the script with PATH limited to the system folders (no audit-tool unless a test writes one)."""
 
     def _run(*args: str, env: dict[str, str] | None = None, check_rc: int | None = 0) -> subprocess.CompletedProcess:
-        full_env = {"PATH": f"{fakebin}:/usr/bin:/bin", "HOME": str(tmp_path), "SYNC_PYTHON": sys.executable,
+        full_env = {"PATH": f"{fakebin}:{SYSTEM_PATH}", "HOME": str(tmp_path), "SYNC_PYTHON": sys.executable,
                     "LANG": "C.UTF-8", **(env or {})}
         proc = subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, env=full_env, timeout=60,
                               start_new_session=True, check=False)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +14,9 @@ import pytest
 from onprem.finisher.errors import HookFailed, RetryableError, SyncConfigInvalid, SyncFailed
 from onprem.finisher.sync import SyncResult, SyncSettings, run_post_sync_hook, sync_work
 
+#: rsync, bash and coreutils, but no audit-tool unless a test writes one
+SYSTEM_PATH = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("rsync") or "/usr/bin/rsync").parent), "/usr/bin",
+                                             "/bin"]))
 JOB_VARIABLES = ("jobDateTime", "jobDate", "jobTime", "syncLogDateTimeDir", "syncLogDateTimeFile", "syncLogTempDir",
                  "auditToolLogDateTimeDir")
 NOW = datetime(2026, 11, 29, 1, 2, 3, tzinfo=UTC)
@@ -43,7 +48,7 @@ def audit_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     stub = fakebin / "audit-tool"
     stub.write_text(f'#!/bin/bash\necho "args=$*" >> {record}\n{lines}')
     stub.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fakebin}:/usr/bin:/bin")
+    monkeypatch.setenv("PATH", f"{fakebin}:{SYSTEM_PATH}")
     return record
 
 
@@ -121,7 +126,7 @@ def test_invalid_work_options_stop_before_the_script(
 def test_failed_sync_raises_sync_failed_and_keeps_staging(
     settings: SyncSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("PATH", SYSTEM_PATH)
     work = make_work(tmp_path / "staging", "W1FPL2251", FILES)
     required = settings.model_copy(update={"audit_required": True})
     with pytest.raises(SyncFailed) as caught:
@@ -137,7 +142,7 @@ def test_failed_sync_raises_sync_failed_and_keeps_staging(
 def test_failed_sync_removes_staging_when_asked(
     settings: SyncSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv("PATH", "/usr/bin:/bin")
+    monkeypatch.setenv("PATH", SYSTEM_PATH)
     work = make_work(tmp_path / "staging", "W1FPL2251", FILES)
     strict = settings.model_copy(update={"audit_required": True, "keep_staging_on_failure": False})
     with pytest.raises(SyncFailed):
