@@ -57,10 +57,10 @@ bench: setup
 	$(PY) -m bench.run
 
 synth: setup
-	@test -x $(NODE_CDK) || npm install --no-audit --no-fund --silent aws-cdk@2
+	@test -x $(NODE_CDK) || npm ci --no-audit --no-fund --silent
 	$(NODE_CDK) synth -c env=dev -o cdk.out/dev --quiet
 	$(NODE_CDK) synth -c env=prod -o cdk.out/prod --quiet
-	$(VENV)/bin/cfn-lint cdk.out/dev/*.template.json cdk.out/prod/*.template.json
+	$(VENV)/bin/cfn-lint --non-zero-exit-code error cdk.out/dev/*.template.json cdk.out/prod/*.template.json
 
 clean:
 	rm -rf build cdk.out .pytest_cache

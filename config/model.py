@@ -84,6 +84,8 @@ class FinisherConfig(_Model):
     concurrency: int = Field(default=2, ge=1, le=64)
     iam_principal: Literal["role", "user"] = "role"
     trusted_role_arn: str | None = None
+    #: when set, the finisher role trusts IAM Roles Anywhere through this trust anchor (docs/deploy.md)
+    roles_anywhere_trust_anchor_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:rolesanywhere:")
 
 
 class MonitoringConfig(_Model):

@@ -1,0 +1,101 @@
+"""The on-prem finisher's permissions: one managed policy for every region, attached to one role or user.
+
+IAM is global and the finisher is one process polling every region's queue, so a single policy and principal
+live in the access stack (home region); queue ARNs are built from the names in the environment config.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from aws_cdk import Duration, Stack
+from aws_cdk import aws_iam as iam
+from constructs import Construct
+
+from config.model import FinisherConfig
+from infra.cdk.constructs.notify_function import key_arns
+
+WORK_QUEUE_ACTIONS = (
+    "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:ChangeMessageVisibility",
+    "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+    # continuation messages (a long work handed on) and redrive from the DLQ back to the work queue
+    "sqs:SendMessage",
+)
+DEAD_LETTER_ACTIONS = (
+    # SendMessage: a permanent failure is parked on the DLQ; Receive/Delete: redrive back to the work queue
+    "sqs:SendMessage", "sqs:ReceiveMessage", "sqs:DeleteMessage",
+    # DLQ depth for `finisher status`, URL lookup by name
+    "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
+)
+STAGED_BAG_ACTIONS = ("s3:GetObject", "s3:RestoreObject")
+ROLES_ANYWHERE = "rolesanywhere.amazonaws.com"
+#: a 20 GB bag can take hours; Roles Anywhere sessions can last up to 12 h
+MAX_SESSION = Duration.hours(12)
+
+
+@dataclass(frozen=True)
+class RegionQueues:
+    region: str
+    queue_name: str
+    dlq_name: str
+
+
+def finisher_statements(stack: Stack, *, queues: Sequence[RegionQueues], bucket_names: Sequence[str],
+                        key_suffixes: Sequence[str], namespace: str) -> list[iam.PolicyStatement]:
+    """Exactly what the finisher may do: its queues, the staged bag keys, its own metrics namespace."""
+    def queue_arn(region: str, name: str) -> str:
+        return stack.format_arn(service="sqs", region=region, resource=name)
+
+    return [
+        iam.PolicyStatement(sid="ConsumeWorkQueues", actions=list(WORK_QUEUE_ACTIONS),
+                            resources=[queue_arn(q.region, q.queue_name) for q in queues]),
+        iam.PolicyStatement(sid="ParkAndRedriveDeadLetters", actions=list(DEAD_LETTER_ACTIONS),
+                            resources=[queue_arn(q.region, q.dlq_name) for q in queues]),
+        iam.PolicyStatement(sid="RestoreAndFetchStagedBags", actions=list(STAGED_BAG_ACTIONS),
+                            resources=key_arns(bucket_names, key_suffixes)),
+        # PutMetricData has no resource-level permissions; the namespace condition is what limits it
+        iam.PolicyStatement(sid="PutFinisherMetrics", actions=["cloudwatch:PutMetricData"], resources=["*"],
+                            conditions={"StringEquals": {"cloudwatch:namespace": namespace}}),
+    ]
+
+
+def role_principal(finisher: FinisherConfig) -> iam.IPrincipal:
+    """Roles Anywhere trust anchor if configured, else the trusted role, else the account root."""
+    if finisher.roles_anywhere_trust_anchor_arn:
+        return iam.ServicePrincipal(ROLES_ANYWHERE).with_conditions(
+            {"ArnEquals": {"aws:SourceArn": finisher.roles_anywhere_trust_anchor_arn}}
+        )
+    if finisher.trusted_role_arn:
+        return iam.ArnPrincipal(finisher.trusted_role_arn)
+    return iam.AccountRootPrincipal()
+
+
+class FinisherAccess(Construct):
+    """``policy`` (managed, named ``policy_name``) and ``principal`` (a role or a user, per config)."""
+
+    def __init__(self, scope: Construct, construct_id: str, *, policy_name: str, principal_name: str,
+                 finisher: FinisherConfig, statements: Sequence[iam.PolicyStatement]) -> None:
+        super().__init__(scope, construct_id)
+        self.policy = iam.ManagedPolicy(
+            self, "Policy", managed_policy_name=policy_name,
+            description="bdrc-restore finisher: work queues, DLQs, staged bags, its metrics namespace",
+            statements=list(statements),
+        )
+        self.principal: iam.Role | iam.User
+        if finisher.iam_principal == "user":
+            # access keys are created out of band (docs/deploy.md); CloudFormation would expose the secret
+            self.principal = iam.User(self, "User", user_name=principal_name, managed_policies=[self.policy])
+            return
+        role = iam.Role(
+            self, "Role", role_name=principal_name, assumed_by=role_principal(finisher),
+            managed_policies=[self.policy], max_session_duration=MAX_SESSION,
+            description="Assumed by the on-prem bdrc-restore finisher",
+        )
+        if finisher.roles_anywhere_trust_anchor_arn:
+            role.assume_role_policy.add_statements(iam.PolicyStatement(
+                actions=["sts:TagSession", "sts:SetSourceIdentity"],
+                principals=[iam.ServicePrincipal(ROLES_ANYWHERE)],
+                conditions={"ArnEquals": {"aws:SourceArn": finisher.roles_anywhere_trust_anchor_arn}},
+            ))
+        self.principal = role
