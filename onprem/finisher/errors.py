@@ -103,6 +103,12 @@ class SyncFailed(RetryableError):
     cause = "sync_failed"
 
 
+class SyncRefused(PermanentError):
+    """syncOneWork.sh refused the work itself (usage, not a work, -A on an empty source): a retry cannot help."""
+
+    cause = "sync_refused"
+
+
 class HookFailed(RetryableError):
     cause = "hook_failed"
 

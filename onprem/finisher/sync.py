@@ -25,7 +25,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict
 
 from contract.keys import archive_relpath_for_rid
-from onprem.finisher.errors import HookFailed, SyncFailed
+from onprem.finisher.errors import HookFailed, SyncFailed, SyncRefused
 from onprem.finisher.sync_options import SyncOptions, load_sync_options
 
 __all__ = [
@@ -51,6 +51,8 @@ EXIT_MEANINGS = {
     9: "success list not written", 10: "another sync of this work is running",
     130: "interrupted, archive left as it was", 143: "terminated, archive left as it was",
 }
+#: exits a retry cannot fix: the script refused the work itself
+PERMANENT_EXITS = frozenset({2, 3, 6})
 _COPY_MODE_RE = re.compile(r": archive: copy_mode=(link|rename|copy) path=(.+)$")
 _TAIL_LINES = 20
 
@@ -192,14 +194,18 @@ def _terminate(proc: subprocess.Popen[str], timed_out: threading.Event | None = 
         return
 
 
-def _sync_failed(work_rid: str, run: _ScriptRun, log_path: Path, timeout_s: float | None) -> SyncFailed:
+def _sync_failed(work_rid: str, run: _ScriptRun, log_path: Path,
+                 timeout_s: float | None) -> SyncFailed | SyncRefused:
     exit_code = run.exit_code
     meaning = EXIT_MEANINGS.get(exit_code, "killed by a signal" if exit_code < 0 else "unexpected exit code")
     if run.timed_out.is_set():
         meaning = f"timed out after {timeout_s:g} s, terminated"
     errors = [line for line in run.tail if ": ERROR: " in line]
     detail = f": {errors[-1]}" if errors else ""
-    err = SyncFailed(work_rid, f"syncOneWork.sh exited {exit_code} ({meaning}){detail}; log: {log_path}")
+    message = f"syncOneWork.sh exited {exit_code} ({meaning}){detail}; log: {log_path}"
+    err: SyncFailed | SyncRefused = (
+        SyncRefused(work_rid, message) if exit_code in PERMANENT_EXITS else SyncFailed(work_rid, message)
+    )
     err.exit_code, err.log_path = exit_code, log_path
     return err
 

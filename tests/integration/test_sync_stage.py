@@ -11,7 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher.errors import HookFailed, RetryableError, SyncConfigInvalid, SyncFailed
+from onprem.finisher.errors import (
+    HookFailed,
+    PermanentError,
+    RetryableError,
+    SyncConfigInvalid,
+    SyncFailed,
+    SyncRefused,
+)
 from onprem.finisher.sync import SyncResult, SyncSettings, run_post_sync_hook, sync_work
 
 #: rsync, bash and coreutils, but no audit-tool unless a test writes one
@@ -137,6 +144,18 @@ def test_failed_sync_raises_sync_failed_and_keeps_staging(
     assert str(err).startswith("W1FPL2251: syncOneWork.sh exited 4 (audit before the sync failed)")
     assert "AUDIT_REQUIRED=1" in str(err) and str(err.log_path) in str(err)
     assert work.exists() and not (tmp_path / "archive/Archive2/51/W1FPL2251").exists()
+
+
+def test_replace_of_an_empty_work_is_refused_permanently(
+    settings: SyncSettings, tmp_path: Path, audit_record: Path,
+) -> None:
+    work = make_work(tmp_path / "staging", "W1FPL2251", {"config/sync.yml": "sync:\n  replace: true\n"})
+    with pytest.raises(SyncRefused) as caught:
+        sync_work(work, "W1FPL2251", settings, now=NOW)
+    assert isinstance(caught.value, PermanentError)
+    assert caught.value.exit_code == 6
+    assert str(caught.value).startswith("W1FPL2251: syncOneWork.sh exited 6")
+    assert not (tmp_path / "archive/Archive2/51/W1FPL2251").exists()
 
 
 def test_failed_sync_removes_staging_when_asked(
