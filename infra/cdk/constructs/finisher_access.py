@@ -28,7 +28,8 @@ DEAD_LETTER_ACTIONS = (
     # DLQ depth for `finisher status`, URL lookup by name
     "sqs:GetQueueAttributes", "sqs:GetQueueUrl",
 )
-STAGED_BAG_ACTIONS = ("s3:GetObject", "s3:RestoreObject")
+#: HEAD/GET (GetObjectVersion: the fetch pins ranged GETs to the restored VersionId) and restore requests
+STAGED_BAG_ACTIONS = ("s3:GetObject", "s3:GetObjectVersion", "s3:RestoreObject")
 ROLES_ANYWHERE = "rolesanywhere.amazonaws.com"
 #: a 20 GB bag can take hours; Roles Anywhere sessions can last up to 12 h
 MAX_SESSION = Duration.hours(12)

@@ -95,10 +95,12 @@ class NotifyFunction(Construct):
         #: object ARNs the function may HEAD (empty when head_object is off)
         self.head_object_arns: list[str] = []
         if notify.head_object:
-            # HeadObject is authorised by s3:GetObject; only the bag keys of this region's buckets
+            # HeadObject is authorised by s3:GetObject (GetObjectVersion when pinned to the event's version-id);
+            # only the bag keys of this region's buckets
             self.head_object_arns = key_arns([b.name for b in region.buckets], notify.accepted_suffixes())
             self.role.add_to_principal_policy(iam.PolicyStatement(
-                sid="HeadStagedBags", actions=["s3:GetObject"], resources=self.head_object_arns,
+                sid="HeadStagedBags", actions=["s3:GetObject", "s3:GetObjectVersion"],
+                resources=self.head_object_arns,
             ))
         # each regional function routes only its own region's buckets, to its own region's queue
         own_region = environment.model_copy(update={"regions": [region]})

@@ -1,0 +1,354 @@
+"""The regional stacks: imported buckets, EventBridge rule, queues, notify function, idempotency table."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from aws_cdk.assertions import Match
+
+from config.routing import RoutingTable
+from infra.cdk.constructs.notify_function import powertools_layer_arn
+from tests.infra.conftest import Synthesis, only, resources_of
+
+FOURTEEN_DAYS = 14 * 86400
+
+
+def _regions(synthesis: Synthesis) -> list[tuple[str, Any]]:
+    return [(f"regional:{r.region}", r) for r in synthesis.environment.regions]
+
+
+def _queue(template: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    matches = [(k, v) for k, v in resources_of(template, "AWS::SQS::Queue").items()
+               if v["Properties"]["QueueName"] == name]
+    assert len(matches) == 1, name
+    return matches[0]
+
+
+def test_one_regional_stack_per_region_with_buckets(synthesis: Synthesis) -> None:
+    assert sorted(synthesis.regional_keys()) == sorted(f"regional:{r.region}" for r in synthesis.environment.regions)
+
+
+def test_regional_stack_resource_counts(synthesis: Synthesis) -> None:
+    for key, region in _regions(synthesis):
+        template = synthesis.assertions(key)
+        template.resource_count_is("AWS::SQS::Queue", 3)
+        template.resource_count_is("AWS::SQS::QueuePolicy", 3)
+        template.resource_count_is("AWS::DynamoDB::Table", 1)
+        template.resource_count_is("AWS::Events::Rule", 1)
+        template.resource_count_is("Custom::S3BucketNotifications", len(region.buckets))
+        template.resource_count_is("AWS::CloudWatch::Alarm", 4)
+        template.resource_count_is("AWS::SNS::Topic", 1)
+        # the notify function and CDK's bucket-notifications handler
+        template.resource_count_is("AWS::Lambda::Function", 2)
+
+
+def test_staging_buckets_are_imported_never_created(synthesis: Synthesis) -> None:
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        assert resources_of(template, "AWS::S3::Bucket") == {}
+        assert resources_of(template, "AWS::S3::BucketPolicy") == {}
+        notifications = resources_of(template, "Custom::S3BucketNotifications")
+        assert sorted(n["Properties"]["BucketName"] for n in notifications.values()) == sorted(
+            b.name for b in region.buckets)
+        for notification in notifications.values():
+            # Managed: false merges with the bucket's existing notification configurations instead of replacing them
+            assert notification["Properties"]["Managed"] is False
+            assert notification["Properties"]["NotificationConfiguration"] == {"EventBridgeConfiguration": {}}
+
+
+def test_work_queue_is_encrypted_redriven_and_matches_the_finisher_heartbeat(synthesis: Synthesis) -> None:
+    policy = synthesis.environment.queues
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        dlq_id, dlq = _queue(template, region.dlq_name)
+        _, work = _queue(template, region.queue_name)
+        assert work["Properties"] == {
+            "QueueName": region.queue_name,
+            "SqsManagedSseEnabled": True,
+            "MessageRetentionPeriod": policy.retention_days * 86400,
+            "VisibilityTimeout": policy.visibility_timeout_s,
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
+                              "maxReceiveCount": policy.max_receive_count},
+        }
+        assert dlq["Properties"] == {"QueueName": region.dlq_name, "SqsManagedSseEnabled": True,
+                                     "MessageRetentionPeriod": FOURTEEN_DAYS}
+        assert dlq["Properties"]["MessageRetentionPeriod"] >= work["Properties"]["MessageRetentionPeriod"]
+
+
+def test_failure_queue_is_encrypted_and_keeps_fourteen_days(synthesis: Synthesis) -> None:
+    for key, region in _regions(synthesis):
+        _, failures = _queue(synthesis.template(key), synthesis.environment.failure_queue_name(region.region))
+        assert failures["Properties"]["SqsManagedSseEnabled"] is True
+        assert failures["Properties"]["MessageRetentionPeriod"] == FOURTEEN_DAYS
+
+
+def test_every_queue_refuses_requests_without_tls(synthesis: Synthesis) -> None:
+    for key, _region in _regions(synthesis):
+        template = synthesis.template(key)
+        queue_ids = set(resources_of(template, "AWS::SQS::Queue"))
+        protected = set()
+        for policy in resources_of(template, "AWS::SQS::QueuePolicy").values():
+            statements = policy["Properties"]["PolicyDocument"]["Statement"]
+            if any(s["Effect"] == "Deny" and s["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
+                   and s["Action"] == "sqs:*" for s in statements):
+                protected |= {q["Ref"] for q in policy["Properties"]["Queues"]}
+        assert protected == queue_ids
+
+
+def test_rule_matches_restore_completions_of_bags_in_the_region_buckets(synthesis: Synthesis) -> None:
+    suffixes = list(synthesis.environment.notify.accepted_suffixes())
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        _, rule = only(template, "AWS::Events::Rule")
+        assert rule["Properties"]["EventPattern"] == {
+            "source": ["aws.s3"],
+            "detail-type": ["Object Restore Completed"],
+            "detail": {"bucket": {"name": sorted(b.name for b in region.buckets)},
+                       "object": {"key": [{"suffix": s} for s in suffixes]}},
+        }
+
+
+def test_plain_zips_are_matched_only_where_accepted(synthesized: dict[str, Synthesis]) -> None:
+    def key_filters(synthesis: Synthesis) -> list[dict[str, str]]:
+        _, rule = only(synthesis.template(synthesis.regional_keys()[0]), "AWS::Events::Rule")
+        return rule["Properties"]["EventPattern"]["detail"]["object"]["key"]
+    assert key_filters(synthesized["dev"]) == [{"suffix": ".bag.zip"}, {"suffix": ".zip"}]
+    assert key_filters(synthesized["prod"]) == [{"suffix": ".bag.zip"}]
+
+
+def test_rule_target_has_retry_policy_and_the_failure_queue_as_dlq(synthesis: Synthesis) -> None:
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        failures_id, _ = _queue(template, synthesis.environment.failure_queue_name(region.region))
+        function_id, _ = _notify_function(template)
+        _, rule = only(template, "AWS::Events::Rule")
+        [target] = rule["Properties"]["Targets"]
+        assert target["Arn"] == {"Fn::GetAtt": [function_id, "Arn"]}
+        assert target["RetryPolicy"] == {"MaximumEventAgeInSeconds": 86400, "MaximumRetryAttempts": 185}
+        assert target["DeadLetterConfig"] == {"Arn": {"Fn::GetAtt": [failures_id, "Arn"]}}
+
+
+def _notify_function(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    matches = [(k, v) for k, v in resources_of(template, "AWS::Lambda::Function").items()
+               if v["Properties"].get("Handler") == "lambdas.notify_restore.handler.lambda_handler"]
+    assert len(matches) == 1
+    return matches[0]
+
+
+def test_notify_function_runtime_architecture_layer_and_sizing(synthesis: Synthesis) -> None:
+    notify = synthesis.environment.notify
+    for key, region in _regions(synthesis):
+        _, function = _notify_function(synthesis.template(key))
+        properties = function["Properties"]
+        assert properties["FunctionName"] == synthesis.environment.notify_function_name(region.region)
+        assert properties["Runtime"] == "python3.13"
+        assert properties["Architectures"] == ["arm64"]
+        assert properties["Layers"] == [powertools_layer_arn(region.region, notify.powertools_layer_version)]
+        assert properties["Layers"][0] == (
+            f"arn:aws:lambda:{region.region}:017000801446:layer:AWSLambdaPowertoolsPythonV3-python313-arm64:"
+            f"{notify.powertools_layer_version}")
+        assert properties["MemorySize"] == notify.memory_mb
+        assert properties["Timeout"] == notify.timeout_s
+        assert properties["TracingConfig"] == {"Mode": "Active"}
+
+
+def test_notify_function_environment(synthesis: Synthesis) -> None:
+    environment = synthesis.environment
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        _, function = _notify_function(template)
+        variables = function["Properties"]["Environment"]["Variables"]
+        table_id, _ = only(template, "AWS::DynamoDB::Table")
+        failures_id, _ = _queue(template, environment.failure_queue_name(region.region))
+        expected_plain = {
+            "IDEMPOTENCY_DAYS": str(environment.notify.idempotency_days),
+            "ACCEPTED_SUFFIXES": ",".join(environment.notify.accepted_suffixes()),
+            "HEAD_OBJECT": "true" if environment.notify.head_object else "false",
+            "POWERTOOLS_SERVICE_NAME": "notify_restore",
+            "POWERTOOLS_METRICS_NAMESPACE": environment.monitoring.namespace,
+            "POWERTOOLS_LOG_LEVEL": environment.notify.log_level,
+        }
+        assert {k: variables[k] for k in expected_plain} == expected_plain
+        assert variables["IDEMPOTENCY_TABLE"] == {"Ref": table_id}
+        assert variables["FAILURE_QUEUE_URL"] == {"Ref": failures_id}
+        assert set(variables) == {*expected_plain, "IDEMPOTENCY_TABLE", "FAILURE_QUEUE_URL", "ROUTING_TABLE"}
+
+
+def test_routing_table_holds_only_the_region_buckets_and_its_own_queue(synthesis: Synthesis) -> None:
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        work_id, _ = _queue(template, region.queue_name)
+        _, function = _notify_function(template)
+        parts = function["Properties"]["Environment"]["Variables"]["ROUTING_TABLE"]["Fn::Join"][1]
+        # substitute the queue URL token by a URL to check the JSON is a valid routing table
+        text = "".join(p if isinstance(p, str) else f"https://sqs/{p['Ref']}" for p in parts)
+        table = RoutingTable.from_env(text)
+        assert sorted(table.root) == sorted(b.name for b in region.buckets)
+        for bucket in region.buckets:
+            route = table.route_for(bucket.name)
+            assert route is not None
+            assert (route.collection, route.region, route.queue_url) == (
+                bucket.collection, region.region, f"https://sqs/{work_id}")
+
+
+def test_async_invocations_fail_over_to_the_failure_queue(synthesis: Synthesis) -> None:
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        failures_id, _ = _queue(template, synthesis.environment.failure_queue_name(region.region))
+        function_id, _ = _notify_function(template)
+        _, invoke_config = only(template, "AWS::Lambda::EventInvokeConfig")
+        assert invoke_config["Properties"] == {
+            "FunctionName": {"Ref": function_id},
+            "Qualifier": "$LATEST",
+            "MaximumRetryAttempts": 2,
+            "MaximumEventAgeInSeconds": 6 * 3600,
+            "DestinationConfig": {"OnFailure": {"Destination": {"Fn::GetAtt": [failures_id, "Arn"]}}},
+        }
+
+
+def test_log_group_has_explicit_retention(synthesis: Synthesis) -> None:
+    for key, region in _regions(synthesis):
+        template = synthesis.assertions(key)
+        template.has_resource_properties("AWS::Logs::LogGroup", {
+            "LogGroupName": f"/aws/lambda/{synthesis.environment.notify_function_name(region.region)}",
+            "RetentionInDays": 90,
+        })
+
+
+def test_idempotency_table_is_what_powertools_expects(synthesis: Synthesis) -> None:
+    retain = "Retain" if synthesis.environment.name == "prod" else "Delete"
+    for key, region in _regions(synthesis):
+        template = synthesis.assertions(key)
+        template.has_resource("AWS::DynamoDB::Table", {
+            "Properties": {
+                "TableName": synthesis.environment.idempotency_table_name(region.region),
+                "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+                "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}],
+                "BillingMode": "PAY_PER_REQUEST",
+                "TimeToLiveSpecification": {"AttributeName": "expiration", "Enabled": True},
+                "PointInTimeRecoverySpecification": {"PointInTimeRecoveryEnabled": True},
+            },
+            "DeletionPolicy": retain,
+            "UpdateReplacePolicy": retain,
+        })
+
+
+def _statements(template: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
+    policies = [p for p in resources_of(template, "AWS::IAM::Policy").values()
+                if {"Ref": role_id} in p["Properties"]["Roles"]]
+    assert len(policies) == 1
+    return policies[0]["Properties"]["PolicyDocument"]["Statement"]
+
+
+def test_notify_role_is_exactly_least_privilege(synthesis: Synthesis) -> None:
+    environment = synthesis.environment
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        _, function = _notify_function(template)
+        role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        role = template["Resources"][role_id]["Properties"]
+        assert "ManagedPolicyArns" not in role
+        assert role["AssumeRolePolicyDocument"]["Statement"] == [{
+            "Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}]
+        log_id, _ = only(template, "AWS::Logs::LogGroup")
+        table_id, _ = only(template, "AWS::DynamoDB::Table")
+        work_id, _ = _queue(template, region.queue_name)
+        failures_id, _ = _queue(template, environment.failure_queue_name(region.region))
+        expected = [
+            {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
+             "Resource": {"Fn::GetAtt": [log_id, "Arn"]}},
+            {"Sid": "SendRestoredWorks", "Effect": "Allow", "Action": "sqs:SendMessage",
+             "Resource": {"Fn::GetAtt": [work_id, "Arn"]}},
+            {"Sid": "UseIdempotencyTable", "Effect": "Allow",
+             "Action": ["dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem", "dynamodb:DeleteItem"],
+             "Resource": {"Fn::GetAtt": [table_id, "Arn"]}},
+        ]
+        if environment.notify.head_object:
+            arns = [f"arn:aws:s3:::{b.name}/*{s}" for b in region.buckets
+                    for s in environment.notify.accepted_suffixes()]
+            expected.append({"Sid": "HeadStagedBags", "Effect": "Allow",
+                             "Action": ["s3:GetObject", "s3:GetObjectVersion"],
+                             "Resource": arns[0] if len(arns) == 1 else arns})
+        expected += [
+            {"Effect": "Allow", "Action": ["xray:PutTraceSegments", "xray:PutTelemetryRecords"], "Resource": "*"},
+            {"Effect": "Allow", "Action": ["sqs:SendMessage", "sqs:GetQueueAttributes", "sqs:GetQueueUrl"],
+             "Resource": {"Fn::GetAtt": [failures_id, "Arn"]}},
+        ]
+        assert _statements(template, role_id) == expected
+
+
+def test_head_object_permission_follows_the_config(synthesized: dict[str, Synthesis]) -> None:
+    def sids(synthesis: Synthesis) -> set[str]:
+        template = synthesis.template(synthesis.regional_keys()[0])
+        _, function = _notify_function(template)
+        return {s.get("Sid") for s in _statements(template, function["Properties"]["Role"]["Fn::GetAtt"][0])}
+    assert "HeadStagedBags" not in sids(synthesized["dev"])  # dev: head_object false
+    assert "HeadStagedBags" in sids(synthesized["prod"])
+
+
+def test_eventbridge_may_invoke_the_function_only_from_the_rule(synthesis: Synthesis) -> None:
+    for key, _region in _regions(synthesis):
+        template = synthesis.assertions(key)
+        template.has_resource_properties("AWS::Lambda::Permission", {
+            "Action": "lambda:InvokeFunction", "Principal": "events.amazonaws.com",
+            "SourceArn": {"Fn::GetAtt": [Match.string_like_regexp("^RestoreEventsRestoreCompleted"), "Arn"]},
+        })
+
+
+def test_alarms_notify_the_encrypted_topic(synthesis: Synthesis) -> None:
+    environment = synthesis.environment
+    for key, region in _regions(synthesis):
+        template = synthesis.template(key)
+        topic_id, topic = only(template, "AWS::SNS::Topic")
+        key_id, _ = only(template, "AWS::KMS::Key")
+        assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
+        alarms = {a["Properties"]["AlarmName"]: a["Properties"]
+                  for a in resources_of(template, "AWS::CloudWatch::Alarm").values()}
+        prefix = f"{environment.resource_prefix}-{region.region}"
+        assert {n: (a["MetricName"], a["Threshold"]) for n, a in alarms.items()} == {
+            f"{prefix}-dlq-not-empty": ("ApproximateNumberOfMessagesVisible", 1),
+            f"{prefix}-notify-failures": ("ApproximateNumberOfMessagesVisible", 1),
+            f"{prefix}-oldest-work": ("ApproximateAgeOfOldestMessage", environment.oldest_message_alarm_seconds),
+            f"{prefix}-notify-errors": ("Errors", 1),
+        }
+        for alarm in alarms.values():
+            assert alarm["AlarmActions"] == [{"Ref": topic_id}]
+            assert alarm["OKActions"] == [{"Ref": topic_id}]
+            assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
+        assert json.dumps(alarms[f"{prefix}-dlq-not-empty"]["Dimensions"]) == json.dumps(
+            [{"Name": "QueueName", "Value": {"Fn::GetAtt": [_queue(template, region.dlq_name)[0], "QueueName"]}}])
+
+
+def test_topic_refuses_requests_without_tls(synthesis: Synthesis) -> None:
+    for key, _region in _regions(synthesis):
+        template = synthesis.assertions(key)
+        template.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": Match.array_with([
+            Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}),
+        ])}})
+
+
+def test_alarm_email_is_subscribed_only_when_configured(synthesized: dict[str, Synthesis]) -> None:
+    prod = synthesized["prod"]
+    for key in prod.regional_keys():
+        _, subscription = only(prod.template(key), "AWS::SNS::Subscription")
+        assert subscription["Properties"]["Protocol"] == "email"
+        assert subscription["Properties"]["Endpoint"] == prod.environment.monitoring.alarm_email
+    dev = synthesized["dev"]
+    for key in dev.regional_keys():
+        assert resources_of(dev.template(key), "AWS::SNS::Subscription") == {}
+
+
+def test_regional_outputs_name_the_queues(synthesis: Synthesis) -> None:
+    for key, _region in _regions(synthesis):
+        outputs = synthesis.template(key)["Outputs"]
+        assert {"WorkQueueUrl", "DeadLetterQueueUrl", "FailureQueueUrl", "AlarmTopicArn"} <= set(outputs)
+
+
+def test_prod_retains_stateful_resources_and_dev_cleans_up(synthesized: dict[str, Synthesis]) -> None:
+    for name, policy in (("prod", "Retain"), ("dev", "Delete")):
+        synthesis = synthesized[name]
+        for key in synthesis.regional_keys():
+            template = synthesis.template(key)
+            for resource_type in ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup"):
+                assert {r["DeletionPolicy"] for r in resources_of(template, resource_type).values()} == {policy}
