@@ -1,0 +1,106 @@
+"""The previous pipeline's approach, reproduced with public libraries, as one process that drains a queue.
+
+Per message (the Airflow DAG's four tasks, in order): boto3 ``download_file`` of the zip to disk → ``zipfile``
+``extractall`` → ``bagit.Bag.validate`` (bdrc-bag's debag) → the bag's ``data/`` becomes the work folder →
+``rsync -a`` into the archive layout ``Archive{n}/{NN}/{RID}`` (syncOneWork.sh's copy) → delete the message.
+Three full writes of the bag (download, extract, rsync) and three full reads (extract, validate, rsync).
+
+    python -m bench.baseline --queue-url URL --region R --staging-dir D --archive-root A [--single-stream]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+
+import bagit
+import boto3
+from boto3.s3.transfer import TransferConfig
+
+from contract.keys import archive_relpath_for_rid, work_rid_from_key
+
+logger = logging.getLogger(__name__)
+
+
+def transfer_config(single_stream: bool, part_bytes: int, concurrency: int) -> TransferConfig:
+    """``single_stream``: one GET for the whole object (the threshold is above any object); else ranged parts."""
+    if single_stream:
+        return TransferConfig(multipart_threshold=2**62, max_concurrency=1, use_threads=False)
+    return TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=concurrency)
+
+
+def restore_one(s3: object, body: dict[str, object], staging_dir: Path, archive_root: Path, config: TransferConfig,
+                workers: int) -> Path:
+    """Download, extract, validate and rsync one work; returns its archive folder."""
+    key = str(body["key"])
+    rid = work_rid_from_key(key)
+    download_dir = staging_dir / "bag-download"
+    download_dir.mkdir(parents=True, exist_ok=True)
+    zip_path = download_dir / PurePosixPath(key).name
+    s3.download_file(str(body["bucket"]), key, str(zip_path), Config=config)  # type: ignore[attr-defined]
+    extract_dir = staging_dir / "debag" / rid
+    shutil.rmtree(extract_dir, ignore_errors=True)
+    with zipfile.ZipFile(zip_path) as zf:
+        zf.extractall(extract_dir)
+    bag_dir = next(p for p in extract_dir.iterdir() if p.is_dir() and p.name.endswith(".bag"))
+    bagit.Bag(str(bag_dir)).validate(processes=workers)
+    work_dir = staging_dir / "works" / rid
+    work_dir.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(work_dir, ignore_errors=True)
+    os.rename(bag_dir / "data", work_dir)
+    target = archive_root / archive_relpath_for_rid(rid)
+    target.mkdir(parents=True, exist_ok=True)
+    subprocess.run(["rsync", "-a", f"{work_dir}/", f"{target}/"], check=True)
+    shutil.rmtree(work_dir)
+    shutil.rmtree(extract_dir)
+    zip_path.unlink()
+    return target
+
+
+def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, config: TransferConfig,
+          workers: int, wait_s: int = 1) -> list[str]:
+    """Process messages until a receive comes back empty; returns the RIDs synced."""
+    sqs = boto3.client("sqs", region_name=region)
+    s3 = boto3.client("s3", region_name=region)
+    synced: list[str] = []
+    while True:
+        messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=wait_s,
+                                       VisibilityTimeout=900).get("Messages", [])
+        if not messages:
+            return synced
+        message = messages[0]
+        body = json.loads(message["Body"])
+        target = restore_one(s3, body, staging_dir, archive_root, config, workers)
+        sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        synced.append(target.name)
+        logger.info("%s: synced to %s", target.name, target, extra={"work_rid": target.name})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--queue-url", required=True)
+    parser.add_argument("--region", required=True)
+    parser.add_argument("--staging-dir", type=Path, required=True)
+    parser.add_argument("--archive-root", type=Path, required=True)
+    parser.add_argument("--single-stream", action="store_true", help="one GET per object (fastest against moto)")
+    parser.add_argument("--part-mib", type=int, default=8, help="ranged part size (download_file default: 8)")
+    parser.add_argument("--concurrency", type=int, default=10, help="ranged GET threads (default: 10)")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bagit validate processes")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s baseline %(message)s")
+    logging.getLogger("bagit").setLevel(logging.WARNING)
+    config = transfer_config(args.single_stream, args.part_mib * 2**20, args.concurrency)
+    synced = drain(args.queue_url, args.region, args.staging_dir, args.archive_root, config, args.workers)
+    print(json.dumps({"synced": synced}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
