@@ -10,7 +10,7 @@ import json
 import re
 import secrets
 import uuid
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from typing import Any
@@ -25,12 +25,16 @@ class RestoreNotCompleted(RuntimeError):
     """The object has no completed restore (no ``x-amz-restore`` header, or ``ongoing-request="true"``)."""
 
 
-def restore_completed_pattern(buckets: list[str]) -> dict[str, Any]:
-    """The EventBridge pattern of a region's rule: restores completed in that region's staging buckets."""
+def restore_completed_pattern(buckets: Sequence[str], key_suffixes: Sequence[str]) -> dict[str, Any]:
+    """The pattern of a region's rule (as infra/cdk/constructs/restore_events.py): restores completed for keys
+    ending in one of ``key_suffixes`` in that region's staging buckets."""
     return {
         "source": [S3_SOURCE],
         "detail-type": [RESTORE_COMPLETED],
-        "detail": {"bucket": {"name": sorted(buckets)}},
+        "detail": {
+            "bucket": {"name": sorted(buckets)},
+            "object": {"key": [{"suffix": suffix} for suffix in key_suffixes]},
+        },
     }
 
 

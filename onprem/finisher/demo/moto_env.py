@@ -46,6 +46,7 @@ HIDDEN_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_IGNORE_CONFIGURED
                     "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI", "AWS_CONTAINER_CREDENTIALS_FULL_URI",
                     "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
 EVENT_QUEUE_SUFFIX = "demo-restore-events"
+MAX_RETENTION_S = 14 * 86400
 
 __all__ = ["LocalAws", "MotoServer", "NonLoopbackEndpoint", "ensure_loopback", "is_loopback_url", "local_aws",
            "provision_environment", "refuse_configured_endpoints"]
@@ -202,13 +203,16 @@ def provision_environment(aws: LocalAws) -> None:
             # EventBridge notifications stay off: moto's own restore events differ from AWS's (``eTag``, no
             # restore-expiry-time); the demo publishes the exact AWS shape itself (see events.py)
         sqs = aws.client("sqs", region.region)
-        common = {"MessageRetentionPeriod": str(policy.retention_days * 86400)}
-        dlq_url = sqs.create_queue(QueueName=region.dlq_name, Attributes=common)["QueueUrl"]
+        # as infra/cdk/constructs/work_queues.py: SSE-SQS, DLQ and failure queue keep messages 14 days
+        encrypted = {"SqsManagedSseEnabled": "true"}
+        longest = {**encrypted, "MessageRetentionPeriod": str(MAX_RETENTION_S)}
+        dlq_url = sqs.create_queue(QueueName=region.dlq_name, Attributes=longest)["QueueUrl"]
         dlq_arn = sqs.get_queue_attributes(QueueUrl=dlq_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
         redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": policy.max_receive_count}
         sqs.create_queue(QueueName=region.queue_name, Attributes={
-            **common, "VisibilityTimeout": str(policy.visibility_timeout_s), "RedrivePolicy": json.dumps(redrive)})
-        sqs.create_queue(QueueName=environment.failure_queue_name(region.region), Attributes=common)
+            **encrypted, "MessageRetentionPeriod": str(policy.retention_days * 86400),
+            "VisibilityTimeout": str(policy.visibility_timeout_s), "RedrivePolicy": json.dumps(redrive)})
+        sqs.create_queue(QueueName=environment.failure_queue_name(region.region), Attributes=longest)
         event_url = sqs.create_queue(QueueName=event_queue_name(environment, region.region))["QueueUrl"]
         _create_idempotency_table(aws, region.region)
         _create_restore_rule(aws, region.region, [b.name for b in region.buckets], event_url)
@@ -232,5 +236,6 @@ def _create_restore_rule(aws: LocalAws, region: str, buckets: list[str], target_
     sqs, events = aws.client("sqs", region), aws.client("events", region)
     arn = sqs.get_queue_attributes(QueueUrl=target_queue_url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
     name = f"{aws.environment.resource_prefix}-{region}-restore-completed"
-    events.put_rule(Name=name, EventPattern=json.dumps(restore_completed_pattern(buckets)), State="ENABLED")
+    pattern = restore_completed_pattern(buckets, aws.environment.notify.accepted_suffixes())
+    events.put_rule(Name=name, EventPattern=json.dumps(pattern), State="ENABLED")
     events.put_targets(Rule=name, Targets=[{"Id": "notify-restore", "Arn": arn}])
