@@ -6,6 +6,7 @@ thread-safe); zlib, hashlib and file writes release the GIL, so members are proc
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -131,4 +132,7 @@ class VerifiedJournal:
         self.entries[digest.name] = digest
 
     def close(self) -> None:
-        self._file.close()
+        # the journal only saves work after a restart: failing to flush its tail (disk full) must not hide the
+        # error that stopped the de-bag; a torn last line is ignored when the journal is read again
+        with contextlib.suppress(OSError):
+            self._file.close()
