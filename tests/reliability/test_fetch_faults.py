@@ -8,12 +8,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
 import pytest
 from botocore.config import Config
 
+from bench.proxy import ShapingProxy
 from onprem.finisher.errors import RestoreInProgress, RetryableError, TransferError
 from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
 from tests.reliability.faults import inject, restore_ongoing, slow_down, sqs_throttling, sqs_unavailable
@@ -88,3 +90,41 @@ def test_injected_sqs_errors_are_retried_by_botocore(moto_endpoint: str, aws_cre
     inject(sqs, fault)
     messages = sqs.receive_message(QueueUrl=url, WaitTimeSeconds=0).get("Messages", [])
     assert [m["Body"] for m in messages] == ["hello"] and fault.injected == 2
+
+
+# --- connection resets: the benchmark's loopback proxy cuts the stream (server → client) after N bytes ---------
+@pytest.fixture
+def proxy(moto_endpoint: str) -> Iterator[ShapingProxy]:
+    port = int(moto_endpoint.rsplit(":", 1)[1])
+    with ShapingProxy("127.0.0.1", port) as running:
+        yield running
+
+
+def test_connection_reset_mid_part_is_retried_and_the_download_is_intact(
+    s3, bucket: str, proxy: ShapingProxy, tmp_path: Path,
+) -> None:
+    body = os.urandom(4 * 256 * 1024)
+    request = _put(s3, bucket, body)
+    proxy.cut_after_bytes, proxy.cut_connections = 100_000, 1  # inside the first part (one connection a request)
+    via_proxy = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1")
+    result = fetch_object(via_proxy, request, tmp_path, PARTS)
+    assert proxy.stats().cuts == 1
+    assert result.checksum_verified == "sha256" and _sha256(result.path) == hashlib.sha256(body).hexdigest()
+
+
+def test_resets_on_every_connection_are_retryable_and_the_next_fetch_resumes(
+    s3, bucket: str, proxy: ShapingProxy, tmp_path: Path,
+) -> None:
+    body = os.urandom(3 * 256 * 1024)
+    request = _put(s3, bucket, body)
+    proxy.cut_after_bytes = 100_000  # every connection dies before one part is through
+    via_proxy = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
+                             config=Config(retries={"mode": "standard", "max_attempts": 1}))
+    with pytest.raises(TransferError) as caught:
+        fetch_object(via_proxy, request, tmp_path, PARTS)
+    assert str(caught.value).startswith(f"{RID}: GET bytes=0-") and proxy.stats().cuts >= PARTS.part_attempts
+    assert not (tmp_path / f"{RID}.bag.zip").exists()
+
+    proxy.cut_after_bytes = None  # the network is back
+    result = fetch_object(via_proxy, request, tmp_path, PARTS)
+    assert _sha256(result.path) == hashlib.sha256(body).hexdigest()
