@@ -2,8 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from collections import Counter
+from pathlib import Path
 
+import pytest
+from aws_cdk import App
+
+from config.loader import load_environment
+from infra.cdk.app import PLACEHOLDER_ACCOUNT
+from infra.cdk.lambda_asset import build_asset
+from infra.cdk.nag import apply_nag_checks
+from infra.cdk.stacks import build_stacks
 from tests.infra.conftest import Synthesis
 
 IAM4_BASIC = ("AwsSolutions::AwsSolutions-IAM4[Policy::arn:<AWS::Partition>:iam::aws:policy/service-role/"
@@ -81,3 +91,15 @@ def test_acknowledgements_are_written_into_the_templates_with_their_reasons(synt
     rules = policy["Metadata"]["cdk_nag"]["rules_to_suppress"]
     assert {r["id"] for r in rules} == {rule for _, rule in _expected_access(synthesis, "")}
     assert all(r["reason"] for r in rules)
+
+
+def test_a_finding_without_acknowledgement_fails_the_synth(tmp_path: Path) -> None:
+    app = App(outdir=str(tmp_path / "cdk.out"), context={"@aws-cdk/core:validationReportPrettyPrint": False})
+    build_stacks(app, load_environment("dev"), account=PLACEHOLDER_ACCOUNT,
+                 asset_dir=build_asset(tmp_path / "asset"))
+    apply_nag_checks(app)  # the packs, but none of the acknowledgements
+    with pytest.raises(RuntimeError, match="ValidationFailed"):
+        app.synth()
+    report = json.loads((tmp_path / "cdk.out" / "validation-report.json").read_text(encoding="utf-8"))
+    open_rules = {v["ruleName"] for p in report["pluginReports"] for v in p["violations"]}
+    assert {"AwsSolutions-SQS3", "Serverless-LambdaDLQ"} <= open_rules
