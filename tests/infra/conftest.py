@@ -17,7 +17,7 @@ from aws_cdk import App
 from aws_cdk.assertions import Template
 
 from config.loader import load_environment
-from config.model import EnvironmentConfig
+from config.model import EnvironmentConfig, RegionConfig
 from infra.cdk.app import PLACEHOLDER_ACCOUNT, build_app
 
 ENVIRONMENTS = ("dev", "prod")
@@ -45,6 +45,10 @@ class Synthesis:
 
     def regional_keys(self) -> list[str]:
         return [k for k in self.stack_names if k.startswith("regional:")]
+
+    def regions(self) -> list[tuple[str, RegionConfig]]:
+        """(stack key, region config) of every regional stack."""
+        return [(f"regional:{r.region}", r) for r in self.environment.regions]
 
 
 def _synthesize(env_name: str, root: Path) -> Synthesis:
@@ -77,3 +81,10 @@ def only(template: dict[str, Any], resource_type: str) -> tuple[str, dict[str, A
     found = resources_of(template, resource_type)
     assert len(found) == 1, f"expected one {resource_type}, found {sorted(found)}"
     return next(iter(found.items()))
+
+
+def queue_named(template: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
+    matches = [(k, v) for k, v in resources_of(template, "AWS::SQS::Queue").items()
+               if v["Properties"]["QueueName"] == name]
+    assert len(matches) == 1, name
+    return matches[0]

@@ -2,27 +2,15 @@
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from aws_cdk.assertions import Match
 
 from config.routing import RoutingTable
 from infra.cdk.constructs.notify_function import powertools_layer_arn
-from tests.infra.conftest import Synthesis, only, resources_of
+from tests.infra.conftest import Synthesis, only, queue_named, resources_of
 
 FOURTEEN_DAYS = 14 * 86400
-
-
-def _regions(synthesis: Synthesis) -> list[tuple[str, Any]]:
-    return [(f"regional:{r.region}", r) for r in synthesis.environment.regions]
-
-
-def _queue(template: dict[str, Any], name: str) -> tuple[str, dict[str, Any]]:
-    matches = [(k, v) for k, v in resources_of(template, "AWS::SQS::Queue").items()
-               if v["Properties"]["QueueName"] == name]
-    assert len(matches) == 1, name
-    return matches[0]
 
 
 def test_one_regional_stack_per_region_with_buckets(synthesis: Synthesis) -> None:
@@ -30,7 +18,7 @@ def test_one_regional_stack_per_region_with_buckets(synthesis: Synthesis) -> Non
 
 
 def test_regional_stack_resource_counts(synthesis: Synthesis) -> None:
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.assertions(key)
         template.resource_count_is("AWS::SQS::Queue", 3)
         template.resource_count_is("AWS::SQS::QueuePolicy", 3)
@@ -44,7 +32,7 @@ def test_regional_stack_resource_counts(synthesis: Synthesis) -> None:
 
 
 def test_staging_buckets_are_imported_never_created(synthesis: Synthesis) -> None:
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
         assert resources_of(template, "AWS::S3::Bucket") == {}
         assert resources_of(template, "AWS::S3::BucketPolicy") == {}
@@ -59,10 +47,10 @@ def test_staging_buckets_are_imported_never_created(synthesis: Synthesis) -> Non
 
 def test_work_queue_is_encrypted_redriven_and_matches_the_finisher_heartbeat(synthesis: Synthesis) -> None:
     policy = synthesis.environment.queues
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
-        dlq_id, dlq = _queue(template, region.dlq_name)
-        _, work = _queue(template, region.queue_name)
+        dlq_id, dlq = queue_named(template, region.dlq_name)
+        _, work = queue_named(template, region.queue_name)
         assert work["Properties"] == {
             "QueueName": region.queue_name,
             "SqsManagedSseEnabled": True,
@@ -77,14 +65,14 @@ def test_work_queue_is_encrypted_redriven_and_matches_the_finisher_heartbeat(syn
 
 
 def test_failure_queue_is_encrypted_and_keeps_fourteen_days(synthesis: Synthesis) -> None:
-    for key, region in _regions(synthesis):
-        _, failures = _queue(synthesis.template(key), synthesis.environment.failure_queue_name(region.region))
+    for key, region in synthesis.regions():
+        _, failures = queue_named(synthesis.template(key), synthesis.environment.failure_queue_name(region.region))
         assert failures["Properties"]["SqsManagedSseEnabled"] is True
         assert failures["Properties"]["MessageRetentionPeriod"] == FOURTEEN_DAYS
 
 
 def test_every_queue_refuses_requests_without_tls(synthesis: Synthesis) -> None:
-    for key, _region in _regions(synthesis):
+    for key, _region in synthesis.regions():
         template = synthesis.template(key)
         queue_ids = set(resources_of(template, "AWS::SQS::Queue"))
         protected = set()
@@ -98,7 +86,7 @@ def test_every_queue_refuses_requests_without_tls(synthesis: Synthesis) -> None:
 
 def test_rule_matches_restore_completions_of_bags_in_the_region_buckets(synthesis: Synthesis) -> None:
     suffixes = list(synthesis.environment.notify.accepted_suffixes())
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
         _, rule = only(template, "AWS::Events::Rule")
         assert rule["Properties"]["EventPattern"] == {
@@ -118,9 +106,9 @@ def test_plain_zips_are_matched_only_where_accepted(synthesized: dict[str, Synth
 
 
 def test_rule_target_has_retry_policy_and_the_failure_queue_as_dlq(synthesis: Synthesis) -> None:
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
-        failures_id, _ = _queue(template, synthesis.environment.failure_queue_name(region.region))
+        failures_id, _ = queue_named(template, synthesis.environment.failure_queue_name(region.region))
         function_id, _ = _notify_function(template)
         _, rule = only(template, "AWS::Events::Rule")
         [target] = rule["Properties"]["Targets"]
@@ -138,7 +126,7 @@ def _notify_function(template: dict[str, Any]) -> tuple[str, dict[str, Any]]:
 
 def test_notify_function_runtime_architecture_layer_and_sizing(synthesis: Synthesis) -> None:
     notify = synthesis.environment.notify
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         _, function = _notify_function(synthesis.template(key))
         properties = function["Properties"]
         assert properties["FunctionName"] == synthesis.environment.notify_function_name(region.region)
@@ -155,12 +143,12 @@ def test_notify_function_runtime_architecture_layer_and_sizing(synthesis: Synthe
 
 def test_notify_function_environment(synthesis: Synthesis) -> None:
     environment = synthesis.environment
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
         _, function = _notify_function(template)
         variables = function["Properties"]["Environment"]["Variables"]
         table_id, _ = only(template, "AWS::DynamoDB::Table")
-        failures_id, _ = _queue(template, environment.failure_queue_name(region.region))
+        failures_id, _ = queue_named(template, environment.failure_queue_name(region.region))
         expected_plain = {
             "IDEMPOTENCY_DAYS": str(environment.notify.idempotency_days),
             "ACCEPTED_SUFFIXES": ",".join(environment.notify.accepted_suffixes()),
@@ -176,9 +164,9 @@ def test_notify_function_environment(synthesis: Synthesis) -> None:
 
 
 def test_routing_table_holds_only_the_region_buckets_and_its_own_queue(synthesis: Synthesis) -> None:
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
-        work_id, _ = _queue(template, region.queue_name)
+        work_id, _ = queue_named(template, region.queue_name)
         _, function = _notify_function(template)
         parts = function["Properties"]["Environment"]["Variables"]["ROUTING_TABLE"]["Fn::Join"][1]
         # substitute the queue URL token by a URL to check the JSON is a valid routing table
@@ -193,9 +181,9 @@ def test_routing_table_holds_only_the_region_buckets_and_its_own_queue(synthesis
 
 
 def test_async_invocations_fail_over_to_the_failure_queue(synthesis: Synthesis) -> None:
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
-        failures_id, _ = _queue(template, synthesis.environment.failure_queue_name(region.region))
+        failures_id, _ = queue_named(template, synthesis.environment.failure_queue_name(region.region))
         function_id, _ = _notify_function(template)
         _, invoke_config = only(template, "AWS::Lambda::EventInvokeConfig")
         assert invoke_config["Properties"] == {
@@ -208,7 +196,7 @@ def test_async_invocations_fail_over_to_the_failure_queue(synthesis: Synthesis) 
 
 
 def test_log_group_has_explicit_retention(synthesis: Synthesis) -> None:
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.assertions(key)
         template.has_resource_properties("AWS::Logs::LogGroup", {
             "LogGroupName": f"/aws/lambda/{synthesis.environment.notify_function_name(region.region)}",
@@ -218,7 +206,7 @@ def test_log_group_has_explicit_retention(synthesis: Synthesis) -> None:
 
 def test_idempotency_table_is_what_powertools_expects(synthesis: Synthesis) -> None:
     retain = "Retain" if synthesis.environment.name == "prod" else "Delete"
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.assertions(key)
         template.has_resource("AWS::DynamoDB::Table", {
             "Properties": {
@@ -243,7 +231,7 @@ def _statements(template: dict[str, Any], role_id: str) -> list[dict[str, Any]]:
 
 def test_notify_role_is_exactly_least_privilege(synthesis: Synthesis) -> None:
     environment = synthesis.environment
-    for key, region in _regions(synthesis):
+    for key, region in synthesis.regions():
         template = synthesis.template(key)
         _, function = _notify_function(template)
         role_id = function["Properties"]["Role"]["Fn::GetAtt"][0]
@@ -253,8 +241,8 @@ def test_notify_role_is_exactly_least_privilege(synthesis: Synthesis) -> None:
             "Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}]
         log_id, _ = only(template, "AWS::Logs::LogGroup")
         table_id, _ = only(template, "AWS::DynamoDB::Table")
-        work_id, _ = _queue(template, region.queue_name)
-        failures_id, _ = _queue(template, environment.failure_queue_name(region.region))
+        work_id, _ = queue_named(template, region.queue_name)
+        failures_id, _ = queue_named(template, environment.failure_queue_name(region.region))
         expected = [
             {"Sid": "WriteOwnLogs", "Effect": "Allow", "Action": ["logs:CreateLogStream", "logs:PutLogEvents"],
              "Resource": {"Fn::GetAtt": [log_id, "Arn"]}},
@@ -288,7 +276,7 @@ def test_head_object_permission_follows_the_config(synthesized: dict[str, Synthe
 
 
 def test_eventbridge_may_invoke_the_function_only_from_the_rule(synthesis: Synthesis) -> None:
-    for key, _region in _regions(synthesis):
+    for key, _region in synthesis.regions():
         template = synthesis.assertions(key)
         template.has_resource_properties("AWS::Lambda::Permission", {
             "Action": "lambda:InvokeFunction", "Principal": "events.amazonaws.com",
@@ -296,51 +284,8 @@ def test_eventbridge_may_invoke_the_function_only_from_the_rule(synthesis: Synth
         })
 
 
-def test_alarms_notify_the_encrypted_topic(synthesis: Synthesis) -> None:
-    environment = synthesis.environment
-    for key, region in _regions(synthesis):
-        template = synthesis.template(key)
-        topic_id, topic = only(template, "AWS::SNS::Topic")
-        key_id, _ = only(template, "AWS::KMS::Key")
-        assert topic["Properties"]["KmsMasterKeyId"] == {"Fn::GetAtt": [key_id, "Arn"]}
-        alarms = {a["Properties"]["AlarmName"]: a["Properties"]
-                  for a in resources_of(template, "AWS::CloudWatch::Alarm").values()}
-        prefix = f"{environment.resource_prefix}-{region.region}"
-        assert {n: (a["MetricName"], a["Threshold"]) for n, a in alarms.items()} == {
-            f"{prefix}-dlq-not-empty": ("ApproximateNumberOfMessagesVisible", 1),
-            f"{prefix}-notify-failures": ("ApproximateNumberOfMessagesVisible", 1),
-            f"{prefix}-oldest-work": ("ApproximateAgeOfOldestMessage", environment.oldest_message_alarm_seconds),
-            f"{prefix}-notify-errors": ("Errors", 1),
-        }
-        for alarm in alarms.values():
-            assert alarm["AlarmActions"] == [{"Ref": topic_id}]
-            assert alarm["OKActions"] == [{"Ref": topic_id}]
-            assert alarm["ComparisonOperator"] == "GreaterThanOrEqualToThreshold"
-        assert json.dumps(alarms[f"{prefix}-dlq-not-empty"]["Dimensions"]) == json.dumps(
-            [{"Name": "QueueName", "Value": {"Fn::GetAtt": [_queue(template, region.dlq_name)[0], "QueueName"]}}])
-
-
-def test_topic_refuses_requests_without_tls(synthesis: Synthesis) -> None:
-    for key, _region in _regions(synthesis):
-        template = synthesis.assertions(key)
-        template.has_resource_properties("AWS::SNS::TopicPolicy", {"PolicyDocument": {"Statement": Match.array_with([
-            Match.object_like({"Effect": "Deny", "Condition": {"Bool": {"aws:SecureTransport": "false"}}}),
-        ])}})
-
-
-def test_alarm_email_is_subscribed_only_when_configured(synthesized: dict[str, Synthesis]) -> None:
-    prod = synthesized["prod"]
-    for key in prod.regional_keys():
-        _, subscription = only(prod.template(key), "AWS::SNS::Subscription")
-        assert subscription["Properties"]["Protocol"] == "email"
-        assert subscription["Properties"]["Endpoint"] == prod.environment.monitoring.alarm_email
-    dev = synthesized["dev"]
-    for key in dev.regional_keys():
-        assert resources_of(dev.template(key), "AWS::SNS::Subscription") == {}
-
-
 def test_regional_outputs_name_the_queues(synthesis: Synthesis) -> None:
-    for key, _region in _regions(synthesis):
+    for key, _region in synthesis.regions():
         outputs = synthesis.template(key)["Outputs"]
         assert {"WorkQueueUrl", "DeadLetterQueueUrl", "FailureQueueUrl", "AlarmTopicArn"} <= set(outputs)
 
