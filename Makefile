@@ -57,6 +57,7 @@ bench: setup
 	$(PY) -m bench.run
 
 synth: setup
+	@command -v npm >/dev/null || { echo "make synth needs Node.js >= 20 with npm (docs/deploy.md)"; exit 1; }
 	@test -x $(NODE_CDK) || npm ci --no-audit --no-fund --silent
 	$(NODE_CDK) synth -c env=dev -o cdk.out/dev --quiet
 	$(NODE_CDK) synth -c env=prod -o cdk.out/prod --quiet
