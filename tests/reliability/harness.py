@@ -1,0 +1,235 @@
+"""The finisher as a separate process against a loopback moto server, and the invariants checked after each trial.
+
+    with local_aws(DEV, config_dir=...) as aws:
+        bench = Bench(aws, FinisherPaths(tmp_path / "out"), tmp_path)
+        work = bench.stage(SampleSpec("NLM", ("W1NLM4700",)))   # uploaded, restored, message on the queue
+        killed = bench.run(["run", "--drain"], env=kill_at("mid_extract"))
+        done = bench.drain_until_quiet()
+        assert bench.problems([work]) == []
+
+Messages are built with the contract's ``RestoredWork.build`` from the object's HEAD, exactly what
+notify_restore sends, so these trials do not depend on the Lambda.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from contract import RestoredWork, message_attributes
+from contract.keys import archive_relpath_for_rid
+from onprem.finisher.demo.events import restore_expiry
+from onprem.finisher.demo.moto_env import LocalAws
+from onprem.finisher.demo.pipeline import FinisherPaths, finisher_command, stage_sample
+from onprem.finisher.demo.sample_bags import SampleSpec, SampleZip, build_sample_zip
+from onprem.finisher.demo.verify import verify_work_in_archive
+from onprem.finisher.demo.work_status import status_rows
+from tests.reliability.faults import wait_for
+
+#: the visibility timeout of the work queue in trials: a killed worker's message comes back this fast
+TRIAL_VISIBILITY_S = 2
+#: names a finished drain may leave in the staging root (evidence of failed de-bags is kept on purpose)
+EVIDENCE_PREFIX = ".debag-failed-"
+
+
+@dataclass(frozen=True)
+class StagedWork:
+    """A sample zip in its staging bucket, restored, with the message sent for it."""
+
+    sample: SampleZip
+    region: str
+    bucket: str
+    key: str
+    version_id: str
+    message: RestoredWork
+
+    @property
+    def work_rid(self) -> str:
+        return self.sample.key_rid
+
+
+@dataclass
+class Bench:
+    """One trial's world: the moto server's resources, the finisher's folders, scratch space."""
+
+    aws: LocalAws
+    paths: FinisherPaths
+    scratch: Path
+
+    def __post_init__(self) -> None:
+        for region in self.aws.regions:
+            self.sqs(region).set_queue_attributes(
+                QueueUrl=self.aws.queue_url(region), Attributes={"VisibilityTimeout": str(TRIAL_VISIBILITY_S)})
+
+    def sqs(self, region: str | None = None) -> Any:
+        return self.aws.client("sqs", region)
+
+    # --- inputs ------------------------------------------------------------------------------------------------
+    def stage(self, spec: SampleSpec, *, zip_path: Path | None = None, send: bool = True) -> StagedWork:
+        """Upload (DEEP_ARCHIVE), restore, and put its RestoredWork message on the region's queue."""
+        sample = build_sample_zip(self.scratch / "bags" / uuid.uuid4().hex[:8], spec)
+        if zip_path is not None:
+            sample = SampleZip(zip_path, sample.key_rid, sample.collection, sample.works)
+        staged = stage_sample(self.aws, sample)
+        s3 = self.aws.client("s3", staged.region)
+        s3.restore_object(Bucket=staged.bucket, Key=staged.key, VersionId=staged.version_id,
+                          RestoreRequest={"Days": 5, "GlacierJobParameters": {"Tier": "Bulk"}})
+        message = self.message_for(staged.bucket, staged.key, staged.version_id, sample.collection, staged.region)
+        work = StagedWork(sample, staged.region, staged.bucket, staged.key, staged.version_id, message)
+        if send:
+            self.send(work.message)
+        return work
+
+    def message_for(self, bucket: str, key: str, version_id: str | None, collection: str, region: str,
+                    *, event_id: str | None = None) -> RestoredWork:
+        head = self.aws.client("s3", region).head_object(Bucket=bucket, Key=key, **(
+            {"VersionId": version_id} if version_id else {}))
+        return RestoredWork.build(
+            collection=collection, bucket=bucket, key=key, region=region, size=int(head["ContentLength"]),
+            etag=str(head["ETag"]), event_time=datetime.now(UTC), source_event_id=event_id or str(uuid.uuid4()),
+            version_id=version_id, storage_class=head.get("StorageClass"),
+            restore_expiry=restore_expiry(head.get("Restore")),
+        )
+
+    def send(self, message: RestoredWork | str, region: str | None = None) -> str:
+        """Send a message (or a raw body) to the work queue; returns the SQS message id."""
+        region = region or (message.region if isinstance(message, RestoredWork) else self.aws.default_region)
+        kwargs: dict[str, Any] = {"QueueUrl": self.aws.queue_url(region)}
+        if isinstance(message, RestoredWork):
+            kwargs.update(MessageBody=message.to_body(), MessageAttributes=message_attributes(message))
+        else:
+            kwargs.update(MessageBody=message)
+        return str(self.sqs(region).send_message(**kwargs)["MessageId"])
+
+    # --- the finisher ------------------------------------------------------------------------------------------
+    def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
+        return self.aws.subprocess_env(**self.paths.environ(self.aws.environment.name), PYTHONUNBUFFERED="1",
+                                       COLUMNS="160", **dict(extra or {}))
+
+    def start(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+        log = (self.paths.root / "finisher.log").open("a", encoding="utf-8")
+        log.write(f"--- finisher {' '.join(args)} {dict(env or {})}\n")
+        log.flush()
+        return subprocess.Popen(finisher_command(*args), env=self.environ(env), stdout=log, stderr=subprocess.STDOUT,
+                                text=True)
+
+    def run(self, args: Sequence[str], env: Mapping[str, str] | None = None,
+            timeout_s: float = 120.0) -> int:
+        """Run a finisher command to its end; returns its exit code (-9 when it killed itself)."""
+        process = self.start(args, env)
+        try:
+            return process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+            raise AssertionError(f"finisher {' '.join(args)} still running after {timeout_s} s; log: "
+                                 f"{self.paths.root / 'finisher.log'}") from None
+
+    def in_flight(self) -> int:
+        total = 0
+        for region in self.aws.regions:
+            attrs = self.sqs(region).get_queue_attributes(
+                QueueUrl=self.aws.queue_url(region), AttributeNames=["ApproximateNumberOfMessagesNotVisible"])
+            total += int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
+        return total
+
+    def drain_until_quiet(self, rounds: int = 4, timeout_s: float = 120.0) -> int:
+        """``finisher run --drain`` until no message is queued or in flight (a killed run's message comes back
+        after the visibility timeout); returns the last exit code."""
+        code = 0
+        for _ in range(rounds):
+            wait_for(lambda: self.in_flight() == 0, TRIAL_VISIBILITY_S * 10 + 10, "in-flight messages released")
+            code = self.run(["run", "--drain"], timeout_s=timeout_s)
+            if code != 0 or self.queued() == 0:
+                return code
+        return code
+
+    def queued(self) -> int:
+        return sum(self.aws.queue_depth(self.aws.queue_url(r), r) for r in self.aws.regions)
+
+    def dlq_messages(self) -> list[dict[str, Any]]:
+        """Every message in the DLQs (received with all attributes, then made visible again)."""
+        found = []
+        for region in self.aws.regions:
+            sqs, url = self.sqs(region), self.aws.dlq_url(region)
+            seen: dict[str, dict[str, Any]] = {}
+            for _ in range(10):
+                batch = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, WaitTimeSeconds=0,
+                                            MessageAttributeNames=["All"], AttributeNames=["All"],
+                                            VisibilityTimeout=1).get("Messages", [])
+                if not batch:
+                    break
+                for message in batch:
+                    seen.setdefault(message["MessageId"], message)
+            for message in seen.values():
+                sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"],
+                                              VisibilityTimeout=0)
+            found += seen.values()
+        return found
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        """``finisher status --json`` by work RID."""
+        result = subprocess.run(finisher_command("status", "--json"), env=self.environ(), capture_output=True,
+                                text=True, timeout=60, check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return {str(row.get("work_rid")): row for row in status_rows(result.stdout)}
+
+    # --- invariants --------------------------------------------------------------------------------------------
+    def archive_problems(self, works: Sequence[StagedWork]) -> list[str]:
+        """Each work in the archive once and equal to its manifests; nothing half-written beside it."""
+        problems = []
+        expected = {archive_relpath_for_rid(w.work_rid) for s in works for w in s.sample.works}
+        for staged in works:
+            for work in staged.sample.works:
+                problems += list(verify_work_in_archive(self.paths.archive_root, work).problems)
+        root = self.paths.archive_root
+        if root.is_dir():
+            for bucket_dir in root.glob("Archive*/*"):
+                for entry in bucket_dir.iterdir():
+                    rel = entry.relative_to(root)
+                    if entry.name.startswith("."):
+                        problems.append(f"half-written or stale copy in the archive: {rel}")
+                    elif rel not in {Path(p) for p in expected}:
+                        problems.append(f"unexpected work in the archive: {rel}")
+        return problems
+
+    def staging_leftovers(self) -> list[str]:
+        """Temp files, partial downloads, de-bag dirs or staged works left after a drain (evidence excepted)."""
+        root = self.paths.staging_dir
+        if not root.is_dir():
+            return []
+        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+                      if p.is_file() and not any(part.startswith(EVIDENCE_PREFIX) for part in p.parts))
+
+    def problems(self, works: Sequence[StagedWork]) -> list[str]:
+        """Every invariant of a finished trial of good works: archived once and intact, queues empty, staging
+        clean, each work ``synced`` in the ledger."""
+        problems = self.archive_problems(works)
+        problems += [f"orphan temp file in staging: {name}" for name in self.staging_leftovers()]
+        if self.queued():
+            problems.append(f"{self.queued()} message(s) still in the work queues")
+        problems += [f"message in the DLQ: {m['Body'][:120]} {json.dumps(m.get('MessageAttributes', {}))}"
+                     for m in self.dlq_messages()]
+        status = self.status()
+        for staged in works:
+            for work in staged.sample.works:
+                phase = status.get(work.work_rid, {}).get("phase")
+                if phase != "synced":
+                    problems.append(f"{work.work_rid}: ledger phase {phase!r}, not 'synced'")
+        return problems
+
+
+def spec(rid: str, collection: str = "NLM", *, images: int = 3, image_bytes: int = 48 * 1024) -> SampleSpec:
+    """A small one-work sample (a few hundred KiB): fast to stage, still several files to extract and sync."""
+    return SampleSpec(collection, (rid,), image_groups=2, images_per_group=images, image_bytes=image_bytes)
+
+
+def env_without(*names: str) -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k not in names}
