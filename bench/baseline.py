@@ -65,8 +65,9 @@ def restore_one(s3: object, body: dict[str, object], staging_dir: Path, archive_
 
 
 def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, config: TransferConfig,
-          workers: int, wait_s: int = 1) -> list[str]:
-    """Process messages until a receive comes back empty; returns the RIDs synced."""
+          workers: int, success_list: Path | None = None, wait_s: int = 1) -> list[str]:
+    """Process messages until a receive comes back empty; returns the RIDs synced (also appended to
+    ``success_list``, as syncOneWork.sh -s does)."""
     sqs = boto3.client("sqs", region_name=region)
     s3 = boto3.client("s3", region_name=region)
     synced: list[str] = []
@@ -80,6 +81,9 @@ def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, co
         target = restore_one(s3, body, staging_dir, archive_root, config, workers)
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
         synced.append(target.name)
+        if success_list is not None:
+            with success_list.open("a", encoding="utf-8") as listing:
+                listing.write(f"{target.name}\n")
         logger.info("%s: synced to %s", target.name, target, extra={"work_rid": target.name})
 
 
@@ -89,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", required=True)
     parser.add_argument("--staging-dir", type=Path, required=True)
     parser.add_argument("--archive-root", type=Path, required=True)
+    parser.add_argument("--success-list", type=Path, default=None, help="append each synced RID here")
     parser.add_argument("--single-stream", action="store_true", help="one GET per object (fastest against moto)")
     parser.add_argument("--part-mib", type=int, default=8, help="ranged part size (download_file default: 8)")
     parser.add_argument("--concurrency", type=int, default=10, help="ranged GET threads (default: 10)")
@@ -97,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s baseline %(message)s")
     logging.getLogger("bagit").setLevel(logging.WARNING)
     config = transfer_config(args.single_stream, args.part_mib * 2**20, args.concurrency)
-    synced = drain(args.queue_url, args.region, args.staging_dir, args.archive_root, config, args.workers)
+    synced = drain(args.queue_url, args.region, args.staging_dir, args.archive_root, config, args.workers,
+                   args.success_list)
     print(json.dumps({"synced": synced}))
     return 0
 

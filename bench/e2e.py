@@ -1,0 +1,190 @@
+"""One end-to-end run: messages on the queue → a pipeline (baseline or ours) in its own measured process tree →
+every work synced into a fresh archive and every message deleted.
+
+The clock starts when the messages are sent and stops when the work queue is empty (the last message deleted),
+polled every 20 ms from here; the process's own exit (its last empty long poll) is reported apart.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+from bench.aws import BenchAws, StagedBag
+from bench.cgroup import MemoryCgroup
+from bench.measure import MeasuredProcess, RunMeasurement
+from contract.keys import archive_relpath_for_rid
+
+__all__ = ["PipelineRun", "RunPaths", "Transfer", "run_pipeline"]
+
+
+@dataclass(frozen=True)
+class Transfer:
+    """How a pipeline reads the object: one streamed GET, or ``concurrency`` threads of ``part_bytes`` ranges."""
+
+    single_stream: bool = True
+    part_bytes: int = 64 * 2**20
+    concurrency: int = 4
+
+    def describe(self) -> str:
+        if self.single_stream:
+            return "one streamed GET"
+        return f"{self.concurrency} threads x {self.part_bytes // 2**20} MiB ranges"
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    """Fresh folders of one run (all on the scratch filesystem, as staging and archive are on one volume)."""
+
+    root: Path
+
+    @property
+    def staging_dir(self) -> Path:
+        return self.root / "staging"
+
+    @property
+    def archive_root(self) -> Path:
+        return self.root / "archive"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.root / "state"
+
+    @property
+    def success_list(self) -> Path:
+        return self.root / "synced-works.txt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "process.log"
+
+
+class Pipeline(Protocol):
+    name: str
+
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, s3_endpoint: str) -> tuple[
+            list[str], dict[str, str]]:
+        """argv and environment of one process draining the work queue."""
+        ...
+
+    def synced_rids(self, paths: RunPaths) -> list[str]:
+        """RIDs synced during the run, once per sync (duplicates included)."""
+        ...
+
+
+@dataclass
+class PipelineRun:
+    pipeline: str
+    seconds: float
+    processes: list[RunMeasurement]
+    archive_ok: bool
+    archive_problems: list[str]
+    synced_rids: list[str]
+    payload_bytes: int
+    zip_bytes: int
+    cgroup_peak_bytes: int | None = None
+    extra: dict[str, object] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.archive_ok and all(p.returncode == 0 for p in self.processes)
+
+    @property
+    def write_bytes(self) -> int:
+        return sum(p.io.write_bytes for p in self.processes)
+
+    @property
+    def read_bytes(self) -> int:
+        return sum(p.io.read_bytes for p in self.processes)
+
+    @property
+    def max_process_rss(self) -> int:
+        return max(p.max_process_rss_bytes for p in self.processes)
+
+    @property
+    def tree_peak_rss(self) -> int:
+        return max(p.tree_peak_rss_bytes for p in self.processes)
+
+    @property
+    def duplicate_syncs(self) -> int:
+        return len(self.synced_rids) - len(set(self.synced_rids))
+
+
+def _check_archive(paths: RunPaths, staged: Sequence[StagedBag]) -> list[str]:
+    problems = []
+    for item in staged:
+        folder = paths.archive_root / archive_relpath_for_rid(item.bag.work_rid)
+        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        size = sum(p.stat().st_size for p in files)
+        if len(files) != item.bag.files or size != item.bag.payload_bytes:
+            problems.append(f"{item.bag.work_rid}: archive has {len(files)} files / {size} bytes, expected "
+                            f"{item.bag.files} / {item.bag.payload_bytes}")
+    return problems
+
+
+def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag], run_dir: Path, *,
+                 transfer: Transfer, processes: int = 1, s3_endpoint: str | None = None,
+                 memory_limit: int | None = None, timeout_s: float = 900) -> PipelineRun:
+    """Send one message per staged bag, run ``processes`` copies of ``pipeline`` until the queue is empty."""
+    shutil.rmtree(run_dir, ignore_errors=True)
+    paths = RunPaths(run_dir)
+    for folder in (paths.staging_dir, paths.archive_root, paths.state_dir):
+        folder.mkdir(parents=True)
+    argv, env = pipeline.command(aws, paths, transfer, s3_endpoint or aws.endpoint_url)
+    group = MemoryCgroup(memory_limit).__enter__() if memory_limit else None
+    try:
+        started = time.perf_counter()
+        for item in staged:
+            aws.send(item)
+        running = [MeasuredProcess(argv, env=env, cgroup_procs=group.procs_file if group else None,
+                                   log_path=paths.root / f"process-{n}.log") for n in range(processes)]
+        deadline = started + timeout_s
+        while aws.queue_depth() > 0 and time.perf_counter() < deadline:
+            if all(p.poll() is not None for p in running):
+                break
+            time.sleep(0.02)
+        seconds = time.perf_counter() - started
+        measurements = [p.wait(timeout_s=max(1.0, deadline - time.perf_counter())) for p in running]
+        peak = group.peak_bytes() if group else None
+    finally:
+        if group:
+            group.__exit__()
+    problems = _check_archive(paths, staged)
+    if aws.queue_depth() > 0:
+        problems.append(f"{aws.queue_depth()} message(s) left on the queue")
+        aws.purge()
+    return PipelineRun(
+        pipeline=pipeline.name, seconds=seconds, processes=measurements, archive_ok=not problems,
+        archive_problems=problems, synced_rids=pipeline.synced_rids(paths),
+        payload_bytes=sum(s.bag.payload_bytes for s in staged), zip_bytes=sum(s.size for s in staged),
+        cgroup_peak_bytes=peak,
+    )
+
+
+class BaselinePipeline:
+    """``python -m bench.baseline`` (download_file → extractall → bagit validate → rsync)."""
+
+    name = "baseline"
+
+    def __init__(self, python: str, workers: int) -> None:
+        self.python, self.workers = python, workers
+
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, s3_endpoint: str) -> tuple[
+            list[str], dict[str, str]]:
+        argv = [self.python, "-m", "bench.baseline", "--queue-url", aws.queue_url, "--region", aws.region,
+                "--staging-dir", str(paths.staging_dir), "--archive-root", str(paths.archive_root),
+                "--success-list", str(paths.success_list), "--workers", str(self.workers)]
+        if transfer.single_stream:
+            argv.append("--single-stream")
+        else:
+            argv += ["--part-mib", str(transfer.part_bytes // 2**20), "--concurrency", str(transfer.concurrency)]
+        return argv, aws.subprocess_env(AWS_ENDPOINT_URL_S3=s3_endpoint)
+
+    def synced_rids(self, paths: RunPaths) -> list[str]:
+        if not paths.success_list.is_file():
+            return []
+        return paths.success_list.read_text().split()

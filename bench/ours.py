@@ -1,0 +1,60 @@
+"""Our finisher as the benchmark runs it: ``finisher run --drain`` in its own process, configured only through its
+environment (as in production), against the loopback moto server and a fresh archive, staging area and ledger."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from bench.aws import BenchAws
+from bench.e2e import RunPaths, Transfer
+from onprem.finisher.demo.pipeline import finisher_command
+
+__all__ = ["OursPipeline"]
+
+
+class OursPipeline:
+    """``finisher run --drain`` with the dev environment's queues; ``transfer`` sets its fetch part size/threads."""
+
+    name = "ours"
+
+    def __init__(self, environment_name: str = "dev", extra_env: dict[str, str] | None = None) -> None:
+        self.environment_name = environment_name
+        self.extra_env = dict(extra_env or {})
+
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, s3_endpoint: str) -> tuple[
+            list[str], dict[str, str]]:
+        part_bytes = 2**62 if transfer.single_stream else transfer.part_bytes
+        concurrency = 1 if transfer.single_stream else transfer.concurrency
+        env = aws.subprocess_env(
+            BDRC_ENV=self.environment_name,
+            FINISHER_ARCHIVE_ROOT=str(paths.archive_root),
+            FINISHER_STAGING_DIR=str(paths.staging_dir),
+            FINISHER_STATE_DIR=str(paths.state_dir),
+            FINISHER_FETCH_PART_SIZE=str(part_bytes),
+            FINISHER_FETCH_CONCURRENCY=str(concurrency),
+            AWS_ENDPOINT_URL_S3=s3_endpoint,
+            **self.extra_env,
+        )
+        return finisher_command("run", "--drain"), env
+
+    def synced_rids(self, paths: RunPaths) -> list[str]:
+        """Every sync the run made: one line per sync in the success lists syncOneWork.sh appends to."""
+        rids: list[str] = []
+        for listing in sorted(paths.root.rglob("synced-works.txt")):
+            rids += listing.read_text().split()
+        return rids or _ledger_synced(paths.state_dir)
+
+
+def _ledger_synced(state_dir: Path) -> list[str]:
+    """Fallback: works the ledger records as synced (one row per sync when the ledger keeps a row per attempt)."""
+    rids: list[str] = []
+    for database in state_dir.rglob("*.db"):
+        with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+            tables = [r[0] for r in db.execute("select name from sqlite_master where type='table'")]
+            for table in tables:
+                columns = [r[1] for r in db.execute(f"pragma table_info({table})")]
+                if "work_rid" in columns and "phase" in columns:
+                    rows = db.execute(f"select work_rid from {table} where phase = 'synced'")
+                    rids += [r[0] for r in rows]
+    return rids

@@ -1,0 +1,141 @@
+"""The end-to-end sections: pipeline vs pipeline on loopback moto, in a memory cgroup, through a capped proxy, and
+two finishers sharing one queue. Each fills a table of the report and the numbers the goals are judged on."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import boto3
+
+from bench.cgroup import CgroupUnavailable, probe_memory_cgroup
+from bench.context import MIB, BenchContext, median
+from bench.e2e import PipelineRun, Transfer
+from bench.proxy import ShapingProxy
+from bench.raw import get_throughput
+
+__all__ = ["SINGLE_STREAM", "cgroup_section", "e2e_section", "proxy_section", "scale_section"]
+
+#: fastest against moto, whose ranged GETs each cost a read of the whole object
+SINGLE_STREAM = Transfer(single_stream=True)
+E2E_COLUMNS = ["bag", "pipeline", "median s", "MB/s", "written/bag", "read/bag", "max RSS MiB", "ok", "runs s"]
+
+
+def _row(label: str, name: str, runs: list[PipelineRun]) -> list[object]:
+    seconds = median([r.seconds for r in runs])
+    payload = runs[0].payload_bytes
+    return [label, name, seconds, payload / seconds / 1e6, median([r.write_bytes / payload for r in runs]),
+            median([r.read_bytes / payload for r in runs]), max(r.max_process_rss for r in runs) / MIB,
+            f"{sum(r.ok for r in runs)}/{len(runs)}", " ".join(f"{r.seconds:.2f}" for r in runs)]
+
+
+def _label(ctx: BenchContext, bags: str) -> str:
+    staged = ctx.staged(bags)
+    files = sum(s.bag.files for s in staged)
+    size = sum(s.bag.payload_bytes for s in staged)
+    return f"{bags} ({size / MIB:.0f} MiB, {files} files)"
+
+
+def _compare(ctx: BenchContext, key: str, bags: str, runs: dict[str, list[PipelineRun]]) -> dict[str, float]:
+    base, ours = median([r.seconds for r in runs["baseline"]]), median([r.seconds for r in runs["ours"]])
+    payload = runs["ours"][0].payload_bytes
+    facts = {"baseline_s": base, "ours_s": ours, "speedup": base / ours, "ours_bytes_per_s": payload / ours,
+             "ours_written_per_byte": median([r.write_bytes / payload for r in runs["ours"]]),
+             "baseline_written_per_byte": median([r.write_bytes / payload for r in runs["baseline"]]),
+             "ours_max_rss": max(r.max_process_rss for r in runs["ours"]),
+             "all_ok": all(r.ok for rs in runs.values() for r in rs)}
+    ctx.raw[key] = facts
+    return facts
+
+
+def e2e_section(ctx: BenchContext) -> None:
+    """Main and many-small-files bags, both pipelines on one streamed GET, A B A B …"""
+    section = ctx.report.section("End to end on loopback moto (message sent -> work in archive, message deleted)",
+                                 E2E_COLUMNS)
+    for bags in ("main", "small"):
+        runs = ctx.alternate([ctx.baseline, ctx.ours], bags, ctx.options.repeats, transfer=SINGLE_STREAM)
+        facts = _compare(ctx, f"e2e_{bags}", bags, runs)
+        label = _label(ctx, bags)
+        section.rows += [_row(label, name, rs) for name, rs in runs.items()]
+        section.notes.append(f"{bags}: ours is {facts['speedup']:.2f}x the baseline")
+    slowest = ctx.raw.get("slowest_raw")
+    if slowest:
+        fraction = ctx.raw["e2e_main"]["ours_bytes_per_s"] / slowest["bytes_per_s"]
+        ctx.raw["e2e_main"]["fraction_of_slowest_raw"] = fraction
+        section.notes.append(f"main: ours runs at {fraction:.0%} of the slowest raw stage "
+                             f"({slowest['stage']}, {slowest['bytes_per_s'] / 1e6:.0f} MB/s)")
+    section.notes.append(f"transfer for both: {SINGLE_STREAM.describe()} (fastest against moto, see raw stages); "
+                         "baseline = download_file -> zipfile.extractall -> bagit validate -> rsync -a; "
+                         "ours = finisher run --drain (fetch -> single-pass de-bag -> syncOneWork.sh)")
+    section.notes.append("written/read per bag byte: /proc/<pid>/io write_bytes/read_bytes of the whole process "
+                         "tree (storage level; reads served from page cache are not counted)")
+
+
+def cgroup_section(ctx: BenchContext) -> None:
+    """The memory-check bag, each run in its own memory cgroup smaller than the bag."""
+    limit = ctx.options.memory_limit_mib * MIB
+    section = ctx.report.section(f"End to end in a {ctx.options.memory_limit_mib} MiB memory cgroup "
+                                 "(the bag cannot stay in page cache)", [*E2E_COLUMNS, "cgroup peak MiB"])
+    available, reason = probe_memory_cgroup()
+    ctx.raw["cgroup"] = {"available": available, "detail": reason}
+    if not available:
+        section.notes.append(f"not run: no memory cgroup could be made ({reason})")
+        return
+    try:
+        runs = ctx.alternate([ctx.baseline, ctx.ours], "memory", ctx.options.repeats, transfer=SINGLE_STREAM,
+                             memory_limit=limit)
+    except CgroupUnavailable as err:
+        section.notes.append(f"not run: {err}")
+        return
+    facts = _compare(ctx, "cgroup_memory", "memory", runs)
+    label = _label(ctx, "memory")
+    for name, rs in runs.items():
+        peaks = [r.cgroup_peak_bytes for r in rs if r.cgroup_peak_bytes is not None]
+        section.rows.append([*_row(label, name, rs), max(peaks) / MIB if peaks else None])
+    section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline; {reason}")
+
+
+def scale_section(ctx: BenchContext) -> None:
+    """``scale_works`` works on one queue: one finisher process vs two, alternating; duplicates counted."""
+    section = ctx.report.section("Two finishers on one queue", ["works", "processes", "median s", "MB/s",
+                                                                "duplicate syncs", "ok", "runs s"])
+    results: dict[int, list[PipelineRun]] = {1: [], 2: []}
+    for _ in range(ctx.options.repeats):
+        for processes in (1, 2):
+            results[processes].append(ctx.run(ctx.ours, "scale", transfer=SINGLE_STREAM, processes=processes,
+                                              record=f"scale/{processes}"))
+    label = _label(ctx, "scale")
+    for processes, runs in results.items():
+        seconds = median([r.seconds for r in runs])
+        section.rows.append([label, processes, seconds, runs[0].payload_bytes / seconds / 1e6,
+                             sum(r.duplicate_syncs for r in runs), f"{sum(r.ok for r in runs)}/{len(runs)}",
+                             " ".join(f"{r.seconds:.2f}" for r in runs)])
+    ratio = median([r.seconds for r in results[1]]) / median([r.seconds for r in results[2]])
+    duplicates = sum(r.duplicate_syncs for rs in results.values() for r in rs)
+    synced = [len(r.synced_rids) for rs in results.values() for r in rs]
+    ctx.raw["scale"] = {"throughput_ratio": ratio, "duplicate_syncs": duplicates, "syncs_per_run": synced,
+                        "all_ok": all(r.ok for rs in results.values() for r in rs)}
+    section.notes.append(f"2 processes give {ratio:.2f}x the throughput of 1; duplicate syncs: {duplicates} "
+                         "(counted from the success list syncOneWork.sh appends to, one line per sync)")
+
+
+def proxy_section(ctx: BenchContext) -> None:
+    """Every connection capped (one S3 connection over a WAN): raw GETs and both pipelines, ranged."""
+    o = ctx.options
+    rate = o.proxy_rate_mb_s * 1e6
+    ranged = Transfer(single_stream=False, part_bytes=o.proxy_part_mib * MIB, concurrency=o.proxy_concurrency)
+    section = ctx.report.section(f"Through a loopback proxy capping each connection at {o.proxy_rate_mb_s:.0f} MB/s",
+                                 E2E_COLUMNS)
+    staged = ctx.staged("main")[0]
+    upstream = urlsplit(ctx.aws.endpoint_url)
+    with ShapingProxy(upstream.hostname or "127.0.0.1", upstream.port or 80, rate_bytes_per_s=rate) as proxy:
+        s3 = boto3.client("s3", region_name=ctx.aws.region, endpoint_url=proxy.url)
+        single = median([get_throughput(s3, staged.bucket, staged.key, staged.size) for _ in range(1)])
+        parts = median([get_throughput(s3, staged.bucket, staged.key, staged.size, part_bytes=ranged.part_bytes,
+                                       concurrency=ranged.concurrency) for _ in range(o.repeats)])
+        runs = ctx.alternate([ctx.baseline, ctx.ours], "main", o.repeats, transfer=ranged, s3_endpoint=proxy.url)
+    facts = _compare(ctx, "proxy_main", "main", runs)
+    section.rows += [_row(_label(ctx, "main"), name, rs) for name, rs in runs.items()]
+    ctx.raw["proxy_raw"] = {"single_bytes_per_s": single, "ranged_bytes_per_s": parts}
+    section.notes.append(f"raw GET through the proxy: one stream {single / 1e6:.0f} MB/s, {ranged.describe()} "
+                         f"{parts / 1e6:.0f} MB/s; both pipelines use {ranged.describe()} here")
+    section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline")

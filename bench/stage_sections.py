@@ -1,0 +1,119 @@
+"""The per-stage sections: raw stage throughputs (the ceiling), the de-bag stage alone, the Lambda's latency."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import shutil
+import tempfile
+import zipfile
+from pathlib import Path
+from typing import Any
+
+from bench.context import MIB, BenchContext, median
+from bench.raw import disk_write_throughput, get_throughput, hash_throughput
+
+__all__ = ["debag_section", "lambda_section", "raw_section"]
+
+
+def raw_section(ctx: BenchContext) -> None:
+    """GET (one stream, ranged), hashing with the bag's algorithms, sequential write + fsync; medians of repeats."""
+    o = ctx.options
+    staged = ctx.staged("main")[0]
+    s3 = ctx.aws.local.client("s3", ctx.aws.region)
+    section = ctx.report.section("Raw stages alone (the ceiling of any pipeline here)", ["stage", "how", "MB/s",
+                                                                                         "runs MB/s"])
+
+    def add(stage: str, how: str, samples: list[float]) -> float:
+        section.rows.append([stage, how, median(samples) / 1e6, " ".join(f"{s / 1e6:.0f}" for s in samples)])
+        return median(samples)
+
+    size, key = staged.size, staged.key
+    single = add("GET from moto", f"one streamed GET of {size / MIB:.0f} MiB",
+                 ctx.timed_repeats(lambda: get_throughput(s3, staged.bucket, key, size)))
+    part, threads = o.proxy_part_mib * MIB, o.proxy_concurrency
+    add("GET from moto", f"{threads} threads x {o.proxy_part_mib} MiB ranges",
+        ctx.timed_repeats(lambda: get_throughput(s3, staged.bucket, key, size, part_bytes=part, concurrency=threads)))
+    add("GET from moto", "10 threads x 8 MiB ranges (download_file defaults)",
+        [get_throughput(s3, staged.bucket, key, size, part_bytes=8 * MIB, concurrency=10)])
+    algorithms = staged.bag.algorithms
+    hashing = add("hash", f"{','.join(algorithms)} on {o.workers} threads",
+                  ctx.timed_repeats(lambda: hash_throughput(algorithms, o.workers, min(size, 512 * MIB))))
+    disk = add("disk write", f"sequential {min(size, 512 * MIB) // MIB} MiB + fsync on the scratch filesystem",
+               ctx.timed_repeats(lambda: disk_write_throughput(ctx.scratch, min(size, 512 * MIB))))
+    stages = {"GET (one stream)": single, "hash": hashing, "disk write": disk}
+    slowest = min(stages, key=stages.__getitem__)
+    ctx.raw["raw"] = {name: value for name, value in stages.items()}
+    ctx.raw["slowest_raw"] = {"stage": slowest, "bytes_per_s": stages[slowest]}
+    section.notes.append(f"slowest raw stage: {slowest} ({stages[slowest] / 1e6:.0f} MB/s); moto serves each ranged "
+                         "GET by reading the whole object, so against it one stream is fastest and both pipelines "
+                         "use one stream in the moto sections")
+
+
+def debag_section(ctx: BenchContext) -> None:
+    """bench/debag_bench.py's methods on a stored and a deflated bag, alternating, medians of repeats."""
+    section = ctx.report.section("De-bag stage alone (zip on disk -> verified work folder)",
+                                 ["compression", "method", "median s", "MB/s", "runs s"])
+    try:
+        debag_bench: Any = importlib.import_module("bench.debag_bench")
+    except ImportError as err:
+        section.notes.append(f"not run: bench/debag_bench.py could not be imported ({err})")
+        return
+    from tests.fixtures.bags import zip_tree
+
+    o = ctx.options
+    scratch = Path(tempfile.mkdtemp(prefix="debag-", dir=ctx.scratch))
+    try:
+        debag_bench.build_bag(scratch / "build", o.debag_mib, o.file_mib, ["sha512"])
+        rid = debag_bench.RID
+        payload = sum(p.stat().st_size for p in (scratch / "build" / rid / "data").rglob("*") if p.is_file())
+        zips = {name: zip_tree(scratch / f"{rid}-{name}.bag.zip", [(f"{rid}.bag", scratch / "build" / rid)],
+                               compression=mode)
+                for name, mode in (("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED))}
+        shutil.rmtree(scratch / "build")
+        methods = {
+            "extract-then-validate": lambda z, out: debag_bench.run_baseline(z, out, o.workers),
+            "ours": lambda z, out: debag_bench.run_ours(z, out, o.workers, True),
+            "ours, no fsync": lambda z, out: debag_bench.run_ours(z, out, o.workers, False),
+        }
+        results: dict[str, dict[str, float]] = {}
+        for compression, zip_path in zips.items():
+            times: dict[str, list[float]] = {name: [] for name in methods}
+            for _ in range(o.repeats):
+                for name, method in methods.items():
+                    times[name].append(debag_bench.timed(lambda out, m=method, z=zip_path: m(z, out), scratch))
+            for name, runs in times.items():
+                section.rows.append([compression, name, median(runs), payload / median(runs) / 1e6,
+                                     " ".join(f"{r:.2f}" for r in runs)])
+            results[compression] = {name: median(runs) for name, runs in times.items()}
+        ctx.raw["debag"] = {"payload_bytes": payload, "medians_s": results}
+        for compression, medians in results.items():
+            section.notes.append(f"{compression}: ours {medians['extract-then-validate'] / medians['ours']:.2f}x "
+                                 "extract-then-validate")
+        section.notes.append(f"{payload / MIB:.0f} MiB of {o.file_mib} MiB files, sha512, {o.workers} workers "
+                             "(baseline: zipfile.extractall + bagit validate(processes=N))")
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def lambda_section(ctx: BenchContext) -> None:
+    """bench/lambda_bench.py's measurements, when that module exists."""
+    section = ctx.report.section("Lambda (notify_restore)", ["measure", "value"])
+    path = Path(__file__).with_name("lambda_bench.py")
+    if not path.is_file():
+        section.notes.append("not run: bench/lambda_bench.py does not exist")
+        return
+    try:
+        module: Any = importlib.import_module("bench.lambda_bench")
+        measure = getattr(module, "measure", None) or getattr(module, "run", None)
+        if measure is None:
+            raise AttributeError("no measure()/run() function")
+        kwargs = {"repeats": ctx.options.repeats} if "repeats" in inspect.signature(measure).parameters else {}
+        results = measure(**kwargs)
+    except Exception as err:  # noqa: BLE001 - another engineer's module: report, do not abort the run
+        section.notes.append(f"not run: bench/lambda_bench.py failed ({type(err).__name__}: {err})")
+        return
+    values = results if isinstance(results, dict) else getattr(results, "__dict__", {"result": results})
+    for name, value in values.items():
+        section.rows.append([name, value])
+    ctx.raw["lambda"] = values
