@@ -1,0 +1,109 @@
+"""The ledger on a real SQLite file: registration, dedup key, phases and history, leases, restore requests."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from contract import RestoredWork
+from onprem.finisher.ledger import Ledger
+
+
+def make_work(rid: str = "W1NLM4700", version: str = "v1") -> RestoredWork:
+    return RestoredWork.build(collection="NLM", bucket="staging.nlm", key=f"Archive0/00/{rid}/{rid}.bag.zip",
+                              region="us-east-1", size=10, etag="abc", version_id=version,
+                              event_time=datetime(2026, 11, 29, tzinfo=UTC), source_event_id="e1",
+                              restore_expiry=datetime(2026, 12, 5, tzinfo=UTC))
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Ledger:
+    return Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+
+
+def test_sqlite_ledger_uses_wal(ledger: Ledger) -> None:
+    with ledger.engine.connect() as connection:
+        assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_same_object_version_is_one_row(ledger: Ledger) -> None:
+    work = make_work()
+    first = ledger.register(work, work.to_body(), message_id="m1")
+    second = ledger.register(work, work.to_body(), message_id="m2")
+    assert first.idempotency_key == second.idempotency_key
+    assert len(ledger.works(["W1NLM4700"])) == 1
+    ledger.register(make_work(version="v2"), make_work(version="v2").to_body())
+    assert len(ledger.works(["W1NLM4700"])) == 2
+
+
+def test_phases_set_timestamps_and_history(ledger: Ledger) -> None:
+    work = make_work()
+    ledger.register(work, work.to_body())
+    for phase in ("restore_completed", "downloaded", "debagged", "synced"):
+        ledger.advance(work.idempotency_key, phase, detail=phase)
+    record = ledger.get(work.idempotency_key)
+    assert record is not None and record.phase == "synced"
+    assert all(record.timestamps[name] for name in ("restore_completed", "downloaded", "debagged", "synced"))
+    assert [e["event"] for e in record.history] == ["received", "restore_completed", "downloaded", "debagged",
+                                                    "synced"]
+    assert record.as_json()["synced_at"].endswith("+00:00")
+
+
+def test_failures_count_attempts_and_permanent_ones_fail_the_work(ledger: Ledger) -> None:
+    work = make_work()
+    ledger.register(work, work.to_body())
+    ledger.fail(work.idempotency_key, "transfer", "W1NLM4700: reset", permanent=False)
+    record = ledger.fail(work.idempotency_key, "bag_invalid", "W1NLM4700: bad bag", permanent=True)
+    assert (record.phase, record.attempts, record.last_cause) == ("failed", 2, "bag_invalid")
+    assert ledger.reset_for_retry(work.idempotency_key).phase == "received"
+
+
+def test_lease_is_exclusive_until_released_or_expired(ledger: Ledger) -> None:
+    work = make_work()
+    ledger.register(work, work.to_body())
+    key = work.idempotency_key
+    assert ledger.acquire_lease(key, "host-a:1", 60)
+    assert not ledger.acquire_lease(key, "host-b:2", 60)
+    assert ledger.renew_lease(key, "host-a:1", 60)
+    assert not ledger.renew_lease(key, "host-b:2", 60)
+    ledger.release_lease(key, "host-a:1")
+    assert ledger.acquire_lease(key, "host-b:2", -1)  # expired at once
+    assert ledger.acquire_lease(key, "host-a:1", 60)
+
+
+def test_concurrent_lease_attempts_from_two_ledgers_have_one_winner(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+    work = make_work()
+    Ledger(url).register(work, work.to_body())
+    ledgers = [Ledger(url) for _ in range(8)]
+    wins: list[bool] = []
+    barrier = threading.Barrier(len(ledgers))
+
+    def contend(index: int) -> None:
+        barrier.wait()
+        wins.append(ledgers[index].acquire_lease(work.idempotency_key, f"host:{index}", 60))
+
+    threads = [threading.Thread(target=contend, args=(i,)) for i in range(len(ledgers))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert sorted(wins) == [False] * 7 + [True]
+
+
+def test_restore_request_is_linked_to_the_work_when_its_message_arrives(ledger: Ledger) -> None:
+    work = make_work()
+    ledger.record_restore_request(work_rid=work.work_rid, bucket=work.bucket, key=work.key, tier="Bulk", days=5)
+    assert ledger.restore_requests(pending_only=True)[0]["status"] == "requested"
+    record = ledger.register(work, work.to_body())
+    assert record.timestamps["restore_requested"] is not None
+    assert record.history[0]["event"] == "restore_requested"
+    assert ledger.restore_requests(pending_only=True) == []
+
+
+def test_rejected_message_is_recorded_with_its_cause(ledger: Ledger) -> None:
+    record = ledger.record_rejected("not json", None, "contract", "message body is not JSON")
+    assert (record.phase, record.last_cause, record.source) == ("failed", "contract", "rejected")
