@@ -66,7 +66,7 @@ class BenchContext:
 
     def __post_init__(self) -> None:
         self.baseline = BaselinePipeline(sys.executable, self.options.workers)
-        self.ours = OursPipeline()
+        self.ours = OursPipeline(self.options.workers)
 
     def bag_specs(self, name: str) -> list[BagSpec]:
         o = self.options
@@ -93,11 +93,11 @@ class BenchContext:
         return self._staged[name]
 
     def run(self, pipeline: Pipeline, bags: str, *, transfer: Transfer, processes: int = 1,
-            s3_endpoint: str | None = None, memory_limit: int | None = None, record: str | None = None) -> PipelineRun:
+            endpoint: str | None = None, memory_limit: int | None = None, record: str | None = None) -> PipelineRun:
         """One end-to-end run in a fresh folder; failures are kept (they show in the tables as such)."""
         self._run_number += 1
         result = run_pipeline(self.aws, pipeline, self.staged(bags), self.scratch / "runs" / f"run-{self._run_number}",
-                              transfer=transfer, processes=processes, s3_endpoint=s3_endpoint,
+                              transfer=transfer, processes=processes, endpoint=endpoint,
                               memory_limit=memory_limit)
         if not result.ok:
             tails = "\n".join(p.output_tail for p in result.processes)

@@ -66,7 +66,7 @@ class RunPaths:
 class Pipeline(Protocol):
     name: str
 
-    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, s3_endpoint: str) -> tuple[
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str) -> tuple[
             list[str], dict[str, str]]:
         """argv and environment of one process draining the work queue."""
         ...
@@ -127,14 +127,14 @@ def _check_archive(paths: RunPaths, staged: Sequence[StagedBag]) -> list[str]:
 
 
 def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag], run_dir: Path, *,
-                 transfer: Transfer, processes: int = 1, s3_endpoint: str | None = None,
+                 transfer: Transfer, processes: int = 1, endpoint: str | None = None,
                  memory_limit: int | None = None, timeout_s: float = 900) -> PipelineRun:
     """Send one message per staged bag, run ``processes`` copies of ``pipeline`` until the queue is empty."""
     shutil.rmtree(run_dir, ignore_errors=True)
     paths = RunPaths(run_dir)
     for folder in (paths.staging_dir, paths.archive_root, paths.state_dir):
         folder.mkdir(parents=True)
-    argv, env = pipeline.command(aws, paths, transfer, s3_endpoint or aws.endpoint_url)
+    argv, env = pipeline.command(aws, paths, transfer, endpoint or aws.endpoint_url)
     group = MemoryCgroup(memory_limit).__enter__() if memory_limit else None
     try:
         started = time.perf_counter()
@@ -173,7 +173,7 @@ class BaselinePipeline:
     def __init__(self, python: str, workers: int) -> None:
         self.python, self.workers = python, workers
 
-    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, s3_endpoint: str) -> tuple[
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str) -> tuple[
             list[str], dict[str, str]]:
         argv = [self.python, "-m", "bench.baseline", "--queue-url", aws.queue_url, "--region", aws.region,
                 "--staging-dir", str(paths.staging_dir), "--archive-root", str(paths.archive_root),
@@ -182,7 +182,7 @@ class BaselinePipeline:
             argv.append("--single-stream")
         else:
             argv += ["--part-mib", str(transfer.part_bytes // 2**20), "--concurrency", str(transfer.concurrency)]
-        return argv, aws.subprocess_env(AWS_ENDPOINT_URL_S3=s3_endpoint)
+        return argv, aws.subprocess_env(AWS_ENDPOINT_URL=endpoint)
 
     def synced_rids(self, paths: RunPaths) -> list[str]:
         if not paths.success_list.is_file():

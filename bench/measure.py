@@ -17,6 +17,7 @@ import argparse
 import json
 import os
 import resource
+import signal
 import subprocess
 import sys
 import tempfile
@@ -142,7 +143,7 @@ class MeasuredProcess:
         environ["PYTHONPATH"] = os.pathsep.join(p for p in (repo, environ.get("PYTHONPATH", "")) if p)
         self.started = time.perf_counter()
         self.process = subprocess.Popen([*wrapper, "--", *self.argv], env=environ, cwd=cwd, stdout=self._log,
-                                        stderr=subprocess.STDOUT)
+                                        stderr=subprocess.STDOUT, start_new_session=True)
         self._sampler = TreeRssSampler(self.process.pid).__enter__()
 
     def poll(self) -> int | None:
@@ -153,7 +154,7 @@ class MeasuredProcess:
         try:
             returncode = self.process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
-            self.process.kill()
+            os.killpg(self.process.pid, signal.SIGKILL)  # the whole tree, not only the wrapper
             returncode = self.process.wait()
         seconds = time.perf_counter() - self.started
         self._sampler.__exit__()

@@ -18,13 +18,14 @@ class OursPipeline:
 
     name = "ours"
 
-    def __init__(self, environment_name: str = "dev", extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, workers: int, environment_name: str = "dev", extra_env: dict[str, str] | None = None) -> None:
+        self.workers = workers
         self.environment_name = environment_name
         self.extra_env = dict(extra_env or {})
 
-    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, s3_endpoint: str) -> tuple[
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str) -> tuple[
             list[str], dict[str, str]]:
-        part_bytes = 2**62 if transfer.single_stream else transfer.part_bytes
+        part_bytes = 2**40 if transfer.single_stream else transfer.part_bytes
         concurrency = 1 if transfer.single_stream else transfer.concurrency
         env = aws.subprocess_env(
             BDRC_ENV=self.environment_name,
@@ -33,7 +34,11 @@ class OursPipeline:
             FINISHER_STATE_DIR=str(paths.state_dir),
             FINISHER_FETCH_PART_SIZE=str(part_bytes),
             FINISHER_FETCH_CONCURRENCY=str(concurrency),
-            AWS_ENDPOINT_URL_S3=s3_endpoint,
+            FINISHER_DEBAG_WORKERS=str(self.workers),
+            # the clock stops when the queue is empty; a short last poll only ends the process sooner
+            FINISHER_WAIT_TIME_SECONDS="1",
+            # every client through ``endpoint`` (the proxy in the capped run; SQS traffic is tiny)
+            AWS_ENDPOINT_URL=endpoint,
             **self.extra_env,
         )
         return finisher_command("run", "--drain"), env

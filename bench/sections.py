@@ -132,7 +132,7 @@ def proxy_section(ctx: BenchContext) -> None:
         single = median([get_throughput(s3, staged.bucket, staged.key, staged.size) for _ in range(1)])
         parts = median([get_throughput(s3, staged.bucket, staged.key, staged.size, part_bytes=ranged.part_bytes,
                                        concurrency=ranged.concurrency) for _ in range(o.repeats)])
-        runs = ctx.alternate([ctx.baseline, ctx.ours], "main", o.repeats, transfer=ranged, s3_endpoint=proxy.url)
+        runs = ctx.alternate([ctx.baseline, ctx.ours], "main", o.repeats, transfer=ranged, endpoint=proxy.url)
     facts = _compare(ctx, "proxy_main", "main", runs)
     section.rows += [_row(_label(ctx, "main"), name, rs) for name, rs in runs.items()]
     ctx.raw["proxy_raw"] = {"single_bytes_per_s": single, "ranged_bytes_per_s": parts}
