@@ -105,6 +105,13 @@ class BenchContext:
         self.runs.setdefault(record or f"{bags}/{pipeline.name}", []).append(result)
         return result
 
+    def empty_run_seconds(self, pipeline: Pipeline) -> float:
+        """Wall time of ``pipeline``'s process on an empty queue: its start-up plus one empty 1 s long poll."""
+        self._run_number += 1
+        result = run_pipeline(self.aws, pipeline, [], self.scratch / "runs" / f"run-{self._run_number}",
+                              transfer=Transfer())
+        return result.processes[0].seconds
+
     def alternate(self, pipelines: Sequence[Pipeline], bags: str, runs: int, **kwargs: Any) -> dict[str, list[
             PipelineRun]]:
         """A B A B …: ``runs`` runs of each pipeline, interleaved so drift hits each alike."""

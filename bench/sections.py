@@ -63,6 +63,10 @@ def e2e_section(ctx: BenchContext) -> None:
         ctx.raw["e2e_main"]["fraction_of_slowest_raw"] = fraction
         section.notes.append(f"main: ours runs at {fraction:.0%} of the slowest raw stage "
                              f"({slowest['stage']}, {slowest['bytes_per_s'] / 1e6:.0f} MB/s)")
+    startup = {p.name: ctx.empty_run_seconds(p) for p in (ctx.baseline, ctx.ours)}
+    ctx.raw["empty_queue_run_s"] = startup
+    section.notes.append("process on an empty queue (start-up + one 1 s empty poll; start-up is inside every "
+                         "time above): " + ", ".join(f"{name} {s:.2f} s" for name, s in startup.items()))
     section.notes.append(f"transfer for both: {SINGLE_STREAM.describe()} (fastest against moto, see raw stages); "
                          "baseline = download_file -> zipfile.extractall -> bagit validate -> rsync -a; "
                          "ours = finisher run --drain (fetch -> single-pass de-bag -> syncOneWork.sh)")
