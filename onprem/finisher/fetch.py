@@ -15,19 +15,20 @@ import os
 import shutil
 import threading
 from collections.abc import Callable
-from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import asdict, dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 from onprem.finisher.errors import InsufficientSpace, IntegrityError, ObjectChanged, ObjectMissing
-from onprem.finisher.fetch_checksum import file_checksum, full_object_checksum
+from onprem.finisher.fetch_checksum import ObjectChecksum, file_checksum, full_object_checksum
 from onprem.finisher.fetch_journal import JOURNAL_SUFFIX, PART_SUFFIX, DownloadIdentity, FetchJournal
-from onprem.finisher.fetch_s3 import download_part, head_object
+from onprem.finisher.fetch_s3 import PartCancelled, download_part, head_object
 from onprem.finisher.progress import NullProgress, Progress
 from onprem.finisher.staging_sweep import sweep_orphans
 
-__all__ = ["FetchRequest", "FetchResult", "FetchSettings", "fetch_object", "sweep_orphans"]
+__all__ = ["Download", "FetchRequest", "FetchResult", "FetchSettings", "download_parts", "fetch_object",
+           "finish_download", "open_download", "sweep_orphans"]
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +82,34 @@ def _quoted(etag: str) -> str:
     return etag if etag.startswith('"') else f'"{etag}"'
 
 
+@dataclass(frozen=True)
+class Download:
+    """A download under way (from ``open_download``): its pinned identity, files, journal and checksum."""
+
+    request: FetchRequest
+    identity: DownloadIdentity
+    dest: Path
+    part_path: Path
+    journal: FetchJournal
+    checksum: ObjectChecksum | None
+    checksum_note: str
+
+    @property
+    def parts_total(self) -> int:
+        return max(1, -(-self.identity.size // self.identity.part_size))
+
+    def part_range(self, part_number: int) -> tuple[int, int]:
+        return _part_range(part_number, self.identity.size, self.identity.part_size)
+
+    def parts_covering(self, start: int, end: int) -> range:
+        """Part numbers holding any byte of ``[start, end)``."""
+        part_size = self.identity.part_size
+        return range(start // part_size, min(-(-end // part_size), self.parts_total)) if end > start else range(0)
+
+    def done_bytes(self) -> int:
+        return sum(self.part_range(n)[1] - self.part_range(n)[0] for n in self.journal.done)
+
+
 def fetch_object(
     s3_client: Any, request: FetchRequest, dest_dir: Path, settings: FetchSettings | None = None,
     progress: Progress | None = None, *, free_bytes: Callable[[Path], int] = _free_bytes,
@@ -93,6 +122,22 @@ def fetch_object(
     """
     settings = settings or FetchSettings()
     progress = progress or NullProgress()
+    download = open_download(s3_client, request, dest_dir, settings, free_bytes=free_bytes)
+    if isinstance(download, FetchResult):
+        return download
+    todo = [n for n in range(download.parts_total) if n not in download.journal.done]
+    progress.start(download.identity.size, 1)
+    progress.advance(download.done_bytes())
+    download_parts(s3_client, download, todo, settings, progress)
+    return finish_download(download, len(todo), progress)
+
+
+def open_download(s3_client: Any, request: FetchRequest, dest_dir: Path, settings: FetchSettings, *,
+                  free_bytes: Callable[[Path], int] = _free_bytes) -> Download | FetchResult:
+    """HEAD, pin, load the part journal and check space; a FetchResult when the file is already downloaded.
+
+    When it returns a Download, the ``.part`` file exists at the object's full size.
+    """
     rid = request.work_rid
     head = head_object(s3_client, request)
     etag = _quoted(request.etag or head["ETag"])
@@ -114,39 +159,59 @@ def fetch_object(
         journal = FetchJournal(journal.path, identity)  # the journal outlived its .part: nothing to resume
     if not journal.done:
         part_path.unlink(missing_ok=True)
-    done_bytes = sum(_part_range(n, size, settings.part_size)[1] - _part_range(n, size, settings.part_size)[0]
-                     for n in journal.done)
-    _check_space(rid, dest_dir, size - done_bytes, settings.min_free_bytes, free_bytes)
-    todo = [n for n in range(parts_total) if n not in journal.done]
-    logger.info("%s: downloading %s (%d bytes, %d/%d parts to fetch)", rid, request.key, size, len(todo),
-                parts_total, extra={"work_rid": rid})
-    progress.start(size, 1)
-    progress.advance(done_bytes)
+    download = Download(request, identity, dest, part_path, journal, checksum, checksum_note)
+    _check_space(rid, dest_dir, size - download.done_bytes(), settings.min_free_bytes, free_bytes)
+    logger.info("%s: downloading %s (%d bytes, %d/%d parts to fetch)", rid, request.key, size,
+                parts_total - len(journal.done), parts_total, extra={"work_rid": rid})
     fd = os.open(part_path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if os.fstat(fd).st_size != size:
             os.ftruncate(fd, size)
-        _download_parts(s3_client, request, identity, fd, todo, journal, settings, progress)
+    finally:
+        os.close(fd)
+    return download
+
+
+def download_parts(s3_client: Any, download: Download, parts: list[int], settings: FetchSettings,
+                   progress: Progress, *, on_part_done: Callable[[int], None] | None = None,
+                   cancelled: threading.Event | None = None) -> None:
+    """Download ``parts`` (started in this order) into the ``.part`` file; each is fsynced, then journaled.
+
+    ``on_part_done(n)`` is called once part n is journaled. ObjectChanged/ObjectMissing discard the partial
+    download; a full disk raises InsufficientSpace. Setting ``cancelled`` stops the parts (PartCancelled).
+    """
+    rid = download.request.work_rid
+    fd = os.open(download.part_path, os.O_RDWR)
+    try:
+        _download_parts(s3_client, download, fd, parts, settings, progress, on_part_done,
+                        cancelled or threading.Event())
         os.fsync(fd)
     except (ObjectChanged, ObjectMissing):
-        journal.remove()  # parts of a version that is gone can never be used
-        part_path.unlink(missing_ok=True)
+        download.journal.remove()  # parts of a version that is gone can never be used
+        download.part_path.unlink(missing_ok=True)
         raise
     except OSError as err:
         if err.errno == errno.ENOSPC:
-            raise InsufficientSpace(rid, f"disk full while writing {part_path}", retry_after=SPACE_RETRY_AFTER) from err
+            raise InsufficientSpace(rid, f"disk full while writing {download.part_path}",
+                                    retry_after=SPACE_RETRY_AFTER) from err
         raise
     finally:
         os.close(fd)
-    checksum_verified = _verify(rid, part_path, size, checksum, journal)
-    os.replace(part_path, dest)
-    _write_done_marker(dest, identity, checksum_verified, checksum_note)
-    journal.remove()
+
+
+def finish_download(download: Download, parts_downloaded: int, progress: Progress) -> FetchResult:
+    """Verify size and full-object checksum, rename ``.part`` to the final name, write the done marker."""
+    rid, identity = download.request.work_rid, download.identity
+    checksum_verified = _verify(rid, download.part_path, identity.size, download.checksum, download.journal)
+    os.replace(download.part_path, download.dest)
+    _write_done_marker(download.dest, identity, checksum_verified, download.checksum_note)
+    download.journal.remove()
     progress.advance(files=1)
     progress.finish()
-    logger.info("%s: downloaded %s (%s)", rid, dest.name, checksum_note, extra={"work_rid": rid})
-    return FetchResult(dest, size, etag, version_id, checksum_verified, checksum_note, parts_total, len(todo),
-                       parts_total - len(todo))
+    logger.info("%s: downloaded %s (%s)", rid, download.dest.name, download.checksum_note, extra={"work_rid": rid})
+    return FetchResult(download.dest, identity.size, identity.etag, identity.version_id, checksum_verified,
+                       download.checksum_note, download.parts_total, parts_downloaded,
+                       download.parts_total - parts_downloaded)
 
 
 def _part_range(part_number: int, size: int, part_size: int) -> tuple[int, int]:
@@ -162,28 +227,41 @@ def _check_space(rid: str, dest_dir: Path, needed: int, reserve: int, free_bytes
                                      f"{reserve} must stay free", retry_after=SPACE_RETRY_AFTER)
 
 
-def _download_parts(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, fd: int, todo: list[int],
-                    journal: FetchJournal, settings: FetchSettings, progress: Progress) -> None:
+def _download_parts(s3_client: Any, download: Download, fd: int, todo: list[int], settings: FetchSettings,
+                    progress: Progress, on_part_done: Callable[[int], None] | None,
+                    cancelled: threading.Event) -> None:
     if not todo:
         return
-    cancelled = threading.Event()
+    request, identity, journal = download.request, download.identity, download.journal
 
     def task(part_number: int) -> None:
-        start, end = _part_range(part_number, identity.size, identity.part_size)
+        if cancelled.is_set():
+            raise PartCancelled(f"part {part_number}")
+        start, end = download.part_range(part_number)
         download_part(s3_client, request, identity, fd, start, end, progress, cancelled, settings.part_attempts)
         os.fsync(fd)
         journal.mark_done(part_number)
+        if on_part_done is not None:
+            on_part_done(part_number)
 
     with ThreadPoolExecutor(max_workers=max(1, settings.max_concurrency), thread_name_prefix="fetch") as pool:
-        pending = {pool.submit(task, n) for n in todo}
+        futures = [pool.submit(task, n) for n in todo]  # a pool starts its tasks in the order they were given
+        pending = set(futures)
         while pending:
             done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            failed = [f for f in done if f.exception() is not None]
+            failed = [f for f in futures if f in done and f.exception() is not None]
             if failed:
                 cancelled.set()
                 for future in pending:
                     future.cancel()
-                raise failed[0].exception()  # type: ignore[misc]
+                raise _first_failure(failed)
+
+
+def _first_failure(failed: list[Future[None]]) -> BaseException:
+    """The real failure, not a part stopped because of it."""
+    errors = [f.exception() for f in failed]
+    real = [e for e in errors if not isinstance(e, PartCancelled)]
+    return (real or errors)[0]  # type: ignore[return-value]
 
 
 def _verify(rid: str, part_path: Path, size: int, checksum: Any, journal: FetchJournal) -> str | None:
