@@ -27,12 +27,14 @@ from onprem.finisher.bag_manifest import BagManifest, digest_files, load_bag_man
 from onprem.finisher.debag_extract import ExtractionCancelled, MemberDigest, MemberExtractor, VerifiedJournal, zip_mtime
 from onprem.finisher.debag_layout import MemberTarget, WorkPlan, plan_works
 from onprem.finisher.debag_model import DebaggedWork, DebagResult, DebagSettings
+from onprem.finisher.debag_source import CompleteZip, MemberSource, SourceUnavailable
 from onprem.finisher.debag_verify import verify_work
 from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSpace
 from onprem.finisher.progress import NullProgress, Progress
-from onprem.finisher.zip_safety import check_archive
+from onprem.finisher.zip_safety import SafeMember, check_archive
 
-__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "debag_archive", "temp_dir_for"]
+__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "debag_archive", "debag_members", "read_central_directory",
+           "temp_dir_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -58,23 +60,45 @@ def debag_archive(
     (``.debag-failed-…``) or removed, per ``settings.keep_evidence``.
     """
     settings = settings or DebagSettings()
-    progress = progress or NullProgress()
-    temp_dir = temp_dir_for(staging_dir, work_rid, version_tag)
+    members = read_central_directory(zip_path, work_rid, settings)
+    return debag_members(CompleteZip(zip_path), members, work_rid, staging_dir, settings, version_tag=version_tag,
+                         progress=progress)
+
+
+def read_central_directory(zip_path: Path, work_rid: str, settings: DebagSettings) -> list[SafeMember]:
+    """The zip's members, each through the safety guard (``check_archive``); CorruptArchive when unreadable."""
     try:
         with zipfile.ZipFile(zip_path) as zf:
-            members = check_archive(zf, work_rid, settings)
+            return check_archive(zf, work_rid, settings)
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise CorruptArchive(work_rid, f"unreadable zip {zip_path.name}: {err}") from err
+
+
+def debag_members(
+    source: MemberSource, members: list[SafeMember], work_rid: str, staging_dir: Path, settings: DebagSettings,
+    *, version_tag: str | None = None, progress: Progress | None = None, archive: Path | None = None,
+) -> DebagResult:
+    """``debag_archive`` on members already read and guarded, read from ``source`` as they become readable.
+
+    ``archive`` is the zip named in the result (default ``source.path``). A ``SourceUnavailable`` from the
+    source is re-raised as its cause, with the temp dir and its journal left for a resume.
+    """
+    progress = progress or NullProgress()
+    temp_dir = temp_dir_for(staging_dir, work_rid, version_tag)
     plans = plan_works(members, work_rid, allow_plain_zip=settings.allow_plain_zip)
     temp_dir.mkdir(parents=True, exist_ok=True)
     journal = VerifiedJournal(temp_dir / JOURNAL_NAME, fsync=settings.fsync)
-    extractor = MemberExtractor(zip_path, work_rid, settings, progress)
+    extractor = MemberExtractor(source.path, work_rid, settings, progress)
     try:
-        manifests = {plan.work_rid: _extract_tag_files(plan, temp_dir, extractor, settings)
+        manifests = {plan.work_rid: _extract_tag_files(plan, temp_dir, extractor, source, settings)
                      for plan in plans if plan.bag}
-        digests, resumed = _extract_payload(plans, manifests, temp_dir, extractor, journal, settings, progress)
+        digests, resumed = _extract_payload(plans, manifests, temp_dir, extractor, source, journal, settings,
+                                            progress)
         works = [verify_work(plan, manifests.get(plan.work_rid), digests, temp_dir, staging_dir) for plan in plans]
+        source.settle()
         _place(plans, temp_dir, staging_dir)
+    except SourceUnavailable as err:
+        raise err.cause from None
     except FinisherError:
         journal.close()
         extractor.close()
@@ -93,14 +117,15 @@ def debag_archive(
         logger.info("%s: de-bagged %d files, %d bytes (%s)", work.work_rid, work.files, work.bytes,
                     "fixity verified: " + ",".join(work.algorithms) if work.fixity_checked
                     else "no fixity available", extra={"work_rid": work.work_rid})
-    return DebagResult(archive=zip_path, works=works, members_resumed=resumed)
+    return DebagResult(archive=archive or source.path, works=works, members_resumed=resumed)
 
 
-def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: MemberExtractor,
+def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: MemberExtractor, source: MemberSource,
                        settings: DebagSettings) -> BagManifest:
     paths = {}
     for tag in plan.tag_files:
         target = temp_dir / plan.work_rid / tag.target
+        source.wait_for(tag.member, threading.Event())
         extractor.extract(tag.member, target, (), report=False)
         paths[str(tag.bag_path)] = target
     bag_dir = temp_dir / plan.work_rid / plan.bag_dir
@@ -112,7 +137,7 @@ def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: MemberExtracto
 
 def _extract_payload(
     plans: list[WorkPlan], manifests: dict[str, BagManifest], temp_dir: Path, extractor: MemberExtractor,
-    journal: VerifiedJournal, settings: DebagSettings, progress: Progress,
+    source: MemberSource, journal: VerifiedJournal, settings: DebagSettings, progress: Progress,
 ) -> tuple[dict[str, MemberDigest], int]:
     """Digests of every payload member by member name; members journaled as verified are not redone."""
     digests: dict[str, MemberDigest] = {}
@@ -127,11 +152,17 @@ def _extract_payload(
                 digests[item.member.name] = reused
             else:
                 todo.append((plan, item, target, algorithms))
+    todo.sort(key=lambda entry: entry[1].member.info.header_offset)  # file order: the order bytes arrive in
     progress.start(sum(item.member.info.file_size for _, item, _, _ in todo), len(todo))
     cancelled = threading.Event()
+
+    def task(member: SafeMember, target: Path, algorithms: tuple[str, ...]) -> MemberDigest:
+        source.wait_for(member, cancelled)
+        return extractor.extract(member, target, algorithms, cancelled)
+
     with ThreadPoolExecutor(max_workers=max(settings.workers, 1), thread_name_prefix="debag") as pool:
         futures: dict[Future[MemberDigest], tuple[WorkPlan, MemberTarget]] = {
-            pool.submit(extractor.extract, item.member, target, algorithms, cancelled): (plan, item)
+            pool.submit(task, item.member, target, algorithms): (plan, item)
             for plan, item, target, algorithms in todo
         }
         pending = set(futures)
