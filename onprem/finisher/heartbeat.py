@@ -1,0 +1,77 @@
+"""Keeps a message invisible and the ledger lease alive while its work runs; stops the work when either is lost.
+
+Every ``visibility * fraction`` seconds: extend the message's visibility and renew the lease. A refused
+extension (receipt handle invalid) or a lease taken by someone else cancels the work (``lease_lost``). SQS caps a
+message's visibility at 12 h from its receive: ``handoff_margin`` before that, the work is asked to stop at its
+next checkpoint (``handoff``) so the worker can hand it on as a continuation message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from onprem.finisher.ledger import Ledger
+from onprem.finisher.queue import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
+from onprem.finisher.stages import CancelToken
+
+logger = logging.getLogger(__name__)
+
+
+class Heartbeat:
+    def __init__(self, queue: WorkQueue, message: ReceivedMessage, ledger: Ledger, idempotency_key: str,
+                 owner: str, token: CancelToken, *, visibility_s: int, fraction: float, max_visibility_s: int,
+                 handoff_margin_s: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue, self.message, self.ledger, self.key, self.owner = queue, message, ledger, idempotency_key, owner
+        self.token, self.visibility_s, self.max_visibility_s = token, visibility_s, max_visibility_s
+        self.handoff_margin_s, self.clock = handoff_margin_s, clock
+        self.interval = max(visibility_s * fraction, 0.05)
+        self._stop = threading.Event()
+        self._last_ok = clock()
+        self.beats = 0
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{token.work_rid}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        rid = self.token.work_rid
+        while not self._stop.wait(self.interval):
+            remaining_cap = self.max_visibility_s - (self.clock() - self.message.received_monotonic)
+            if remaining_cap <= self.handoff_margin_s and not self.token.is_set():
+                logger.info("%s: %.0f s left before the 12 h visibility cap: handing the work on at its next "
+                            "checkpoint", rid, remaining_cap, extra={"work_rid": rid})
+                self.token.cancel("handoff")
+            extension = int(min(self.visibility_s, remaining_cap - 1))
+            if extension <= 0:
+                continue
+            try:
+                self.queue.set_visibility(self.message, extension)
+            except ReceiptHandleInvalid as err:
+                logger.warning("%s: visibility extension refused (%s): stopping the work", rid, err,
+                               extra={"work_rid": rid})
+                self.token.cancel("lease_lost")
+                return
+            except (BotoCoreError, ClientError) as err:
+                logger.warning("%s: visibility extension failed: %s", rid, err, extra={"work_rid": rid})
+                if self.clock() - self._last_ok >= self.visibility_s:
+                    self.token.cancel("lease_lost")  # the message may already be visible to others
+                    return
+                continue
+            if not self.ledger.renew_lease(self.key, self.owner, self.visibility_s):
+                logger.warning("%s: ledger lease taken by another finisher: stopping the work", rid,
+                               extra={"work_rid": rid})
+                self.token.cancel("lease_lost")
+                return
+            self._last_ok = self.clock()
+            self.beats += 1
+            logger.debug("%s: visibility extended by %d s", rid, extension, extra={"work_rid": rid})

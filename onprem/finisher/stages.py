@@ -1,0 +1,215 @@
+"""The one place the worker binds to the stages: narrow protocols (fetch, de-bag, sync) and the real adapters.
+
+Stages are interrupted cooperatively: the worker's ``CancelToken`` is checked by the progress reporter a stage
+calls between units of work (a part downloaded, a chunk extracted), which raises ``WorkInterrupted``. That is
+not a FinisherError, so no stage mistakes it for a failure: partial downloads and de-bag journals stay
+resumable.
+"""
+
+from __future__ import annotations
+
+import importlib
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import TYPE_CHECKING, Any, Protocol
+
+from contract import RestoredWork
+from onprem.finisher import faults
+from onprem.finisher.progress import Progress
+
+if TYPE_CHECKING:
+    from onprem.finisher.settings import Settings
+
+INTERRUPT_REASONS = ("shutdown", "handoff", "lease_lost")
+
+
+class WorkInterrupted(Exception):
+    """The worker asked a stage to stop (shutdown, hand-on before the 12 h cap, lease lost)."""
+
+    def __init__(self, work_rid: str, reason: str) -> None:
+        self.work_rid, self.reason = work_rid, reason
+        super().__init__(f"{work_rid}: interrupted ({reason})")
+
+
+class CancelToken:
+    """Set once by the worker (heartbeat, shutdown); checked by stages between units of work."""
+
+    def __init__(self, work_rid: str) -> None:
+        self.work_rid = work_rid
+        self._event = threading.Event()
+        self._reason: str | None = None
+        self._lock = threading.Lock()
+
+    def cancel(self, reason: str) -> None:
+        with self._lock:
+            if self._reason is None:
+                self._reason = reason
+                self._event.set()
+
+    @property
+    def reason(self) -> str | None:
+        return self._reason
+
+    def is_set(self) -> bool:
+        return self._event.is_set()
+
+    def check(self) -> None:
+        if self._event.is_set():
+            raise WorkInterrupted(self.work_rid, self._reason or "shutdown")
+
+    def wait(self, timeout: float) -> bool:
+        return self._event.wait(timeout)
+
+
+class TokenRegistry:
+    """The cancel tokens of the works in flight (the worker cancels them all on shutdown)."""
+
+    def __init__(self) -> None:
+        self._tokens: set[CancelToken] = set()
+        self._lock = threading.Lock()
+
+    def add(self, token: CancelToken) -> None:
+        with self._lock:
+            self._tokens.add(token)
+
+    def discard(self, token: CancelToken) -> None:
+        with self._lock:
+            self._tokens.discard(token)
+
+    def cancel_all(self, reason: str) -> int:
+        with self._lock:
+            tokens = list(self._tokens)
+        for token in tokens:
+            token.cancel(reason)
+        return len(tokens)
+
+
+class CheckingProgress:
+    """Forwards to an inner reporter, checks the cancel token and counts bytes (for metrics)."""
+
+    def __init__(self, inner: Progress, cancel: CancelToken, checkpoint: str | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> None:
+        self.inner, self.cancel, self.checkpoint, self.on_bytes = inner, cancel, checkpoint, on_bytes
+
+    def start(self, total_bytes: int, total_files: int) -> None:
+        self.cancel.check()
+        self.inner.start(total_bytes, total_files)
+
+    def advance(self, nbytes: int = 0, files: int = 0) -> None:
+        self.cancel.check()
+        if self.checkpoint and nbytes > 0:
+            faults.checkpoint(self.checkpoint, work_rid=self.cancel.work_rid)
+        if self.on_bytes and nbytes:
+            self.on_bytes(nbytes)
+        self.inner.advance(nbytes, files)
+
+    def finish(self) -> None:
+        self.inner.finish()
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage call gets: the cancel token and a progress reporter per label."""
+
+    cancel: CancelToken
+    progress: Callable[[str], Progress]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    size: int
+    resumed_parts: int = 0
+
+
+@dataclass(frozen=True)
+class StagedWork:
+    work_rid: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Synced:
+    work_rid: str
+    archive_path: Path | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class FetchStage(Protocol):
+    def __call__(self, work: RestoredWork, ctx: StageContext) -> Fetched: ...
+
+
+class DebagStage(Protocol):
+    def __call__(self, work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:
+        ...
+
+
+class SyncStage(Protocol):
+    def __call__(self, staged: StagedWork, ctx: StageContext) -> Synced: ...
+
+
+class DiscardDownload(Protocol):
+    def __call__(self, zip_path: Path) -> None: ...
+
+
+@dataclass(frozen=True)
+class Stages:
+    fetch: FetchStage
+    debag: DebagStage
+    sync: SyncStage
+    discard_download: DiscardDownload
+    #: where the de-bag stage puts works (``<works_dir>/<RID>``): the worker resumes from what is there
+    works_dir: Path
+
+
+# --- the real stages ---------------------------------------------------------------------------------
+def _discard(zip_path: Path) -> None:
+    from onprem.finisher.fetch import DONE_SUFFIX
+
+    zip_path.unlink(missing_ok=True)
+    zip_path.with_name(zip_path.name + DONE_SUFFIX).unlink(missing_ok=True)
+
+
+def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
+    """fetch.py, debag.py and sync.py bound to the settings; ``s3_client_for(region)`` gives an S3 client."""
+    from onprem.finisher.debag import debag_archive
+    from onprem.finisher.fetch import FetchRequest, fetch_object
+    from onprem.finisher.sync import sync_work
+
+    fetch_settings, debag_settings, sync_settings = (settings.fetch_settings(), settings.debag_settings(),
+                                                      settings.sync_settings())
+
+    def fetch(work: RestoredWork, ctx: StageContext) -> Fetched:
+        request = FetchRequest(work.work_rid, work.bucket, work.key, work.size, work.etag, work.version_id)
+        progress = CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD)
+        result = fetch_object(s3_client_for(work.region), request, settings.downloads_dir, fetch_settings, progress)
+        return Fetched(result.path, result.size, result.parts_resumed)
+
+    def debag(work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:
+        progress = CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)
+        result = debag_archive(zip_path, work_rid, settings.works_dir, debag_settings, version_tag=version_tag,
+                               progress=progress)
+        return [StagedWork(w.work_rid, w.path) for w in result.works]
+
+    def sync(staged: StagedWork, ctx: StageContext) -> Synced:
+        ctx.cancel.check()
+        faults.checkpoint(faults.MID_SYNC, work_rid=staged.work_rid)
+        result = sync_work(staged.path, staged.work_rid, sync_settings)
+        return Synced(staged.work_rid, result.archive_path,
+                      {"copy_mode": result.copy_mode, "log": str(result.log_path),
+                       "seconds": round(result.duration, 3)})
+
+    return Stages(fetch=fetch, debag=debag, sync=sync, discard_download=_discard, works_dir=settings.works_dir)
+
+
+def load_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
+    """The stages named by ``settings.stages_factory`` (``module:function``)."""
+    module_name, _, function_name = settings.stages_factory.partition(":")
+    factory = getattr(importlib.import_module(module_name), function_name or "real_stages")
+    return factory(settings, s3_client_for)
+
+
+def key_name(key: str) -> str:
+    return PurePosixPath(key).name

@@ -1,0 +1,302 @@
+"""The worker loop on in-process moto with in-test stages doing real file work."""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from contract import RestoredWork, archive_relpath_for_rid
+from onprem.finisher.errors import BagInvalid, TransferError
+from onprem.finisher.ledger import Ledger
+from onprem.finisher.metrics import LogMetrics
+from onprem.finisher.runtime import AwsClients
+from onprem.finisher.stages import StageContext
+from tests.integration.worker_support import (
+    DLQ,
+    QUEUE,
+    REGION,
+    FileStages,
+    aws,
+    make_worker,
+    make_zip,
+    queue_depth,
+    queue_messages,
+    send,
+    slow_until,
+    stage_object,
+    worker_settings,
+)
+
+__all__ = ["aws"]
+RID = "W1NLM4700"
+
+
+def staged_work(tmp_path: Path, clients: AwsClients, rid: str = RID, **kwargs: object) -> RestoredWork:
+    return stage_object(clients, make_zip(tmp_path / "zips", rid), rid, **kwargs)  # type: ignore[arg-type]
+
+
+def ledger_of(settings) -> Ledger:  # type: ignore[no-untyped-def]
+    return Ledger(settings.ledger_url)
+
+
+def test_message_is_deleted_only_after_sync(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    stages = FileStages(settings, aws)
+    seen_at_sync: list[dict[str, int]] = []
+    stages.before["sync"] = lambda rid, ctx: seen_at_sync.append(queue_depth(aws))
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    metrics = LogMetrics()
+    summary = make_worker(settings, aws, stages, metrics=metrics).run(drain=True)
+    assert summary.outcomes == Counter({"synced": 1})
+    assert seen_at_sync == [{"visible": 0, "in_flight": 1}]
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0}
+    archived = settings.archive_root / archive_relpath_for_rid(RID) / "images"
+    assert len(list(archived.iterdir())) == 3
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and record.phase == "synced"
+    assert [e["event"] for e in record.history] == ["received", "restore_completed", "downloaded", "debagged",
+                                                    "work_synced", "synced"]
+    assert all(record.timestamps[p] for p in ("restore_completed", "downloaded", "debagged", "synced"))
+    assert record.lease_owner is None
+    assert metrics.total("WorksSynced") == 1 and metrics.total("BytesDownloaded") == work.size
+    assert not list(settings.downloads_dir.iterdir())
+
+
+def test_duplicate_messages_are_synced_once(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, concurrency=1)
+    stages = FileStages(settings, aws)
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    send(aws, work.model_copy(update={"source_event_id": "redelivered-event"}))
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert stages.calls["sync"] == 1
+    assert summary.outcomes == Counter({"synced": 1, "duplicate": 1})
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and [e["event"] for e in record.history].count("duplicate") == 1
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0}
+
+
+def test_heartbeat_keeps_a_slow_work_invisible(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, visibility_timeout=1)
+    stages = FileStages(settings, aws)
+    depths: list[dict[str, int]] = []
+
+    def slow_fetch(rid: str, ctx: StageContext) -> None:
+        for _ in range(4):  # four visibility timeouts long
+            slow_until(1.0)(rid, ctx)
+            depths.append(queue_depth(aws))
+
+    stages.before["fetch"] = slow_fetch
+    send(aws, staged_work(tmp_path, aws))
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"synced": 1})
+    assert stages.calls["fetch"] == 1
+    assert depths == [{"visible": 0, "in_flight": 1}] * 4
+
+
+def test_permanent_failure_goes_to_the_dlq_with_its_reason(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    stages = FileStages(settings, aws)
+
+    def bad_bag(rid: str, ctx: StageContext) -> None:
+        raise BagInvalid(rid, "checksum mismatch for data/a.tif (sha256 expected 00, got 11)")
+
+    stages.before["debag"] = bad_bag
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"failed": 1})
+    [dead] = queue_messages(aws, DLQ)
+    assert dead["Body"] == work.to_body()
+    assert dead["MessageAttributes"]["failure_cause"]["StringValue"] == "bag_invalid"
+    assert "checksum mismatch" in dead["MessageAttributes"]["failure_message"]["StringValue"]
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and (record.phase, record.last_cause, record.attempts) == ("failed", "bag_invalid", 1)
+    assert stages.calls["sync"] == 0 and queue_depth(aws) == {"visible": 0, "in_flight": 0}
+
+
+def test_invalid_message_goes_to_the_dlq_at_once(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    send(aws, '{"schema_version": 99, "work_rid": "W1"}')
+    summary = make_worker(settings, aws, FileStages(settings, aws)).run(drain=True)
+    assert summary.outcomes == Counter({"rejected": 1})
+    [dead] = queue_messages(aws, DLQ)
+    assert dead["MessageAttributes"]["failure_cause"]["StringValue"] == "contract"
+    assert "schema_version 99" in dead["MessageAttributes"]["failure_message"]["StringValue"]
+    [row] = ledger_of(settings).works(["W1"])
+    assert (row.phase, row.source) == ("failed", "rejected")
+
+
+def test_retryable_failure_comes_back_and_then_syncs(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    stages = FileStages(settings, aws)
+    failures = iter([TransferError(RID, "connection reset")])
+
+    def flaky(rid: str, ctx: StageContext) -> None:
+        error = next(failures, None)
+        if error:
+            raise error
+
+    stages.before["fetch"] = flaky
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"retry": 1, "synced": 1})
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and record.phase == "synced" and record.attempts == 1
+    assert next(e for e in record.history if e["event"] == "retry")["cause"] == "transfer"
+    assert queue_messages(aws, DLQ) == []
+
+
+def test_restore_in_progress_keeps_the_message_for_later(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, drain_idle_limit=0.5, backoff_max=30)
+    stages = FileStages(settings, aws)
+    work = staged_work(tmp_path, aws)
+
+    def ongoing(parsed: dict, **_: object) -> None:
+        parsed["Restore"] = 'ongoing-request="true"'
+
+    s3 = aws.s3(REGION)
+    s3.meta.events.register("after-call.s3.HeadObject", ongoing)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    s3.meta.events.unregister("after-call.s3.HeadObject", ongoing)
+    assert summary.outcomes == Counter({"retry": 1})
+    assert stages.calls["fetch"] == 0
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 1} and queue_messages(aws, DLQ) == []
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and (record.phase, record.last_cause) == ("received", "restore_in_progress")
+
+
+def test_expired_restore_is_requested_again_then_synced(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    stages = FileStages(settings, aws)
+    work = staged_work(tmp_path, aws, restore=False)  # DEEP_ARCHIVE with no restored copy
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"retry": 1, "synced": 1})
+    ledger = ledger_of(settings)
+    record = ledger.get(work.idempotency_key)
+    assert record is not None and record.phase == "synced"
+    [reissued] = [e for e in record.history if e["event"] == "restore_reissued"]
+    assert (reissued["tier"], reissued["days"]) == ("Bulk", 3)
+    [request] = ledger.restore_requests()
+    assert (request["status"], request["key"]) == ("reissued", work.key)
+
+
+def test_stop_releases_the_work_in_flight_and_a_restart_finishes_it(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, grace_period=0.2)
+    stages = FileStages(settings, aws)
+    started = threading.Event()
+
+    def endless(rid: str, ctx: StageContext) -> None:
+        started.set()
+        slow_until(60)(rid, ctx)
+
+    stages.before["debag"] = endless
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    worker = make_worker(settings, aws, stages)
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+    assert started.wait(10)
+    worker.request_stop()
+    runner.join(10)
+    assert not runner.is_alive() and worker.summary.outcomes == Counter({"released": 1})
+    assert queue_depth(aws) == {"visible": 1, "in_flight": 0}
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and record.phase == "downloaded" and record.lease_owner is None
+    del stages.before["debag"]
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"synced": 1}) and stages.calls["fetch_reused"] == 1
+
+
+def test_work_near_the_visibility_cap_is_handed_on_and_resumed(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, visibility_timeout=1, max_visibility=3, handoff_margin=2)
+    stages = FileStages(settings, aws)
+    hops = iter([True])
+
+    def slow_first_time(rid: str, ctx: StageContext) -> None:
+        if next(hops, False):
+            slow_until(30)(rid, ctx)
+
+    stages.before["debag"] = slow_first_time
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"handed_on": 1, "synced": 1})
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and record.phase == "synced" and record.hops == 1
+    [handed] = [e for e in record.history if e["event"] == "handed_on"]
+    assert (handed["hop"], handed["phase"]) == (1, "downloaded")
+    assert '"continuation":{"hop":1,"phase":"downloaded"' in (record.message_body or "")
+    assert stages.calls["fetch_reused"] == 1 and stages.calls["sync"] == 1
+
+
+def test_two_workers_never_process_the_same_work_at_once(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, concurrency=1)
+    stages = FileStages(settings, aws)
+    running, most = Counter[str](), Counter[str]()
+    lock = threading.Lock()
+
+    def track(rid: str, ctx: StageContext) -> None:
+        with lock:
+            running[rid] += 1
+            most[rid] = max(most[rid], running[rid])
+        slow_until(0.5)(rid, ctx)
+        with lock:
+            running[rid] -= 1
+
+    stages.before["fetch"] = track
+    work = staged_work(tmp_path, aws)
+    for n in range(2):
+        send(aws, work.model_copy(update={"source_event_id": f"event-{n}"}))
+    workers = [make_worker(settings, aws, stages, ledger=Ledger(settings.ledger_url), owner=f"host-{n}:1")
+               for n in range(2)]
+    threads = [threading.Thread(target=w.run, kwargs={"drain": True}) for w in workers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    outcomes = workers[0].summary.outcomes + workers[1].summary.outcomes
+    assert most[RID] == 1 and stages.calls["sync"] == 1
+    assert outcomes["synced"] == 1 and outcomes["duplicate"] == 1
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0}
+
+
+def test_backlog_is_processed_earliest_restore_expiry_first(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, concurrency=1)
+    stages = FileStages(settings, aws)
+    now = datetime.now(UTC)
+    rids = ["W1NLM4701", "W1NLM4702", "W1NLM4703"]
+    expiries = [now + timedelta(days=9), now + timedelta(days=2), now + timedelta(days=5)]
+    for rid, expiry in zip(rids, expiries, strict=True):
+        work = staged_work(tmp_path, aws, rid)
+        send(aws, work.model_copy(update={"restore_expiry": expiry}))
+    make_worker(settings, aws, stages).run(drain=True)
+    assert [rid for stage, rid in stages.events if stage == "sync"] == ["W1NLM4702", "W1NLM4703", "W1NLM4701"]
+
+
+def test_lease_held_elsewhere_sends_the_message_back(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, drain_idle_limit=0.3, lease_busy_delay=30)
+    stages = FileStages(settings, aws)
+    work = staged_work(tmp_path, aws)
+    ledger = Ledger(settings.ledger_url)
+    ledger.register(work, work.to_body())
+    assert ledger.acquire_lease(work.idempotency_key, "other-host:9", 600)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"busy": 1}) and stages.calls["fetch"] == 0
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 1}
+
+
+@pytest.mark.parametrize("queue_name", [QUEUE])
+def test_worker_polls_the_configured_queue(tmp_path: Path, aws: AwsClients, queue_name: str) -> None:
+    settings = worker_settings(tmp_path)
+    worker = make_worker(settings, aws, FileStages(settings, aws))
+    assert [q.queue_name for q in worker.queues] == [queue_name]

@@ -1,0 +1,203 @@
+"""Shared pieces of the worker tests: a one-region environment on in-process moto, staged objects, messages,
+and in-test stages that do real file work (S3 download, unzip, copy into the archive) with hooks to slow them.
+"""
+
+from __future__ import annotations
+
+import shutil
+import threading
+import time
+import uuid
+import zipfile
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from moto import mock_aws
+
+from config.model import EnvironmentConfig
+from contract import RestoredWork, archive_relpath_for_rid, message_attributes, staging_key_for_rid
+from onprem.finisher.ledger import Ledger
+from onprem.finisher.metrics import LogMetrics
+from onprem.finisher.progress import NullProgress
+from onprem.finisher.runtime import AwsClients, build_worker
+from onprem.finisher.settings import Settings, load_settings
+from onprem.finisher.stages import Fetched, StageContext, StagedWork, Stages, Synced
+from onprem.finisher.worker import Worker
+
+REGION = "us-east-1"
+BUCKET = "glacier.staging.nlm.test.bdrc.org"
+QUEUE, DLQ = "test-works", "test-works-dlq"
+
+
+def environment(root: Path) -> EnvironmentConfig:
+    return EnvironmentConfig.model_validate({
+        "name": "test", "resource_prefix": "test",
+        "regions": [{"region": REGION, "queue_name": QUEUE, "dlq_name": DLQ,
+                     "buckets": [{"name": BUCKET, "collection": "NLM"}]}],
+        "restore": {"tier": "Bulk", "days": 3},
+        "finisher": {"archive_root": str(root / "archive"), "staging_dir": str(root / "staging"),
+                     "state_dir": str(root / "state"), "concurrency": 2},
+    })
+
+
+def worker_settings(root: Path, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {"visibility_timeout": 30, "wait_time_seconds": 0, "backoff_base": 0, "backoff_max": 1,
+                              "grace_period": 5, "lease_busy_delay": 1, "drain_idle_limit": 5,
+                              "heartbeat_fraction": 1 / 3}
+    values.update(overrides)
+    return load_settings(environment(root), **values)
+
+
+@pytest.fixture
+def aws(monkeypatch: pytest.MonkeyPatch) -> Iterator[AwsClients]:
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN"):
+        monkeypatch.setenv(name, "testing")
+    monkeypatch.setenv("AWS_DEFAULT_REGION", REGION)
+    for name in ("AWS_ENDPOINT_URL", "AWS_PROFILE", "FINISHER_SETTINGS_FILE"):
+        monkeypatch.delenv(name, raising=False)
+    with mock_aws():
+        clients = AwsClients()
+        s3 = clients.s3(REGION)
+        s3.create_bucket(Bucket=BUCKET)
+        s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+        sqs = clients.client("sqs", REGION)
+        sqs.create_queue(QueueName=DLQ)
+        sqs.create_queue(QueueName=QUEUE)
+        yield clients
+
+
+def make_zip(folder: Path, rid: str, files: int = 3, seed: int = 0) -> Path:
+    """A plain work zip ``RID/images/…`` of small random files."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{rid}-{seed}.zip"
+    with zipfile.ZipFile(path, "w") as zf:
+        for i in range(files):
+            zf.writestr(f"{rid}/images/{rid}-I1_{i:04d}.tif", f"{rid}:{seed}:{i}".encode() * 200)
+    return path
+
+
+def stage_object(clients: AwsClients, zip_path: Path, rid: str, *, restore: bool = True,
+                 expiry_days: int = 5) -> RestoredWork:
+    """Upload as DEEP_ARCHIVE under the staging key (restored unless told otherwise) and build its message."""
+    s3 = clients.s3(REGION)
+    key = staging_key_for_rid(rid)
+    s3.upload_file(str(zip_path), BUCKET, key, ExtraArgs={"StorageClass": "DEEP_ARCHIVE"})
+    if restore:
+        s3.restore_object(Bucket=BUCKET, Key=key, RestoreRequest={"Days": 3, "GlacierJobParameters": {"Tier": "Bulk"}})
+    head = s3.head_object(Bucket=BUCKET, Key=key)
+    return RestoredWork.build(collection="NLM", bucket=BUCKET, key=key, region=REGION,
+                              size=int(head["ContentLength"]), etag=head["ETag"], version_id=head.get("VersionId"),
+                              event_time=datetime.now(UTC), source_event_id=str(uuid.uuid4()),
+                              storage_class="DEEP_ARCHIVE",
+                              restore_expiry=datetime.now(UTC) + timedelta(days=expiry_days))
+
+
+def send(clients: AwsClients, work: RestoredWork | str, queue: str = QUEUE) -> None:
+    sqs = clients.client("sqs", REGION)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    if isinstance(work, str):
+        sqs.send_message(QueueUrl=url, MessageBody=work)
+    else:
+        sqs.send_message(QueueUrl=url, MessageBody=work.to_body(), MessageAttributes=message_attributes(work))
+
+
+def queue_messages(clients: AwsClients, queue: str) -> list[dict[str, Any]]:
+    """Every visible message of ``queue`` (made visible again at once)."""
+    sqs = clients.client("sqs", REGION)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    found = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=10, MessageAttributeNames=["All"],
+                                AttributeNames=["All"]).get("Messages", [])
+    for message in found:
+        sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=0)
+    return found
+
+
+def queue_depth(clients: AwsClients, queue: str = QUEUE) -> dict[str, int]:
+    sqs = clients.client("sqs", REGION)
+    url = sqs.get_queue_url(QueueName=queue)["QueueUrl"]
+    attributes = sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["All"])["Attributes"]
+    return {"visible": int(attributes["ApproximateNumberOfMessages"]),
+            "in_flight": int(attributes["ApproximateNumberOfMessagesNotVisible"])}
+
+
+def wait_for(predicate: Callable[[], Any], deadline_s: float, what: str) -> Any:
+    deadline = time.monotonic() + deadline_s
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@dataclass
+class FileStages:
+    """Real file work: download with boto3, unzip, copy into the archive. Hooks let a test slow or fail a stage."""
+
+    settings: Settings
+    clients: AwsClients
+    calls: Counter[str] = field(default_factory=Counter)
+    before: dict[str, Callable[[str, StageContext], None]] = field(default_factory=dict)
+    events: list[tuple[str, str]] = field(default_factory=list)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def _enter(self, stage: str, rid: str, ctx: StageContext) -> None:
+        with self._lock:
+            self.calls[stage] += 1
+            self.events.append((stage, rid))
+        hook = self.before.get(stage)
+        if hook:
+            hook(rid, ctx)
+        ctx.cancel.check()
+
+    def fetch(self, work: RestoredWork, ctx: StageContext) -> Fetched:
+        self._enter("fetch", work.work_rid, ctx)
+        dest = self.settings.downloads_dir / Path(work.key).name
+        if dest.is_file() and dest.stat().st_size == work.size:
+            with self._lock:
+                self.calls["fetch_reused"] += 1
+            return Fetched(dest, work.size, 1)
+        self.clients.s3(work.region).download_file(work.bucket, work.key, str(dest),
+                                                   ExtraArgs={"VersionId": work.version_id})
+        return Fetched(dest, dest.stat().st_size)
+
+    def debag(self, work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:
+        self._enter("debag", work_rid, ctx)
+        with zipfile.ZipFile(zip_path) as zf:
+            zf.extractall(self.settings.works_dir)
+        return [StagedWork(work_rid, self.settings.works_dir / work_rid)]
+
+    def sync(self, staged: StagedWork, ctx: StageContext) -> Synced:
+        self._enter("sync", staged.work_rid, ctx)
+        target = self.settings.archive_root / archive_relpath_for_rid(staged.work_rid)
+        shutil.copytree(staged.path, target, dirs_exist_ok=True)
+        shutil.rmtree(staged.path)
+        return Synced(staged.work_rid, target)
+
+    def bundle(self) -> Stages:
+        return Stages(fetch=self.fetch, debag=self.debag, sync=self.sync,
+                      discard_download=lambda path: path.unlink(missing_ok=True), works_dir=self.settings.works_dir)
+
+
+def slow_until(seconds: float) -> Callable[[str, StageContext], None]:
+    """A hook that works for ``seconds`` in small units, checking the cancel token between them."""
+
+    def hook(rid: str, ctx: StageContext) -> None:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            ctx.cancel.check()
+            time.sleep(0.02)
+
+    return hook
+
+
+def make_worker(settings: Settings, clients: AwsClients, stages: FileStages, *, metrics: LogMetrics | None = None,
+                ledger: Ledger | None = None, owner: str | None = None) -> Worker:
+    return build_worker(settings, clients=clients, stages=stages.bundle(), metrics=metrics or LogMetrics(),
+                        ledger=ledger, progress_for=lambda label, rid: NullProgress(), owner=owner)
