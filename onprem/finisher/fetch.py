@@ -27,8 +27,8 @@ from onprem.finisher.fetch_s3 import PartCancelled, download_part, head_object
 from onprem.finisher.progress import NullProgress, Progress
 from onprem.finisher.staging_sweep import sweep_orphans
 
-__all__ = ["Download", "FetchRequest", "FetchResult", "FetchSettings", "download_parts", "fetch_object",
-           "finish_download", "open_download", "sweep_orphans"]
+__all__ = ["Download", "FetchRequest", "FetchResult", "FetchSettings", "check_space", "complete_download",
+           "download_parts", "fetch_object", "finish_download", "open_download", "sweep_orphans", "verify_download"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,7 +160,7 @@ def open_download(s3_client: Any, request: FetchRequest, dest_dir: Path, setting
     if not journal.done:
         part_path.unlink(missing_ok=True)
     download = Download(request, identity, dest, part_path, journal, checksum, checksum_note)
-    _check_space(rid, dest_dir, size - download.done_bytes(), settings.min_free_bytes, free_bytes)
+    check_space(rid, dest_dir, size - download.done_bytes(), settings.min_free_bytes, free_bytes)
     logger.info("%s: downloading %s (%d bytes, %d/%d parts to fetch)", rid, request.key, size,
                 parts_total - len(journal.done), parts_total, extra={"work_rid": rid})
     fd = os.open(part_path, os.O_RDWR | os.O_CREAT, 0o644)
@@ -201,8 +201,22 @@ def download_parts(s3_client: Any, download: Download, parts: list[int], setting
 
 def finish_download(download: Download, parts_downloaded: int, progress: Progress) -> FetchResult:
     """Verify size and full-object checksum, rename ``.part`` to the final name, write the done marker."""
+    return complete_download(download, verify_download(download), parts_downloaded, progress)
+
+
+def verify_download(download: Download) -> str | None:
+    """Size and full-object checksum of the ``.part`` file: the algorithm verified (None: none could be).
+
+    IntegrityError when either is wrong; the partial download and its journal are then discarded.
+    """
+    return _verify(download.request.work_rid, download.part_path, download.identity.size, download.checksum,
+                   download.journal)
+
+
+def complete_download(download: Download, checksum_verified: str | None, parts_downloaded: int,
+                      progress: Progress) -> FetchResult:
+    """Rename the verified ``.part`` to the final name and write the done marker."""
     rid, identity = download.request.work_rid, download.identity
-    checksum_verified = _verify(rid, download.part_path, identity.size, download.checksum, download.journal)
     os.replace(download.part_path, download.dest)
     _write_done_marker(download.dest, identity, checksum_verified, download.checksum_note)
     download.journal.remove()
@@ -220,7 +234,8 @@ def _part_range(part_number: int, size: int, part_size: int) -> tuple[int, int]:
     return start, min(start + part_size, size)
 
 
-def _check_space(rid: str, dest_dir: Path, needed: int, reserve: int, free_bytes: Callable[[Path], int]) -> None:
+def check_space(rid: str, dest_dir: Path, needed: int, reserve: int, free_bytes: Callable[[Path], int]) -> None:
+    """InsufficientSpace unless ``needed`` more bytes fit on ``dest_dir``'s filesystem with ``reserve`` left."""
     free = free_bytes(dest_dir)
     if free - needed < reserve:
         raise InsufficientSpace(rid, f"{dest_dir} has {free} bytes free; the download needs {needed} more and "

@@ -1,0 +1,101 @@
+"""A zip still being downloaded, as a de-bag MemberSource: a member is readable once its bytes are on disk.
+
+The download writes parts into the full-size ``.part`` file (fetch.py); this object keeps the set of journaled
+parts in memory and wakes the de-bag workers waiting for a member whose byte span — local header offset up to
+the next member's offset, or the central directory for the last one — lies in parts that have all arrived.
+zipfile reads the ``.part`` file as a zip as soon as its End of central directory and central directory are
+there: it reads only the tail at open and a member's own bytes when that member is opened.
+"""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from onprem.finisher.debag_extract import ExtractionCancelled
+from onprem.finisher.debag_source import SourceUnavailable
+from onprem.finisher.errors import CorruptArchive
+from onprem.finisher.fetch import Download
+from onprem.finisher.zip_safety import SafeMember
+
+#: the largest tail that can hold the End of central directory: its 22 bytes, a 64 KiB comment, zip64 records
+TAIL_PROBE = 22 + 0xFFFF + 20 + 56
+#: seconds between looks at a cancellation while a member's bytes are awaited
+_WAKE_EVERY = 0.2
+_ZIP64_END_SIGNATURE = b"PK\x06\x06"
+_ZIP64_RECORDS = 56 + 20
+
+
+class ArrivingZip:
+    """Members of ``download``'s ``.part`` file become readable as the parts holding them are journaled."""
+
+    def __init__(self, download: Download, settle: Callable[[], None]) -> None:
+        self.download = download
+        self._settle = settle
+        self._arrived = set(download.journal.done)
+        self._failure: BaseException | None = None
+        self._ended = False
+        self._spans: dict[str, tuple[int, int]] = {}
+        self._cond = threading.Condition()
+
+    @property
+    def path(self) -> Path:
+        return self.download.part_path
+
+    # --- the download's side ---------------------------------------------------------------------------
+    def part_arrived(self, part_number: int) -> None:
+        with self._cond:
+            self._arrived.add(part_number)
+            self._cond.notify_all()
+
+    def download_ended(self, error: BaseException | None) -> None:
+        """Record how the download ended: waiters for missing bytes then raise SourceUnavailable(error)."""
+        with self._cond:
+            self._failure = error
+            self._ended = True
+            self._cond.notify_all()
+
+    # --- the de-bag's side -----------------------------------------------------------------------------
+    def expect(self, members: Iterable[SafeMember], central_directory_start: int) -> None:
+        """Learn each member's span: ``[header_offset, next member's header_offset or the central directory)``."""
+        ordered = sorted(members, key=lambda m: m.info.header_offset)
+        ends = [m.info.header_offset for m in ordered[1:]] + [central_directory_start]
+        self._spans = {m.name: (m.info.header_offset, end) for m, end in zip(ordered, ends, strict=True)}
+
+    def wait_for(self, member: SafeMember, cancelled: threading.Event) -> None:
+        start, end = self._spans[member.name]
+        self.wait_range(start, end, cancelled, what=member.name)
+
+    def wait_range(self, start: int, end: int, cancelled: threading.Event | None = None, *, what: str) -> None:
+        """Return once every byte of ``[start, end)`` is journaled; SourceUnavailable if the download failed."""
+        needed = set(self.download.parts_covering(start, end))
+        with self._cond:
+            while not needed <= self._arrived:
+                if self._ended:
+                    raise SourceUnavailable(self._failure or CorruptArchive(
+                        self.download.request.work_rid, f"the download ended without the bytes of {what}"))
+                if cancelled is not None and cancelled.is_set():
+                    raise ExtractionCancelled(what)
+                self._cond.wait(_WAKE_EVERY)
+
+    def settle(self) -> None:
+        self._settle()
+
+
+def central_directory_start(path: Path, work_rid: str) -> int:
+    """Where the central directory of the (possibly partial) zip at ``path`` starts, from its tail records.
+
+    zipfile's own End-of-central-directory reader (zip64 and archive comment included) is used, and the start
+    is computed as zipfile computes ``start_dir``, so the two always agree.
+    """
+    with open(path, "rb") as f:
+        endrec = zipfile._EndRecData(f)  # type: ignore[attr-defined]
+    if not endrec:
+        raise CorruptArchive(work_rid, f"unreadable zip {path.name}: no End of central directory record")
+    location, size = endrec[zipfile._ECD_LOCATION], endrec[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    start = location - size - (_ZIP64_RECORDS if endrec[0] == _ZIP64_END_SIGNATURE else 0)
+    if start < 0:
+        raise CorruptArchive(work_rid, f"unreadable zip {path.name}: bad offset for the central directory")
+    return int(start)

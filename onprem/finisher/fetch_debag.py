@@ -1,0 +1,171 @@
+"""Overlapped fetch + de-bag: members are extracted and hashed while the rest of the zip is still downloading.
+
+The stage runs at the pace of its slowest resource (network, CPU for inflate + hashing, disk) instead of the
+sum of download time and de-bag time. It is fetch.py and debag.py, reused, in this order:
+
+1. HEAD, pinning and the part journal (``open_download``); a zip already downloaded is de-bagged as it is.
+2. One download of every missing part on fetch's executor: first the tail (End of central directory and the
+   central directory), then the rest in file order.
+3. As soon as the tail is on disk, the central directory is read from the ``.part`` file through the same
+   guard as ``debag_archive`` (every zip-safety check passes before any member is extracted) and the free
+   space for the rest of the zip plus the extracted payload is checked.
+4. ``debag_members`` reads each member from the ``.part`` file once the parts holding its bytes are
+   journaled (``ArrivingZip``), hashing it while writing it, as the sequential de-bag does.
+5. Once every member verified: the download's size and full-object checksum are verified and ``.part`` is
+   renamed (``finish_download``); only then are the works moved into ``<staging>/<RID>/``.
+
+Resume after a crash: from the part journal (parts not downloaded again) and from the de-bag's member journal
+(members not extracted again). A failed download stops the de-bag with the download's own error and leaves
+its temp dir for the next run; ObjectChanged/ObjectMissing discard both, as the bytes can never be used.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import threading
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from onprem.finisher.arriving_zip import TAIL_PROBE, ArrivingZip, central_directory_start
+from onprem.finisher.debag import debag_archive, debag_members, read_central_directory, temp_dir_for
+from onprem.finisher.debag_model import DebagResult, DebagSettings
+from onprem.finisher.debag_source import SourceUnavailable
+from onprem.finisher.errors import IntegrityError, ObjectChanged, ObjectMissing
+from onprem.finisher.fetch import (
+    Download,
+    FetchRequest,
+    FetchResult,
+    FetchSettings,
+    check_space,
+    complete_download,
+    download_parts,
+    open_download,
+    verify_download,
+)
+from onprem.finisher.progress import NullProgress, Progress
+from onprem.finisher.zip_safety import SafeMember
+
+__all__ = ["FetchedAndDebagged", "fetch_and_debag"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FetchedAndDebagged:
+    """The results of both stages, as ``fetch_object`` and ``debag_archive`` give them."""
+
+    fetch: FetchResult
+    debag: DebagResult
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+def fetch_and_debag(
+    s3_client: Any, request: FetchRequest, download_dir: Path, staging_dir: Path,
+    fetch_settings: FetchSettings | None = None, debag_settings: DebagSettings | None = None, *,
+    fetch_progress: Progress | None = None, debag_progress: Progress | None = None,
+    free_bytes: Callable[[Path], int] = _free_bytes,
+) -> FetchedAndDebagged:
+    """``fetch_object`` then ``debag_archive`` with the same results, errors and guarantees, overlapped.
+
+    The de-bag's temp dir is tagged with the pinned ETag (``version_tag``), so a run of either mode resumes
+    the other's members. Raises whatever either stage raises; nothing is placed in ``staging_dir`` unless the
+    whole object and every member verified.
+    """
+    fetch_settings = fetch_settings or FetchSettings()
+    debag_settings = debag_settings or DebagSettings()
+    fetch_progress = fetch_progress or NullProgress()
+    rid = request.work_rid
+    download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
+    if isinstance(download, FetchResult):
+        return FetchedAndDebagged(download, debag_archive(download.path, rid, staging_dir, debag_settings,
+                                                          version_tag=download.etag, progress=debag_progress))
+    order = _download_order(download)
+    fetch_progress.start(download.identity.size, 1)
+    fetch_progress.advance(download.done_bytes())
+    finished: list[FetchResult] = []
+    stop = threading.Event()
+
+    def fetch_rest() -> str | None:
+        """Every missing part, then the whole-object check (it reads the file while the last members extract)."""
+        download_parts(s3_client, download, order, fetch_settings, fetch_progress,
+                       on_part_done=source.part_arrived, cancelled=stop)
+        return verify_download(download)
+
+    def settle() -> None:
+        """Every member verified: wait for the download and its check, then rename the whole object."""
+        error = downloading.exception()
+        if isinstance(error, IntegrityError):
+            raise error  # bytes that differ from the object's: a de-bag failure (evidence kept), not a resume
+        if error is not None:
+            raise SourceUnavailable(error)
+        finished.append(complete_download(download, downloading.result(), len(order), fetch_progress))
+
+    source = ArrivingZip(download, settle)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-debag") as runner:
+        downloading: Future[str | None] = runner.submit(fetch_rest)
+        downloading.add_done_callback(lambda f: source.download_ended(f.exception()))
+        try:
+            members, cd_start = _read_central_directory(source, download, debag_settings)
+            source.expect(members, cd_start)
+            _check_room(download, members, download_dir, staging_dir, fetch_settings, free_bytes)
+            logger.info("%s: central directory read (%d members); de-bagging while downloading", rid, len(members),
+                        extra={"work_rid": rid})
+            debagged = debag_members(source, members, rid, staging_dir, debag_settings,
+                                     version_tag=download.identity.etag, progress=debag_progress,
+                                     archive=download.dest)
+        except (ObjectChanged, ObjectMissing):
+            shutil.rmtree(temp_dir_for(staging_dir, rid, download.identity.etag), ignore_errors=True)
+            raise
+        finally:
+            stop.set()  # a no-op once the download is done; else the de-bag failed and the parts must stop
+    return FetchedAndDebagged(finished[0], debagged)
+
+
+def _download_order(download: Download) -> list[int]:
+    """Missing parts, the tail (End of central directory, central directory) first, then in file order."""
+    size = download.identity.size
+    tail = list(download.parts_covering(max(0, size - TAIL_PROBE), size))
+    rest = [n for n in range(download.parts_total) if n not in tail]
+    return [n for n in tail + rest if n not in download.journal.done]
+
+
+def _read_central_directory(source: ArrivingZip, download: Download,
+                            settings: DebagSettings) -> tuple[list[SafeMember], int]:
+    """The guarded members and the central directory's offset, once the zip's tail has arrived."""
+    rid, size = download.request.work_rid, download.identity.size
+    try:
+        source.wait_range(max(0, size - TAIL_PROBE), size, what="the End of central directory")
+        start = central_directory_start(download.part_path, rid)
+        source.wait_range(start, size, what="the central directory")
+    except SourceUnavailable as err:
+        raise err.cause from None
+    return read_central_directory(download.part_path, rid, settings), start
+
+
+def _check_room(download: Download, members: list[SafeMember], download_dir: Path, staging_dir: Path,
+                settings: FetchSettings, free_bytes: Callable[[Path], int]) -> None:
+    """The rest of the zip and the extracted payload (≈ the zip again) must fit, with the reserve left free."""
+    rid = download.request.work_rid
+    temp_dir = temp_dir_for(staging_dir, rid, download.identity.etag)
+    extracted = sum(m.info.file_size for m in members if not m.is_dir) - _tree_bytes(temp_dir)
+    zip_rest = download.identity.size - download.done_bytes()
+    staging_dir.mkdir(parents=True, exist_ok=True)
+    if os.stat(download_dir).st_dev == os.stat(staging_dir).st_dev:
+        check_space(rid, staging_dir, zip_rest + max(extracted, 0), settings.min_free_bytes, free_bytes)
+    else:
+        check_space(rid, staging_dir, max(extracted, 0), settings.min_free_bytes, free_bytes)
+
+
+def _tree_bytes(folder: Path) -> int:
+    """Bytes already extracted by an earlier run (members journaled there are not extracted again)."""
+    if not folder.is_dir():
+        return 0
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
