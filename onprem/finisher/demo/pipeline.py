@@ -13,7 +13,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -152,15 +152,23 @@ def _receive_all(aws: LocalAws, region: str, expected: int, deadline_s: float = 
     return events
 
 
+#: short polls on a local server (the default 20 s long poll would idle between two queues), and a drain that
+#: gives up after 20 s when a failed work waits for its backoff
+DEMO_FINISHER_ENV = {"FINISHER_WAIT_TIME_SECONDS": "1", "FINISHER_DRAIN_IDLE_LIMIT": "20"}
+
+
 def run_finisher(
     aws: LocalAws, paths: FinisherPaths, args: Sequence[str], *, on_line: Callable[[str], None] | None = None,
-    timeout_s: float = 120.0,
+    timeout_s: float = 120.0, extra_env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run one finisher command as a separate process against the server; stream its lines to ``on_line``.
 
+    The environment: the server's AWS variables, the demo's paths, ``DEMO_FINISHER_ENV``, then ``extra_env``.
     A command still running after ``timeout_s`` is killed (returncode < 0).
     """
-    env = aws.subprocess_env(**paths.environ(aws.environment.name), PYTHONUNBUFFERED="1", COLUMNS="120")
+    settings = {**paths.environ(aws.environment.name), **DEMO_FINISHER_ENV, "PYTHONUNBUFFERED": "1",
+                "COLUMNS": "120", **dict(extra_env or {})}
+    env = aws.subprocess_env(**settings)
     command = finisher_command(*args)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     lines: list[str] = []
