@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import IO, Any
 
@@ -31,6 +32,27 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%H:%M:%S")
 
 
+HANDLER_NAME = "finisher"
+#: the work the current thread is busy with: lines from libraries (bagit, boto) get its RID too
+current_work_rid: ContextVar[str | None] = ContextVar("current_work_rid", default=None)
+
+
+class WorkRidFilter(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if getattr(record, "work_rid", None) is None:
+            rid = current_work_rid.get()
+            if rid is not None:
+                record.work_rid = rid
+        return True
+
+
+def reset_logging() -> None:
+    """Remove the handler ``configure_logging`` installed (others, e.g. pytest's, stay)."""
+    root = logging.getLogger()
+    for handler in [h for h in root.handlers if h.get_name() == HANDLER_NAME]:
+        root.removeHandler(handler)
+
+
 def use_json(log_format: str, stream: IO[str]) -> bool:
     if log_format in ("json", "text"):
         return log_format == "json"
@@ -38,13 +60,14 @@ def use_json(log_format: str, stream: IO[str]) -> bool:
 
 
 def configure_logging(log_format: str = "auto", level: str = "INFO", stream: IO[str] | None = None) -> None:
-    """Replace the root handlers with one on ``stream`` (stderr) in the chosen format."""
+    """Log to ``stream`` (stderr) in the chosen format, replacing an earlier call's handler."""
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter() if use_json(log_format, stream) else TextFormatter())
+    handler.set_name(HANDLER_NAME)
+    handler.addFilter(WorkRidFilter())
+    reset_logging()
     root = logging.getLogger()
-    for old in list(root.handlers):
-        root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):

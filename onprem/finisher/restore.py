@@ -86,6 +86,11 @@ def restore_state(head: dict[str, Any]) -> RestoreState:
     return RestoreState("expired", storage_class, size, None)
 
 
+def check_restore_head(s3_client: Any, bucket: str, key: str) -> RestoreState:
+    """The restore state of the current version of ``bucket/key`` (for the CLI, before any message exists)."""
+    return restore_state(s3_client.head_object(Bucket=bucket, Key=key))
+
+
 def check_restore(s3_client: Any, work: RestoredWork) -> RestoreState:
     """HEAD the message's object version; ObjectMissing when it is gone, TransferError on a transient error."""
     kwargs: dict[str, Any] = {"Bucket": work.bucket, "Key": work.key}

@@ -23,6 +23,7 @@ from onprem.finisher import faults
 from onprem.finisher.errors import FinisherError, PermanentError, RestoreExpired, RetryableError
 from onprem.finisher.heartbeat import Heartbeat
 from onprem.finisher.ledger import Ledger, WorkRecord
+from onprem.finisher.logging_setup import current_work_rid
 from onprem.finisher.metrics import Metrics
 from onprem.finisher.progress import Progress
 from onprem.finisher.queue import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
@@ -51,11 +52,13 @@ class WorkRunner:
 
     def process(self, queue: WorkQueue, message: ReceivedMessage) -> str:
         """Handle one message; returns the outcome (synced, duplicate, retry, failed, released, handed_on …)."""
+        current_work_rid.set(None)
         try:
             work = parse_message(message.body)
         except ContractError as err:
             return self._reject(queue, message, err)
         rid, key = work.work_rid, work.idempotency_key
+        current_work_rid.set(rid)  # each slot runs in its own thread: the variable is per thread
         faults.checkpoint(faults.AFTER_RECEIVE, work_rid=rid)
         record = self.ledger.register(work, message.body, message_id=message.message_id)
         if record.phase == "synced":
