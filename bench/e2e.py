@@ -118,7 +118,8 @@ def _check_archive(paths: RunPaths, staged: Sequence[StagedBag]) -> list[str]:
     problems = []
     for item in staged:
         folder = paths.archive_root / archive_relpath_for_rid(item.bag.work_rid)
-        files = [p for p in folder.rglob("*") if p.is_file()] if folder.is_dir() else []
+        tag_folder = folder / f"{item.bag.work_rid}.bag"  # ours keeps the bag's tag files there
+        files = [p for p in folder.rglob("*") if p.is_file() and tag_folder not in p.parents] if folder.is_dir() else []
         size = sum(p.stat().st_size for p in files)
         if len(files) != item.bag.files or size != item.bag.payload_bytes:
             problems.append(f"{item.bag.work_rid}: archive has {len(files)} files / {size} bytes, expected "

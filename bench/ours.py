@@ -37,6 +37,7 @@ class OursPipeline:
             FINISHER_DEBAG_WORKERS=str(self.workers),
             # the clock stops when the queue is empty; a short last poll only ends the process sooner
             FINISHER_WAIT_TIME_SECONDS="1",
+            FINISHER_DRAIN_IDLE_LIMIT="20",
             # every client through ``endpoint`` (the proxy in the capped run; SQS traffic is tiny)
             AWS_ENDPOINT_URL=endpoint,
             **self.extra_env,
