@@ -80,7 +80,7 @@ def test_key_without_a_valid_rid_is_an_invalid_event(completion: RestoreCompleti
 
 def test_naive_event_time_is_an_invalid_event(completion: RestoreCompletion) -> None:
     naive = dataclasses.replace(completion, event_time=datetime(2026, 11, 20, 8, 47))
-    with pytest.raises(InvalidRestoreEvent, match="W1NLM4700: .* violates RestoredWork"):
+    with pytest.raises(InvalidRestoreEvent, match=r"W1NLM4700: .* violates RestoredWork"):
         restored_work(naive, NLM_ROUTE)
 
 
@@ -110,7 +110,7 @@ def test_head_of_a_finished_restore_gives_expiry_and_checksums(completion: Resto
 
 
 def test_head_of_an_ongoing_restore_raises_so_the_event_is_retried(completion: RestoreCompletion) -> None:
-    with pytest.raises(RestoreStillOngoing, match="W1NLM4700: .*still ongoing"):
+    with pytest.raises(RestoreStillOngoing, match=r"W1NLM4700: .*still ongoing"):
         head_facts(_head(completion, Restore='ongoing-request="true"'), completion, "W1NLM4700")
 
 

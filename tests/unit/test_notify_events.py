@@ -59,7 +59,7 @@ def test_eventbridge_event_without_detail_is_refused(eventbridge_restore_event: 
 
 def test_wrong_detail_type_is_refused(eventbridge_restore_event: dict[str, Any]) -> None:
     eventbridge_restore_event["detail-type"] = "Object Created"
-    with pytest.raises(InvalidRestoreEvent, match="'Object Created'.* is not 'Object Restore Completed'"):
+    with pytest.raises(InvalidRestoreEvent, match=r"'Object Created'.* is not 'Object Restore Completed'"):
         parse_event(eventbridge_restore_event)
 
 
