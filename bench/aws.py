@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import yaml
 from boto3.s3.transfer import TransferConfig
 
 from bench.data import BenchBag
@@ -45,6 +46,8 @@ class BenchAws:
     region: str
     bucket: str
     collection: str
+    #: the environment file the finisher reads (``BDRC_ENV_FILE``)
+    env_file: Path
 
     @property
     def endpoint_url(self) -> str:
@@ -97,10 +100,17 @@ class BenchAws:
 
 @contextmanager
 def bench_aws(scratch: Path, environment_name: str = "dev") -> Iterator[BenchAws]:
-    """A moto server in a child process (its GETs do not share our GIL) with ``environment_name``'s resources."""
-    environment = load_environment(environment_name)
-    region = next(r for r in environment.regions if r.region == "us-east-1") if any(
-        r.region == "us-east-1" for r in environment.regions) else environment.regions[0]
+    """A moto server in a child process (its GETs do not share our GIL) with one region of ``environment_name``.
+
+    One region, so the finisher polls one queue (with two, a message can wait for the other queue's long poll).
+    The reduced environment is written to ``scratch/bench-env.yaml`` for the finisher (``BDRC_ENV_FILE``).
+    """
+    full = load_environment(environment_name)
+    region = next((r for r in full.regions if r.region == "us-east-1"), full.regions[0])
+    environment = full.model_copy(update={"regions": [region]})
+    env_file = scratch / "bench-env.yaml"
+    env_file.write_text(yaml.safe_dump(environment.model_dump(mode="json", exclude_none=True)), encoding="utf-8")
     bucket = region.buckets[0]
     with local_aws(environment, in_process=False, config_dir=scratch / "aws-config") as local:
-        yield BenchAws(local=local, region=region.region, bucket=bucket.name, collection=bucket.collection)
+        yield BenchAws(local=local, region=region.region, bucket=bucket.name, collection=bucket.collection,
+                       env_file=env_file)

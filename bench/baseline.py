@@ -15,8 +15,10 @@ import json
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -65,17 +67,21 @@ def restore_one(s3: object, body: dict[str, object], staging_dir: Path, archive_
 
 
 def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, config: TransferConfig,
-          workers: int, success_list: Path | None = None, wait_s: int = 1) -> list[str]:
-    """Process messages until a receive comes back empty; returns the RIDs synced (also appended to
-    ``success_list``, as syncOneWork.sh -s does)."""
+          workers: int, success_list: Path | None = None, wait_s: int = 1,
+          stop: threading.Event | None = None) -> list[str]:
+    """Process messages until a receive comes back empty (or, given ``stop``, until it is set); returns the RIDs
+    synced (also appended to ``success_list``, as syncOneWork.sh -s does)."""
     sqs = boto3.client("sqs", region_name=region)
     s3 = boto3.client("s3", region_name=region)
     synced: list[str] = []
-    while True:
+    print("baseline: polling", flush=True)
+    while not (stop and stop.is_set()):
         messages = sqs.receive_message(QueueUrl=queue_url, MaxNumberOfMessages=1, WaitTimeSeconds=wait_s,
                                        VisibilityTimeout=900).get("Messages", [])
         if not messages:
-            return synced
+            if stop is None:
+                return synced
+            continue
         message = messages[0]
         body = json.loads(message["Body"])
         target = restore_one(s3, body, staging_dir, archive_root, config, workers)
@@ -85,6 +91,7 @@ def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, co
             with success_list.open("a", encoding="utf-8") as listing:
                 listing.write(f"{target.name}\n")
         logger.info("%s: synced to %s", target.name, target, extra={"work_rid": target.name})
+    return synced
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -93,17 +100,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--region", required=True)
     parser.add_argument("--staging-dir", type=Path, required=True)
     parser.add_argument("--archive-root", type=Path, required=True)
+    parser.add_argument("--serve", action="store_true", help="keep polling until SIGTERM (else: drain, then exit)")
     parser.add_argument("--success-list", type=Path, default=None, help="append each synced RID here")
     parser.add_argument("--single-stream", action="store_true", help="one GET per object (fastest against moto)")
     parser.add_argument("--part-mib", type=int, default=8, help="ranged part size (download_file default: 8)")
     parser.add_argument("--concurrency", type=int, default=10, help="ranged GET threads (default: 10)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bagit validate processes")
     args = parser.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s baseline %(message)s")
-    logging.getLogger("bagit").setLevel(logging.WARNING)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s baseline %(message)s")
+    logger.setLevel(logging.INFO)
     config = transfer_config(args.single_stream, args.part_mib * 2**20, args.concurrency)
+    stop = threading.Event() if args.serve else None
+    if stop is not None:
+        signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     synced = drain(args.queue_url, args.region, args.staging_dir, args.archive_root, config, args.workers,
-                   args.success_list)
+                   args.success_list, stop=stop)
     print(json.dumps({"synced": synced}))
     return 0
 

@@ -111,7 +111,7 @@ class BenchContext:
         """Wall time of ``pipeline``'s process on an empty queue: its start-up plus one empty 1 s long poll."""
         self._run_number += 1
         result = run_pipeline(self.aws, pipeline, [], self.scratch / "runs" / f"run-{self._run_number}",
-                              transfer=Transfer())
+                              transfer=Transfer(), warm=False)
         return result.processes[0].seconds
 
     def alternate(self, pipelines: Sequence[Pipeline], bags: str, runs: int, **kwargs: Any) -> dict[str, list[

@@ -65,10 +65,12 @@ class RunPaths:
 
 class Pipeline(Protocol):
     name: str
+    #: a line the process logs once it is polling the queue
+    ready_marker: str
 
-    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str) -> tuple[
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str, *, serve: bool) -> tuple[
             list[str], dict[str, str]]:
-        """argv and environment of one process draining the work queue."""
+        """argv and environment of one process on the work queue: until SIGTERM (``serve``), else until empty."""
         ...
 
     def synced_rids(self, paths: RunPaths) -> list[str]:
@@ -127,28 +129,50 @@ def _check_archive(paths: RunPaths, staged: Sequence[StagedBag]) -> list[str]:
     return problems
 
 
+def _wait_ready(running: Sequence[MeasuredProcess], marker: str, deadline: float) -> None:
+    """Until every process logged ``marker`` (it is polling the queue) or exited."""
+    while time.perf_counter() < deadline:
+        if all(p.poll() is not None or p.logged(marker) for p in running):
+            return
+        time.sleep(0.02)
+
+
 def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag], run_dir: Path, *,
                  transfer: Transfer, processes: int = 1, endpoint: str | None = None,
-                 memory_limit: int | None = None, timeout_s: float = 900) -> PipelineRun:
-    """Send one message per staged bag, run ``processes`` copies of ``pipeline`` until the queue is empty."""
+                 memory_limit: int | None = None, warm: bool = True, timeout_s: float = 900) -> PipelineRun:
+    """Send one message per staged bag to ``processes`` copies of ``pipeline``; stop the clock at an empty queue.
+
+    ``warm``: the processes are started first and the messages sent once each is polling (a long-running
+    finisher's situation); they are then stopped with SIGTERM. Else they start with the messages already queued
+    and drain (start-up inside the time).
+    """
     shutil.rmtree(run_dir, ignore_errors=True)
     paths = RunPaths(run_dir)
     for folder in (paths.staging_dir, paths.archive_root, paths.state_dir):
         folder.mkdir(parents=True)
-    argv, env = pipeline.command(aws, paths, transfer, endpoint or aws.endpoint_url)
+    argv, env = pipeline.command(aws, paths, transfer, endpoint or aws.endpoint_url, serve=warm)
     group = MemoryCgroup(memory_limit).__enter__() if memory_limit else None
     try:
+        deadline = time.perf_counter() + timeout_s
+
+        def start() -> list[MeasuredProcess]:
+            return [MeasuredProcess(argv, env=env, cgroup_procs=group.procs_file if group else None,
+                                    log_path=paths.root / f"process-{n}.log") for n in range(processes)]
+
+        running = start() if warm else []
+        _wait_ready(running, pipeline.ready_marker, deadline)
         started = time.perf_counter()
         for item in staged:
             aws.send(item)
-        running = [MeasuredProcess(argv, env=env, cgroup_procs=group.procs_file if group else None,
-                                   log_path=paths.root / f"process-{n}.log") for n in range(processes)]
-        deadline = started + timeout_s
+        running = running or start()
         while aws.queue_depth() > 0 and time.perf_counter() < deadline:
             if all(p.poll() is not None for p in running):
                 break
             time.sleep(0.02)
         seconds = time.perf_counter() - started
+        if warm:
+            for process in running:
+                process.terminate()
         measurements = [p.wait(timeout_s=max(1.0, deadline - time.perf_counter())) for p in running]
         peak = group.peak_bytes() if group else None
     finally:
@@ -170,15 +194,18 @@ class BaselinePipeline:
     """``python -m bench.baseline`` (download_file → extractall → bagit validate → rsync)."""
 
     name = "baseline"
+    ready_marker = "baseline: polling"
 
     def __init__(self, python: str, workers: int) -> None:
         self.python, self.workers = python, workers
 
-    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str) -> tuple[
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str, *, serve: bool) -> tuple[
             list[str], dict[str, str]]:
         argv = [self.python, "-m", "bench.baseline", "--queue-url", aws.queue_url, "--region", aws.region,
                 "--staging-dir", str(paths.staging_dir), "--archive-root", str(paths.archive_root),
                 "--success-list", str(paths.success_list), "--workers", str(self.workers)]
+        if serve:
+            argv.append("--serve")
         if transfer.single_stream:
             argv.append("--single-stream")
         else:

@@ -149,6 +149,17 @@ class MeasuredProcess:
     def poll(self) -> int | None:
         return self.process.poll()
 
+    def logged(self, marker: str) -> bool:
+        """Whether the output so far holds ``marker``."""
+        if self._log_path is None or not self._log_path.is_file():
+            return False
+        return marker in self._log_path.read_text(errors="replace")
+
+    def terminate(self) -> None:
+        """SIGTERM to the command (the wrapper passes it on and still records the counters)."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+
     def wait(self, timeout_s: float | None = None) -> RunMeasurement:
         """Wait for the tree to finish (killed after ``timeout_s``) and collect what the wrapper recorded."""
         try:
@@ -184,7 +195,9 @@ def _wrapper_main(argv: Sequence[str] | None = None) -> int:
     command = args.command[1:] if args.command[:1] == ["--"] else args.command
     if args.cgroup_procs is not None:
         args.cgroup_procs.write_text(f"{os.getpid()}\n")  # every descendant inherits the cgroup
-    returncode = subprocess.call(command)
+    child = subprocess.Popen(command)
+    signal.signal(signal.SIGTERM, lambda signum, _frame: child.send_signal(signum))
+    returncode = child.wait()
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     args.result.write_text(json.dumps({
         "returncode": returncode, "io": asdict(read_proc_io("self")), "maxrss_bytes": usage.ru_maxrss * 1024,

@@ -14,21 +14,21 @@ __all__ = ["OursPipeline"]
 
 
 class OursPipeline:
-    """``finisher run --drain`` with the dev environment's queues; ``transfer`` sets its fetch part size/threads."""
+    """``finisher run [--drain]`` on the bench environment's queue; ``transfer`` sets its fetch part size/threads."""
 
     name = "ours"
+    ready_marker = "finisher started"
 
-    def __init__(self, workers: int, environment_name: str = "dev", extra_env: dict[str, str] | None = None) -> None:
+    def __init__(self, workers: int, extra_env: dict[str, str] | None = None) -> None:
         self.workers = workers
-        self.environment_name = environment_name
         self.extra_env = dict(extra_env or {})
 
-    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str) -> tuple[
+    def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str, *, serve: bool) -> tuple[
             list[str], dict[str, str]]:
         part_bytes = 2**40 if transfer.single_stream else transfer.part_bytes
         concurrency = 1 if transfer.single_stream else transfer.concurrency
         env = aws.subprocess_env(
-            BDRC_ENV=self.environment_name,
+            BDRC_ENV_FILE=str(aws.env_file),
             FINISHER_ARCHIVE_ROOT=str(paths.archive_root),
             FINISHER_STAGING_DIR=str(paths.staging_dir),
             FINISHER_STATE_DIR=str(paths.state_dir),
@@ -42,7 +42,7 @@ class OursPipeline:
             AWS_ENDPOINT_URL=endpoint,
             **self.extra_env,
         )
-        return finisher_command("run", "--drain"), env
+        return finisher_command("run", *(() if serve else ("--drain",))), env
 
     def synced_rids(self, paths: RunPaths) -> list[str]:
         """Every sync the run made: one line per sync in the success lists syncOneWork.sh appends to."""

@@ -10,6 +10,7 @@ import boto3
 from bench.cgroup import CgroupUnavailable, probe_memory_cgroup
 from bench.context import MIB, BenchContext, median
 from bench.e2e import PipelineRun, Transfer
+from bench.ours import OursPipeline
 from bench.proxy import ShapingProxy
 from bench.raw import get_throughput
 
@@ -102,10 +103,11 @@ def scale_section(ctx: BenchContext) -> None:
     """``scale_works`` works on one queue: one finisher process vs two, alternating; duplicates counted."""
     section = ctx.report.section("Two finishers on one queue", ["works", "processes", "median s", "MB/s",
                                                                 "duplicate syncs", "ok", "runs s"])
+    one_slot = OursPipeline(ctx.options.workers, {"FINISHER_CONCURRENCY": "1"})
     results: dict[int, list[PipelineRun]] = {1: [], 2: []}
     for _ in range(ctx.options.repeats):
         for processes in (1, 2):
-            results[processes].append(ctx.run(ctx.ours, "scale", transfer=SINGLE_STREAM, processes=processes,
+            results[processes].append(ctx.run(one_slot, "scale", transfer=SINGLE_STREAM, processes=processes,
                                               record=f"scale/{processes}"))
     label = _label(ctx, "scale")
     for processes, runs in results.items():
@@ -118,8 +120,9 @@ def scale_section(ctx: BenchContext) -> None:
     synced = [len(r.synced_rids) for rs in results.values() for r in rs]
     ctx.raw["scale"] = {"throughput_ratio": ratio, "duplicate_syncs": duplicates, "syncs_per_run": synced,
                         "all_ok": all(r.ok for rs in results.values() for r in rs)}
-    section.notes.append(f"2 processes give {ratio:.2f}x the throughput of 1; duplicate syncs: {duplicates} "
-                         "(counted from the success list syncOneWork.sh appends to, one line per sync)")
+    section.notes.append(f"2 processes give {ratio:.2f}x the throughput of 1 (one work at a time per process: "
+                         f"FINISHER_CONCURRENCY=1); duplicate syncs: {duplicates} (counted from the success list "
+                         "syncOneWork.sh appends to, one line per sync)")
 
 
 def proxy_section(ctx: BenchContext) -> None:
