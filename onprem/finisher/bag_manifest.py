@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,6 +87,19 @@ def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag
         lowered = {alg: digest.lower() for alg, digest in digests.items()}
         (payload if posix.startswith(PAYLOAD_PREFIX) else tags)[posix] = lowered
     return BagManifest(tuple(bag.algorithms), payload, tags, _oxum(bag, work_rid), warnings)
+
+
+def declared_algorithms(tag_paths: Iterable[str]) -> tuple[str, ...]:
+    """The algorithms bagit will load for a bag whose tag files (relative to the bag) are ``tag_paths``.
+
+    Known before the manifests are read: the payload can be hashed while they are still to come.
+    Same order as bagit: payload manifests, then tag manifests, each in ``bagit.CHECKSUM_ALGOS`` order.
+    """
+    present = set(tag_paths)
+    found: list[str] = []
+    for prefix in ("manifest-", "tagmanifest-"):
+        found += [alg for alg in bagit.CHECKSUM_ALGOS if f"{prefix}{alg}.txt" in present and alg not in found]
+    return tuple(found)
 
 
 def _algorithm(filename: str, prefix: str) -> str:

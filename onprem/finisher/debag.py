@@ -1,13 +1,14 @@
 """De-bag: extract a downloaded BDRC zip into the staging layout with BagIt fixity, reading the payload once.
 
-Reads from the downloaded file (not streamed from S3): the zip's central directory is at its end, a local file
-can be read by many threads at once, and a crash resumes from the members already verified.
+Reads from a file on disk (not a stream): the zip's central directory is at its end, a local file can be read
+by many threads at once, and a crash resumes from the members already verified. The file may still be
+arriving (``fetch_debag.fetch_and_debag``): a ``MemberSource`` says when each member's bytes are there.
 
 Flow: central directory → ``check_archive`` (one guard per member) → ``plan_works`` (bags or plain work
-folders) → tag files extracted and parsed by bagit → payload members extracted in parallel, each hashed with
-every manifest algorithm while it is written → manifests, tag manifests, Payload-Oxum and completeness checked
-against those digests → each ``<tmp>/<RID>`` renamed to ``<staging>/<RID>``. Nothing reaches the final layout
-unless every work in the zip verified.
+folders) → ``extract_members``: tag files extracted and parsed by bagit while payload members are extracted in
+parallel, each hashed with every manifest algorithm while it is written → manifests, tag manifests,
+Payload-Oxum and completeness checked against those digests → the source settles → each ``<tmp>/<RID>``
+renamed to ``<staging>/<RID>``. Nothing reaches the final layout unless every work in the zip verified.
 """
 
 from __future__ import annotations
@@ -17,16 +18,14 @@ import logging
 import os
 import re
 import shutil
-import threading
 import time
 import zipfile
-from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 
-from onprem.finisher.bag_manifest import BagManifest, digest_files, load_bag_manifest, nfc
-from onprem.finisher.debag_extract import ExtractionCancelled, MemberDigest, MemberExtractor, VerifiedJournal, zip_mtime
-from onprem.finisher.debag_layout import MemberTarget, WorkPlan, plan_works
+from onprem.finisher.debag_extract import MemberExtractor, VerifiedJournal, zip_mtime
+from onprem.finisher.debag_layout import WorkPlan, plan_works
 from onprem.finisher.debag_model import DebaggedWork, DebagResult, DebagSettings
+from onprem.finisher.debag_schedule import extract_members
 from onprem.finisher.debag_source import CompleteZip, MemberSource, SourceUnavailable
 from onprem.finisher.debag_verify import verify_work
 from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSpace
@@ -90,10 +89,8 @@ def debag_members(
     journal = VerifiedJournal(temp_dir / JOURNAL_NAME, fsync=settings.fsync)
     extractor = MemberExtractor(source.path, work_rid, settings, progress)
     try:
-        manifests = {plan.work_rid: _extract_tag_files(plan, temp_dir, extractor, source, settings)
-                     for plan in plans if plan.bag}
-        digests, resumed = _extract_payload(plans, manifests, temp_dir, extractor, source, journal, settings,
-                                            progress)
+        extracted = extract_members(plans, temp_dir, extractor, source, journal, settings, progress)
+        manifests, digests, resumed = extracted.manifests, extracted.digests, extracted.resumed
         works = [verify_work(plan, manifests.get(plan.work_rid), digests, temp_dir, staging_dir) for plan in plans]
         source.settle()
         _place(plans, temp_dir, staging_dir)
@@ -118,85 +115,6 @@ def debag_members(
                     "fixity verified: " + ",".join(work.algorithms) if work.fixity_checked
                     else "no fixity available", extra={"work_rid": work.work_rid})
     return DebagResult(archive=archive or source.path, works=works, members_resumed=resumed)
-
-
-def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: MemberExtractor, source: MemberSource,
-                       settings: DebagSettings) -> BagManifest:
-    paths = {}
-    for tag in plan.tag_files:
-        target = temp_dir / plan.work_rid / tag.target
-        source.wait_for(tag.member, threading.Event())
-        extractor.extract(tag.member, target, (), report=False)
-        paths[str(tag.bag_path)] = target
-    bag_dir = temp_dir / plan.work_rid / plan.bag_dir
-    payload_paths = {nfc(str(item.bag_path)) for item in plan.payload}
-    manifest = load_bag_manifest(bag_dir, plan.work_rid, settings, set(paths), payload_paths)
-    manifest.tag_digests = digest_files(paths, manifest.algorithms)
-    return manifest
-
-
-def _extract_payload(
-    plans: list[WorkPlan], manifests: dict[str, BagManifest], temp_dir: Path, extractor: MemberExtractor,
-    source: MemberSource, journal: VerifiedJournal, settings: DebagSettings, progress: Progress,
-) -> tuple[dict[str, MemberDigest], int]:
-    """Digests of every payload member by member name; members journaled as verified are not redone."""
-    digests: dict[str, MemberDigest] = {}
-    todo: list[tuple[WorkPlan, MemberTarget, Path, tuple[str, ...]]] = []
-    for plan in plans:
-        manifest = manifests.get(plan.work_rid)
-        algorithms = manifest.algorithms if manifest else ()
-        for item in plan.payload:
-            target = temp_dir / plan.work_rid / item.target
-            reused = journal.reusable(item.member, target, algorithms)
-            if reused is not None and _matches(reused, manifest, item):
-                digests[item.member.name] = reused
-            else:
-                todo.append((plan, item, target, algorithms))
-    todo.sort(key=lambda entry: entry[1].member.info.header_offset)  # file order: the order bytes arrive in
-    progress.start(sum(item.member.info.file_size for _, item, _, _ in todo), len(todo))
-    cancelled = threading.Event()
-
-    def task(member: SafeMember, target: Path, algorithms: tuple[str, ...]) -> MemberDigest:
-        source.wait_for(member, cancelled)
-        return extractor.extract(member, target, algorithms, cancelled)
-
-    with ThreadPoolExecutor(max_workers=max(settings.workers, 1), thread_name_prefix="debag") as pool:
-        futures: dict[Future[MemberDigest], tuple[WorkPlan, MemberTarget]] = {
-            pool.submit(task, item.member, target, algorithms): (plan, item)
-            for plan, item, target, algorithms in todo
-        }
-        pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
-            for future in done:
-                if future.exception() is not None:
-                    cancelled.set()
-                    for other in pending:
-                        other.cancel()
-                    raise _first_error(futures)
-                plan, item = futures[future]
-                digest = future.result()
-                digests[item.member.name] = digest
-                if _matches(digest, manifests.get(plan.work_rid), item):
-                    journal.record(digest)
-    if digests and len(digests) > len(todo):
-        logger.info("%s: %d members already verified before a restart, not redone", plans[0].work_rid,
-                    len(digests) - len(todo), extra={"work_rid": plans[0].work_rid})
-    return digests, len(digests) - len(todo)
-
-
-def _first_error(futures: dict[Future[MemberDigest], tuple[WorkPlan, MemberTarget]]) -> BaseException:
-    """The real failure among finished futures (not the members cancelled because of it)."""
-    errors = [f.exception() for f in futures if f.done() and not f.cancelled() and f.exception() is not None]
-    real = [e for e in errors if not isinstance(e, ExtractionCancelled)]
-    return (real or errors)[0]  # type: ignore[return-value]
-
-
-def _matches(digest: MemberDigest, manifest: BagManifest | None, item: MemberTarget) -> bool:
-    if manifest is None:
-        return True
-    expected = manifest.payload.get(nfc(str(item.bag_path)))
-    return expected is not None and all(digest.digests.get(alg) == value for alg, value in expected.items())
 
 
 def _place(plans: list[WorkPlan], temp_dir: Path, staging_dir: Path) -> None:
