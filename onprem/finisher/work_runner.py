@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -67,7 +68,8 @@ class WorkRunner:
             logger.info("%s: already synced (same object version): duplicate message deleted", rid,
                         extra={"work_rid": rid})
             return "duplicate"
-        if not self.ledger.acquire_lease(key, self.owner, self.settings.visibility_timeout):
+        owner = f"{self.owner}/{uuid.uuid4().hex[:8]}"  # per attempt: two slots of one process never share it
+        if not self.ledger.acquire_lease(key, owner, self.settings.visibility_timeout):
             logger.info("%s: another finisher holds this work: message back in %d s", rid,
                         self.settings.lease_busy_delay, extra={"work_rid": rid})
             self._set_visibility(queue, message, self.settings.lease_busy_delay, rid)
@@ -75,7 +77,7 @@ class WorkRunner:
         token = CancelToken(rid)
         if self.tokens is not None:
             self.tokens.add(token)
-        heartbeat = Heartbeat(queue, message, self.ledger, key, self.owner, token,
+        heartbeat = Heartbeat(queue, message, self.ledger, key, owner, token,
                               visibility_s=self.settings.visibility_timeout, fraction=self.settings.heartbeat_fraction,
                               max_visibility_s=self.settings.max_visibility,
                               handoff_margin_s=self.settings.handoff_margin)
@@ -107,7 +109,7 @@ class WorkRunner:
                                                                      cause="unexpected"))
         finally:
             heartbeat.stop()
-            self.ledger.release_lease(key, self.owner)
+            self.ledger.release_lease(key, owner)
             if self.tokens is not None:
                 self.tokens.discard(token)
 

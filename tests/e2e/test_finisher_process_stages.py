@@ -1,0 +1,42 @@
+"""Stages for the finisher processes of test_finisher_process.py (light imports: loaded in each subprocess).
+
+The real stages with a slow, interruptible prelude to the de-bag: it works in small units for
+FINISHER_TEST_SLOW_S seconds, checking the cancel token, and appends ``start``/``end`` lines to
+``<state>/stage-log.txt`` so the test sees what each process did.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from onprem.finisher.settings import Settings
+from onprem.finisher.stages import StageContext, StagedWork, Stages, real_stages
+
+
+def slow_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
+    """The real stages with a slow, interruptible prelude to the de-bag (used inside the finisher process)."""
+    real = real_stages(settings, s3_client_for)
+    slow_s = float(os.environ.get("FINISHER_TEST_SLOW_S", "0"))
+    log = settings.state_dir / "stage-log.txt"
+
+    def note(what: str, rid: str) -> None:
+        with log.open("a", encoding="utf-8") as out:
+            out.write(f"{what} {rid} {os.getpid()} {time.time():.3f}\n")
+
+    def debag(work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:
+        note("start", work_rid)
+        try:
+            deadline = time.monotonic() + slow_s
+            while time.monotonic() < deadline:
+                ctx.cancel.check()
+                time.sleep(0.02)
+            return real.debag(work_rid, zip_path, version_tag, ctx)
+        finally:
+            note("end", work_rid)
+
+    return Stages(fetch=real.fetch, debag=debag, sync=real.sync, discard_download=real.discard_download,
+                  works_dir=real.works_dir)
