@@ -78,15 +78,15 @@ def parse_event(event: object) -> ParsedEvent:
 def _parse_eventbridge(event: Mapping[str, Any]) -> RestoreCompletion:
     event_id = event.get("id", "?")
     where = f"event {event_id}"
-    if event.get("version") not in EVENTBRIDGE_VERSIONS:
-        raise UnsupportedEventVersion(
-            f"{where}: EventBridge envelope version {event.get('version')!r} is not one this function knows "
-            f"({', '.join(EVENTBRIDGE_VERSIONS)})"
-        )
     if event.get("detail-type") != EVENTBRIDGE_DETAIL_TYPE or event.get("source") != EVENTBRIDGE_SOURCE:
         raise InvalidRestoreEvent(
             f"{where}: detail-type {event.get('detail-type')!r} from source {event.get('source')!r} is not "
             f"{EVENTBRIDGE_DETAIL_TYPE!r} from {EVENTBRIDGE_SOURCE!r}"
+        )
+    if event.get("version") not in EVENTBRIDGE_VERSIONS:
+        raise UnsupportedEventVersion(
+            f"{where}: EventBridge envelope version {event.get('version')!r} is not one this function knows "
+            f"({', '.join(EVENTBRIDGE_VERSIONS)})"
         )
     detail = event.get("detail")
     if not isinstance(detail, Mapping):

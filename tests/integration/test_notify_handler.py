@@ -8,6 +8,7 @@ import sys
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import boto3
@@ -330,3 +331,28 @@ def test_head_object_of_a_missing_object_fails_and_sends_nothing(
     with pytest.raises(Exception, match="HeadObject"):
         invoke(eventbridge_restore_event)
     assert aws.total_messages() == 0
+
+
+def test_tracing_on_without_an_xray_daemon_is_harmless(tmp_path: Any) -> None:
+    """As in Lambda (LAMBDA_TASK_ROOT set, tracing not disabled) but with no X-Ray daemon: errors stay ours."""
+    import subprocess
+
+    code = (
+        "import lambdas.notify_restore.handler as h\n"
+        "from aws_xray_sdk.core import patcher\n"
+        "assert sorted(patcher._PATCHED_MODULES) == ['botocore'], patcher._PATCHED_MODULES\n"
+        "class C:\n"
+        "    function_name, memory_limit_in_mb, aws_request_id = 'f', 128, 'r'\n"
+        "    invoked_function_arn = 'arn:aws:lambda:us-east-1:123456789012:function:f'\n"
+        "    def get_remaining_time_in_millis(self): return 1000\n"
+        "try:\n"
+        "    h.lambda_handler({'detail-type': 'Object Created'}, C())\n"
+        "except Exception as err:\n"
+        "    print('RAISED', type(err).__name__)\n"
+    )
+    env = {"PATH": "/usr/bin:/bin", "LAMBDA_TASK_ROOT": str(tmp_path), "ROUTING_TABLE": "{}",
+           "POWERTOOLS_METRICS_NAMESPACE": "BDRC/Restore", "AWS_REGION": NLM_REGION}
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert "RAISED InvalidRestoreEvent" in result.stdout
