@@ -300,3 +300,21 @@ def test_worker_polls_the_configured_queue(tmp_path: Path, aws: AwsClients, queu
     settings = worker_settings(tmp_path)
     worker = make_worker(settings, aws, FileStages(settings, aws))
     assert [q.queue_name for q in worker.queues] == [queue_name]
+
+
+def test_lost_message_stops_the_work_instead_of_running_unprotected(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, visibility_timeout=1)
+    stages = FileStages(settings, aws)
+
+    def message_vanishes(rid: str, ctx: StageContext) -> None:
+        sqs = aws.client("sqs", REGION)
+        sqs.purge_queue(QueueUrl=sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"])
+        slow_until(10)(rid, ctx)  # interrupted by the heartbeat's refused extension
+
+    stages.before["debag"] = message_vanishes
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"lease_lost": 1}) and stages.calls["sync"] == 0
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and record.last_cause == "lease_lost" and record.lease_owner is None

@@ -1,0 +1,155 @@
+"""Pure pieces of the finisher: backlog order, backoff, restore header and estimates, settings, metrics, logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from config.loader import load_environment
+from contract import RestoredWork
+from onprem.finisher.backlog import order_by_restore_expiry, order_for_slots, split_for_slots
+from onprem.finisher.logging_setup import configure_logging, current_work_rid, reset_logging
+from onprem.finisher.metrics import LogMetrics, NullMetrics
+from onprem.finisher.progress import CountingProgress
+from onprem.finisher.restore import estimate, locate, parse_restore_header, restore_state
+from onprem.finisher.settings import DEFAULT_PRICES, load_settings
+from onprem.finisher.stages import CancelToken, CheckingProgress, TokenRegistry, WorkInterrupted
+from onprem.finisher.work_runner import backoff_seconds
+
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+
+
+def body(rid: str, expiry: datetime | None) -> str:
+    return RestoredWork.build(collection="NLM", bucket="b-staging", key=f"Archive0/00/{rid}/{rid}.bag.zip",
+                              region="us-east-1", size=1, etag="e", event_time=NOW, source_event_id="x",
+                              restore_expiry=expiry).to_body()
+
+
+@dataclass(frozen=True)
+class Msg:
+    body: str
+    sent_at: datetime | None = None
+    receive_count: int = 1
+
+
+def test_backlog_orders_by_restore_expiry_unknown_last_invalid_first() -> None:
+    messages = [Msg(body("W1", NOW + timedelta(days=3))), Msg(body("W2", None)), Msg("garbage"),
+                Msg(body("W3", NOW + timedelta(days=1)))]
+    ordered = order_by_restore_expiry(messages, lambda m: m.body)
+    assert [m.body for m in ordered] == [messages[2].body, messages[3].body, messages[0].body, messages[1].body]
+
+
+def test_messages_near_the_redrive_limit_go_first() -> None:
+    soon, risky = Msg(body("W1", NOW + timedelta(days=1))), Msg(body("W2", NOW + timedelta(days=9)), receive_count=4)
+    assert order_for_slots([soon, risky], max_receive_count=5) == [risky, soon]
+
+
+def test_split_for_slots_takes_what_slots_allow() -> None:
+    assert split_for_slots([1, 2, 3], 2) == ([1, 2], [3])
+    assert split_for_slots([1, 2], 0) == ([], [1, 2])
+
+
+def test_backoff_is_exponential_and_capped() -> None:
+    assert [backoff_seconds(n, 30, 200) for n in (1, 2, 3, 4, 5)] == [30, 60, 120, 200, 200]
+
+
+def test_restore_header_parsing() -> None:
+    ongoing, expiry = parse_restore_header('ongoing-request="false", expiry-date="Fri, 04 Dec 2026 00:00:00 GMT"')
+    assert not ongoing and expiry == datetime(2026, 12, 4, tzinfo=UTC)
+    assert parse_restore_header('ongoing-request="true"') == (True, None)
+    assert restore_state({"StorageClass": "DEEP_ARCHIVE", "ContentLength": 5}).status == "expired"
+    assert restore_state({"StorageClass": "DEEP_ARCHIVE", "Restore": 'ongoing-request="true"'}).status == "in_progress"
+    assert restore_state({"ContentLength": 5}).status == "not_archived"
+
+
+def test_estimate_uses_the_price_table() -> None:
+    bulk = estimate([100 * 10**9, 100 * 10**9], "Bulk", DEFAULT_PRICES)
+    assert (bulk.objects, bulk.eta_hours) == (2, 48) and bulk.cost_usd == pytest.approx(0.5 + 0.00005)
+    standard = estimate([10**9], "Standard", DEFAULT_PRICES)
+    assert standard.cost_usd == pytest.approx(0.02 + 0.0001) and "indicative" in standard.describe()
+
+
+def test_locate_tries_the_staging_keys_of_every_bucket_of_the_collection() -> None:
+    env = load_environment("dev")
+    asked: list[tuple[str, str]] = []
+
+    def head(region: str, bucket: str, key: str) -> dict | None:
+        asked.append((bucket, key))
+        return {"ContentLength": 7, "StorageClass": "DEEP_ARCHIVE"} if key.endswith(".zip") and \
+            not key.endswith(".bag.zip") and "fpl" in bucket else None
+
+    location = locate("W1FPL2251", env, head, collection=None)
+    assert location is not None and (location.bucket, location.key, location.collection) == (
+        "glacier.staging.fpl.dev.bdrc.org", "Archive1/51/W1FPL2251/W1FPL2251.zip", "FPL")
+    assert locate("W1X", env, lambda *_: None, collection="NLM") is None
+
+
+def test_settings_precedence_env_file_then_env_vars_then_flags(tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    settings_file = tmp_path / "finisher.yml"
+    settings_file.write_text("concurrency: 5\ngrace_period: 7\nstaging_dir: /srv/staging\n")
+    monkeypatch.setenv("FINISHER_GRACE_PERIOD", "9")
+    monkeypatch.delenv("FINISHER_CONCURRENCY", raising=False)
+    monkeypatch.delenv("FINISHER_LEDGER_URL", raising=False)
+    monkeypatch.delenv("FINISHER_STATE_DIR", raising=False)
+    settings = load_settings(env_name="dev", settings_file=settings_file, wait_time_seconds=1)
+    assert (settings.concurrency, settings.grace_period, settings.wait_time_seconds) == (5, 9.0, 1)
+    assert settings.staging_dir == Path("/srv/staging") and settings.visibility_timeout == 900
+    assert settings.ledger_url == "sqlite:///.state/dev/state/ledger.sqlite"
+    assert settings.restore_tier == "Bulk" and settings.restore_days == 5
+    assert settings.fetch_settings().part_size == 64 * 2**20
+    assert settings.sync_settings().archive_root == Path(".state/dev/archive")
+    assert load_settings(env_name="dev", settings_file=settings_file, concurrency=3).concurrency == 3
+
+
+def test_metrics_sinks() -> None:
+    sink = LogMetrics()
+    sink.bytes_downloaded(10)
+    sink.work_failed("bag_invalid")
+    sink.phase_duration("download", 1.5)
+    assert sink.total("BytesDownloaded") == 10 and sink.total("WorkFailures", cause="bag_invalid") == 1
+    NullMetrics().work_synced()
+
+
+def test_json_logs_carry_the_work_rid() -> None:
+    stream = io.StringIO()
+    configure_logging("json", "INFO", stream)
+    try:
+        logging.getLogger("onprem.test").info("W1: hello", extra={"work_rid": "W1", "size": 3})
+        token = current_work_rid.set("W2")
+        logging.getLogger("bagit").info("library line")
+        current_work_rid.reset(token)
+    finally:
+        reset_logging()
+    first, second = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert (first["work_rid"], first["size"], first["message"]) == ("W1", 3, "W1: hello")
+    assert second["work_rid"] == "W2"
+
+
+def test_text_logs_on_request() -> None:
+    stream = io.StringIO()
+    configure_logging("text", "INFO", stream)
+    try:
+        logging.getLogger("onprem.test").info("plain")
+    finally:
+        reset_logging()
+    assert "plain" in stream.getvalue() and not stream.getvalue().startswith("{")
+
+
+def test_cancel_token_stops_a_stage_at_its_next_unit() -> None:
+    token = CancelToken("W1")
+    progress = CheckingProgress(CountingProgress(), token)
+    progress.advance(5)
+    registry = TokenRegistry()
+    registry.add(token)
+    assert registry.cancel_all("shutdown") == 1
+    with pytest.raises(WorkInterrupted, match="shutdown"):
+        progress.advance(5)
+    token.cancel("handoff")  # the first reason wins
+    assert token.reason == "shutdown"
