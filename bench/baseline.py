@@ -19,6 +19,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 import zipfile
 from pathlib import Path, PurePosixPath
 
@@ -30,6 +31,9 @@ from contract.keys import archive_relpath_for_rid, work_rid_from_key
 
 logger = logging.getLogger(__name__)
 
+#: prefix of the line giving each work's step times (read back by bench.e2e)
+STAGES_PREFIX = "baseline-stages "
+
 
 def transfer_config(single_stream: bool, part_bytes: int, concurrency: int) -> TransferConfig:
     """``single_stream``: one GET for the whole object (the threshold is above any object); else ranged parts."""
@@ -39,20 +43,31 @@ def transfer_config(single_stream: bool, part_bytes: int, concurrency: int) -> T
 
 
 def restore_one(s3: object, body: dict[str, object], staging_dir: Path, archive_root: Path, config: TransferConfig,
-                workers: int) -> Path:
-    """Download, extract, validate and rsync one work; returns its archive folder."""
+                workers: int) -> tuple[Path, dict[str, float]]:
+    """Download, extract, validate and rsync one work; returns its archive folder and each step's seconds."""
     key = str(body["key"])
     rid = work_rid_from_key(key)
+    seconds: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        seconds[step], clock = now - clock, now
+
     download_dir = staging_dir / "bag-download"
     download_dir.mkdir(parents=True, exist_ok=True)
     zip_path = download_dir / PurePosixPath(key).name
     s3.download_file(str(body["bucket"]), key, str(zip_path), Config=config)  # type: ignore[attr-defined]
+    lap("download")
     extract_dir = staging_dir / "debag" / rid
     shutil.rmtree(extract_dir, ignore_errors=True)
     with zipfile.ZipFile(zip_path) as zf:
         zf.extractall(extract_dir)
+    lap("extract")
     bag_dir = next(p for p in extract_dir.iterdir() if p.is_dir() and p.name.endswith(".bag"))
     bagit.Bag(str(bag_dir)).validate(processes=workers)
+    lap("validate")
     work_dir = staging_dir / "works" / rid
     work_dir.parent.mkdir(parents=True, exist_ok=True)
     shutil.rmtree(work_dir, ignore_errors=True)
@@ -60,10 +75,12 @@ def restore_one(s3: object, body: dict[str, object], staging_dir: Path, archive_
     target = archive_root / archive_relpath_for_rid(rid)
     target.mkdir(parents=True, exist_ok=True)
     subprocess.run(["rsync", "-a", f"{work_dir}/", f"{target}/"], check=True)
+    lap("rsync")
     shutil.rmtree(work_dir)
     shutil.rmtree(extract_dir)
     zip_path.unlink()
-    return target
+    lap("clean-up")
+    return target, seconds
 
 
 def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, config: TransferConfig,
@@ -84,8 +101,9 @@ def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, co
             continue
         message = messages[0]
         body = json.loads(message["Body"])
-        target = restore_one(s3, body, staging_dir, archive_root, config, workers)
+        target, seconds = restore_one(s3, body, staging_dir, archive_root, config, workers)
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
+        print(STAGES_PREFIX + json.dumps({"work_rid": target.name, "seconds": seconds}), flush=True)
         synced.append(target.name)
         if success_list is not None:
             with success_list.open("a", encoding="utf-8") as listing:

@@ -7,6 +7,7 @@ polled every 20 ms from here; the process's own exit (its last empty long poll) 
 
 from __future__ import annotations
 
+import json
 import shutil
 import time
 from collections.abc import Sequence
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bench.aws import BenchAws, StagedBag
+from bench.baseline import STAGES_PREFIX
 from bench.cgroup import MemoryCgroup
 from bench.measure import MeasuredProcess, RunMeasurement
 from contract.keys import archive_relpath_for_rid
@@ -77,6 +79,10 @@ class Pipeline(Protocol):
         """RIDs synced during the run, once per sync (duplicates included)."""
         ...
 
+    def stage_seconds(self, paths: RunPaths) -> dict[str, float]:
+        """Seconds spent in each step of the pipeline, summed over the run's works."""
+        ...
+
 
 @dataclass
 class PipelineRun:
@@ -89,7 +95,7 @@ class PipelineRun:
     payload_bytes: int
     zip_bytes: int
     cgroup_peak_bytes: int | None = None
-    extra: dict[str, object] = field(default_factory=dict)
+    stages: dict[str, float] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -186,7 +192,7 @@ def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag],
         pipeline=pipeline.name, seconds=seconds, processes=measurements, archive_ok=not problems,
         archive_problems=problems, synced_rids=pipeline.synced_rids(paths),
         payload_bytes=sum(s.bag.payload_bytes for s in staged), zip_bytes=sum(s.size for s in staged),
-        cgroup_peak_bytes=peak,
+        cgroup_peak_bytes=peak, stages=pipeline.stage_seconds(paths),
     )
 
 
@@ -216,3 +222,12 @@ class BaselinePipeline:
         if not paths.success_list.is_file():
             return []
         return paths.success_list.read_text().split()
+
+    def stage_seconds(self, paths: RunPaths) -> dict[str, float]:
+        totals: dict[str, float] = {}
+        for log in paths.root.glob("process-*.log"):
+            for line in log.read_text(errors="replace").splitlines():
+                if line.startswith(STAGES_PREFIX):
+                    for step, seconds in json.loads(line.removeprefix(STAGES_PREFIX))["seconds"].items():
+                        totals[step] = totals.get(step, 0.0) + seconds
+        return totals

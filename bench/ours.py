@@ -4,6 +4,7 @@ environment (as in production), against the loopback moto server and a fresh arc
 from __future__ import annotations
 
 import sqlite3
+from datetime import datetime
 from pathlib import Path
 
 from bench.aws import BenchAws
@@ -50,6 +51,26 @@ class OursPipeline:
         for listing in sorted(paths.root.rglob("synced-works.txt")):
             rids += listing.read_text().split()
         return rids or _ledger_synced(paths.state_dir)
+
+
+    def stage_seconds(self, paths: RunPaths) -> dict[str, float]:
+        """From the ledger's phase times: received → downloaded → de-bagged → synced."""
+        totals: dict[str, float] = {}
+        steps = (("fetch", "created_at", "downloaded_at"), ("de-bag", "downloaded_at", "debagged_at"),
+                 ("sync", "debagged_at", "synced_at"))
+        for database in paths.state_dir.glob("*.sqlite"):
+            with sqlite3.connect(f"file:{database}?mode=ro", uri=True) as db:
+                try:
+                    rows = db.execute("select created_at, downloaded_at, debagged_at, synced_at from works").fetchall()
+                except sqlite3.Error:
+                    continue
+            for row in rows:
+                times = dict(zip(("created_at", "downloaded_at", "debagged_at", "synced_at"), row, strict=True))
+                for step, start, end in steps:
+                    if times[start] and times[end]:
+                        elapsed = (datetime.fromisoformat(times[end]) - datetime.fromisoformat(times[start]))
+                        totals[step] = totals.get(step, 0.0) + elapsed.total_seconds()
+        return totals
 
 
 def _ledger_synced(state_dir: Path) -> list[str]:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
+from typing import Any
 
 from bench.aws import bench_aws
 from bench.context import MIB, BenchContext, BenchOptions
@@ -35,7 +36,7 @@ SECTIONS: dict[str, Callable[[BenchContext], None]] = {
 }
 FULL = {"main_mib": 1024, "memory_mib": 4096, "small_files": 5000, "debag_mib": 1024, "scale_mib": 128}
 TINY = {"main_mib": 4, "file_mib": 1, "memory_mib": 8, "small_files": 20, "small_kib": 16, "debag_mib": 2,
-        "scale_works": 2, "scale_mib": 1, "repeats": 1, "memory_limit_mib": 64, "proxy_part_mib": 1}
+        "scale_works": 2, "scale_mib": 1, "repeats": 1, "memory_limit_mib": 256, "proxy_part_mib": 1}
 
 
 def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse.Namespace]:
@@ -68,28 +69,33 @@ def judge(ctx: BenchContext) -> list[Goal]:
     """The issue's goals against what this run measured (None when a section was not run)."""
     raw = ctx.raw
     goals = []
+    main, memory = raw.get("e2e_main", {}), raw.get("cgroup_memory", {})
 
-    def goal(name: str, value: float | None, fmt: str, target: str, ok: Callable[[float], bool]) -> None:
+    def goal(name: str, value: float | None, fmt: str, target: str, ok: Callable[[float], bool],
+             source: dict[str, Any] | None = None) -> None:
+        if source and not source.get("all_ok"):
+            goals.append(Goal(name, "runs failed", target, False))
+            return
         goals.append(Goal(name, "-" if value is None else fmt.format(value), target,
                           None if value is None else ok(value)))
 
-    main, memory = raw.get("e2e_main", {}), raw.get("cgroup_memory", {})
-    goal("e2e speedup vs baseline (main bag)", main.get("speedup"), "{:.2f}x", ">= 2x", lambda v: v >= 2)
-    goal("e2e speedup vs baseline (memory cgroup)", memory.get("speedup"), "{:.2f}x", ">= 2x", lambda v: v >= 2)
+    goal("e2e speedup vs baseline (main bag)", main.get("speedup"), "{:.2f}x", ">= 2x", lambda v: v >= 2, main)
+    goal("e2e speedup vs baseline (memory cgroup)", memory.get("speedup"), "{:.2f}x", ">= 2x", lambda v: v >= 2,
+         memory)
     goal("ours / slowest raw stage (main bag)", main.get("fraction_of_slowest_raw"), "{:.0%}", ">= 70%",
-         lambda v: v >= 0.7)
+         lambda v: v >= 0.7, main)
     goal("bytes written per bag byte (main bag)", main.get("ours_written_per_byte"), "{:.2f}",
-         "<= 2 (baseline 3)", lambda v: v <= 2.05)
+         "<= 2 (baseline 3)", lambda v: v <= 2.05, main)
     goal("bytes written per bag byte (memory cgroup)", memory.get("ours_written_per_byte"), "{:.2f}",
-         "<= 2 (baseline 3)", lambda v: v <= 2.05)
-    for key, label in (("e2e_main", "main"), ("cgroup_memory", "memory")):
-        rss = raw.get(key, {}).get("ours_max_rss")
+         "<= 2 (baseline 3)", lambda v: v <= 2.05, memory)
+    for facts, label in ((main, "main"), (memory, "memory")):
+        rss = facts.get("ours_max_rss")
         goal(f"finisher peak RSS ({label} bag)", None if rss is None else rss / MIB, "{:.0f} MiB", "<= 256 MiB",
-             lambda v: v <= 256)
+             lambda v: v <= 256, facts)
     scale = raw.get("scale", {})
     goal("2 finishers vs 1: throughput ratio", scale.get("throughput_ratio"), "{:.2f}x", "> 1 (reported)",
-         lambda v: v > 1)
-    goal("duplicate syncs with 2 finishers", scale.get("duplicate_syncs"), "{:.0f}", "0", lambda v: v == 0)
+         lambda v: v > 1, scale)
+    goal("duplicate syncs with 2 finishers", scale.get("duplicate_syncs"), "{:.0f}", "0", lambda v: v == 0, scale)
     return goals
 
 

@@ -13,6 +13,7 @@ from bench.e2e import PipelineRun, Transfer
 from bench.ours import OursPipeline
 from bench.proxy import ShapingProxy
 from bench.raw import get_throughput
+from bench.report import Section
 
 __all__ = ["SINGLE_STREAM", "cgroup_section", "e2e_section", "proxy_section", "scale_section"]
 
@@ -44,20 +45,36 @@ def _compare(ctx: BenchContext, key: str, bags: str, runs: dict[str, list[Pipeli
              "baseline_written_per_byte": median([r.write_bytes / payload for r in runs["baseline"]]),
              "ours_max_rss": max(r.max_process_rss for r in runs["ours"]),
              "all_ok": all(r.ok for rs in runs.values() for r in rs)}
+    if not facts["all_ok"]:
+        # a failed run proves nothing about speed: no ratio is reported from it
+        facts["speedup"] = float("nan")
     ctx.raw[key] = facts
     return facts
+
+
+def _stage_notes(section: Section, runs_by_bag: dict[str, dict[str, list[PipelineRun]]]) -> None:
+    """Where the time goes: each pipeline's steps (median seconds) per bag."""
+    for bags, runs in runs_by_bag.items():
+        for name, rs in runs.items():
+            steps = list(dict.fromkeys(step for r in rs for step in r.stages))
+            if steps:
+                section.notes.append(f"{bags} {name} steps (median s): " + ", ".join(
+                    f"{step} {median([r.stages.get(step, 0.0) for r in rs]):.2f}" for step in steps))
 
 
 def e2e_section(ctx: BenchContext) -> None:
     """Main and many-small-files bags, both pipelines on one streamed GET, A B A B …"""
     section = ctx.report.section("End to end on loopback moto (message sent -> work in archive, message deleted)",
                                  E2E_COLUMNS)
+    runs_by_bag: dict[str, dict[str, list[PipelineRun]]] = {}
     for bags in [b.strip() for b in ctx.options.e2e_bags.split(",") if b.strip()]:
         runs = ctx.alternate([ctx.baseline, ctx.ours], bags, ctx.options.repeats, transfer=SINGLE_STREAM)
+        runs_by_bag[bags] = runs
         facts = _compare(ctx, f"e2e_{bags}", bags, runs)
         label = _label(ctx, bags)
         section.rows += [_row(label, name, rs) for name, rs in runs.items()]
         section.notes.append(f"{bags}: ours is {facts['speedup']:.2f}x the baseline")
+    _stage_notes(section, runs_by_bag)
     slowest = ctx.raw.get("slowest_raw")
     if slowest and "e2e_main" in ctx.raw:
         fraction = ctx.raw["e2e_main"]["ours_bytes_per_s"] / slowest["bytes_per_s"]
@@ -97,6 +114,7 @@ def cgroup_section(ctx: BenchContext) -> None:
         peaks = [r.cgroup_peak_bytes for r in rs if r.cgroup_peak_bytes is not None]
         section.rows.append([*_row(label, name, rs), max(peaks) / MIB if peaks else None])
     section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline; {reason}")
+    _stage_notes(section, {"memory": runs})
 
 
 def scale_section(ctx: BenchContext) -> None:
@@ -146,3 +164,4 @@ def proxy_section(ctx: BenchContext) -> None:
     section.notes.append(f"raw GET through the proxy: one stream {single / 1e6:.0f} MB/s, {ranged.describe()} "
                          f"{parts / 1e6:.0f} MB/s; both pipelines use {ranged.describe()} here")
     section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline")
+    _stage_notes(section, {"main": runs})
