@@ -26,6 +26,7 @@ from onprem.finisher.cli_ops import (
     status_document,
 )
 from onprem.finisher.errors import FinisherError
+from onprem.finisher.fetch import sweep_orphans
 from onprem.finisher.logging_setup import configure_logging
 from onprem.finisher.runtime import AwsClients, build_worker, open_ledger, work_queues
 from onprem.finisher.settings import Settings, load_settings
@@ -80,6 +81,7 @@ def run(
     """Run the worker: long-poll the queues, fetch → de-bag → sync each work, delete its message."""
     settings = ctx.obj.settings(concurrency=concurrency, wait_time_seconds=wait_seconds)
     worker = build_worker(settings)
+    sweep_orphans(settings.staging_dir)  # temp files no download or de-bag can resume from
 
     def on_signal(signum: int, _frame: Any) -> None:
         if worker.stopping:
