@@ -11,8 +11,15 @@ sum of download time and de-bag time. It is fetch.py and debag.py, reused, in th
    space for the rest of the zip plus the extracted payload is checked.
 4. ``debag_members`` reads each member from the ``.part`` file once the parts holding its bytes are
    journaled (``ArrivingZip``), hashing it while writing it, as the sequential de-bag does.
-5. Once every member verified: the download's size and full-object checksum are verified and ``.part`` is
-   renamed (``finish_download``); only then are the works moved into ``<staging>/<RID>/``.
+5. The whole object's size and full-object checksum are verified as soon as the last part is in (on the
+   download's thread, while the last members extract; ``verify_download``). Once every member verified and
+   that check passed, ``.part`` is renamed (``complete_download``); only then are the works moved into
+   ``<staging>/<RID>/``. A checksum failure is a de-bag failure: nothing placed, the temp dir kept as evidence.
+
+Free space: the rest of the zip plus the payload not yet extracted (about twice the zip for stored bags, less for a
+resume) must fit with ``FetchSettings.min_free_bytes`` left, checked before the first member is extracted.
+Multi-bag zips: a bag's members are journaled once its manifests (often at the end of its bag) have arrived;
+they are extracted and hashed before that all the same.
 
 Resume after a crash: from the part journal (parts not downloaded again) and from the de-bag's member journal
 (members not extracted again). A failed download stops the de-bag with the download's own error and leaves
@@ -70,14 +77,14 @@ def _free_bytes(path: Path) -> int:
 def fetch_and_debag(
     s3_client: Any, request: FetchRequest, download_dir: Path, staging_dir: Path,
     fetch_settings: FetchSettings | None = None, debag_settings: DebagSettings | None = None, *,
-    fetch_progress: Progress | None = None, debag_progress: Progress | None = None,
+    fetch_progress: Progress | None = None, debag_progress: Progress | None = None, version_tag: str | None = None,
     free_bytes: Callable[[Path], int] = _free_bytes,
 ) -> FetchedAndDebagged:
     """``fetch_object`` then ``debag_archive`` with the same results, errors and guarantees, overlapped.
 
-    The de-bag's temp dir is tagged with the pinned ETag (``version_tag``), so a run of either mode resumes
-    the other's members. Raises whatever either stage raises; nothing is placed in ``staging_dir`` unless the
-    whole object and every member verified.
+    ``version_tag`` names the de-bag's temp dir as in ``debag_archive`` (default: the pinned ETag); give both
+    modes the same one and either resumes the other's verified members. Raises whatever either stage raises;
+    nothing is placed in ``staging_dir`` unless the whole object and every member verified.
     """
     fetch_settings = fetch_settings or FetchSettings()
     debag_settings = debag_settings or DebagSettings()
@@ -86,7 +93,9 @@ def fetch_and_debag(
     download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
     if isinstance(download, FetchResult):
         return FetchedAndDebagged(download, debag_archive(download.path, rid, staging_dir, debag_settings,
-                                                          version_tag=download.etag, progress=debag_progress))
+                                                          version_tag=version_tag or download.etag,
+                                                          progress=debag_progress))
+    version_tag = version_tag or download.identity.etag
     order = _download_order(download)
     fetch_progress.start(download.identity.size, 1)
     fetch_progress.advance(download.done_bytes())
@@ -115,14 +124,15 @@ def fetch_and_debag(
         try:
             members, cd_start = _read_central_directory(source, download, debag_settings)
             source.expect(members, cd_start)
-            _check_room(download, members, download_dir, staging_dir, fetch_settings, free_bytes)
+            _check_room(download, members, download_dir, temp_dir_for(staging_dir, rid, version_tag), fetch_settings,
+                        free_bytes)
             logger.info("%s: central directory read (%d members); de-bagging while downloading", rid, len(members),
                         extra={"work_rid": rid})
             debagged = debag_members(source, members, rid, staging_dir, debag_settings,
-                                     version_tag=download.identity.etag, progress=debag_progress,
+                                     version_tag=version_tag, progress=debag_progress,
                                      archive=download.dest)
         except (ObjectChanged, ObjectMissing):
-            shutil.rmtree(temp_dir_for(staging_dir, rid, download.identity.etag), ignore_errors=True)
+            shutil.rmtree(temp_dir_for(staging_dir, rid, version_tag), ignore_errors=True)
             raise
         finally:
             stop.set()  # a no-op once the download is done; else the de-bag failed and the parts must stop
@@ -150,18 +160,16 @@ def _read_central_directory(source: ArrivingZip, download: Download,
     return read_central_directory(download.part_path, rid, settings), start
 
 
-def _check_room(download: Download, members: list[SafeMember], download_dir: Path, staging_dir: Path,
+def _check_room(download: Download, members: list[SafeMember], download_dir: Path, temp_dir: Path,
                 settings: FetchSettings, free_bytes: Callable[[Path], int]) -> None:
     """The rest of the zip and the extracted payload (≈ the zip again) must fit, with the reserve left free."""
-    rid = download.request.work_rid
-    temp_dir = temp_dir_for(staging_dir, rid, download.identity.etag)
-    extracted = sum(m.info.file_size for m in members if not m.is_dir) - _tree_bytes(temp_dir)
+    rid, staging_dir = download.request.work_rid, temp_dir.parent
+    extracted = max(sum(m.info.file_size for m in members if not m.is_dir) - _tree_bytes(temp_dir), 0)
     zip_rest = download.identity.size - download.done_bytes()
     staging_dir.mkdir(parents=True, exist_ok=True)
-    if os.stat(download_dir).st_dev == os.stat(staging_dir).st_dev:
-        check_space(rid, staging_dir, zip_rest + max(extracted, 0), settings.min_free_bytes, free_bytes)
-    else:
-        check_space(rid, staging_dir, max(extracted, 0), settings.min_free_bytes, free_bytes)
+    same_filesystem = os.stat(download_dir).st_dev == os.stat(staging_dir).st_dev
+    check_space(rid, staging_dir, extracted + (zip_rest if same_filesystem else 0), settings.min_free_bytes,
+                free_bytes)
 
 
 def _tree_bytes(folder: Path) -> int:
