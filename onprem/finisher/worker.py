@@ -86,6 +86,8 @@ class Worker:
                         wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
                 if not drain:
+                    if self.settings.wait_time_seconds == 0:
+                        self._stop.wait(1.0)  # no long poll to pace the loop
                     continue
                 idle_since = idle_since or time.monotonic()
                 if self._drained(time.monotonic() - idle_since):

@@ -105,8 +105,8 @@ def test_run_drain_syncs_a_real_bag_with_the_real_stages(tmp_path: Path, aws: Aw
     assert (archived / "data").is_dir() or any(archived.rglob("*.tif"))
     assert queue_depth(aws) == {"visible": 0, "in_flight": 0}
     events = [json.loads(line) for line in result.stderr.splitlines() if line.startswith("{")]
-    about_work = [e for e in events if RID in e["message"]]
-    assert about_work and all(e.get("work_rid") == RID for e in about_work)
+    about_work = [e for e in events if RID in e["message"] and e["logger"].startswith("onprem.")]
+    assert about_work and all(e.get("work_rid") == RID for e in about_work), about_work
     status = json.loads(cli.invoke(app, ["status", RID, "--json"]).stdout)
     [row] = status["works"]
     assert row["phase"] == "synced" and row["synced_at"] and row["downloaded_at"] and row["debagged_at"]

@@ -87,8 +87,8 @@ def test_heartbeat_keeps_a_slow_work_invisible(tmp_path: Path, aws: AwsClients) 
     depths: list[dict[str, int]] = []
 
     def slow_fetch(rid: str, ctx: StageContext) -> None:
-        for _ in range(4):  # four visibility timeouts long
-            slow_until(1.0)(rid, ctx)
+        for _ in range(3):  # well past two visibility timeouts
+            slow_until(0.8)(rid, ctx)
             depths.append(queue_depth(aws))
 
     stages.before["fetch"] = slow_fetch
@@ -96,7 +96,7 @@ def test_heartbeat_keeps_a_slow_work_invisible(tmp_path: Path, aws: AwsClients) 
     summary = make_worker(settings, aws, stages).run(drain=True)
     assert summary.outcomes == Counter({"synced": 1})
     assert stages.calls["fetch"] == 1
-    assert depths == [{"visible": 0, "in_flight": 1}] * 4
+    assert depths == [{"visible": 0, "in_flight": 1}] * 3
 
 
 def test_permanent_failure_goes_to_the_dlq_with_its_reason(tmp_path: Path, aws: AwsClients) -> None:
