@@ -14,7 +14,6 @@ notify_restore sends, so these trials do not depend on the Lambda.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import uuid
 from collections.abc import Mapping, Sequence
@@ -31,10 +30,17 @@ from onprem.finisher.demo.pipeline import FinisherPaths, finisher_command, stage
 from onprem.finisher.demo.sample_bags import SampleSpec, SampleZip, build_sample_zip
 from onprem.finisher.demo.verify import verify_work_in_archive
 from onprem.finisher.demo.work_status import status_rows
-from tests.reliability.faults import wait_for
 
-#: the visibility timeout of the work queue in trials: a killed worker's message comes back this fast
-TRIAL_VISIBILITY_S = 2
+#: the visibility timeout (and lease) in trials: a killed worker's message and lease come back this fast
+TRIAL_VISIBILITY_S = 1
+#: the finisher's settings in trials: short polls and backoffs, small download parts (several per zip)
+TRIAL_FINISHER_ENV = {
+    "FINISHER_VISIBILITY_TIMEOUT": str(TRIAL_VISIBILITY_S), "FINISHER_WAIT_TIME_SECONDS": "0",
+    "FINISHER_LEASE_BUSY_DELAY": "1", "FINISHER_BACKOFF_BASE": "1", "FINISHER_BACKOFF_MAX": "2",
+    "FINISHER_DRAIN_IDLE_LIMIT": "30", "FINISHER_GRACE_PERIOD": "2", "FINISHER_MIN_FREE_BYTES": "0",
+    "FINISHER_FETCH_PART_SIZE": str(64 * 1024), "FINISHER_FETCH_CONCURRENCY": "2", "FINISHER_DEBAG_WORKERS": "2",
+    "FINISHER_LOG_FORMAT": "text",
+}
 #: names a finished drain may leave in the staging root (evidence of failed de-bags is kept on purpose)
 EVIDENCE_PREFIX = ".debag-failed-"
 
@@ -64,6 +70,7 @@ class Bench:
     scratch: Path
 
     def __post_init__(self) -> None:
+        self.paths.root.mkdir(parents=True, exist_ok=True)
         for region in self.aws.regions:
             self.sqs(region).set_queue_attributes(
                 QueueUrl=self.aws.queue_url(region), Attributes={"VisibilityTimeout": str(TRIAL_VISIBILITY_S)})
@@ -76,7 +83,7 @@ class Bench:
         """Upload (DEEP_ARCHIVE), restore, and put its RestoredWork message on the region's queue."""
         sample = build_sample_zip(self.scratch / "bags" / uuid.uuid4().hex[:8], spec)
         if zip_path is not None:
-            sample = SampleZip(zip_path, sample.key_rid, sample.collection, sample.works)
+            sample = SampleZip(zip_path, sample.key_rid, sample.collection, ())
         staged = stage_sample(self.aws, sample)
         s3 = self.aws.client("s3", staged.region)
         s3.restore_object(Bucket=staged.bucket, Key=staged.key, VersionId=staged.version_id,
@@ -87,6 +94,11 @@ class Bench:
             self.send(work.message)
         return work
 
+    def stage_zip(self, zip_path: Path, rid: str, collection: str = "NLM", *, send: bool = True) -> StagedWork:
+        """Stage any zip (a bad one) under ``rid``'s staging key, restored, with its message sent."""
+        return self.stage(SampleSpec(collection, (rid,), image_groups=1, images_per_group=1, image_bytes=16),
+                          zip_path=zip_path, send=send)
+
     def message_for(self, bucket: str, key: str, version_id: str | None, collection: str, region: str,
                     *, event_id: str | None = None) -> RestoredWork:
         head = self.aws.client("s3", region).head_object(Bucket=bucket, Key=key, **(
@@ -95,7 +107,7 @@ class Bench:
             collection=collection, bucket=bucket, key=key, region=region, size=int(head["ContentLength"]),
             etag=str(head["ETag"]), event_time=datetime.now(UTC), source_event_id=event_id or str(uuid.uuid4()),
             version_id=version_id, storage_class=head.get("StorageClass"),
-            restore_expiry=restore_expiry(head.get("Restore")),
+            restore_expiry=restore_expiry(head["Restore"]) if head.get("Restore") else None,
         )
 
     def send(self, message: RestoredWork | str, region: str | None = None) -> str:
@@ -110,8 +122,8 @@ class Bench:
 
     # --- the finisher ------------------------------------------------------------------------------------------
     def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return self.aws.subprocess_env(**self.paths.environ(self.aws.environment.name), PYTHONUNBUFFERED="1",
-                                       COLUMNS="160", **dict(extra or {}))
+        return self.aws.subprocess_env(**self.paths.environ(self.aws.environment.name), **TRIAL_FINISHER_ENV,
+                                       PYTHONUNBUFFERED="1", COLUMNS="160", **dict(extra or {}))
 
     def start(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
         log = (self.paths.root / "finisher.log").open("a", encoding="utf-8")
@@ -140,16 +152,10 @@ class Bench:
             total += int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
         return total
 
-    def drain_until_quiet(self, rounds: int = 4, timeout_s: float = 120.0) -> int:
-        """``finisher run --drain`` until no message is queued or in flight (a killed run's message comes back
-        after the visibility timeout); returns the last exit code."""
-        code = 0
-        for _ in range(rounds):
-            wait_for(lambda: self.in_flight() == 0, TRIAL_VISIBILITY_S * 10 + 10, "in-flight messages released")
-            code = self.run(["run", "--drain"], timeout_s=timeout_s)
-            if code != 0 or self.queued() == 0:
-                return code
-        return code
+    def drain_until_quiet(self, timeout_s: float = 120.0) -> int:
+        """``finisher run --drain``: it waits for messages still in flight (a killed run's message comes back after
+        the visibility timeout) and ends when every queue is empty; returns its exit code."""
+        return self.run(["run", "--drain"], timeout_s=timeout_s)
 
     def queued(self) -> int:
         return sum(self.aws.queue_depth(self.aws.queue_url(r), r) for r in self.aws.regions)
@@ -175,11 +181,26 @@ class Bench:
         return found
 
     def status(self) -> dict[str, dict[str, Any]]:
-        """``finisher status --json`` by work RID."""
+        """The ledger's works by RID, as ``finisher status --json`` lists them (the latest row of each RID)."""
+        rows = [row for row in self.ledger_rows() if row["source"] != "rejected"]
+        return {row["work_rid"]: row for row in sorted(rows, key=lambda r: r["updated_at"] or "")}
+
+    def cli_status(self) -> dict[str, dict[str, Any]]:
+        """``finisher status --json`` by work RID (a separate process)."""
         result = subprocess.run(finisher_command("status", "--json"), env=self.environ(), capture_output=True,
                                 text=True, timeout=60, check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         return {str(row.get("work_rid")): row for row in status_rows(result.stdout)}
+
+    def ledger_rows(self) -> list[dict[str, Any]]:
+        """Every ledger row (rejected messages included), read with the finisher's own Ledger."""
+        from onprem.finisher.ledger import Ledger
+
+        ledger = Ledger(f"sqlite:///{self.paths.state_dir / 'ledger.sqlite'}")
+        try:
+            return [{**record.as_json(), "message_body": record.message_body} for record in ledger.works()]
+        finally:
+            ledger.close()
 
     # --- invariants --------------------------------------------------------------------------------------------
     def archive_problems(self, works: Sequence[StagedWork]) -> list[str]:
@@ -230,6 +251,3 @@ def spec(rid: str, collection: str = "NLM", *, images: int = 3, image_bytes: int
     """A small one-work sample (a few hundred KiB): fast to stage, still several files to extract and sync."""
     return SampleSpec(collection, (rid,), image_groups=2, images_per_group=images, image_bytes=image_bytes)
 
-
-def env_without(*names: str) -> dict[str, str]:
-    return {k: v for k, v in os.environ.items() if k not in names}
