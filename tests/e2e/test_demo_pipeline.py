@@ -1,110 +1,118 @@
-"""The demo's path end to end: moto server (loopback) → bags staged as DEEP_ARCHIVE → restores requested with the
-finisher CLI → "Object Restore Completed" through the EventBridge rule to the real notify_restore handler →
-``finisher run --drain`` as a separate process → archive re-hashed against the bags' manifests, ledger read."""
+"""``finisher demo`` end to end: moto server (loopback) → bags staged as DEEP_ARCHIVE → restores requested with
+the finisher CLI → "Object Restore Completed" through the EventBridge rule to the real notify_restore handler →
+``finisher run --drain`` as a separate process → archive re-hashed against the bags' manifests, ledger read with
+``finisher status --json``. Then the harness pieces the reliability tests and benchmarks reuse."""
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import subprocess
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import boto3
 import pytest
+from rich.console import Console
 
 from config.loader import load_environment
 from onprem.finisher.demo.events import restore_completed_event
-from onprem.finisher.demo.moto_env import MOTO_ACCOUNT, LocalAws, NonLoopbackEndpoint, ensure_loopback, local_aws
+from onprem.finisher.demo.moto_env import MOTO_ACCOUNT, NonLoopbackEndpoint, ensure_loopback, local_aws
 from onprem.finisher.demo.pipeline import (
-    Delivery,
     FinisherPaths,
-    StagedObject,
-    deliver_restore_events,
-    pending_messages,
+    finisher_command,
     prepare_out_dir,
-    run_finisher,
     stage_sample,
     wait_restored,
 )
-from onprem.finisher.demo.run import DemoOptions, run_demo
-from onprem.finisher.demo.sample_bags import DEMO_SPECS, SampleSpec, build_sample_zip
+from onprem.finisher.demo.run import DemoOptions, DemoOutcome, run_demo
+from onprem.finisher.demo.sample_bags import DEMO_SPECS, SampleSpec, SampleZip, build_sample_zip
 from onprem.finisher.demo.verify import verify_work_in_archive
-from onprem.finisher.demo.work_status import request_restore_args, status_problems, status_rows
+from onprem.finisher.demo.work_status import history_events, status_problems, status_rows
+from onprem.finisher.ledger import PHASES
 from tests.conftest import load_sample_event
 
 DEV = load_environment("dev")
 
 
 @dataclass
-class PipelineRun:
-    aws: LocalAws
-    paths: FinisherPaths
-    staged: list[StagedObject]
-    deliveries: list[Delivery]
-    drain: subprocess.CompletedProcess[str]
-    status_json: str
+class DemoRun:
+    """What ``finisher demo`` did, printed, and left in its ledger."""
 
-    @property
-    def work_rids(self) -> list[str]:
-        return [w.work_rid for s in self.staged for w in s.sample.works]
+    outcome: DemoOutcome
+    output: str
+    status_json: str
+    samples: list[SampleZip]  # rebuilt from the same specs (seeded): the manifests the archive must match
 
 
 @pytest.fixture(scope="module")
-def pipeline(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PipelineRun]:
+def demo(tmp_path_factory: pytest.TempPathFactory) -> DemoRun:
     root = tmp_path_factory.mktemp("demo")
-    paths = prepare_out_dir(root / "out")
-    with local_aws(DEV, config_dir=root / "aws") as aws:
-        staged = [stage_sample(aws, build_sample_zip(root / "bags", spec)) for spec in DEMO_SPECS]
-        restore = run_finisher(aws, paths, request_restore_args(DEV, staged), timeout_s=60)
-        assert restore.returncode == 0, restore.stdout
-        deliveries = deliver_restore_events(aws, staged, root / "lambda")
-        drain = run_finisher(aws, paths, ["run", "--drain"], timeout_s=120)
-        status = run_finisher(aws, paths, ["status", "--json"], timeout_s=60)
-        yield PipelineRun(aws, paths, staged, deliveries, drain, status.stdout)
+    out = root / "out"
+    printed = io.StringIO()
+    outcome = run_demo(DemoOptions(out_dir=out), Console(file=printed, width=160, soft_wrap=True))
+    # the ledger, read by the finisher CLI itself once the demo (and its server) is gone
+    status = subprocess.run(finisher_command("status", "--json"), capture_output=True, text=True, timeout=60,
+                            env={**os.environ, **FinisherPaths(out).environ(DEV.name)}, check=True)
+    samples = [build_sample_zip(root / "expected", spec) for spec in DEMO_SPECS]
+    return DemoRun(outcome, printed.getvalue(), status.stdout, samples)
 
 
-# --- the pipeline ----------------------------------------------------------------------------------------
-def test_every_restore_event_is_routed_by_the_real_handler(pipeline: PipelineRun) -> None:
-    assert [d.invocation.error for d in pipeline.deliveries] == [None] * len(pipeline.staged)
-    assert {d.staged.work_rid for d in pipeline.deliveries} == {s.work_rid for s in pipeline.staged}
+# --- the pipeline, as `make demo` runs it -----------------------------------------------------------------
+def test_demo_succeeds_with_every_work_synced_and_verified(demo: DemoRun) -> None:
+    assert demo.outcome.problems == (), demo.output
+    assert demo.outcome.ok
+    assert [v.work_rid for v in demo.outcome.verified] == ["W1NLM4700", "W1FPL2025", "W1FPL2026", "W22084"]
 
 
-def test_drain_exits_cleanly_and_leaves_no_message(pipeline: PipelineRun) -> None:
-    assert pipeline.drain.returncode == 0, pipeline.drain.stdout
-    assert pending_messages(pipeline.aws) == dict.fromkeys(pending_messages(pipeline.aws), 0)
+def test_every_restore_event_is_routed_by_the_real_handler_to_its_regions_queue(demo: DemoRun) -> None:
+    assert demo.output.count("routed to bdrc-restore-dev-ap-northeast-2-works") == 2
+    assert demo.output.count("routed to bdrc-restore-dev-us-east-1-works") == 1
 
 
-def test_archive_copies_match_the_bags_manifests(pipeline: PipelineRun) -> None:
-    results = [verify_work_in_archive(pipeline.paths.archive_root, work)
-               for staged in pipeline.staged for work in staged.sample.works]
-    assert [problem for r in results for problem in r.problems] == []
-    assert [r.files_checked for r in results] == [w.files for s in pipeline.staged for w in s.sample.works]
+def test_drain_leaves_every_queue_and_dlq_empty(demo: DemoRun) -> None:
+    assert "queues after the drain: all empty" in demo.output
 
 
-def test_two_bag_zip_lands_as_two_works_under_their_own_rids(pipeline: PipelineRun) -> None:
-    archive = pipeline.paths.archive_root
-    assert (archive / "Archive1" / "25" / "W1FPL2025").is_dir()
-    assert (archive / "Archive1" / "26" / "W1FPL2026").is_dir()
+def test_archive_copies_match_the_bags_manifests(demo: DemoRun) -> None:
+    archive_root = FinisherPaths(demo.outcome.out_dir).archive_root
+    results = [verify_work_in_archive(archive_root, work) for sample in demo.samples for work in sample.works]
+    assert [problem for result in results for problem in result.problems] == []
+    assert [r.files_checked for r in results] == [w.files for s in demo.samples for w in s.works]
 
 
-def test_ledger_shows_every_work_synced(pipeline: PipelineRun) -> None:
-    assert status_problems(pipeline.status_json, pipeline.work_rids) == []
+def test_two_bag_zip_lands_as_two_works_under_their_own_rids(demo: DemoRun) -> None:
+    archive_root = FinisherPaths(demo.outcome.out_dir).archive_root
+    assert (archive_root / "Archive1" / "25" / "W1FPL2025").is_dir()
+    assert (archive_root / "Archive1" / "26" / "W1FPL2026").is_dir()
 
 
-def test_ledger_records_every_phase_of_every_work(pipeline: PipelineRun) -> None:
-    rows = {row["work_rid"]: row for row in status_rows(pipeline.status_json)}
-    for rid in pipeline.work_rids:
-        phases = _phases(rows[rid])
-        assert {"fetched", "debagged", "synced"} <= set(phases), (rid, phases)
+def test_ledger_shows_every_phase_and_every_bag_synced(demo: DemoRun) -> None:
+    expected = {sample.key_rid: [w.work_rid for w in sample.works] for sample in demo.samples}
+    assert status_problems(demo.status_json, expected) == []
 
 
-def _phases(row: dict[str, Any]) -> list[str]:
-    history = row.get("phases") or row.get("history") or []
-    return [item if isinstance(item, str) else item.get("phase", "") for item in history]
+def test_ledger_history_holds_the_phases_in_order(demo: DemoRun) -> None:
+    rows = status_rows(demo.status_json)
+    assert len(rows) == len(DEMO_SPECS)
+    for row in rows:
+        assert [e for e in history_events(row) if e in PHASES] == list(PHASES), row["work_rid"]
+
+
+def test_demo_prints_the_status_table_the_archive_tree_and_a_summary(demo: DemoRun) -> None:
+    assert "┃ work      ┃ phase  ┃" in demo.output
+    assert "W1NLM4700-I14700001/ (3 files" in demo.output
+    assert "✓ 4/4 works synced and verified" in demo.output
+    assert str(demo.outcome.out_dir) in demo.output.splitlines()[-1]
+
+
+def test_a_demo_directory_can_be_reused(tmp_path: Path) -> None:
+    paths = prepare_out_dir(tmp_path / "out")
+    (paths.archive_root / "Archive0").mkdir(parents=True)
+    prepare_out_dir(tmp_path / "out")
+    assert not paths.archive_root.exists()
 
 
 # --- the harness -----------------------------------------------------------------------------------------
@@ -169,7 +177,7 @@ def test_local_aws_refuses_a_non_loopback_server() -> None:
 
 def test_demo_refuses_a_non_loopback_endpoint(tmp_path: Path) -> None:
     env = {**os.environ, "AWS_ENDPOINT_URL": "https://s3.us-east-1.amazonaws.com"}
-    result = subprocess.run([sys.executable, "-m", "onprem.finisher.demo", "--out", str(tmp_path / "out")],
+    result = subprocess.run(finisher_command("demo", "--out", str(tmp_path / "out")),
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "not a loopback address" in result.stdout

@@ -29,13 +29,17 @@ def _wait_for_ctrl_c(console: Console) -> Callable[[LocalAws], None]:
 
 
 def demo_command(
+    ctx: typer.Context,
     out: Path | None = typer.Option(None, "--out", help="demo directory (default ./demo-out/<UTC timestamp>)"),
     keep_server: bool = typer.Option(False, "--keep-server", help="keep the moto server running until Ctrl-C"),
 ) -> None:
     """Run the whole pipeline end to end on a local moto server (no AWS account needed)."""
     console = Console(highlight=False, soft_wrap=True)
+    # ``finisher --env prod demo`` mirrors prod's resources on the local server (still loopback only)
+    environment_name = getattr(ctx.obj, "env_name", None) or "dev"
     try:
-        outcome = run_demo(DemoOptions(out_dir=out, keep_server=keep_server), console,
+        outcome = run_demo(DemoOptions(out_dir=out, keep_server=keep_server, environment_name=environment_name),
+                           console,
                            wait_for_exit=_wait_for_ctrl_c(console))
     except (NonLoopbackEndpoint, FileExistsError) as err:
         console.print(f"[red]demo refused: {err}[/red]")

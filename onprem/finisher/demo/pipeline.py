@@ -14,6 +14,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,11 @@ class FinisherPaths:
         }
 
 
+def expected_works(staged: Sequence[StagedObject]) -> dict[str, list[str]]:
+    """Key RID → the RIDs of the bags its zip holds (what ``work_status.status_problems`` checks)."""
+    return {item.work_rid: [w.work_rid for w in item.sample.works] for item in staged}
+
+
 def finisher_command(*args: str) -> list[str]:
     """The ``finisher`` console script of this interpreter's environment (or its module when not installed)."""
     script = Path(sys.executable).with_name("finisher")
@@ -117,27 +123,37 @@ class Delivery:
 
 
 def deliver_restore_events(aws: LocalAws, staged: Sequence[StagedObject], work_dir: Path) -> list[Delivery]:
-    """Publish each object's restore event on its region's bus; hand what the rule delivered to the handler."""
-    deliveries: list[Delivery] = []
-    for region in aws.regions:
-        mine = [s for s in staged if s.region == region]
-        if not mine:
-            continue
-        events = aws.client("events", region)
-        sent = {}
-        for item in mine:
-            head = wait_restored(aws, item)
-            event = restore_completed_event(bucket=item.bucket, key=item.key, region=region, head=head,
-                                            account=MOTO_ACCOUNT)
-            response = events.put_events(Entries=[as_put_events_entry(event)])
-            sent[response["Entries"][0]["EventId"]] = (item, event)
-        delivered = _receive_all(aws, region, len(sent))
-        pairs = [(sent[e["id"]][0], as_delivered(sent[e["id"]][1], e)) for e in delivered if e["id"] in sent]
-        if len(pairs) != len(sent):
-            raise RuntimeError(f"{region}: the restore rule delivered {len(pairs)} of {len(sent)} events")
-        invocations = invoke_notify_restore(aws, region, [event for _, event in pairs], work_dir)
-        deliveries += [Delivery(item, event, inv) for (item, event), inv in zip(pairs, invocations, strict=True)]
-    return deliveries
+    """Publish each object's restore event on its region's bus; hand what the rule delivered to the handler
+    (each region's function in its own process, the regions in parallel)."""
+    delivered = {region: _publish_region(aws, region, [s for s in staged if s.region == region])
+                 for region in aws.regions}
+    delivered = {region: pairs for region, pairs in delivered.items() if pairs}
+    with ThreadPoolExecutor(max_workers=max(len(delivered), 1)) as pool:
+        invocations = {region: pool.submit(invoke_notify_restore, aws, region, [e for _, e in pairs], work_dir)
+                       for region, pairs in delivered.items()}
+    return [Delivery(item, event, invocation)
+            for region, pairs in delivered.items()
+            for (item, event), invocation in zip(pairs, invocations[region].result(), strict=True)]
+
+
+def _publish_region(aws: LocalAws, region: str,
+                    staged: Sequence[StagedObject]) -> list[tuple[StagedObject, dict[str, Any]]]:
+    """Put each restore event on ``region``'s bus; return the events as the rule's target received them."""
+    if not staged:
+        return []
+    events = aws.client("events", region)
+    sent = {}
+    for item in staged:
+        head = wait_restored(aws, item)
+        event = restore_completed_event(bucket=item.bucket, key=item.key, region=region, head=head,
+                                        account=MOTO_ACCOUNT)
+        response = events.put_events(Entries=[as_put_events_entry(event)])
+        sent[response["Entries"][0]["EventId"]] = (item, event)
+    received = _receive_all(aws, region, len(sent))
+    pairs = [(sent[e["id"]][0], as_delivered(sent[e["id"]][1], e)) for e in received if e["id"] in sent]
+    if len(pairs) != len(sent):
+        raise RuntimeError(f"{region}: the restore rule delivered {len(pairs)} of {len(sent)} events")
+    return pairs
 
 
 def _receive_all(aws: LocalAws, region: str, expected: int, deadline_s: float = 10.0) -> list[dict[str, Any]]:
@@ -167,7 +183,7 @@ def run_finisher(
     A command still running after ``timeout_s`` is killed (returncode < 0).
     """
     settings = {**paths.environ(aws.environment.name), **DEMO_FINISHER_ENV, "PYTHONUNBUFFERED": "1",
-                "COLUMNS": "120", **dict(extra_env or {})}
+                "COLUMNS": "160", **dict(extra_env or {})}
     env = aws.subprocess_env(**settings)
     command = finisher_command(*args)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
@@ -189,6 +205,16 @@ def run_finisher(
         returncode = process.wait()
     reader.join(timeout=5)
     return subprocess.CompletedProcess(command, returncode, "".join(lines), "")
+
+
+def finisher_stdout(aws: LocalAws, paths: FinisherPaths, args: Sequence[str], *, timeout_s: float = 60.0) -> str:
+    """A finisher command's standard output alone (its logs on stderr kept apart), e.g. ``status --json``."""
+    settings = {**paths.environ(aws.environment.name), **DEMO_FINISHER_ENV}
+    result = subprocess.run(finisher_command(*args), env=aws.subprocess_env(**settings), capture_output=True,
+                            text=True, timeout=timeout_s, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"finisher {' '.join(args)} exited with {result.returncode}: {result.stderr.strip()}")
+    return result.stdout
 
 
 def pending_messages(aws: LocalAws) -> dict[str, int]:

@@ -32,7 +32,9 @@ def archive_tree(archive_root: Path, *, max_children: int = 8) -> Tree:
 
 
 def _add(node: Tree, folder: Path, *, depth: int, max_children: int) -> None:
-    children = sorted(folder.iterdir(), key=lambda p: (not p.is_dir(), p.name))
+    # hidden entries are the sync script's locks and temp copies, not archive content
+    children = sorted((p for p in folder.iterdir() if not p.name.startswith(".")),
+                      key=lambda p: (not p.is_dir(), p.name))
     for child in children[:max_children]:
         if child.is_dir() and depth >= _SUMMARY_DEPTH:
             node.add(f"{child.name}/ [dim]({_folder_summary(child)})[/dim]")

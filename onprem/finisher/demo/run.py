@@ -7,11 +7,13 @@ import json
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.text import Text
 
 from config.loader import load_environment
 from onprem.finisher.demo.moto_env import LocalAws, local_aws, refuse_configured_endpoints
@@ -19,6 +21,8 @@ from onprem.finisher.demo.pipeline import (
     FinisherPaths,
     StagedObject,
     deliver_restore_events,
+    expected_works,
+    finisher_stdout,
     pending_messages,
     prepare_out_dir,
     run_finisher,
@@ -30,6 +34,10 @@ from onprem.finisher.demo.verify import WorkVerification, verify_work_in_archive
 from onprem.finisher.demo.work_status import request_restore_args, status_problems
 
 STEPS = 7
+#: the finisher logs as text for people (JSON when its stderr is not a terminal otherwise)
+TEXT_LOGS = {"FINISHER_LOG_FORMAT": "text"}
+#: bagit logs a line per tag file it verifies: kept in finisher.log, not on the screen
+BAGIT_CHATTER = "Verifying checksum for file"
 
 
 @dataclass(frozen=True)
@@ -112,7 +120,8 @@ def _stage(aws: LocalAws, specs: tuple[SampleSpec, ...], bags_dir: Path, step: C
                  "uploaded as DEEP_ARCHIVE")
     for item in staged:
         works = ", ".join(f"{w.work_rid} ({w.files} files)" for w in item.sample.works)
-        console.print(f"      s3://{item.bucket}/{item.key}  {human_bytes(item.sample.size):>9}  [dim]{works}[/dim]")
+        console.print(f"      {item.sample.path.name:<18} {human_bytes(item.sample.size):>9}  {works:<38} "
+                      f"→ s3://{item.bucket}/{item.key}")
     return staged
 
 
@@ -121,8 +130,8 @@ def _request_restores(aws: LocalAws, paths: FinisherPaths, staged: list[StagedOb
     args = request_restore_args(aws.environment, staged)
     step("restores", f"finisher {' '.join(args[:1])} … ({aws.environment.restore.tier}, "
                      f"{aws.environment.restore.days} days)")
-    result = run_finisher(aws, paths, args, on_line=lambda line: console.print(f"      [dim]│[/dim] {line}"),
-                          timeout_s=60)
+    result = run_finisher(aws, paths, args, on_line=lambda line: console.print(_quoted(line)), timeout_s=60,
+                          extra_env=TEXT_LOGS)
     return [] if result.returncode == 0 else [f"finisher request-restore exited with {result.returncode}"]
 
 
@@ -133,20 +142,34 @@ def _deliver(aws: LocalAws, staged: list[StagedObject], lambda_dir: Path, step: 
     problems = []
     for delivery in deliveries:
         detail = delivery.event["detail"]
-        outcome = (f"[green]{_short(delivery.invocation.response)}[/green]" if delivery.invocation.ok
-                   else f"[red]{delivery.invocation.error}[/red]")
-        console.print(f"      {delivery.staged.work_rid:<10} {delivery.staged.region:<15} "
-                      f"version {detail['object'].get('version-id', '-')[:8]}…  expires "
-                      f"{detail['restore-expiry-time'][:10]}  → {outcome}")
-        if not delivery.invocation.ok:
-            problems.append(f"{delivery.staged.work_rid}: notify_restore failed: {delivery.invocation.error}")
+        routed, where = routed_to(delivery.invocation.response) if delivery.invocation.ok else (
+            False, str(delivery.invocation.error))
+        console.print(f"      {delivery.staged.work_rid:<10} {delivery.staged.region:<15} version "
+                      f"{detail['object'].get('version-id', '-')[:8]}…, restored until "
+                      f"{detail['restore-expiry-time'][:10]} → [{'green' if routed else 'red'}]{where}[/]")
+        if not routed:
+            problems.append(f"{delivery.staged.work_rid}: notify_restore did not route it: {where}")
     console.print(f"      [dim]handler logs: {lambda_dir}[/dim]")
     return problems
 
 
-def _short(response: object) -> str:
-    text = json.dumps(response, default=str) if not isinstance(response, str) else response
-    return text if len(text) <= 70 else text[:67] + "…"
+def _quoted(line: str) -> Text:
+    """A line of the finisher's output, indented under its step (never read as rich markup)."""
+    return Text.assemble(("      │ ", "dim"), line)
+
+
+def routed_to(response: object) -> tuple[bool, str]:
+    """Whether the handler routed every record of the event, and a short description of where to."""
+    records = response.get("records") if isinstance(response, dict) else None
+    if not records:
+        return False, json.dumps(response, default=str)[:100]
+    parts = []
+    for record in records:
+        queue = str(record.get("queue_url") or "").rsplit("/", 1)[-1]
+        message = str(record.get("message_id") or "")[:8]
+        parts.append(f"{record.get('outcome')} to {queue} (message {message}…)" if queue
+                     else f"{record.get('outcome')}: {record.get('error')}")
+    return all(r.get("outcome") == "routed" for r in records), "; ".join(parts)
 
 
 def _drain(aws: LocalAws, paths: FinisherPaths, options: DemoOptions, step: Callable[[str, str], None],
@@ -156,9 +179,11 @@ def _drain(aws: LocalAws, paths: FinisherPaths, options: DemoOptions, step: Call
     with log_path.open("w", encoding="utf-8") as log:
         def show(line: str) -> None:
             log.write(line + "\n")
-            console.print(f"      [dim]│[/dim] {line}", highlight=False)
+            if BAGIT_CHATTER not in line:
+                console.print(_quoted(line))
 
-        result = run_finisher(aws, paths, ["run", "--drain"], on_line=show, timeout_s=options.drain_timeout_s)
+        result = run_finisher(aws, paths, ["run", "--drain"], on_line=show, timeout_s=options.drain_timeout_s,
+                              extra_env=TEXT_LOGS)
     left = {name: count for name, count in pending_messages(aws).items() if count}
     console.print(f"      queues after the drain: {json.dumps(left) if left else 'all empty'}")
     problems = [] if result.returncode == 0 else [f"finisher run --drain exited with {result.returncode}"]
@@ -168,11 +193,12 @@ def _drain(aws: LocalAws, paths: FinisherPaths, options: DemoOptions, step: Call
 def _status(aws: LocalAws, paths: FinisherPaths, staged: list[StagedObject], step: Callable[[str, str], None],
             console: Console) -> list[str]:
     step("result", "finisher status, the archive, and every archive file re-hashed against its bag's manifest")
-    table = run_finisher(aws, paths, ["status"], timeout_s=60)
+    with ThreadPoolExecutor(max_workers=2) as pool:  # two reads of the ledger, two process start-ups at once
+        table_run = pool.submit(run_finisher, aws, paths, ["status"], timeout_s=60)
+        json_run = pool.submit(finisher_stdout, aws, paths, ["status", "--json"])
+        table, as_json = table_run.result(), json_run.result()
     console.print(table.stdout.rstrip(), highlight=False, markup=False)
-    as_json = run_finisher(aws, paths, ["status", "--json"], timeout_s=60)
-    expected = [w.work_rid for s in staged for w in s.sample.works]
-    return status_problems(as_json.stdout, expected)
+    return status_problems(as_json, expected_works(staged))
 
 
 def _verify(paths: FinisherPaths, staged: list[StagedObject], console: Console) -> tuple[WorkVerification, ...]:
