@@ -25,6 +25,7 @@ from onprem.finisher.cli_ops import (
     requeue_work,
     status_document,
 )
+from onprem.finisher.demo.command import demo_command
 from onprem.finisher.errors import FinisherError
 from onprem.finisher.fetch import sweep_orphans
 from onprem.finisher.logging_setup import configure_logging
@@ -213,6 +214,9 @@ def ingest(ctx: typer.Context, paths: list[Path] = typer.Argument(..., help=".ba
             continue
         out_console().print(f"{path.name}: synced {', '.join(synced)}")
     raise typer.Exit(1 if failed else 0)
+
+
+app.command("demo")(demo_command)
 
 
 def main() -> None:
