@@ -78,6 +78,8 @@ class FinisherOverrides(BaseSettings):
     min_free_bytes: int = Field(default=2 * 2**30, ge=0)
     debag_workers: int | None = Field(default=None, ge=1)
     require_strong_checksums: bool = False
+    #: de-bag while downloading (fetch_debag.py) instead of one after the other
+    fetch_debag_overlap: bool = True
     sync_script: Path | None = None
     sync_config_dir: Path | None = None
     post_sync_hook: list[str] | None = None

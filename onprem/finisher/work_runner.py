@@ -30,7 +30,15 @@ from onprem.finisher.progress import Progress
 from onprem.finisher.queue import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
 from onprem.finisher.restore import reissue_restore, require_restored
 from onprem.finisher.settings import Settings
-from onprem.finisher.stages import CancelToken, StageContext, StagedWork, Stages, TokenRegistry, WorkInterrupted
+from onprem.finisher.stages import (
+    CancelToken,
+    Fetched,
+    StageContext,
+    StagedWork,
+    Stages,
+    TokenRegistry,
+    WorkInterrupted,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,19 +136,11 @@ class WorkRunner:
                                         restore_expiry=state.expiry.isoformat() if state.expiry else None)
                 self.metrics.phase_duration("restore_check", time.monotonic() - started)
             token.check()
-            started = time.monotonic()
-            fetched = self.stages.fetch(work, ctx)
-            self.metrics.phase_duration("download", time.monotonic() - started)
-            self.metrics.bytes_downloaded(fetched.size)
-            self.ledger.advance(key, "downloaded", path=str(fetched.path), size=fetched.size,
-                                resumed_parts=fetched.resumed_parts)
+            if self.stages.fetch_debag is not None and record.timestamps["downloaded"] is None:
+                fetched, staged = self._fetch_and_debag(work, ctx)
+            else:
+                fetched, staged = self._fetch_then_debag(work, ctx)
             zip_path = str(fetched.path)
-            token.check()
-            started = time.monotonic()
-            staged = self.stages.debag(rid, fetched.path, work.version_id or work.etag, ctx)
-            self.metrics.phase_duration("debag", time.monotonic() - started)
-            self.ledger.advance(key, "debagged", works=[{"work_rid": s.work_rid, "path": str(s.path)}
-                                                        for s in staged])
         else:
             logger.info("%s: resuming from phase debagged (%d work(s) staged)", rid, len(staged),
                         extra={"work_rid": rid})
@@ -157,6 +157,36 @@ class WorkRunner:
         self.ledger.advance(key, "synced", works=[s.work_rid for s in staged])
         if zip_path:
             self.stages.discard_download(Path(zip_path))
+
+    def _fetch_then_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
+        started = time.monotonic()
+        fetched = self.stages.fetch(work, ctx)
+        self._downloaded(work, fetched, "download", started)
+        ctx.cancel.check()
+        started = time.monotonic()
+        staged = self.stages.debag(work.work_rid, fetched.path, work.version_id or work.etag, ctx)
+        self._debagged(work, staged, "debag", started)
+        return fetched, staged
+
+    def _fetch_and_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
+        assert self.stages.fetch_debag is not None
+        started = time.monotonic()
+        fetched, staged = self.stages.fetch_debag(work, ctx)
+        self._downloaded(work, fetched, "download_debag", started)
+        self._debagged(work, staged, None, started)
+        return fetched, staged
+
+    def _downloaded(self, work: RestoredWork, fetched: Fetched, phase: str, started: float) -> None:
+        self.metrics.phase_duration(phase, time.monotonic() - started)
+        self.metrics.bytes_downloaded(fetched.size)
+        self.ledger.advance(work.idempotency_key, "downloaded", path=str(fetched.path), size=fetched.size,
+                            resumed_parts=fetched.resumed_parts)
+
+    def _debagged(self, work: RestoredWork, staged: list[StagedWork], phase: str | None, started: float) -> None:
+        if phase:
+            self.metrics.phase_duration(phase, time.monotonic() - started)
+        self.ledger.advance(work.idempotency_key, "debagged",
+                            works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
 
     def _resumable(self, record: WorkRecord) -> list[StagedWork] | None:
         """The staged works of an earlier run when the ledger says de-bagged and they are all still there."""
