@@ -10,144 +10,29 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column, sessionmaker
+from sqlalchemy.orm import Session, sessionmaker
 
 from contract import RestoredWork
+from onprem.finisher.ledger_models import (
+    FAILED,
+    PHASE_COLUMNS,
+    PHASES,
+    Base,
+    RestoreRequestRow,
+    WorkRecord,
+    WorkRow,
+    naive_utc,
+    snapshot,
+    utcnow,
+)
 
-#: the milestones of a work, in order; each has a ``<phase>_at`` column
-PHASES = ("restore_requested", "received", "restore_completed", "downloaded", "debagged", "synced")
-FAILED = "failed"
-_PHASE_COLUMNS = {"restore_requested", "restore_completed", "downloaded", "debagged", "synced"}
-
-
-def utcnow() -> datetime:
-    """Naive UTC: what every database stores alike."""
-    return datetime.now(UTC).replace(tzinfo=None)
-
-
-def _naive(value: datetime | None) -> datetime | None:
-    return value.astimezone(UTC).replace(tzinfo=None) if value is not None and value.tzinfo else value
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class WorkRow(Base):
-    __tablename__ = "works"
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    idempotency_key: Mapped[str] = mapped_column(sa.String(80), unique=True)
-    work_rid: Mapped[str] = mapped_column(sa.String(100), index=True)
-    source: Mapped[str] = mapped_column(sa.String(16), default="queue")  # queue | ingest | rejected
-    collection: Mapped[str | None] = mapped_column(sa.String(40))
-    region: Mapped[str | None] = mapped_column(sa.String(40))
-    bucket: Mapped[str | None] = mapped_column(sa.String(255))
-    key: Mapped[str | None] = mapped_column(sa.String(1024))
-    version_id: Mapped[str | None] = mapped_column(sa.String(1024))
-    etag: Mapped[str | None] = mapped_column(sa.String(100))
-    size: Mapped[int | None] = mapped_column(sa.BigInteger)
-    message_body: Mapped[str | None] = mapped_column(sa.Text)
-    phase: Mapped[str] = mapped_column(sa.String(32), index=True)
-    restore_expiry: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    restore_requested_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    restore_completed_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    downloaded_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    debagged_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    synced_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    created_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow)
-    updated_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow)
-    history: Mapped[list[dict[str, Any]]] = mapped_column(sa.JSON, default=list)
-    last_error: Mapped[str | None] = mapped_column(sa.Text)
-    last_cause: Mapped[str | None] = mapped_column(sa.String(64))
-    attempts: Mapped[int] = mapped_column(default=0)
-    hops: Mapped[int] = mapped_column(default=0)
-    lease_owner: Mapped[str | None] = mapped_column(sa.String(200))
-    lease_heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    lease_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-
-
-class RestoreRequestRow(Base):
-    __tablename__ = "restore_requests"
-    __table_args__ = (sa.UniqueConstraint("bucket", "key"),)
-
-    id: Mapped[int] = mapped_column(primary_key=True)
-    work_rid: Mapped[str] = mapped_column(sa.String(100), index=True)
-    collection: Mapped[str | None] = mapped_column(sa.String(40))
-    region: Mapped[str | None] = mapped_column(sa.String(40))
-    bucket: Mapped[str] = mapped_column(sa.String(255))
-    key: Mapped[str] = mapped_column(sa.String(1024))
-    size: Mapped[int | None] = mapped_column(sa.BigInteger)
-    tier: Mapped[str] = mapped_column(sa.String(16))
-    days: Mapped[int] = mapped_column()
-    status: Mapped[str] = mapped_column(sa.String(32))  # requested | in_progress | reissued | processed
-    times_requested: Mapped[int] = mapped_column(default=1)
-    requested_at: Mapped[datetime] = mapped_column(sa.DateTime, default=utcnow)
-    eta_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
-    estimated_cost_usd: Mapped[float | None] = mapped_column(sa.Float)
-
-
-@dataclass(frozen=True)
-class WorkRecord:
-    """A snapshot of one ledger row (detached from any session)."""
-
-    idempotency_key: str
-    work_rid: str
-    phase: str
-    source: str
-    collection: str | None
-    region: str | None
-    bucket: str | None
-    key: str | None
-    version_id: str | None
-    size: int | None
-    message_body: str | None
-    restore_expiry: datetime | None
-    timestamps: dict[str, datetime | None]
-    history: list[dict[str, Any]]
-    last_error: str | None
-    last_cause: str | None
-    attempts: int
-    hops: int
-    lease_owner: str | None
-    lease_expires_at: datetime | None
-    updated_at: datetime
-
-    def as_json(self) -> dict[str, Any]:
-        def iso(value: datetime | None) -> str | None:
-            return value.replace(tzinfo=UTC).isoformat() if value else None
-
-        return {
-            "work_rid": self.work_rid, "phase": self.phase, "idempotency_key": self.idempotency_key,
-            "source": self.source, "collection": self.collection, "region": self.region, "bucket": self.bucket,
-            "key": self.key, "version_id": self.version_id, "size": self.size,
-            "restore_expiry": iso(self.restore_expiry),
-            **{f"{name}_at": iso(value) for name, value in self.timestamps.items()},
-            "attempts": self.attempts, "hops": self.hops, "last_cause": self.last_cause,
-            "last_error": self.last_error, "lease_owner": self.lease_owner,
-            "lease_expires_at": iso(self.lease_expires_at), "updated_at": iso(self.updated_at),
-            "history": self.history,
-        }
-
-
-def _record(row: WorkRow) -> WorkRecord:
-    return WorkRecord(
-        idempotency_key=row.idempotency_key, work_rid=row.work_rid, phase=row.phase, source=row.source,
-        collection=row.collection, region=row.region, bucket=row.bucket, key=row.key, version_id=row.version_id,
-        size=row.size, message_body=row.message_body, restore_expiry=row.restore_expiry,
-        timestamps={name: getattr(row, f"{name}_at") for name in sorted(_PHASE_COLUMNS)},
-        history=list(row.history or []), last_error=row.last_error, last_cause=row.last_cause,
-        attempts=row.attempts, hops=row.hops, lease_owner=row.lease_owner, lease_expires_at=row.lease_expires_at,
-        updated_at=row.updated_at,
-    )
-
+__all__ = ["FAILED", "PHASES", "Ledger", "WorkRecord", "ingest_key", "make_engine", "utcnow"]
 
 def _event(event: str, **details: Any) -> dict[str, Any]:
     return {"at": utcnow().replace(tzinfo=UTC).isoformat(), "event": event,
@@ -214,9 +99,9 @@ class Ledger:
                         row = self._new_row(session, work, body, message_id)
                     else:
                         row.message_body = body
-                        row.restore_expiry = _naive(work.restore_expiry) or row.restore_expiry
+                        row.restore_expiry = naive_utc(work.restore_expiry) or row.restore_expiry
                         row.hops = max(row.hops, work.continuation.hop if work.continuation else 0)
-                    return _record(row)
+                    return snapshot(row)
             except IntegrityError:
                 continue  # another finisher inserted it between our select and insert
         return self.get(work.idempotency_key)  # type: ignore[return-value]
@@ -235,7 +120,7 @@ class Ledger:
             idempotency_key=work.idempotency_key, work_rid=work.work_rid, source="queue",
             collection=work.collection, region=work.region, bucket=work.bucket, key=work.key,
             version_id=work.version_id, etag=work.etag, size=work.size, message_body=body, phase="received",
-            restore_expiry=_naive(work.restore_expiry),
+            restore_expiry=naive_utc(work.restore_expiry),
             restore_requested_at=request.requested_at if request else None, created_at=now, updated_at=now,
             history=history, attempts=0, hops=work.continuation.hop if work.continuation else 0,
         )
@@ -253,7 +138,7 @@ class Ledger:
                               history=[_event("received", path=path)], attempts=0, hops=0)
                 session.add(row)
                 session.flush()
-            return _record(row)
+            return snapshot(row)
 
     def record_rejected(self, body: str, work_rid: str | None, cause: str, message: str) -> WorkRecord:
         """A message that is not a valid RestoredWork: kept under a key derived from its body."""
@@ -269,25 +154,25 @@ class Ledger:
             row.attempts += 1
             row.history = [*row.history, _event("failed", cause=cause, error=message, permanent=True)]
             session.flush()
-            return _record(row)
+            return snapshot(row)
 
     def get(self, idempotency_key: str) -> WorkRecord | None:
         with self._session() as session:
             row = session.scalars(sa.select(WorkRow).where(WorkRow.idempotency_key == idempotency_key)).one_or_none()
-            return _record(row) if row else None
+            return snapshot(row) if row else None
 
     def advance(self, idempotency_key: str, phase: str, **details: Any) -> WorkRecord:
         """Record that ``phase`` was reached (its timestamp, the current phase, a history entry)."""
         with self._session() as session:
             row = self._row(session, idempotency_key)
             now = utcnow()
-            if phase in _PHASE_COLUMNS:
+            if phase in PHASE_COLUMNS:
                 setattr(row, f"{phase}_at", now)
             row.phase, row.updated_at = phase, now
             if phase == "synced":
                 row.last_error = row.last_cause = None
             row.history = [*row.history, _event(phase, **details)]
-            return _record(row)
+            return snapshot(row)
 
     def note(self, idempotency_key: str, event: str, **details: Any) -> WorkRecord:
         """A history entry that does not change the phase (duplicate, released, handed_on, restore_reissued …)."""
@@ -297,9 +182,9 @@ class Ledger:
             if event == "handed_on":
                 row.hops = int(details.get("hop", row.hops + 1))
             if "restore_expiry" in details and details["restore_expiry"] is not None:
-                row.restore_expiry = _naive(datetime.fromisoformat(str(details["restore_expiry"])))
+                row.restore_expiry = naive_utc(datetime.fromisoformat(str(details["restore_expiry"])))
             row.history = [*row.history, _event(event, **details)]
-            return _record(row)
+            return snapshot(row)
 
     def fail(self, idempotency_key: str, cause: str, message: str, *, permanent: bool) -> WorkRecord:
         """Record a failed attempt; a permanent one moves the work to phase ``failed``."""
@@ -311,7 +196,7 @@ class Ledger:
                 row.phase = FAILED
             row.history = [*row.history, _event("failed" if permanent else "retry", cause=cause, error=message,
                                                 attempt=row.attempts)]
-            return _record(row)
+            return snapshot(row)
 
     def reset_for_retry(self, idempotency_key: str) -> WorkRecord:
         """``finisher retry``: a failed work goes back to ``received`` (its message body is sent again)."""
@@ -321,7 +206,7 @@ class Ledger:
                 row.phase = "received"
             row.history = [*row.history, _event("requeued", by="cli")]
             row.updated_at = utcnow()
-            return _record(row)
+            return snapshot(row)
 
     def works(self, rids: list[str] | None = None, phase: str | None = None) -> list[WorkRecord]:
         with self._session() as session:
@@ -330,7 +215,7 @@ class Ledger:
                 query = query.where(WorkRow.work_rid.in_(rids))
             if phase:
                 query = query.where(WorkRow.phase == phase)
-            return [_record(row) for row in session.scalars(query)]
+            return [snapshot(row) for row in session.scalars(query)]
 
     def latest_for_rid(self, work_rid: str) -> WorkRecord | None:
         rows = [r for r in self.works([work_rid]) if r.source != "rejected"]
@@ -383,7 +268,7 @@ class Ledger:
                 session.add(row)
             row.collection, row.region, row.size = collection or row.collection, region or row.region, size
             row.tier, row.days, row.status, row.requested_at = tier, days, status, now
-            row.eta_at, row.estimated_cost_usd = _naive(eta_at), estimated_cost_usd
+            row.eta_at, row.estimated_cost_usd = naive_utc(eta_at), estimated_cost_usd
             row.times_requested = (row.times_requested or 0) + 1
             for work in session.scalars(sa.select(WorkRow).where(WorkRow.bucket == bucket, WorkRow.key == key)):
                 work.restore_requested_at = now
