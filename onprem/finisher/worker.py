@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 
 #: SQS returns at most 10 messages per receive
 RECEIVE_BATCH = 10
+DRAIN_WAIT_S = 2
 
 
 @dataclass
@@ -76,7 +77,7 @@ class Worker:
                     free = slots - len({f for f in in_flight if not f.done()})
                     if free <= 0 or self._stop.is_set():
                         break
-                    for message in self._receive(queue, free):
+                    for message in self._receive(queue, free, drain):
                         received = True
                         in_flight.add(pool.submit(self._process, queue, message))
                 in_flight = {f for f in in_flight if not f.done()}
@@ -97,9 +98,11 @@ class Worker:
             self._finish(pool, in_flight)
         return self.summary
 
-    def _receive(self, queue: WorkQueue, free: int) -> list[ReceivedMessage]:
+    def _receive(self, queue: WorkQueue, free: int, drain: bool) -> list[ReceivedMessage]:
+        # a drain only needs to see whether anything is left: no long wait on an empty queue
+        wait_s = min(self.settings.wait_time_seconds, DRAIN_WAIT_S) if drain else self.settings.wait_time_seconds
         try:
-            messages = queue.receive(RECEIVE_BATCH, self.settings.wait_time_seconds, self.settings.visibility_timeout)
+            messages = queue.receive(RECEIVE_BATCH, wait_s, self.settings.visibility_timeout)
         except (BotoCoreError, ClientError) as err:
             logger.warning("%s: receive failed: %s", queue.queue_name, err)
             self._stop.wait(min(5.0, max(self.settings.wait_time_seconds, 1)))
