@@ -44,6 +44,8 @@ class BenchOptions:
     proxy_part_mib: int = 64
     proxy_concurrency: int = 4
     workers: int = 2
+    lambda_invocations: int = 200
+    lambda_cold_runs: int = 5
     #: the bags of the end-to-end section: main (large files), small (many small files)
     e2e_bags: str = "main,small"
     sections: tuple[str, ...] = ()

@@ -108,8 +108,9 @@ def lambda_section(ctx: BenchContext) -> None:
         measure = getattr(module, "measure", None) or getattr(module, "run", None)
         if measure is None:
             raise AttributeError("no measure()/run() function")
-        kwargs = {"repeats": ctx.options.repeats} if "repeats" in inspect.signature(measure).parameters else {}
-        results = measure(**kwargs)
+        wanted = {"invocations": ctx.options.lambda_invocations, "cold_runs": ctx.options.lambda_cold_runs}
+        accepted = inspect.signature(measure).parameters
+        results = measure(**{name: value for name, value in wanted.items() if name in accepted})
     except Exception as err:  # noqa: BLE001 - another engineer's module: report, do not abort the run
         section.notes.append(f"not run: bench/lambda_bench.py failed ({type(err).__name__}: {err})")
         return
