@@ -163,6 +163,14 @@ def test_local_aws_points_every_client_at_loopback_and_restores_the_environment(
     assert dict(os.environ) == before
 
 
+def test_subprocesses_inherit_no_finisher_setting_of_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINISHER_LEDGER_URL", "postgresql://finisher@db.example.org/ledger")
+    monkeypatch.setenv("FINISHER_SETTINGS_FILE", "/etc/finisher/settings.yaml")
+    with local_aws(DEV, provision=False) as aws:
+        env = aws.subprocess_env(FINISHER_STATE_DIR="/tmp/state")
+    assert {k: v for k, v in env.items() if k.startswith("FINISHER_")} == {"FINISHER_STATE_DIR": "/tmp/state"}
+
+
 def test_local_aws_refuses_an_endpoint_variable_pointing_at_real_aws(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AWS_ENDPOINT_URL_S3", "https://s3.ap-northeast-2.amazonaws.com")
     with pytest.raises(NonLoopbackEndpoint, match="AWS_ENDPOINT_URL_S3"), local_aws(DEV):

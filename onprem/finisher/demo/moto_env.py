@@ -47,6 +47,7 @@ HIDDEN_VARIABLES = ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_IGNORE_CONFIGURED
                     "AWS_WEB_IDENTITY_TOKEN_FILE", "AWS_ROLE_ARN")
 EVENT_QUEUE_SUFFIX = "demo-restore-events"
 MAX_RETENTION_S = 14 * 86400
+FINISHER_PREFIX = "FINISHER_"
 
 __all__ = ["LocalAws", "MotoServer", "NonLoopbackEndpoint", "ensure_loopback", "is_loopback_url", "local_aws",
            "provision_environment", "refuse_configured_endpoints"]
@@ -113,8 +114,13 @@ class LocalAws:
         return sum(int(attrs.get(n, 0)) for n in names)
 
     def subprocess_env(self, **extra: str) -> dict[str, str]:
-        """``os.environ`` with the AWS variables pointing at the server, plus ``extra``."""
-        environ = {k: v for k, v in os.environ.items() if k not in HIDDEN_VARIABLES}
+        """``os.environ`` with the AWS variables pointing at the server, plus ``extra``.
+
+        The caller's own ``FINISHER_*`` variables are left out (a settings file or ledger URL of a real finisher
+        must never leak into a local run); pass the ones wanted in ``extra``.
+        """
+        environ = {k: v for k, v in os.environ.items()
+                   if k not in HIDDEN_VARIABLES and not k.startswith(FINISHER_PREFIX)}
         environ.update(self.aws_environ)
         environ.update(extra)
         refuse_configured_endpoints(environ)

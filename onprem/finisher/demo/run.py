@@ -96,11 +96,11 @@ def run_demo(options: DemoOptions, console: Console | None = None,
         problems = problems or _drain(aws, paths, options, step, console)
         problems = problems or _status(aws, paths, staged, step, console)
         verified = _verify(paths, staged, console) if not problems else ()
+        outcome = DemoOutcome(out_dir, sum(len(s.sample.works) for s in staged), verified, tuple(problems),
+                              time.monotonic() - started)
+        _summary(outcome, console)
         if options.keep_server and wait_for_exit is not None:
             wait_for_exit(aws)
-    outcome = DemoOutcome(out_dir, sum(len(s.sample.works) for s in staged), verified, tuple(problems),
-                          time.monotonic() - started)
-    _summary(outcome, console)
     return outcome
 
 
