@@ -23,10 +23,10 @@ def _folder_summary(folder: Path) -> str:
     return f"{len(files)} files, {human_bytes(sum(p.stat().st_size for p in files))}"
 
 
-def archive_tree(archive_root: Path, *, max_children: int = 8) -> Tree:
+def archive_tree(archive_root: Path, *, max_children: int = 8, label: str | None = None) -> Tree:
     """``Archive{n}/{NN}/{RID}/…``: folders down to each work's sub-folders, those summarized, at most
     ``max_children`` entries per folder."""
-    tree = Tree(f"[bold]{archive_root}[/bold]")
+    tree = Tree(f"[bold]{label or archive_root}[/bold]")
     _add(tree, archive_root, depth=1, max_children=max_children)
     return tree
 

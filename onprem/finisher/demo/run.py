@@ -66,6 +66,14 @@ class DemoOutcome:
         return sum(v.bytes_checked for v in self.verified)
 
 
+def shown(path: Path) -> Path:
+    """``path`` relative to the current directory when it is below it (shorter lines)."""
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
+
+
 def default_out_dir() -> Path:
     return Path("demo-out") / datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
 
@@ -81,7 +89,7 @@ def run_demo(options: DemoOptions, console: Console | None = None,
     environment = load_environment(options.environment_name)
     step = _stepper(console)
     console.print(f"[bold]bdrc-restore demo[/bold] — environment [cyan]{environment.name}[/cyan], "
-                  f"everything under {out_dir}")
+                  f"everything under {shown(out_dir)}")
     with local_aws(environment, config_dir=out_dir / "aws") as aws:
         step("moto server", f"{aws.endpoint_url} (loopback only, fake credentials, your AWS config hidden)")
         regions = environment.regions
@@ -149,7 +157,7 @@ def _deliver(aws: LocalAws, staged: list[StagedObject], lambda_dir: Path, step: 
                       f"{detail['restore-expiry-time'][:10]} → [{'green' if routed else 'red'}]{where}[/]")
         if not routed:
             problems.append(f"{delivery.staged.work_rid}: notify_restore did not route it: {where}")
-    console.print(f"      [dim]handler logs: {lambda_dir}[/dim]")
+    console.print(f"      [dim]handler logs: {shown(lambda_dir)}[/dim]")
     return problems
 
 
@@ -174,7 +182,7 @@ def routed_to(response: object) -> tuple[bool, str]:
 
 def _drain(aws: LocalAws, paths: FinisherPaths, options: DemoOptions, step: Callable[[str, str], None],
            console: Console) -> list[str]:
-    step("finisher", f"finisher run --drain (separate process; archive {paths.archive_root})")
+    step("finisher", f"finisher run --drain (separate process; archive {shown(paths.archive_root)})")
     log_path = paths.root / "finisher.log"
     with log_path.open("w", encoding="utf-8") as log:
         def show(line: str) -> None:
@@ -203,7 +211,7 @@ def _status(aws: LocalAws, paths: FinisherPaths, staged: list[StagedObject], ste
 
 def _verify(paths: FinisherPaths, staged: list[StagedObject], console: Console) -> tuple[WorkVerification, ...]:
     if paths.archive_root.is_dir():
-        console.print(archive_tree(paths.archive_root))
+        console.print(archive_tree(paths.archive_root, label=str(shown(paths.archive_root))))
     verified = tuple(verify_work_in_archive(paths.archive_root, w) for s in staged for w in s.sample.works)
     for item in verified:
         mark = "[green]✓[/green]" if item.ok else "[red]✗[/red]"
@@ -220,4 +228,4 @@ def _summary(outcome: DemoOutcome, console: Console) -> None:
         console.print(f"[red]✗ {problem}[/red]")
     colour, mark = ("green", "✓") if outcome.ok else ("red", "✗")
     console.print(f"[bold {colour}]{mark} {good}/{outcome.works} works synced and verified, "
-                  f"{human_bytes(outcome.bytes)}, {outcome.seconds:.1f} s[/bold {colour}] — {outcome.out_dir}")
+                  f"{human_bytes(outcome.bytes)}, {outcome.seconds:.1f} s[/bold {colour}] — {shown(outcome.out_dir)}")
