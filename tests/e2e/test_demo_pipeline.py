@@ -29,7 +29,7 @@ from onprem.finisher.demo.pipeline import (
 )
 from onprem.finisher.demo.run import DemoOptions, DemoOutcome, run_demo
 from onprem.finisher.demo.sample_bags import DEMO_SPECS, SampleSpec, SampleZip, build_sample_zip
-from onprem.finisher.demo.verify import verify_work_in_archive
+from onprem.finisher.demo.verify import WorkVerification, verify_work_in_archive
 from onprem.finisher.demo.work_status import history_events, status_problems, status_rows
 from onprem.finisher.ledger import PHASES
 from tests.conftest import load_sample_event
@@ -106,6 +106,15 @@ def test_demo_prints_the_status_table_the_archive_tree_and_a_summary(demo: DemoR
     assert "W1NLM4700-I14700001/ (3 files" in demo.output
     assert "✓ 4/4 works synced and verified" in demo.output
     assert str(demo.outcome.out_dir) in demo.output.splitlines()[-1]
+
+
+def test_demo_outcome_is_ok_only_when_every_work_is_synced_and_verified(tmp_path: Path) -> None:
+    good = WorkVerification("W1NLM4700", tmp_path, 6, 1024, ())
+    bad = WorkVerification("W22084", tmp_path, 0, 0, ("W22084: not in the archive",))
+    assert DemoOutcome(tmp_path, 1, (good,), (), 1.0).ok
+    assert not DemoOutcome(tmp_path, 2, (good, bad), (), 1.0).ok
+    assert not DemoOutcome(tmp_path, 1, (good,), ("1 message(s) left in a queue",), 1.0).ok
+    assert not DemoOutcome(tmp_path, 0, (), (), 1.0).ok
 
 
 def test_a_demo_directory_can_be_reused(tmp_path: Path) -> None:
