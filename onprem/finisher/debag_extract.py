@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import json
 import os
 import threading
@@ -51,14 +52,19 @@ class MemberExtractor:
         self.zip_path, self.work_rid, self.settings, self.progress = zip_path, work_rid, settings, progress
         self._local = threading.local()
         self._handles: list[zipfile.ZipFile] = []
+        self._files: list[io.FileIO] = []
         self._lock = threading.Lock()
 
     def _zip(self) -> zipfile.ZipFile:
         handle = getattr(self._local, "zip", None)
         if handle is None:
-            handle = self._local.zip = zipfile.ZipFile(self.zip_path)
+            # unbuffered: a buffered reader could serve a member from bytes it read ahead before they had arrived
+            # (the zip may still be downloading, see fetch_debag.py); members are read in 1 MiB chunks anyway
+            raw = io.FileIO(self.zip_path, "r")
+            handle = self._local.zip = zipfile.ZipFile(raw)
             with self._lock:
                 self._handles.append(handle)
+                self._files.append(raw)
         return handle
 
     def extract(self, member: SafeMember, target: Path, algorithms: tuple[str, ...],
@@ -94,7 +100,10 @@ class MemberExtractor:
         with self._lock:
             for handle in self._handles:
                 handle.close()
+            for raw in self._files:
+                raw.close()  # a ZipFile does not close a file object it was given
             self._handles.clear()
+            self._files.clear()
 
 
 class VerifiedJournal:

@@ -28,7 +28,8 @@ from onprem.finisher.progress import NullProgress, Progress
 from onprem.finisher.staging_sweep import sweep_orphans
 
 __all__ = ["Download", "FetchRequest", "FetchResult", "FetchSettings", "check_space", "complete_download",
-           "download_parts", "fetch_object", "finish_download", "open_download", "sweep_orphans", "verify_download"]
+           "discard_partial", "download_parts", "fetch_object", "finish_download", "open_download", "sweep_orphans",
+           "verify_download"]
 
 logger = logging.getLogger(__name__)
 
@@ -174,11 +175,12 @@ def open_download(s3_client: Any, request: FetchRequest, dest_dir: Path, setting
 
 def download_parts(s3_client: Any, download: Download, parts: list[int], settings: FetchSettings,
                    progress: Progress, *, on_part_done: Callable[[int], None] | None = None,
-                   cancelled: threading.Event | None = None) -> None:
+                   cancelled: threading.Event | None = None, keep_partial: bool = False) -> None:
     """Download ``parts`` (started in this order) into the ``.part`` file; each is fsynced, then journaled.
 
     ``on_part_done(n)`` is called once part n is journaled. ObjectChanged/ObjectMissing discard the partial
-    download; a full disk raises InsufficientSpace. Setting ``cancelled`` stops the parts (PartCancelled).
+    download (unless ``keep_partial``: the caller, still reading it, discards it); a full disk raises
+    InsufficientSpace. Setting ``cancelled`` stops the parts (PartCancelled).
     """
     rid = download.request.work_rid
     fd = os.open(download.part_path, os.O_RDWR)
@@ -187,8 +189,8 @@ def download_parts(s3_client: Any, download: Download, parts: list[int], setting
                         cancelled or threading.Event())
         os.fsync(fd)
     except (ObjectChanged, ObjectMissing):
-        download.journal.remove()  # parts of a version that is gone can never be used
-        download.part_path.unlink(missing_ok=True)
+        if not keep_partial:
+            discard_partial(download)  # parts of a version that is gone can never be used
         raise
     except OSError as err:
         if err.errno == errno.ENOSPC:
@@ -204,13 +206,24 @@ def finish_download(download: Download, parts_downloaded: int, progress: Progres
     return complete_download(download, verify_download(download), parts_downloaded, progress)
 
 
-def verify_download(download: Download) -> str | None:
+def verify_download(download: Download, *, keep_partial: bool = False) -> str | None:
     """Size and full-object checksum of the ``.part`` file: the algorithm verified (None: none could be).
 
-    IntegrityError when either is wrong; the partial download and its journal are then discarded.
+    IntegrityError when either is wrong; the partial download and its journal are then discarded (unless
+    ``keep_partial``: the caller discards them once nothing reads the file any more).
     """
-    return _verify(download.request.work_rid, download.part_path, download.identity.size, download.checksum,
-                   download.journal)
+    try:
+        return _verify(download.request.work_rid, download.part_path, download.identity.size, download.checksum)
+    except IntegrityError:
+        if not keep_partial:
+            discard_partial(download)
+        raise
+
+
+def discard_partial(download: Download) -> None:
+    """Remove the ``.part`` file and its journal: nothing of them can be used again."""
+    download.journal.remove()
+    download.part_path.unlink(missing_ok=True)
 
 
 def complete_download(download: Download, checksum_verified: str | None, parts_downloaded: int,
@@ -279,18 +292,14 @@ def _first_failure(failed: list[Future[None]]) -> BaseException:
     return (real or errors)[0]  # type: ignore[return-value]
 
 
-def _verify(rid: str, part_path: Path, size: int, checksum: Any, journal: FetchJournal) -> str | None:
+def _verify(rid: str, part_path: Path, size: int, checksum: Any) -> str | None:
     actual = part_path.stat().st_size
     if actual != size:
-        journal.remove()
-        part_path.unlink(missing_ok=True)
         raise IntegrityError(rid, f"downloaded {actual} bytes of {part_path.name}, expected {size}")
     if checksum is None:
         return None
     got = file_checksum(part_path, checksum.algorithm)
     if got != checksum.value:
-        journal.remove()
-        part_path.unlink(missing_ok=True)
         raise IntegrityError(rid, f"{checksum.algorithm} mismatch for {part_path.name.removesuffix(PART_SUFFIX)} "
                                   f"(expected {checksum.value}, got {got}): download discarded")
     return checksum.algorithm

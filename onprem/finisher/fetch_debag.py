@@ -50,6 +50,7 @@ from onprem.finisher.fetch import (
     FetchSettings,
     check_space,
     complete_download,
+    discard_partial,
     download_parts,
     open_download,
     verify_download,
@@ -96,47 +97,64 @@ def fetch_and_debag(
                                                           version_tag=version_tag or download.etag,
                                                           progress=debag_progress))
     version_tag = version_tag or download.identity.etag
-    order = _download_order(download)
+    temp_dir = temp_dir_for(staging_dir, rid, version_tag)
     fetch_progress.start(download.identity.size, 1)
     fetch_progress.advance(download.done_bytes())
-    finished: list[FetchResult] = []
-    stop = threading.Event()
+    run = _Overlap(s3_client, download, fetch_settings, fetch_progress)
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-debag") as runner:
+            run.start(runner)
+            try:
+                members, cd_start = _read_central_directory(run.source, download, debag_settings)
+                run.source.expect(members, cd_start)
+                _check_room(download, members, download_dir, temp_dir, fetch_settings, free_bytes)
+                logger.info("%s: central directory read (%d members); de-bagging while downloading", rid,
+                            len(members), extra={"work_rid": rid})
+                debagged = debag_members(run.source, members, rid, staging_dir, debag_settings,
+                                         version_tag=version_tag, progress=debag_progress, archive=download.dest)
+            finally:
+                run.stop.set()  # a no-op once the download is done; else the de-bag failed and the parts stop
+    except (ObjectChanged, ObjectMissing):
+        discard_partial(download)  # only now: no thread reads the .part file any more
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    except IntegrityError:
+        discard_partial(download)
+        raise
+    assert run.finished is not None  # settle() ran: debag_members places nothing without it
+    return FetchedAndDebagged(run.finished, debagged)
 
-    def fetch_rest() -> str | None:
+
+class _Overlap:
+    """The download of the missing parts on its own thread, and the ``ArrivingZip`` the de-bag reads from."""
+
+    def __init__(self, s3_client: Any, download: Download, settings: FetchSettings, progress: Progress) -> None:
+        self.s3_client, self.download, self.settings, self.progress = s3_client, download, settings, progress
+        self.order = _download_order(download)
+        self.stop = threading.Event()
+        self.source = ArrivingZip(download, self._settle)
+        self.finished: FetchResult | None = None
+        self._downloading: Future[str | None] | None = None
+
+    def start(self, runner: ThreadPoolExecutor) -> None:
+        self._downloading = runner.submit(self._fetch_rest)
+        self._downloading.add_done_callback(lambda f: self.source.download_ended(f.exception()))
+
+    def _fetch_rest(self) -> str | None:
         """Every missing part, then the whole-object check (it reads the file while the last members extract)."""
-        download_parts(s3_client, download, order, fetch_settings, fetch_progress,
-                       on_part_done=source.part_arrived, cancelled=stop)
-        return verify_download(download)
+        download_parts(self.s3_client, self.download, self.order, self.settings, self.progress,
+                       on_part_done=self.source.part_arrived, cancelled=self.stop, keep_partial=True)
+        return verify_download(self.download, keep_partial=True)
 
-    def settle() -> None:
+    def _settle(self) -> None:
         """Every member verified: wait for the download and its check, then rename the whole object."""
-        error = downloading.exception()
+        assert self._downloading is not None
+        error = self._downloading.exception()
         if isinstance(error, IntegrityError):
             raise error  # bytes that differ from the object's: a de-bag failure (evidence kept), not a resume
         if error is not None:
             raise SourceUnavailable(error)
-        finished.append(complete_download(download, downloading.result(), len(order), fetch_progress))
-
-    source = ArrivingZip(download, settle)
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="fetch-debag") as runner:
-        downloading: Future[str | None] = runner.submit(fetch_rest)
-        downloading.add_done_callback(lambda f: source.download_ended(f.exception()))
-        try:
-            members, cd_start = _read_central_directory(source, download, debag_settings)
-            source.expect(members, cd_start)
-            _check_room(download, members, download_dir, temp_dir_for(staging_dir, rid, version_tag), fetch_settings,
-                        free_bytes)
-            logger.info("%s: central directory read (%d members); de-bagging while downloading", rid, len(members),
-                        extra={"work_rid": rid})
-            debagged = debag_members(source, members, rid, staging_dir, debag_settings,
-                                     version_tag=version_tag, progress=debag_progress,
-                                     archive=download.dest)
-        except (ObjectChanged, ObjectMissing):
-            shutil.rmtree(temp_dir_for(staging_dir, rid, version_tag), ignore_errors=True)
-            raise
-        finally:
-            stop.set()  # a no-op once the download is done; else the de-bag failed and the parts must stop
-    return FetchedAndDebagged(finished[0], debagged)
+        self.finished = complete_download(self.download, self._downloading.result(), len(self.order), self.progress)
 
 
 def _download_order(download: Download) -> list[int]:

@@ -21,10 +21,18 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
+from onprem.finisher import fetch as fetch_module
 from onprem.finisher.arriving_zip import TAIL_PROBE
 from onprem.finisher.debag import debag_archive, temp_dir_for
 from onprem.finisher.debag_model import DebagSettings
-from onprem.finisher.errors import ChecksumMismatch, CorruptArchive, InsufficientSpace, ObjectChanged, UnsafeMemberPath
+from onprem.finisher.errors import (
+    ChecksumMismatch,
+    CorruptArchive,
+    InsufficientSpace,
+    IntegrityError,
+    ObjectChanged,
+    UnsafeMemberPath,
+)
 from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
 from onprem.finisher.fetch_debag import fetch_and_debag
 from onprem.finisher.progress import CountingProgress
@@ -295,3 +303,16 @@ def test_a_zip_already_downloaded_is_debagged_from_disk(s3, bucket: str, tmp_pat
     result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", PARTS, DEBAG)
     assert gets == [] and result.fetch.parts_downloaded == 0
     assert [w.work_rid for w in result.debag.works] == [RID, OTHER_RID]
+
+
+def test_whole_object_checksum_mismatch_places_nothing_and_discards_the_download(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    request = _put(s3, bucket, _bag(tmp_path).read_bytes())
+    monkeypatch.setattr(fetch_module, "file_checksum", lambda _path, _algorithm: "bm90IHRoZSBvYmplY3Q=")
+    staging = tmp_path / "staging"
+    with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip"):
+        fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
+    assert list((tmp_path / "dl").iterdir()) == []
+    assert not (staging / RID).exists() and not (staging / OTHER_RID).exists()
+    assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
