@@ -181,32 +181,23 @@ def _discard(zip_path: Path) -> None:
 
 
 def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
-    """fetch.py + debag.py (overlapped, fetch_debag.py) and sync.py bound to the settings; ``s3_client_for(region)``
-    gives an S3 client."""
+    """fetch.py, debag.py (or both overlapped: fetch_debag.py) and sync.py bound to the settings;
+    ``s3_client_for(region)`` gives an S3 client."""
     from onprem.finisher.debag import debag_archive
-    from onprem.finisher.fetch import FetchRequest
+    from onprem.finisher.fetch import FetchRequest, fetch_object
     from onprem.finisher.fetch_debag import fetch_and_debag
     from onprem.finisher.sync import sync_work
 
     fetch_settings, debag_settings, sync_settings = (settings.fetch_settings(), settings.debag_settings(),
                                                       settings.sync_settings())
 
-    # fetch overlaps download and de-bag (fetch_debag.py); the de-bag stage then hands over what it placed
-    placed: dict[Path, list[StagedWork]] = {}
-
     def fetch(work: RestoredWork, ctx: StageContext) -> Fetched:
         request = FetchRequest(work.work_rid, work.bucket, work.key, work.size, work.etag, work.version_id)
         progress = CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD)
-        debag_progress = CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)
-        result = fetch_and_debag(s3_client_for(work.region), request, settings.downloads_dir, settings.works_dir,
-                                 fetch_settings, debag_settings, fetch_progress=progress,
-                                 debag_progress=debag_progress, version_tag=work.version_id or work.etag)
-        placed[result.fetch.path] = [StagedWork(w.work_rid, w.path) for w in result.debag.works]
-        return Fetched(result.fetch.path, result.fetch.size, result.fetch.parts_resumed)
+        result = fetch_object(s3_client_for(work.region), request, settings.downloads_dir, fetch_settings, progress)
+        return Fetched(result.path, result.size, result.parts_resumed)
 
     def debag(work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:
-        if zip_path in placed:
-            return placed.pop(zip_path)
         progress = CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)
         result = debag_archive(zip_path, work_rid, settings.works_dir, debag_settings, version_tag=version_tag,
                                progress=progress)
