@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -170,6 +171,14 @@ def test_local_aws_points_every_client_at_loopback_and_restores_the_environment(
         assert ensure_loopback(boto3.client("sqs", region_name="us-east-1").meta.endpoint_url, "sqs")
         assert aws.subprocess_env()["AWS_ENDPOINT_URL"] == aws.endpoint_url
     assert dict(os.environ) == before
+
+
+def test_local_aws_can_run_the_server_as_a_child_process() -> None:
+    with local_aws(DEV, in_process=False) as aws:
+        assert aws.queue_url("us-east-1").startswith(aws.endpoint_url)
+        url = aws.endpoint_url
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{url}/moto-api/data.json", timeout=2)
 
 
 def test_subprocesses_inherit_no_finisher_setting_of_the_caller(monkeypatch: pytest.MonkeyPatch) -> None:
