@@ -198,3 +198,10 @@ class BagIncomplete(BagInvalid):
 
 class OxumMismatch(BagInvalid):
     cause = "oxum_mismatch"
+
+
+# --- worker -------------------------------------------------------------------------------------------
+class ForeignBucket(ContractError):
+    """The message names a bucket that is not a staging bucket of this environment: never fetched."""
+
+    cause = "foreign_bucket"

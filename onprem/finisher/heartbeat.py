@@ -1,7 +1,8 @@
 """Keeps a message invisible and the ledger lease alive while its work runs; stops the work when either is lost.
 
-Every ``visibility * fraction`` seconds: extend the message's visibility and renew the lease. A refused
-extension (receipt handle invalid) or a lease taken by someone else cancels the work (``lease_lost``). SQS caps a
+Every ``visibility * fraction`` seconds: renew the lease and extend the message's visibility. A refused
+extension (receipt handle invalid) or a lease taken by someone else cancels the work (``lease_lost``); a
+transient extension failure does not (the lease keeps other finishers off the work meanwhile). SQS caps a
 message's visibility at 12 h from its receive: ``handoff_margin`` before that, the work is asked to stop at its
 next checkpoint (``handoff``) so the worker can hand it on as a continuation message.
 """
@@ -14,6 +15,7 @@ import time
 from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.exc import SQLAlchemyError
 
 from onprem.finisher.ledger import Ledger
 from onprem.finisher.queue import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
@@ -31,7 +33,6 @@ class Heartbeat:
         self.handoff_margin_s, self.clock = handoff_margin_s, clock
         self.interval = max(visibility_s * fraction, 0.05)
         self._stop = threading.Event()
-        self._last_ok = clock()
         self.beats = 0
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{token.work_rid}", daemon=True)
 
@@ -51,6 +52,18 @@ class Heartbeat:
                 logger.info("%s: %.0f s left before the 12 h visibility cap: handing the work on at its next "
                             "checkpoint", rid, remaining_cap, extra={"work_rid": rid})
                 self.token.cancel("handoff")
+            # the lease first: while it is ours no other finisher starts this work, even if SQS shows the
+            # message again after a throttled extension
+            try:
+                renewed = self.ledger.renew_lease(self.key, self.owner, self.visibility_s)
+            except SQLAlchemyError as err:  # a busy database: try again at the next beat
+                logger.warning("%s: lease renewal failed: %s", rid, err, extra={"work_rid": rid})
+                renewed = True
+            if not renewed:
+                logger.warning("%s: ledger lease taken by another finisher: stopping the work", rid,
+                               extra={"work_rid": rid})
+                self.token.cancel("lease_lost")
+                return
             extension = int(min(self.visibility_s, remaining_cap - 1))
             if extension <= 0:
                 continue
@@ -61,17 +74,8 @@ class Heartbeat:
                                extra={"work_rid": rid})
                 self.token.cancel("lease_lost")
                 return
-            except (BotoCoreError, ClientError) as err:
+            except (BotoCoreError, ClientError) as err:  # transient: the lease still guards the work
                 logger.warning("%s: visibility extension failed: %s", rid, err, extra={"work_rid": rid})
-                if self.clock() - self._last_ok >= self.visibility_s:
-                    self.token.cancel("lease_lost")  # the message may already be visible to others
-                    return
                 continue
-            if not self.ledger.renew_lease(self.key, self.owner, self.visibility_s):
-                logger.warning("%s: ledger lease taken by another finisher: stopping the work", rid,
-                               extra={"work_rid": rid})
-                self.token.cancel("lease_lost")
-                return
-            self._last_ok = self.clock()
             self.beats += 1
             logger.debug("%s: visibility extended by %d s", rid, extension, extra={"work_rid": rid})

@@ -110,9 +110,28 @@ def check_restore(s3_client: Any, work: RestoredWork) -> RestoreState:
     return restore_state(head)
 
 
-def require_restored(s3_client: Any, work: RestoredWork) -> RestoreState:
+def inspect(s3_client: Any, work: RestoredWork) -> tuple[RestoreState, str | None]:
+    """One HEAD of the key's current version: the restore state of the message's version, and the current
+    version id when it is not the message's (a late event after an overwrite). Without a version id in the
+    message, the version it names is HEADed (the fetch's ETag pin guards against an overwrite)."""
+    if not work.version_id:
+        return check_restore(s3_client, work), None
+    try:
+        head = s3_client.head_object(Bucket=work.bucket, Key=work.key)
+    except ClientError:
+        # a delete marker is current, or HEAD of the key is refused: look at the message's version itself
+        return check_restore(s3_client, work), None
+    except BotoCoreError as err:
+        raise TransferError(work.work_rid, f"HEAD s3://{work.bucket}/{work.key} failed: {err}") from err
+    current = head.get("VersionId")
+    if current and current not in ("null", work.version_id):
+        return restore_state(head), str(current)
+    return restore_state(head), None
+
+
+def require_restored(s3_client: Any, work: RestoredWork, state: RestoreState | None = None) -> RestoreState:
     """The state when the bytes can be read now; RestoreInProgress / RestoreExpired otherwise."""
-    state = check_restore(s3_client, work)
+    state = state or check_restore(s3_client, work)
     where = f"s3://{work.bucket}/{work.key}"
     if state.status == "in_progress":
         raise RestoreInProgress(work.work_rid, f"restore of {where} is still in progress",

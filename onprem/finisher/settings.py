@@ -62,6 +62,8 @@ class FinisherOverrides(BaseSettings):
     backoff_max: int = Field(default=3600, ge=0, le=43200)
     #: how long a message whose work is leased by another finisher stays hidden
     lease_busy_delay: int = Field(default=60, ge=0)
+    #: messages received ahead of a free slot and held invisible, so the backlog goes earliest restore expiry first
+    backlog_lookahead: int = Field(default=8, ge=0, le=50)
     #: ``run --drain`` gives up waiting for messages hidden by a backoff after this many idle seconds
     drain_idle_limit: float = Field(default=300, ge=0)
     log_format: Literal["auto", "json", "text"] = "auto"

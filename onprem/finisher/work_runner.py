@@ -21,13 +21,14 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from contract import Continuation, ContractError, RestoredWork, message_attributes, parse_message
 from onprem.finisher import faults
-from onprem.finisher.errors import FinisherError, PermanentError, RestoreExpired, RetryableError
+from onprem.finisher.errors import FinisherError, ForeignBucket, PermanentError, RestoreExpired, RetryableError
 from onprem.finisher.heartbeat import Heartbeat
 from onprem.finisher.ledger import Ledger, WorkRecord
 from onprem.finisher.logging_setup import current_work_rid
 from onprem.finisher.metrics import Metrics
 from onprem.finisher.progress import Progress
 from onprem.finisher.queue import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
+from onprem.finisher.restore import inspect as inspect_object
 from onprem.finisher.restore import reissue_restore, require_restored
 from onprem.finisher.settings import Settings
 from onprem.finisher.stages import (
@@ -39,13 +40,15 @@ from onprem.finisher.stages import (
     TokenRegistry,
     WorkInterrupted,
 )
+from onprem.finisher.work_history import (
+    WorkSuperseded,
+    backoff_seconds,
+    last_detail,
+    rid_guess,
+    synced_works,
+)
 
 logger = logging.getLogger(__name__)
-
-
-def backoff_seconds(attempt: int, base: int, cap: int) -> int:
-    """Exponential by attempt (1 → base, 2 → 2·base …), capped."""
-    return int(min(cap, base * 2 ** max(attempt - 1, 0)))
 
 
 @dataclass
@@ -70,12 +73,16 @@ class WorkRunner:
         current_work_rid.set(rid)  # each slot runs in its own thread: the variable is per thread
         faults.checkpoint(faults.AFTER_RECEIVE, work_rid=rid)
         record = self.ledger.register(work, message.body, message_id=message.message_id)
-        if record.phase == "synced":
+        if record.phase in ("synced", "superseded"):
             self.ledger.note(key, "duplicate", message_id=message.message_id)
             queue.delete(message)
             logger.info("%s: already synced (same object version): duplicate message deleted", rid,
                         extra={"work_rid": rid})
             return "duplicate"
+        if not any(b.name == work.bucket for r in self.settings.environment.regions for b in r.buckets):
+            return self._fail(queue, message, work, ForeignBucket(
+                rid, f"s3://{work.bucket}/{work.key}: {work.bucket} is not a staging bucket of environment "
+                     f"{self.settings.environment.name}: not fetched"))
         owner = f"{self.owner}/{uuid.uuid4().hex[:8]}"  # per attempt: two slots of one process never share it
         if not self.ledger.acquire_lease(key, owner, self.settings.visibility_timeout):
             logger.info("%s: another finisher holds this work: message back in %d s", rid,
@@ -101,6 +108,14 @@ class WorkRunner:
                                extra={"work_rid": rid})
             self.metrics.work_synced()
             return "synced"
+        except WorkSuperseded as superseded:
+            heartbeat.stop()
+            self.ledger.advance(key, "superseded", current_version_id=superseded.current_version_id)
+            queue.delete(message)
+            logger.warning("%s: message names version %s but %s is current (a late event after an overwrite): "
+                           "not synced, message deleted", rid, work.version_id, superseded.current_version_id,
+                           extra={"work_rid": rid})
+            return "superseded"
         except WorkInterrupted as interrupted:
             heartbeat.stop()
             return self._interrupted(queue, message, work, interrupted.reason)
@@ -126,11 +141,15 @@ class WorkRunner:
         rid, key = work.work_rid, work.idempotency_key
         ctx = StageContext(token, lambda label: self.progress_for(label, rid))
         staged = self._resumable(record)
-        zip_path = _last_detail(record, "downloaded", "path")
+        zip_path = last_detail(record, "downloaded", "path")
         if staged is None:
             if record.timestamps["downloaded"] is None or record.phase == "failed":
                 started = time.monotonic()
-                state = require_restored(self.s3_client_for(work.region), work)
+                s3 = self.s3_client_for(work.region)
+                state, newer = inspect_object(s3, work)
+                if newer:
+                    raise WorkSuperseded(newer)
+                require_restored(s3, work, state)
                 if record.timestamps["restore_completed"] is None:
                     self.ledger.advance(key, "restore_completed", storage_class=state.storage_class,
                                         restore_expiry=state.expiry.isoformat() if state.expiry else None)
@@ -144,7 +163,7 @@ class WorkRunner:
         else:
             logger.info("%s: resuming from phase debagged (%d work(s) staged)", rid, len(staged),
                         extra={"work_rid": rid})
-        done = _synced_works(self.ledger.get(key))
+        done = synced_works(self.ledger.get(key))
         for item in staged:
             if item.work_rid in done and not item.path.exists():
                 continue
@@ -192,8 +211,8 @@ class WorkRunner:
         """The staged works of an earlier run when the ledger says de-bagged and they are all still there."""
         if record.phase != "debagged":
             return None
-        works = _last_detail(record, "debagged", "works") or []
-        done = _synced_works(record)
+        works = last_detail(record, "debagged", "works") or []
+        done = synced_works(record)
         staged = [StagedWork(w["work_rid"], Path(w["path"])) for w in works]
         if staged and all(s.path.is_dir() or s.work_rid in done for s in staged):
             return staged
@@ -201,7 +220,7 @@ class WorkRunner:
 
     # --- outcomes -------------------------------------------------------------------------------------
     def _reject(self, queue: WorkQueue, message: ReceivedMessage, err: ContractError) -> str:
-        rid = _rid_guess(message.body)
+        rid = rid_guess(message.body)
         self.ledger.record_rejected(message.body, rid, "contract", str(err))
         queue.to_dlq(message, "contract", str(err))
         self.metrics.work_failed("contract")
@@ -275,25 +294,3 @@ class WorkRunner:
             queue.set_visibility(message, seconds)
         except (ReceiptHandleInvalid, ClientError, BotoCoreError) as err:
             logger.warning("%s: could not set the message's visibility: %s", rid, err, extra={"work_rid": rid})
-
-
-def _last_detail(record: WorkRecord | None, event: str, name: str) -> Any:
-    for entry in reversed(record.history if record else []):
-        if entry.get("event") == event:
-            return entry.get(name)
-    return None
-
-
-def _synced_works(record: WorkRecord | None) -> set[str]:
-    return {e["work_rid"] for e in (record.history if record else []) if e.get("event") == "work_synced"}
-
-
-def _rid_guess(body: str) -> str | None:
-    import json
-
-    try:
-        document = json.loads(body)
-    except ValueError:
-        return None
-    rid = document.get("work_rid") if isinstance(document, dict) else None
-    return rid if isinstance(rid, str) else None

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from onprem.finisher.backlog import order_for_slots, split_for_slots
+from onprem.finisher.lookahead import Lookahead
 from onprem.finisher.queue import ReceivedMessage, WorkQueue
 from onprem.finisher.settings import Settings
 from onprem.finisher.stages import TokenRegistry
@@ -63,25 +63,28 @@ class Worker:
         slots = self.settings.concurrency
         pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
         in_flight: set[Future[str]] = set()
+        lookahead = Lookahead(self.settings.backlog_lookahead, self.settings.visibility_timeout,
+                              self.settings.heartbeat_fraction, self.settings.max_visibility,
+                              self.settings.handoff_margin, self.settings.environment.queues.max_receive_count)
         idle_since: float | None = None
         logger.info("finisher started: %d slot(s), queues %s%s", slots, ", ".join(q.queue_name for q in self.queues),
                     " (drain)" if drain else "")
         try:
             while not self._stop.is_set():
+                lookahead.keep_invisible()
                 in_flight = {f for f in in_flight if not f.done()}
-                if len(in_flight) >= slots:
+                free = slots - len(in_flight)
+                if free <= 0:
                     wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
-                received = False
-                for queue in self.queues:
-                    free = slots - len({f for f in in_flight if not f.done()})
-                    if free <= 0 or self._stop.is_set():
-                        break
-                    for message in self._receive(queue, free, drain):
-                        received = True
-                        in_flight.add(pool.submit(self._process, queue, message))
-                in_flight = {f for f in in_flight if not f.done()}
-                if received or in_flight:
+                received = self._receive_all(free + lookahead.room(), drain, quick=len(lookahead) > 0)
+                if self._stop.is_set():
+                    for queue, message in received:
+                        queue.release(message)
+                    break
+                for item in lookahead.choose(received, free):
+                    in_flight.add(pool.submit(self._process, item.queue, item.message))
+                if received or in_flight or len(lookahead):
                     idle_since = None
                     if not received:
                         wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
@@ -95,25 +98,28 @@ class Worker:
                     break
         finally:
             self._stop.set()
+            lookahead.release_all()
             self._finish(pool, in_flight)
         return self.summary
 
-    def _receive(self, queue: WorkQueue, free: int, drain: bool) -> list[ReceivedMessage]:
-        # a drain only needs to see whether anything is left: no long wait on an empty queue
-        wait_s = min(self.settings.wait_time_seconds, DRAIN_WAIT_S) if drain else self.settings.wait_time_seconds
-        try:
-            messages = queue.receive(RECEIVE_BATCH, wait_s, self.settings.visibility_timeout)
-        except (BotoCoreError, ClientError) as err:
-            logger.warning("%s: receive failed: %s", queue.queue_name, err)
-            self._stop.wait(min(5.0, max(self.settings.wait_time_seconds, 1)))
-            return []
-        if self._stop.is_set():
-            free = 0
-        ordered = order_for_slots(messages, self.settings.environment.queues.max_receive_count)
-        taken, rest = split_for_slots(ordered, free)
-        for message in rest:
-            queue.release(message)  # another slot or finisher takes it, still in expiry order
-        return taken
+    def _receive_all(self, wanted: int, drain: bool, *, quick: bool) -> list[tuple[WorkQueue, ReceivedMessage]]:
+        """Up to ``wanted`` messages from the queues in turn; ``quick`` (messages already held): no waiting."""
+        received: list[tuple[WorkQueue, ReceivedMessage]] = []
+        for queue in self.queues:
+            if wanted - len(received) <= 0 or self._stop.is_set():
+                break
+            # a drain only needs to see whether anything is left: no long wait on an empty queue
+            wait_s = self.settings.wait_time_seconds
+            wait_s = 0 if quick else min(wait_s, DRAIN_WAIT_S) if drain else wait_s
+            try:
+                batch = queue.receive(min(RECEIVE_BATCH, wanted - len(received)), wait_s,
+                                      self.settings.visibility_timeout)
+            except (BotoCoreError, ClientError) as err:
+                logger.warning("%s: receive failed: %s", queue.queue_name, err)
+                self._stop.wait(min(5.0, max(self.settings.wait_time_seconds, 1)))
+                continue
+            received += [(queue, message) for message in batch]
+        return received
 
     def _process(self, queue: WorkQueue, message: ReceivedMessage) -> str:
         try:

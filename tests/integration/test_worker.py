@@ -318,3 +318,16 @@ def test_lost_message_stops_the_work_instead_of_running_unprotected(tmp_path: Pa
     assert summary.outcomes == Counter({"lease_lost": 1}) and stages.calls["sync"] == 0
     record = ledger_of(settings).get(work.idempotency_key)
     assert record is not None and record.last_cause == "lease_lost" and record.lease_owner is None
+
+
+def test_late_event_for_an_overwritten_version_is_not_synced(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    stages = FileStages(settings, aws)
+    old = stage_object(aws, make_zip(tmp_path / "zips", RID, seed=1), RID)
+    stage_object(aws, make_zip(tmp_path / "zips", RID, seed=2), RID)  # overwritten since the event
+    send(aws, old)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"superseded": 1}) and stages.calls["fetch"] == 0
+    record = ledger_of(settings).get(old.idempotency_key)
+    assert record is not None and record.phase == "superseded"
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0} and queue_messages(aws, DLQ) == []

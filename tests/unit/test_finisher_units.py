@@ -20,7 +20,7 @@ from onprem.finisher.progress import CountingProgress
 from onprem.finisher.restore import estimate, locate, parse_restore_header, restore_state
 from onprem.finisher.settings import DEFAULT_PRICES, load_settings
 from onprem.finisher.stages import CancelToken, CheckingProgress, TokenRegistry, WorkInterrupted
-from onprem.finisher.work_runner import backoff_seconds
+from onprem.finisher.work_history import backoff_seconds
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
