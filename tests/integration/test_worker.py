@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -331,3 +332,21 @@ def test_late_event_for_an_overwritten_version_is_not_synced(tmp_path: Path, aws
     record = ledger_of(settings).get(old.idempotency_key)
     assert record is not None and record.phase == "superseded"
     assert queue_depth(aws) == {"visible": 0, "in_flight": 0} and queue_messages(aws, DLQ) == []
+
+
+def test_backlog_deeper_than_the_slots_is_received_once_each(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, concurrency=1, backlog_lookahead=8)
+    sqs = aws.client("sqs", REGION)
+    url = sqs.get_queue_url(QueueName=QUEUE)["QueueUrl"]
+    dlq_arn = sqs.get_queue_attributes(QueueUrl=sqs.get_queue_url(QueueName=DLQ)["QueueUrl"],
+                                       AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    sqs.set_queue_attributes(QueueUrl=url, Attributes={
+        "RedrivePolicy": json.dumps({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": "1"})})
+    stages = FileStages(settings, aws)
+    rids = [f"W1NLM47{n:02d}" for n in range(6)]
+    for rid in rids:
+        send(aws, staged_work(tmp_path, aws, rid))
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"synced": 6})
+    assert queue_messages(aws, DLQ) == []
+    assert sorted(rid for stage, rid in stages.events if stage == "sync") == rids

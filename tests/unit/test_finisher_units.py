@@ -172,3 +172,38 @@ def test_cloudwatch_metrics_land_in_the_namespace(monkeypatch: pytest.MonkeyPatc
         metrics = client.list_metrics(Namespace="BDRC/Restore/test")["Metrics"]
     names = {(m["MetricName"], tuple((d["Name"], d["Value"]) for d in m["Dimensions"])) for m in metrics}
     assert names == {("WorkFailures", (("cause", "bag_invalid"),)), ("PhaseDuration", (("phase", "sync"),))}
+
+
+class FakeQueue:
+    """Records what the look-ahead asks of SQS."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[str, str, int]] = []
+
+    def set_visibility(self, message: object, seconds: int) -> None:
+        self.calls.append(("visibility", message.message_id, seconds))  # type: ignore[attr-defined]
+
+    def release(self, message: object) -> bool:
+        self.calls.append(("release", message.message_id, 0))  # type: ignore[attr-defined]
+        return True
+
+
+def test_lookahead_holds_surplus_invisible_and_releases_it_only_at_shutdown() -> None:
+    from onprem.finisher.lookahead import Lookahead
+    from onprem.finisher.queue import ReceivedMessage
+
+    clock = [0.0]
+    queue = FakeQueue()
+    ahead = Lookahead(capacity=2, visibility_s=30, fraction=1 / 3, max_visibility_s=43200, handoff_margin_s=1800,
+                      max_receive_count=5, clock=lambda: clock[0])
+    messages = [ReceivedMessage("us-east-1", f"m{n}", f"h{n}", body(f"W{n}", NOW + timedelta(days=9 - n)), 1,
+                                None, None, received_monotonic=0.0) for n in range(4)]
+    taken = ahead.choose([(queue, m) for m in messages], free=1)  # type: ignore[misc]
+    assert [t.message.message_id for t in taken] == ["m3"] and len(ahead) == 2
+    assert queue.calls == [("release", "m0", 0)]  # beyond the capacity: the latest expiry goes back
+    clock[0] = 11.0
+    ahead.keep_invisible()
+    assert sorted(queue.calls[1:]) == [("visibility", "m1", 30), ("visibility", "m2", 30)]
+    assert [t.message.message_id for t in ahead.choose([], free=1)] == ["m2"]
+    ahead.release_all()
+    assert queue.calls[-1] == ("release", "m1", 0) and len(ahead) == 0
