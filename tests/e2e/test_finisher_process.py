@@ -162,3 +162,21 @@ def test_two_finisher_processes_never_work_on_the_same_work_at_once(
     assert [e["event"] for e in record.history].count("synced") == 1, record.history
     assert [e["event"] for e in record.history].count("duplicate") == 1, json.dumps(record.history)
     assert depth(clients) == {"visible": 0, "in_flight": 0}
+
+
+def test_a_second_signal_exits_at_once_leaving_the_message_for_redelivery(
+        tmp_path: Path, server: tuple[Clients, dict[str, str]]) -> None:
+    clients, env = server
+    work = send_work(clients, tmp_path)
+    process = finisher(env, "run", FINISHER_TEST_SLOW_S="60", FINISHER_GRACE_PERIOD="60")
+    try:
+        wait_for(lambda: any(e[0] == "start" for e in stage_log(tmp_path)), 30, "the de-bag to start")
+        process.send_signal(signal.SIGTERM)
+        process.send_signal(signal.SIGINT)
+        process.communicate(timeout=10)  # well inside the 60 s grace period: it did not wait for it
+    finally:
+        process.kill()
+    assert process.returncode == 1
+    assert depth(clients) == {"visible": 0, "in_flight": 1}  # not deleted: back after its visibility timeout
+    record = Ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}").get(work.idempotency_key)
+    assert record is not None and record.phase == "downloaded"
