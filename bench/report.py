@@ -161,7 +161,10 @@ def machine_facts(scratch: Path, *, declared_shared: bool = False) -> dict[str, 
     if rsync:
         first = subprocess.run([rsync, "--version"], capture_output=True, text=True, check=False).stdout.splitlines()
         rsync_version = first[0] if first else None
+    head = subprocess.run(["git", "-C", str(Path(__file__).resolve().parents[1]), "rev-parse", "--short", "HEAD"],
+                          capture_output=True, text=True, check=False).stdout.strip()
     return {
+        "git_commit": head or None,
         "cpus": cpus,
         "memory_gib": _memory_gib(),
         "python": platform.python_version(),
