@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import boto3
 import pytest
@@ -12,6 +14,7 @@ from onprem.finisher.demo.moto_env import FAKE_CREDENTIALS
 from onprem.finisher.demo.moto_server import MotoServer
 
 REGION = "us-east-1"
+SMALL_DISK_BYTES = 2 * 2**20
 
 
 @pytest.fixture(scope="module")
@@ -43,3 +46,21 @@ def bucket(s3) -> str:  # type: ignore[no-untyped-def]
     s3.create_bucket(Bucket=name)
     s3.put_bucket_versioning(Bucket=name, VersioningConfiguration={"Status": "Enabled"})
     return name
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 2 MiB tmpfs (root may mount one here); where mounting is refused, a plain folder (``is_mount()`` False)
+    and the test injects a write limit instead."""
+    folder = tmp_path / "small-disk"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_DISK_BYTES}", "tmpfs", str(folder)],
+                                 capture_output=True, check=False).returncode == 0
+    except OSError:
+        mounted = False
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)

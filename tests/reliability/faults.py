@@ -113,11 +113,16 @@ class RestoreHeader:
     """An ``after-call`` hook rewriting HEAD's ``x-amz-restore`` (moto completes every restore at once)."""
 
     value: str
+    #: rewrite only the first ``times`` HEADs (None: every one)
+    times: int | None = None
     seen: int = 0
+    injected: int = 0
 
     def __call__(self, parsed: dict[str, Any], **_: Any) -> None:
         self.seen += 1
-        parsed["Restore"] = self.value
+        if self.times is None or self.injected < self.times:
+            self.injected += 1
+            parsed["Restore"] = self.value
 
 
 def restore_ongoing(client: Any) -> RestoreHeader:

@@ -15,22 +15,28 @@ from __future__ import annotations
 
 import json
 import subprocess
+import sys
 import uuid
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from config.loader import load_environment
 from contract import RestoredWork, message_attributes
 from contract.keys import archive_relpath_for_rid
 from onprem.finisher.demo.events import restore_expiry
-from onprem.finisher.demo.moto_env import LocalAws
+from onprem.finisher.demo.moto_env import LocalAws, local_aws
 from onprem.finisher.demo.pipeline import FinisherPaths, finisher_command, stage_sample
 from onprem.finisher.demo.sample_bags import SampleSpec, SampleZip, build_sample_zip
 from onprem.finisher.demo.verify import verify_work_in_archive
 from onprem.finisher.demo.work_status import status_rows
+from tests.reliability.inject_boot import BOOT, FAULTS_VAR, REPORT_VAR
 
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEV = load_environment("dev")
 #: the visibility timeout (and lease) in trials: a killed worker's message and lease come back this fast
 TRIAL_VISIBILITY_S = 1
 #: the finisher's settings in trials: short polls and backoffs, small download parts (several per zip)
@@ -79,15 +85,17 @@ class Bench:
         return self.aws.client("sqs", region)
 
     # --- inputs ------------------------------------------------------------------------------------------------
-    def stage(self, spec: SampleSpec, *, zip_path: Path | None = None, send: bool = True) -> StagedWork:
-        """Upload (DEEP_ARCHIVE), restore, and put its RestoredWork message on the region's queue."""
+    def stage(self, spec: SampleSpec, *, zip_path: Path | None = None, send: bool = True,
+              restore: bool = True) -> StagedWork:
+        """Upload (DEEP_ARCHIVE), restore (unless told not to), and put its RestoredWork message on the queue."""
         sample = build_sample_zip(self.scratch / "bags" / uuid.uuid4().hex[:8], spec)
         if zip_path is not None:
             sample = SampleZip(zip_path, sample.key_rid, sample.collection, ())
         staged = stage_sample(self.aws, sample)
         s3 = self.aws.client("s3", staged.region)
-        s3.restore_object(Bucket=staged.bucket, Key=staged.key, VersionId=staged.version_id,
-                          RestoreRequest={"Days": 5, "GlacierJobParameters": {"Tier": "Bulk"}})
+        if restore:
+            s3.restore_object(Bucket=staged.bucket, Key=staged.key, VersionId=staged.version_id,
+                              RestoreRequest={"Days": 5, "GlacierJobParameters": {"Tier": "Bulk"}})
         message = self.message_for(staged.bucket, staged.key, staged.version_id, sample.collection, staged.region)
         work = StagedWork(sample, staged.region, staged.bucket, staged.key, staged.version_id, message)
         if send:
@@ -122,20 +130,31 @@ class Bench:
 
     # --- the finisher ------------------------------------------------------------------------------------------
     def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        return self.aws.subprocess_env(**self.paths.environ(self.aws.environment.name), **TRIAL_FINISHER_ENV,
-                                       PYTHONUNBUFFERED="1", COLUMNS="160", **dict(extra or {}))
+        settings = {**self.paths.environ(self.aws.environment.name), **TRIAL_FINISHER_ENV, "PYTHONUNBUFFERED": "1",
+                    "COLUMNS": "160", **dict(extra or {})}
+        return self.aws.subprocess_env(**settings)
 
-    def start(self, args: Sequence[str], env: Mapping[str, str] | None = None) -> subprocess.Popen[str]:
+    def start(self, args: Sequence[str], env: Mapping[str, str] | None = None,
+              faults: Sequence[Mapping[str, Any]] = ()) -> subprocess.Popen[str]:
+        """Start a finisher command; ``faults`` are installed inside it (see inject_boot.py)."""
         log = (self.paths.root / "finisher.log").open("a", encoding="utf-8")
-        log.write(f"--- finisher {' '.join(args)} {dict(env or {})}\n")
+        log.write(f"--- finisher {' '.join(args)} {dict(env or {})} faults={list(faults)}\n")
         log.flush()
-        return subprocess.Popen(finisher_command(*args), env=self.environ(env), stdout=log, stderr=subprocess.STDOUT,
-                                text=True)
+        environ = self.environ(env)
+        command = finisher_command(*args)
+        if faults:
+            environ.update({FAULTS_VAR: json.dumps(list(faults)), REPORT_VAR: str(self.fault_report)})
+            command = [sys.executable, "-c", BOOT, *args]
+        return subprocess.Popen(command, env=environ, stdout=log, stderr=subprocess.STDOUT, text=True, cwd=REPO_ROOT)
+
+    @property
+    def fault_report(self) -> Path:
+        return self.paths.root / "faults-injected.txt"
 
     def run(self, args: Sequence[str], env: Mapping[str, str] | None = None,
-            timeout_s: float = 120.0) -> int:
+            timeout_s: float = 120.0, faults: Sequence[Mapping[str, Any]] = ()) -> int:
         """Run a finisher command to its end; returns its exit code (-9 when it killed itself)."""
-        process = self.start(args, env)
+        process = self.start(args, env, faults)
         try:
             return process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:
@@ -152,10 +171,11 @@ class Bench:
             total += int(attrs["Attributes"]["ApproximateNumberOfMessagesNotVisible"])
         return total
 
-    def drain_until_quiet(self, timeout_s: float = 120.0) -> int:
+    def drain_until_quiet(self, timeout_s: float = 120.0, env: Mapping[str, str] | None = None,
+                          faults: Sequence[Mapping[str, Any]] = ()) -> int:
         """``finisher run --drain``: it waits for messages still in flight (a killed run's message comes back after
         the visibility timeout) and ends when every queue is empty; returns its exit code."""
-        return self.run(["run", "--drain"], timeout_s=timeout_s)
+        return self.run(["run", "--drain"], env, timeout_s=timeout_s, faults=faults)
 
     def queued(self) -> int:
         return sum(self.aws.queue_depth(self.aws.queue_url(r), r) for r in self.aws.regions)
@@ -245,6 +265,19 @@ class Bench:
                 if phase != "synced":
                     problems.append(f"{work.work_rid}: ledger phase {phase!r}, not 'synced'")
         return problems
+
+
+@contextmanager
+def trial_bench(root: Path) -> Iterator[Bench]:
+    """A fresh moto server (dev environment: empty queues) and new finisher folders (a new ledger) under ``root``."""
+    with local_aws(DEV, config_dir=root / "aws") as aws:
+        yield Bench(aws, FinisherPaths(root / "out"), root)
+
+
+def sync_count(bench: Bench, rid: str) -> int:
+    """How often syncOneWork.sh reported the work synced (its success list, wherever the finisher keeps it)."""
+    return sum(path.read_text(encoding="utf-8").split().count(rid)
+               for path in bench.paths.root.rglob("synced-works.txt"))
 
 
 def spec(rid: str, collection: str = "NLM", *, images: int = 3, image_bytes: int = 48 * 1024) -> SampleSpec:

@@ -14,36 +14,25 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from config.loader import load_environment
 from contract.keys import archive_relpath_for_rid
-from onprem.finisher.demo.moto_env import local_aws
-from onprem.finisher.demo.pipeline import FinisherPaths
-from onprem.finisher.faults import AFTER_RECEIVE, BEFORE_DELETE, MID_DOWNLOAD, MID_EXTRACT
+from onprem.finisher.faults import AFTER_RECEIVE, BEFORE_DELETE, MID_DOWNLOAD, MID_EXTRACT, MID_SYNC
 from tests.reliability.faults import kill_at, kill_tree, wait_for, write_rsync_shim
-from tests.reliability.harness import Bench, StagedWork, spec
+from tests.reliability.harness import Bench, StagedWork, spec, sync_count, trial_bench
 
-DEV = load_environment("dev")
-IN_PROCESS_CHECKPOINTS = (AFTER_RECEIVE, MID_DOWNLOAD, MID_EXTRACT, BEFORE_DELETE)
+#: checkpoints inside the finisher (MID_SYNC: the sync stage entered, the script not started yet)
+IN_PROCESS_CHECKPOINTS = (AFTER_RECEIVE, MID_DOWNLOAD, MID_EXTRACT, MID_SYNC, BEFORE_DELETE)
 MID_RSYNC = "mid_rsync"
 RANDOM_TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "50"))
 
 
-@contextmanager
-def _bench(root: Path) -> Iterator[Bench]:
-    """A fresh moto server (empty queues, a new ledger) and finisher folders under ``root``."""
-    with local_aws(DEV, config_dir=root / "aws") as aws:
-        yield Bench(aws, FinisherPaths(root / "out"), root)
-
-
 @pytest.fixture
 def bench(tmp_path: Path) -> Iterator[Bench]:
-    with _bench(tmp_path) as running:
+    with trial_bench(tmp_path) as running:
         yield running
 
 
@@ -75,12 +64,6 @@ def _no_half_written_work(bench: Bench, works: list[StagedWork]) -> list[str]:
             if "not in the archive" not in problem and "syncing" not in problem and "previous" not in problem]
 
 
-def _sync_count(bench: Bench, rid: str) -> int:
-    """How often syncOneWork.sh reported the work synced (its success list, wherever the finisher keeps it)."""
-    return sum(path.read_text(encoding="utf-8").split().count(rid)
-               for path in bench.paths.root.rglob("synced-works.txt"))
-
-
 def _trial(bench: Bench, kill: str, *, nth: int = 1, after_s: float | None = None) -> tuple[int, list[str]]:
     """Stage one work, kill the finisher as asked, restart and drain; returns the kill's exit code and problems."""
     work = bench.stage(spec("W1NLM4700"))
@@ -100,7 +83,7 @@ def _trial(bench: Bench, kill: str, *, nth: int = 1, after_s: float | None = Non
     if final != 0:
         problems.append(f"the restarted drain exited {final}")
     problems += bench.problems([work])
-    syncs = _sync_count(bench, work.work_rid)
+    syncs = sync_count(bench, work.work_rid)
     # a kill at a random moment can fall after the script finished and before the ledger heard of it: the
     # redo syncs identical content again (same archive folder, same bytes); at a checkpoint it must not happen
     if syncs != 1 and not (after_s is not None and syncs == 2):
@@ -148,7 +131,7 @@ def test_randomized_crash_trials(tmp_path: Path, capsys: pytest.CaptureFixture[s
     rng = random.Random(seed)
     with capsys.disabled():
         print(f"\nrandomized crash trials: seed={seed} trials={RANDOM_TRIALS} (replay: RELIABILITY_SEED={seed})")
-    with _bench(tmp_path / "calibration") as bench:
+    with trial_bench(tmp_path / "calibration") as bench:
         started = time.monotonic()
         _code, problems = _trial(bench, "none")  # an undisturbed run sets the range of the timer kills
         run_seconds = time.monotonic() - started
@@ -156,7 +139,7 @@ def test_randomized_crash_trials(tmp_path: Path, capsys: pytest.CaptureFixture[s
     outcomes: dict[str, int] = {}
     for number in range(RANDOM_TRIALS):
         draw = _draw(rng, run_seconds)
-        with _bench(tmp_path / f"trial{number}") as bench:
+        with trial_bench(tmp_path / f"trial{number}") as bench:
             code, problems = _trial(bench, draw.kill, nth=draw.nth, after_s=draw.after_s)
         outcome = "killed" if code == -signal.SIGKILL else f"exit {code}"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
