@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from bench.proxy import ShapingProxy
 from contract import idempotency_key_for
 from contract.keys import archive_relpath_for_rid
 from tests.reliability.bad_inputs import good_zip
@@ -84,7 +85,9 @@ def test_old_event_after_an_overwrite_does_not_replace_the_newer_version(bench: 
     bench.send(old.message)  # the first version's restore event, late
     assert bench.drain_until_quiet() == 0
     assert bench.archive_problems([new]) == [], "the archive went back to (or mixed in) the older version"
-    assert bench.queued() == 0
+    assert bench.queued() == 0 and bench.dlq_messages() == [] and sync_count(bench, RID) == 1
+    (row,) = [r for r in bench.ledger_rows() if r["version_id"] == old.version_id]
+    assert row["phase"] == "superseded"  # visibly skipped, with the current version named in its history
 
 
 def test_message_whose_etag_no_longer_matches_goes_to_the_dlq_as_object_changed(bench: Bench) -> None:
@@ -111,6 +114,7 @@ def test_message_for_a_bucket_outside_the_environment_is_refused(bench: Bench) -
     bench.send(bench.message_for(foreign, key, put.get("VersionId"), "NLM", region))
     assert bench.drain_until_quiet() == 0
     (in_dlq,) = bench.dlq_messages()
+    assert in_dlq["MessageAttributes"]["failure_cause"]["StringValue"] == "foreign_bucket"
     assert foreign in in_dlq["MessageAttributes"]["failure_message"]["StringValue"]
     assert not (bench.paths.archive_root / archive_relpath_for_rid(RID)).exists()
     assert not list(bench.paths.staging_dir.rglob(f"{RID}*"))
@@ -122,6 +126,20 @@ def test_refused_heartbeat_stops_the_work_and_the_redelivery_finishes_it(bench: 
     faults = [_error("sqs", "ChangeMessageVisibility", 1, 400, "ReceiptHandleIsInvalid")]
     assert bench.drain_until_quiet(env={"FINISHER_HEARTBEAT_FRACTION": "0.05"}, faults=faults) == 0
     assert injected(bench.fault_report) == ["sqs.ChangeMessageVisibility ReceiptHandleIsInvalid"]
+    assert bench.problems([work]) == [] and sync_count(bench, RID) == 1
+
+
+def test_extensions_failing_longer_than_the_visibility_never_run_one_work_twice(bench: Bench) -> None:
+    """The message reappears while its work still runs (every heartbeat extension fails, the download is slowed
+    to ≈5 s by the proxy): the other slot receives it again and must not work on the same work beside it."""
+    work = bench.stage(spec(RID, images=6, image_bytes=200 * 1024))
+    port = int(bench.aws.endpoint_url.rsplit(":", 1)[1])
+    faults = [_error("sqs", "ChangeMessageVisibility", 40, 503, "ServiceUnavailable")]
+    with ShapingProxy("127.0.0.1", port, rate_bytes_per_s=600_000) as proxy:
+        code = bench.drain_until_quiet(env={"AWS_ENDPOINT_URL": proxy.url, "FINISHER_FETCH_CONCURRENCY": "1"},
+                                       faults=faults)
+    assert code == 0
+    assert injected(bench.fault_report), "no extension was refused"
     assert bench.problems([work]) == [] and sync_count(bench, RID) == 1
 
 
