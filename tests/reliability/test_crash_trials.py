@@ -27,6 +27,8 @@ from tests.reliability.harness import Bench, StagedWork, spec, sync_count, trial
 #: checkpoints inside the finisher (MID_SYNC: the sync stage entered, the script not started yet)
 IN_PROCESS_CHECKPOINTS = (AFTER_RECEIVE, MID_DOWNLOAD, MID_EXTRACT, MID_SYNC, BEFORE_DELETE)
 MID_RSYNC = "mid_rsync"
+#: download whole, then de-bag (the default overlaps them)
+SEQUENTIAL = {"FINISHER_FETCH_DEBAG_OVERLAP": "false"}
 RANDOM_TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "50"))
 
 
@@ -41,11 +43,12 @@ def _syncing_copy_has_files(bench: Bench, rid: str) -> bool:
     return any(p.is_file() for d in parent.glob(f".{rid}.syncing.*") for p in d.rglob("*"))
 
 
-def _kill_mid_rsync(bench: Bench, rid: str, deadline_s: float = 60.0) -> int:
+def _kill_mid_rsync(bench: Bench, rid: str, mode: dict[str, str], deadline_s: float = 60.0) -> int:
     """Run the drain with a slow rsync (copy mode) and SIGKILL the finisher and its children mid-transfer."""
     shim_dir = bench.scratch / "slow-rsync"
     write_rsync_shim(shim_dir, bench.scratch / "rsync-calls.txt", bwlimit_kib=32)
-    process = bench.start(["run", "--drain"], env={"PATH": f"{shim_dir}:{os.environ['PATH']}", "SYNC_FORCE_COPY": "1"})
+    process = bench.start(["run", "--drain"],
+                          env={**mode, "PATH": f"{shim_dir}:{os.environ['PATH']}", "SYNC_FORCE_COPY": "1"})
     try:
         wait_for(lambda: _syncing_copy_has_files(bench, rid) or process.poll() is not None, deadline_s,
                  f"{rid}: rsync writing into the archive")
@@ -64,22 +67,25 @@ def _no_half_written_work(bench: Bench, works: list[StagedWork]) -> list[str]:
             if "not in the archive" not in problem and "syncing" not in problem and "previous" not in problem]
 
 
-def _trial(bench: Bench, kill: str, *, nth: int = 1, after_s: float | None = None) -> tuple[int, list[str]]:
-    """Stage one work, kill the finisher as asked, restart and drain; returns the kill's exit code and problems."""
+def _trial(bench: Bench, kill: str, *, nth: int = 1, after_s: float | None = None,
+           mode: dict[str, str] | None = None) -> tuple[int, list[str]]:
+    """Stage one work, kill the finisher as asked, restart and drain (both with the settings ``mode``); returns
+    the kill's exit code and the problems found."""
+    mode = mode or {}
     work = bench.stage(spec("W1NLM4700"))
     if kill == MID_RSYNC:
-        code = _kill_mid_rsync(bench, work.work_rid)
+        code = _kill_mid_rsync(bench, work.work_rid, mode)
     elif after_s is not None:
-        process = bench.start(["run", "--drain"])
+        process = bench.start(["run", "--drain"], env=mode)
         try:
             process.wait(timeout=after_s)
         except subprocess.TimeoutExpired:  # still running at the drawn moment: kill it there
             kill_tree(process.pid)
         code = process.wait(timeout=30)
     else:
-        code = bench.run(["run", "--drain"], env=kill_at(kill, nth))
+        code = bench.run(["run", "--drain"], env={**mode, **kill_at(kill, nth)})
     problems = _no_half_written_work(bench, [work])
-    final = bench.drain_until_quiet()
+    final = bench.drain_until_quiet(env=mode)
     if final != 0:
         problems.append(f"the restarted drain exited {final}")
     problems += bench.problems([work])
@@ -98,6 +104,16 @@ def test_killed_at_checkpoint_then_restarted_archives_the_work_once(bench: Bench
     assert problems == []
 
 
+@pytest.mark.parametrize("checkpoint", [MID_DOWNLOAD, MID_EXTRACT])
+def test_killed_with_download_and_debag_in_sequence_then_restarted_archives_the_work_once(
+    bench: Bench, checkpoint: str,
+) -> None:
+    """The same kills with the overlapped fetch+de-bag switched off (download whole, then de-bag)."""
+    code, problems = _trial(bench, checkpoint, mode=SEQUENTIAL)
+    assert code == -signal.SIGKILL, f"the finisher was not killed at {checkpoint} (exit {code}): never reached?"
+    assert problems == []
+
+
 def test_killed_mid_rsync_then_restarted_archives_the_work_once(bench: Bench) -> None:
     code, problems = _trial(bench, MID_RSYNC)
     assert code == -signal.SIGKILL
@@ -109,20 +125,22 @@ class Draw:
     kill: str
     nth: int = 1
     after_s: float | None = None
+    sequential: bool = False
 
     def __str__(self) -> str:
-        return f"{self.kill}:{self.nth}" if self.after_s is None else f"timer {self.after_s:.2f}s"
+        where = f"{self.kill}:{self.nth}" if self.after_s is None else f"timer {self.after_s:.2f}s"
+        return where + (" sequential" if self.sequential else " overlapped")
 
 
 def _draw(rng: random.Random, run_seconds: float) -> Draw:
-    roll = rng.random()
+    roll, sequential = rng.random(), rng.random() < 0.3
     if roll < 0.45:
         checkpoint = rng.choice(IN_PROCESS_CHECKPOINTS)
         nth = rng.randint(1, 4) if checkpoint in (MID_DOWNLOAD, MID_EXTRACT) else 1
-        return Draw(checkpoint, nth)
+        return Draw(checkpoint, nth, sequential=sequential)
     if roll < 0.55:
-        return Draw(MID_RSYNC)
-    return Draw("timer", after_s=rng.uniform(0.0, run_seconds))
+        return Draw(MID_RSYNC, sequential=sequential)
+    return Draw("timer", after_s=rng.uniform(0.0, run_seconds), sequential=sequential)
 
 
 @pytest.mark.long
@@ -140,7 +158,8 @@ def test_randomized_crash_trials(tmp_path: Path, capsys: pytest.CaptureFixture[s
     for number in range(RANDOM_TRIALS):
         draw = _draw(rng, run_seconds)
         with trial_bench(tmp_path / f"trial{number}") as bench:
-            code, problems = _trial(bench, draw.kill, nth=draw.nth, after_s=draw.after_s)
+            code, problems = _trial(bench, draw.kill, nth=draw.nth, after_s=draw.after_s,
+                                    mode=SEQUENTIAL if draw.sequential else None)
         outcome = "killed" if code == -signal.SIGKILL else f"exit {code}"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
         assert problems == [], f"seed={seed} trial {number} ({draw}): {problems}"
