@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import defaultdict
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,25 +69,22 @@ def extract_members(plans: list[WorkPlan], temp_dir: Path, extractor: MemberExtr
         tag_futures = {tags.submit(tag_task, plan): plan for plan in plans if plan.bag}
         payload = {pool.submit(payload_task, item, target, hashed[plan.work_rid]): (plan, item)
                    for plan, item, target in todo}
-        pending: set[Future[Any]] = {*tag_futures, *payload}
         try:
-            while pending:
-                finished, pending = wait(pending, return_when=FIRST_COMPLETED)
-                for future in finished:
-                    if future.exception() is not None:
-                        raise _first_error([*tag_futures, *payload])
-                    if future in tag_futures:
-                        plan = tag_futures[future]
-                        done.manifests[plan.work_rid] = _checked(future.result(), plan, hashed[plan.work_rid])
-                        for digest, item in waiting.pop(plan.work_rid, []):
-                            _journal_if_verified(journal, digest, done.manifests[plan.work_rid], item)
-                        continue
-                    plan, item = payload[future]
-                    digest = done.digests[item.member.name] = future.result()
-                    if plan.bag and plan.work_rid not in done.manifests:
-                        waiting[plan.work_rid].append((digest, item))
-                    else:
-                        _journal_if_verified(journal, digest, done.manifests.get(plan.work_rid), item)
+            for future in as_completed([*tag_futures, *payload]):  # one waiter for all: linear in the members
+                if future.exception() is not None:
+                    raise _first_error([*tag_futures, *payload])
+                if future in tag_futures:
+                    plan = tag_futures[future]
+                    done.manifests[plan.work_rid] = _checked(future.result(), plan, hashed[plan.work_rid])
+                    for digest, item in waiting.pop(plan.work_rid, []):
+                        _journal_if_verified(journal, digest, done.manifests[plan.work_rid], item)
+                    continue
+                plan, item = payload[future]
+                digest = done.digests[item.member.name] = future.result()
+                if plan.bag and plan.work_rid not in done.manifests:
+                    waiting[plan.work_rid].append((digest, item))
+                else:
+                    _journal_if_verified(journal, digest, done.manifests.get(plan.work_rid), item)
         except BaseException:
             cancelled.set()
             for future in (*tag_futures, *payload):
