@@ -61,9 +61,7 @@ def drained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drained]:
         for body, _cause in BAD_MESSAGES.values():
             bench.send(body, region=staged["bad_crc"].region)
         good = bench.stage(spec(GOOD_RID))
-        # ten slots: every receive batch is taken whole (test_worker_faults.py: a deeper backlog)
-        code = bench.run(["run", "--drain"], env={"FINISHER_REQUIRE_STRONG_CHECKSUMS": "true",
-                                                  "FINISHER_CONCURRENCY": "10"}, timeout_s=180)
+        code = bench.run(["run", "--drain"], env={"FINISHER_REQUIRE_STRONG_CHECKSUMS": "true"}, timeout_s=180)
         status = bench.status()
         ledger = bench.ledger_rows()
         yield Drained(bench, staged, good, code, bench.dlq_messages(), status, ledger)
