@@ -261,10 +261,28 @@ class Bench:
         status = self.status()
         for staged in works:
             for work in staged.sample.works:
-                phase = status.get(work.work_rid, {}).get("phase")
-                if phase != "synced":
-                    problems.append(f"{work.work_rid}: ledger phase {phase!r}, not 'synced'")
+                row = status.get(work.work_rid, {})
+                if row.get("phase") != "synced":
+                    problems.append(f"{work.work_rid}: ledger phase {row.get('phase')!r}, not 'synced'")
+                problems += [f"{work.work_rid}: {p}" for p in history_problems(row.get("history", []))]
         return problems
+
+
+def history_problems(history: Sequence[dict[str, Any]]) -> list[str]:
+    """A synced work's ledger history: received first, one ``synced`` (the last milestone), one ``work_synced``
+    note per work, and only ``duplicate`` notes after it."""
+    events = [entry.get("event") for entry in history]
+    problems = []
+    if not events or events[0] not in ("received", "restore_requested"):
+        problems.append(f"history does not start with received: {events}")
+    if events.count("synced") != 1:
+        problems.append(f"history has {events.count('synced')} 'synced' entries: {events}")
+    elif any(e not in ("duplicate",) for e in events[events.index("synced") + 1:]):
+        problems.append(f"history goes on after 'synced': {events}")
+    synced_works = [e.get("work_rid") for e in history if e.get("event") == "work_synced"]
+    if len(synced_works) != len(set(synced_works)):
+        problems.append(f"a work synced twice within one version: {synced_works}")
+    return problems
 
 
 @contextmanager
