@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import tempfile
 import uuid
@@ -230,7 +231,7 @@ def _key_of(body: str) -> str | None:
 
 
 QueueLedgerProtocol.TestCase.settings = settings(
-    max_examples=int(__import__("os").environ.get("SM_EXAMPLES", "25")), stateful_step_count=15, deadline=None,
+    max_examples=int(os.environ.get("RELIABILITY_SM_EXAMPLES", "25")), stateful_step_count=15, deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
     phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],  # shrinking re-runs real I/O: too slow
     print_blob=True,
