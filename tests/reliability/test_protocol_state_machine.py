@@ -127,11 +127,12 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
                                      storage_class="DEEP_ARCHIVE",
                                      restore_expiry=datetime.now(UTC) + timedelta(days=3))
         self.payloads[version.idempotency_key] = _zip_payload_digests(zip_path, rid)
+        self.deliver(version, new_event_id=False)  # its restore event (later deliveries are repeats)
         return version
 
     @rule(version=versions, new_event_id=st.booleans())
     def deliver(self, version: RestoredWork, new_event_id: bool) -> None:
-        """The restore event reaches the queue (again, with a new event id when the Lambda's dedupe is bypassed)."""
+        """The restore event reaches the queue again: an SQS duplicate, or a new event id (Lambda dedupe bypassed)."""
         message = version.model_copy(update={"source_event_id": str(uuid.uuid4())}) if new_event_id else version
         self.sqs.send_message(QueueUrl=self.queue.queue_url, MessageBody=message.to_body(),
                               MessageAttributes=message_attributes(message))
