@@ -1,8 +1,9 @@
 """A zip still being downloaded, as a de-bag MemberSource: a member is readable once its bytes are on disk.
 
-The download writes parts into the full-size ``.part`` file (fetch.py); this object keeps the set of journaled
-parts in memory and wakes the de-bag workers waiting for a member whose byte span — local header offset up to
-the next member's offset, or the central directory for the last one — lies in parts that have all arrived.
+The download writes parts into the full-size ``.part`` file (fetch.py), each sequentially from its start; this
+object keeps the journaled parts, how far each part still arriving has been written, and ranges written apart
+(the tail read ahead of a single stream), and wakes the de-bag workers waiting for a member whose byte span —
+local header offset up to the next member's offset, or the central directory for the last one — is written.
 zipfile reads the ``.part`` file as a zip as soon as its End of central directory and central directory are
 there: it reads only the tail at open and a member's own bytes when that member is opened.
 """
@@ -35,6 +36,10 @@ class ArrivingZip:
         self.download = download
         self._settle = settle
         self._arrived = set(download.journal.done)
+        #: per part still arriving, the offset its sequential write reached (``[part start, offset)`` is there)
+        self._reached: dict[int, int] = {}
+        #: byte ranges written outside the parts (the tail read ahead of a single stream)
+        self._ranges: list[tuple[int, int]] = []
         self._failure: BaseException | None = None
         self._ended = False
         self._spans: dict[str, tuple[int, int]] = {}
@@ -48,6 +53,18 @@ class ArrivingZip:
     def part_arrived(self, part_number: int) -> None:
         with self._cond:
             self._arrived.add(part_number)
+            self._cond.notify_all()
+
+    def written(self, part_start: int, offset: int) -> None:
+        """A part's bytes from its start up to ``offset`` are in the file (called as each chunk is written)."""
+        with self._cond:
+            self._reached[part_start // self.download.identity.part_size] = offset
+            self._cond.notify_all()
+
+    def range_arrived(self, start: int, end: int) -> None:
+        """``[start, end)`` is in the file, outside any part's sequential write."""
+        with self._cond:
+            self._ranges.append((start, end))
             self._cond.notify_all()
 
     def download_ended(self, error: BaseException | None) -> None:
@@ -70,9 +87,8 @@ class ArrivingZip:
 
     def wait_range(self, start: int, end: int, cancelled: threading.Event | None = None, *, what: str) -> None:
         """Return once every byte of ``[start, end)`` is journaled; SourceUnavailable if the download failed."""
-        needed = set(self.download.parts_covering(start, end))
         with self._cond:
-            while not needed <= self._arrived:
+            while not self._has(start, end):
                 if self._ended:
                     raise SourceUnavailable(self._failure or CorruptArchive(
                         self.download.request.work_rid, f"the download ended without the bytes of {what}"))
@@ -82,6 +98,18 @@ class ArrivingZip:
 
     def settle(self) -> None:
         self._settle()
+
+    def _has(self, start: int, end: int) -> bool:
+        """Every byte of ``[start, end)`` is in a journaled part, a part's written prefix or a range written."""
+        if any(s <= start and end <= e for s, e in self._ranges):
+            return True
+        for n in self.download.parts_covering(start, end):
+            if n in self._arrived:
+                continue
+            part_start, part_end = self.download.part_range(n)
+            if self._reached.get(n, part_start) < min(end, part_end):
+                return False
+        return True
 
 
 def central_directory_start(path: Path, work_rid: str) -> int:

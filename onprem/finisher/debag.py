@@ -28,6 +28,7 @@ from onprem.finisher.debag_model import DebaggedWork, DebagResult, DebagSettings
 from onprem.finisher.debag_schedule import extract_members
 from onprem.finisher.debag_source import CompleteZip, MemberSource, SourceUnavailable
 from onprem.finisher.debag_verify import verify_work
+from onprem.finisher.durability import sync_filesystem
 from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSpace
 from onprem.finisher.progress import NullProgress, Progress
 from onprem.finisher.zip_safety import SafeMember, check_archive
@@ -86,13 +87,15 @@ def debag_members(
     temp_dir = temp_dir_for(staging_dir, work_rid, version_tag)
     plans = plan_works(members, work_rid, allow_plain_zip=settings.allow_plain_zip)
     temp_dir.mkdir(parents=True, exist_ok=True)
-    journal = VerifiedJournal(temp_dir / JOURNAL_NAME, fsync=settings.fsync)
+    journal = VerifiedJournal(temp_dir / JOURNAL_NAME)
     extractor = MemberExtractor(source.path, work_rid, settings, progress)
     try:
         extracted = extract_members(plans, temp_dir, extractor, source, journal, settings, progress)
         manifests, digests, resumed = extracted.manifests, extracted.digests, extracted.resumed
         works = [verify_work(plan, manifests.get(plan.work_rid), digests, temp_dir, staging_dir) for plan in plans]
         source.settle()
+        if settings.fsync:
+            sync_filesystem(temp_dir)  # one flush of every extracted file before anything is placed
         _place(plans, temp_dir, staging_dir)
     except SourceUnavailable as err:
         raise err.cause from None

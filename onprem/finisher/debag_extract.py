@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.durability import start_writeback
 from onprem.finisher.errors import CorruptArchive
 from onprem.finisher.progress import Progress
 from onprem.finisher.zip_safety import SafeMember, SizeGuard
@@ -54,6 +55,8 @@ class MemberExtractor:
         self._handles: list[zipfile.ZipFile] = []
         self._files: list[io.FileIO] = []
         self._lock = threading.Lock()
+        #: folders already created (one mkdir per folder, not per member)
+        self._folders: set[Path] = set()
 
     def _zip(self) -> zipfile.ZipFile:
         handle = getattr(self._local, "zip", None)
@@ -72,7 +75,9 @@ class MemberExtractor:
         """Write ``member`` to ``target`` hashing every algorithm in one pass; raise CorruptArchive on a bad CRC."""
         hashers = {alg: hashlib.new(alg) for alg in algorithms}
         guard = SizeGuard(member, self.work_rid, self.settings)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if target.parent not in self._folders:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            self._folders.add(target.parent)
         try:
             with self._zip().open(member.info) as source, open(target, "wb") as sink:
                 while chunk := source.read(CHUNK_SIZE):
@@ -86,7 +91,7 @@ class MemberExtractor:
                         self.progress.advance(len(chunk))
                 if self.settings.fsync:
                     sink.flush()
-                    os.fsync(sink.fileno())
+                    start_writeback(sink.fileno())  # flushed for good by one sync_filesystem before placing
         except (zipfile.BadZipFile, zlib.error, EOFError, NotImplementedError) as err:
             raise CorruptArchive(self.work_rid, f"corrupt zip member {member.name}: {err}") from err
         mtime = zip_mtime(member.info)
@@ -106,11 +111,26 @@ class MemberExtractor:
             self._files.clear()
 
 
-class VerifiedJournal:
-    """Append-only JSON lines of members already extracted and verified (skipped after a restart)."""
+def file_digests(path: Path, algorithms: tuple[str, ...]) -> dict[str, str]:
+    """Hex digests of a file on disk (a journaled member re-checked after a restart)."""
+    hashers = {alg: hashlib.new(alg) for alg in algorithms}
+    with open(path, "rb") as f:
+        while chunk := f.read(CHUNK_SIZE):
+            for hasher in hashers.values():
+                hasher.update(chunk)
+    return {alg: h.hexdigest() for alg, h in hashers.items()}
 
-    def __init__(self, path: Path, *, fsync: bool) -> None:
-        self.path, self.fsync = path, fsync
+
+class VerifiedJournal:
+    """Append-only JSON lines of members already extracted and verified (skipped after a restart).
+
+    Lines are not fsynced (a killed process keeps the page cache; only a power loss loses it): a member taken
+    from the journal after a restart is hashed again from disk and redone unless it still has its digests.
+    Durability comes from one ``sync_filesystem`` before the works move into place (``DebagSettings.fsync``).
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
         self.entries: dict[str, MemberDigest] = {}
         if path.exists():
             for line in path.read_text(encoding="utf-8").splitlines():
@@ -122,22 +142,24 @@ class VerifiedJournal:
         self._file = open(path, "a", encoding="utf-8")
 
     def reusable(self, member: SafeMember, target: Path, algorithms: tuple[str, ...]) -> MemberDigest | None:
-        """The journaled digest when the member is unchanged and its file is still there with its size."""
+        """The journaled digest when the member is unchanged and its file on disk still has that size and those
+        digests (hashed again: the journal line may have outlived the file's bytes after a power loss)."""
         entry = self.entries.get(member.name)
         if (entry is None or entry.crc != member.info.CRC or entry.size != member.info.file_size
                 or not set(algorithms) <= set(entry.digests)):
             return None
         try:
-            return entry if target.stat().st_size == entry.size else None
+            if target.stat().st_size != entry.size:
+                return None
+            on_disk = file_digests(target, tuple(entry.digests))
         except FileNotFoundError:
             return None
+        return entry if on_disk == entry.digests else None
 
     def record(self, digest: MemberDigest) -> None:
         self._file.write(json.dumps({"name": digest.name, "size": digest.size, "crc": digest.crc,
                                      "digests": digest.digests}) + "\n")
         self._file.flush()
-        if self.fsync:
-            os.fsync(self._file.fileno())
         self.entries[digest.name] = digest
 
     def close(self) -> None:

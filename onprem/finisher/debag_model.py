@@ -30,7 +30,8 @@ class DebagSettings:
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
     #: keep the temp dir of a failed de-bag (renamed ``.debag-failed-…``) for inspection
     keep_evidence: bool = True
-    #: fsync each extracted file before it is journaled (survives a power loss, not only a crash)
+    #: flush the extracted files to storage (one syncfs) before the works move into place, so a placed work
+    #: survives a power loss; off, it survives a killed process only (resume re-hashes journaled members either way)
     fsync: bool = True
 
 

@@ -21,7 +21,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from onprem.finisher.errors import InsufficientSpace, IntegrityError, ObjectChanged, ObjectMissing
-from onprem.finisher.fetch_checksum import ObjectChecksum, file_checksum, full_object_checksum
+from onprem.finisher.fetch_checksum import ObjectChecksum, RunningChecksum, full_object_checksum
 from onprem.finisher.fetch_journal import JOURNAL_SUFFIX, PART_SUFFIX, DownloadIdentity, FetchJournal
 from onprem.finisher.fetch_s3 import PartCancelled, download_part, head_object
 from onprem.finisher.progress import NullProgress, Progress
@@ -94,6 +94,8 @@ class Download:
     journal: FetchJournal
     checksum: ObjectChecksum | None
     checksum_note: str
+    #: the full-object checksum, computed while the parts arrive (None: not verifiable or not requested)
+    running: RunningChecksum | None = None
 
     @property
     def parts_total(self) -> int:
@@ -109,6 +111,13 @@ class Download:
 
     def done_bytes(self) -> int:
         return sum(self.part_range(n)[1] - self.part_range(n)[0] for n in self.journal.done)
+
+    def contiguous_done_end(self) -> int:
+        """The end of the prefix of the file made of parts already written and journaled."""
+        done, n = set(self.journal.done), 0
+        while n in done:
+            n += 1
+        return min(n * self.identity.part_size, self.identity.size)
 
 
 def fetch_object(
@@ -160,7 +169,8 @@ def open_download(s3_client: Any, request: FetchRequest, dest_dir: Path, setting
         journal = FetchJournal(journal.path, identity)  # the journal outlived its .part: nothing to resume
     if not journal.done:
         part_path.unlink(missing_ok=True)
-    download = Download(request, identity, dest, part_path, journal, checksum, checksum_note)
+    running = RunningChecksum(checksum, size) if checksum is not None else None
+    download = Download(request, identity, dest, part_path, journal, checksum, checksum_note, running)
     check_space(rid, dest_dir, size - download.done_bytes(), settings.min_free_bytes, free_bytes)
     logger.info("%s: downloading %s (%d bytes, %d/%d parts to fetch)", rid, request.key, size,
                 parts_total - len(journal.done), parts_total, extra={"work_rid": rid})
@@ -175,17 +185,19 @@ def open_download(s3_client: Any, request: FetchRequest, dest_dir: Path, setting
 
 def download_parts(s3_client: Any, download: Download, parts: list[int], settings: FetchSettings,
                    progress: Progress, *, on_part_done: Callable[[int], None] | None = None,
+                   on_written: Callable[[int, int], None] | None = None,
                    cancelled: threading.Event | None = None, keep_partial: bool = False) -> None:
     """Download ``parts`` (started in this order) into the ``.part`` file; each is fsynced, then journaled.
 
-    ``on_part_done(n)`` is called once part n is journaled. ObjectChanged/ObjectMissing discard the partial
-    download (unless ``keep_partial``: the caller, still reading it, discards it); a full disk raises
+    ``on_part_done(n)`` is called once part n is journaled, ``on_written(part_start, offset)`` as each chunk of
+    a part is written (the part's bytes up to ``offset`` are in the file). ObjectChanged/ObjectMissing discard
+    the partial download (unless ``keep_partial``: the caller, still reading it, discards it); a full disk raises
     InsufficientSpace. Setting ``cancelled`` stops the parts (PartCancelled).
     """
     rid = download.request.work_rid
     fd = os.open(download.part_path, os.O_RDWR)
     try:
-        _download_parts(s3_client, download, fd, parts, settings, progress, on_part_done,
+        _download_parts(s3_client, download, fd, parts, settings, progress, on_part_done, on_written,
                         cancelled or threading.Event())
         os.fsync(fd)
     except (ObjectChanged, ObjectMissing):
@@ -213,7 +225,7 @@ def verify_download(download: Download, *, keep_partial: bool = False) -> str | 
     ``keep_partial``: the caller discards them once nothing reads the file any more).
     """
     try:
-        return _verify(download.request.work_rid, download.part_path, download.identity.size, download.checksum)
+        return _verify(download.request.work_rid, download.part_path, download.identity.size, download.running)
     except IntegrityError:
         if not keep_partial:
             discard_partial(download)
@@ -257,7 +269,7 @@ def check_space(rid: str, dest_dir: Path, needed: int, reserve: int, free_bytes:
 
 def _download_parts(s3_client: Any, download: Download, fd: int, todo: list[int], settings: FetchSettings,
                     progress: Progress, on_part_done: Callable[[int], None] | None,
-                    cancelled: threading.Event) -> None:
+                    on_written: Callable[[int, int], None] | None, cancelled: threading.Event) -> None:
     if not todo:
         return
     request, identity, journal = download.request, download.identity, download.journal
@@ -266,9 +278,12 @@ def _download_parts(s3_client: Any, download: Download, fd: int, todo: list[int]
         if cancelled.is_set():
             raise PartCancelled(f"part {part_number}")
         start, end = download.part_range(part_number)
-        download_part(s3_client, request, identity, fd, start, end, progress, cancelled, settings.part_attempts)
+        download_part(s3_client, request, identity, fd, start, end, progress, cancelled, settings.part_attempts,
+                      running=download.running, on_written=on_written)
         os.fsync(fd)
         journal.mark_done(part_number)
+        if download.running is not None:
+            download.running.catch_up(fd, download.contiguous_done_end())  # parts that arrived out of order
         if on_part_done is not None:
             on_part_done(part_number)
 
@@ -292,13 +307,20 @@ def _first_failure(failed: list[Future[None]]) -> BaseException:
     return (real or errors)[0]  # type: ignore[return-value]
 
 
-def _verify(rid: str, part_path: Path, size: int, checksum: Any) -> str | None:
+def _verify(rid: str, part_path: Path, size: int, running: RunningChecksum | None) -> str | None:
     actual = part_path.stat().st_size
     if actual != size:
         raise IntegrityError(rid, f"downloaded {actual} bytes of {part_path.name}, expected {size}")
-    if checksum is None:
+    if running is None:
         return None
-    got = file_checksum(part_path, checksum.algorithm)
+    checksum = running.checksum
+    if running.position < size and not running.vouched:
+        fd = os.open(part_path, os.O_RDONLY)  # only bytes not hashed as they arrived (parts of an earlier run)
+        try:
+            running.catch_up(fd, size)
+        finally:
+            os.close(fd)
+    got = running.result()
     if got != checksum.value:
         raise IntegrityError(rid, f"{checksum.algorithm} mismatch for {part_path.name.removesuffix(PART_SUFFIX)} "
                                   f"(expected {checksum.value}, got {got}): download discarded")

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import os
 import re
+import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -94,3 +96,57 @@ def file_checksum(path: Path, algorithm: str) -> str:
         while chunk := f.read(CHUNK_SIZE):
             hasher.update(chunk)
     return base64.b64encode(hasher.digest()).decode("ascii")
+
+
+class RunningChecksum:
+    """The full-object checksum computed while the bytes arrive: never a second full read of the file.
+
+    Chunks written at the hashed prefix's end are hashed from memory as they are written (``feed``); bytes that
+    arrived out of order (parallel parts, parts of an earlier run) are read back from the file once the prefix
+    reaches them (``catch_up``, page cache). ``vouch`` records that botocore validated one whole-object GET
+    against this very checksum (it raises FlexibleChecksumError on a mismatch): then nothing is hashed here.
+    """
+
+    def __init__(self, checksum: ObjectChecksum, size: int) -> None:
+        factory = _hasher_factory(checksum.algorithm)
+        if factory is None:
+            raise ValueError(f"cannot compute {checksum.algorithm}")
+        self.checksum, self.size = checksum, size
+        self.position = 0
+        #: bytes read back from the file (the tests count them; a single in-order stream reads none)
+        self.bytes_read_back = 0
+        self.vouched = False
+        self._hasher = factory()
+        self._lock = threading.Lock()
+
+    def feed(self, offset: int, chunk: bytes) -> None:
+        """Hash ``chunk`` (written at ``offset``) when it extends the hashed prefix; else it is read back later."""
+        if self.vouched or offset != self.position:
+            return
+        with self._lock:
+            if offset == self.position:
+                self._hasher.update(chunk)
+                self.position += len(chunk)
+
+    def catch_up(self, fd: int, upto: int) -> None:
+        """Hash the file's bytes from the prefix's end up to ``upto`` (bytes known to be written)."""
+        if self.vouched:
+            return
+        with self._lock:
+            while self.position < upto:
+                chunk = os.pread(fd, min(CHUNK_SIZE, upto - self.position), self.position)
+                if not chunk:
+                    break
+                self._hasher.update(chunk)
+                self.position += len(chunk)
+                self.bytes_read_back += len(chunk)
+
+    def vouch(self) -> None:
+        """botocore validated a whole-object GET against this checksum while it streamed."""
+        self.vouched = True
+
+    def result(self) -> str:
+        """The base64 checksum of the whole object (call once the prefix covers it, or it was vouched for)."""
+        if self.vouched:
+            return self.checksum.value
+        return base64.b64encode(self._hasher.digest()).decode("ascii")

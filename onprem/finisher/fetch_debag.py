@@ -55,10 +55,14 @@ from onprem.finisher.fetch import (
     open_download,
     verify_download,
 )
+from onprem.finisher.fetch_s3 import download_part
 from onprem.finisher.progress import NullProgress, Progress
 from onprem.finisher.zip_safety import SafeMember
 
 __all__ = ["FetchedAndDebagged", "fetch_and_debag"]
+
+#: the tail gets a GET of its own only when the part holding it is this many times larger than the tail
+TAIL_PROBE_WORTH = 16
 
 logger = logging.getLogger(__name__)
 
@@ -130,7 +134,10 @@ class _Overlap:
 
     def __init__(self, s3_client: Any, download: Download, settings: FetchSettings, progress: Progress) -> None:
         self.s3_client, self.download, self.settings, self.progress = s3_client, download, settings, progress
-        self.order = _download_order(download)
+        #: one stream for the tail's part (the tail's part is the whole object, or the tail is not yet here):
+        #: read the tail ahead with one small GET, then every part in file order
+        self.probe_tail = _read_tail_ahead_first(download)
+        self.order = _download_order(download, tail_first=not self.probe_tail)
         self.stop = threading.Event()
         self.source = ArrivingZip(download, self._settle)
         self.finished: FetchResult | None = None
@@ -141,10 +148,40 @@ class _Overlap:
         self._downloading.add_done_callback(lambda f: self.source.download_ended(f.exception()))
 
     def _fetch_rest(self) -> str | None:
-        """Every missing part, then the whole-object check (it reads the file while the last members extract)."""
+        """The tail when it is read ahead, every missing part, then the whole-object check."""
+        tail = self._read_tail_ahead() if self.probe_tail else None
         download_parts(self.s3_client, self.download, self.order, self.settings, self.progress,
-                       on_part_done=self.source.part_arrived, cancelled=self.stop, keep_partial=True)
+                       on_part_done=self.source.part_arrived, on_written=self.source.written, cancelled=self.stop,
+                       keep_partial=True)
+        if tail is not None:
+            self._check_tail(*tail)
         return verify_download(self.download, keep_partial=True)
+
+    def _read_tail_ahead(self) -> tuple[int, bytes]:
+        """One small ranged GET of the zip's tail (End of central directory, central directory) into the file,
+        so members are extracted while one stream writes the zip from its start."""
+        size = self.download.identity.size
+        start = max(0, size - TAIL_PROBE)
+        fd = os.open(self.download.part_path, os.O_RDWR)
+        try:
+            download_part(self.s3_client, self.download.request, self.download.identity, fd, start, size,
+                          NullProgress(), self.stop, self.settings.part_attempts)
+            tail = os.pread(fd, size - start, start)
+        finally:
+            os.close(fd)
+        self.source.range_arrived(start, size)
+        return start, tail
+
+    def _check_tail(self, start: int, tail: bytes) -> None:
+        """The central directory was read from the tail read ahead: the stream must have written the same bytes."""
+        fd = os.open(self.download.part_path, os.O_RDONLY)
+        try:
+            streamed = os.pread(fd, len(tail), start)
+        finally:
+            os.close(fd)
+        if streamed != tail:
+            raise IntegrityError(self.download.request.work_rid, f"the tail of {self.download.dest.name} read "
+                                 "ahead differs from the streamed object: download discarded")
 
     def _settle(self) -> None:
         """Every member verified: wait for the download and its check, then rename the whole object."""
@@ -157,10 +194,19 @@ class _Overlap:
         self.finished = complete_download(self.download, self._downloading.result(), len(self.order), self.progress)
 
 
-def _download_order(download: Download) -> list[int]:
-    """Missing parts, the tail (End of central directory, central directory) first, then in file order."""
+def _read_tail_ahead_first(download: Download) -> bool:
+    """Whether the tail is worth a GET of its own: it is missing and its part is more than the tail itself."""
     size = download.identity.size
-    tail = list(download.parts_covering(max(0, size - TAIL_PROBE), size))
+    tail = download.parts_covering(max(0, size - TAIL_PROBE), size)
+    missing = [download.part_range(n) for n in tail if n not in download.journal.done]
+    return bool(missing) and missing[0][1] - missing[0][0] > TAIL_PROBE_WORTH * TAIL_PROBE
+
+
+def _download_order(download: Download, *, tail_first: bool) -> list[int]:
+    """Missing parts in file order; with ``tail_first``, the tail (End of central directory, central directory)
+    first."""
+    size = download.identity.size
+    tail = list(download.parts_covering(max(0, size - TAIL_PROBE), size)) if tail_first else []
     rest = [n for n in range(download.parts_total) if n not in tail]
     return [n for n in tail + rest if n not in download.journal.done]
 

@@ -9,17 +9,23 @@ from __future__ import annotations
 import logging
 import os
 import threading
+from collections.abc import Callable
+from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+from botocore.httpchecksum import StreamingChecksumBody
 
+from onprem.finisher.durability import start_writeback
 from onprem.finisher.errors import (
+    IntegrityError,
     ObjectChanged,
     ObjectMissing,
     RestoreExpired,
     RestoreInProgress,
     TransferError,
 )
+from onprem.finisher.fetch_checksum import ObjectChecksum, RunningChecksum
 from onprem.finisher.progress import Progress
 
 if TYPE_CHECKING:
@@ -30,6 +36,8 @@ logger = logging.getLogger(__name__)
 
 ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 CHUNK_SIZE = 1 << 20
+#: bytes of a part after which their writeback is started (no wait), so the part's fsync finds little to do
+WRITEBACK_EVERY = 16 << 20
 #: seconds before a message whose restore is still running is looked at again
 RESTORE_RETRY_AFTER = 3600
 
@@ -88,10 +96,21 @@ def head_object(s3_client: Any, request: FetchRequest) -> dict[str, Any]:
 
 
 def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, fd: int, start: int,
-                  end: int, progress: Progress, cancelled: threading.Event, attempts: int) -> None:
-    """GET ``[start, end)`` and ``pwrite`` it at ``start``; transient failures are tried ``attempts`` times."""
-    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag,
-                              "Range": f"bytes={start}-{end - 1}"}
+                  end: int, progress: Progress, cancelled: threading.Event, attempts: int, *,
+                  running: RunningChecksum | None = None, on_written: Callable[[int, int], None] | None = None,
+                  ) -> None:
+    """GET ``[start, end)`` and ``pwrite`` it at ``start``; transient failures are tried ``attempts`` times.
+
+    Each chunk written is fed to ``running`` (the full-object checksum) and reported as ``on_written(start,
+    offset_reached)``. With a checksum, the whole object is a GET without ``Range`` (S3 checksums come only then): when
+    botocore validated it against ``running``'s checksum, ``running`` is vouched for instead of hashed again.
+    """
+    whole = start == 0 and end == identity.size and running is not None
+    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag}
+    if whole:
+        kwargs["ChecksumMode"] = "ENABLED"
+    else:
+        kwargs["Range"] = f"bytes={start}-{end - 1}"
     if identity.version_id:
         kwargs["VersionId"] = identity.version_id
     for attempt in range(1, attempts + 1):
@@ -99,6 +118,8 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
         try:
             response = s3_client.get_object(**kwargs)
             body = response["Body"]
+            # botocore checks the whole object against its checksum at the body's end: not hashed twice
+            validated = whole and running is not None and botocore_validated(response, running.checksum)
             offset = start
             while chunk := body.read(min(CHUNK_SIZE, end - offset) or 1):
                 if cancelled.is_set():
@@ -107,14 +128,25 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
                 if offset + len(chunk) > end:
                     raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned too many bytes")
                 os.pwrite(fd, chunk, offset)
+                if running is not None and not validated:
+                    running.feed(offset, chunk)
                 offset += len(chunk)
                 written += len(chunk)
                 progress.advance(len(chunk))
+                if on_written is not None:
+                    on_written(start, offset)
+                if offset - start >= WRITEBACK_EVERY and (offset - start) % WRITEBACK_EVERY < len(chunk):
+                    start_writeback(fd, offset - WRITEBACK_EVERY, WRITEBACK_EVERY)  # the part's fsync waits less
             if offset != end:
                 raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} ended after {written} bytes")
+            if validated:
+                running.vouch()  # type: ignore[union-attr]
             return
         except ClientError as err:
             error = _translate(err, request, f"GET bytes={start}-{end - 1}")
+        except FlexibleChecksumError as err:
+            raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
+                                 f"mismatch for {PurePosixPath(identity.key).name} while downloading: {err}") from err
         except (BotoCoreError, OSError) as err:
             if isinstance(err, OSError) and err.errno is not None and err.errno not in (104, 110, 32):
                 raise  # a local write error (disk full, I/O) is not a transfer problem
@@ -126,3 +158,16 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
             raise error
         logger.warning("%s: %s (attempt %d/%d)", request.work_rid, error.message, attempt, attempts,
                        extra={"work_rid": request.work_rid})
+
+
+def botocore_validated(response: dict[str, Any], checksum: ObjectChecksum) -> bool:
+    """Whether botocore checked this fully read GET body against ``checksum`` (the object's full checksum).
+
+    botocore wraps a body in a ``StreamingChecksumBody`` when the response carries a (non-composite) checksum
+    header; reading it to its end compares the digest and raises FlexibleChecksumError on a mismatch.
+    """
+    body = response.get("Body")
+    field = {"crc64nvme": "ChecksumCRC64NVME", "crc32c": "ChecksumCRC32C"}.get(
+        checksum.algorithm, f"Checksum{checksum.algorithm.upper()}")
+    return (isinstance(body, StreamingChecksumBody) and getattr(body, "_expected", None) == checksum.value
+            and response.get(field) == checksum.value)

@@ -21,7 +21,6 @@ import boto3
 import pytest
 from moto.server import ThreadedMotoServer
 
-from onprem.finisher import fetch as fetch_module
 from onprem.finisher.arriving_zip import TAIL_PROBE
 from onprem.finisher.debag import debag_archive, temp_dir_for
 from onprem.finisher.debag_model import DebagSettings
@@ -34,6 +33,7 @@ from onprem.finisher.errors import (
     UnsafeMemberPath,
 )
 from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch_checksum import RunningChecksum
 from onprem.finisher.fetch_debag import fetch_and_debag
 from onprem.finisher.progress import CountingProgress
 from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, tamper_member, zip_entries
@@ -309,10 +309,90 @@ def test_whole_object_checksum_mismatch_places_nothing_and_discards_the_download
     s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     request = _put(s3, bucket, _bag(tmp_path).read_bytes())
-    monkeypatch.setattr(fetch_module, "file_checksum", lambda _path, _algorithm: "bm90IHRoZSBvYmplY3Q=")
+    monkeypatch.setattr(RunningChecksum, "result", lambda _self: "bm90IHRoZSBvYmplY3Q=")
     staging = tmp_path / "staging"
     with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip"):
         fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
     assert list((tmp_path / "dl").iterdir()) == []
     assert not (staging / RID).exists() and not (staging / OTHER_RID).exists()
     assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
+
+
+ONE_STREAM = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0)
+
+
+def _big_bag(tmp_path: Path) -> Path:
+    """A zip whose single part is far larger than its tail: the tail is read ahead, then one stream."""
+    return make_bdrc_bag_zip(tmp_path / "build", rids=(RID,), files_per_work=12, file_size=200_000)
+
+
+def test_one_stream_overlaps_fetch_and_debag(s3, bucket: str, tmp_path: Path) -> None:
+    request = _put(s3, bucket, _big_bag(tmp_path).read_bytes())
+    extracted, held = threading.Event(), []
+    ranges: list[str | None] = []
+
+    class Extracted(CountingProgress):
+        def advance(self, nbytes: int = 0, files: int = 0) -> None:
+            super().advance(nbytes, files)
+            if files:
+                extracted.set()
+
+    def hold_the_stream_halfway(response: dict, **_: object) -> None:  # type: ignore[type-arg]
+        body = response["Body"]
+        real_read, sent = body.read, [0]
+        ranges.append(response.get("ContentRange"))
+
+        def read(amt: int | None = None) -> bytes:
+            if response.get("ContentRange") is None and sent[0] >= request.size // 2 and not held:
+                held.append(extracted.wait(timeout=30))  # a member must come out while the stream is held
+            chunk = real_read(amt)
+            sent[0] += len(chunk)
+            return chunk
+
+        body.read = read
+
+    s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: hold_the_stream_halfway(parsed))
+    progress = Extracted()
+    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", ONE_STREAM, DEBAG,
+                             debag_progress=progress)
+    assert held == [True], "no member was extracted while the single stream was held halfway"
+    assert ranges[0] is not None and ranges[0].startswith(f"bytes {request.size - TAIL_PROBE}-")  # the tail
+    assert ranges[1:] == [None]  # then the whole object in one GET
+    assert result.fetch.checksum_verified == "sha256" and progress.files_done == 12
+
+
+def test_the_full_object_checksum_needs_no_second_read_of_the_file(s3, bucket: str, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    request = _put(s3, bucket, _big_bag(tmp_path).read_bytes())
+    checksums: list[RunningChecksum] = []
+    real_init = RunningChecksum.__init__
+    monkeypatch.setattr(RunningChecksum, "__init__",
+                        lambda self, *a: real_init(self, *a) or checksums.append(self))  # type: ignore[func-returns-value]
+    in_order = FetchSettings(part_size=PART, max_concurrency=1, min_free_bytes=0)
+    assert fetch_object(s3, request, tmp_path / "parts", in_order).checksum_verified == "sha256"
+    assert fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "st", ONE_STREAM,
+                           DEBAG).fetch.checksum_verified == "sha256"
+    parts, stream = checksums
+    assert (parts.vouched, parts.position, parts.bytes_read_back) == (False, request.size, 0)  # hashed as written
+    assert stream.vouched and stream.bytes_read_back == 0  # botocore checked the one whole-object GET
+
+
+def test_a_whole_object_get_that_fails_botocores_checksum_is_an_integrity_error(
+    s3, bucket: str, tmp_path: Path,
+) -> None:
+    request = _put(s3, bucket, _big_bag(tmp_path).read_bytes())
+
+    def flip_a_byte(response: dict, **_: object) -> None:  # type: ignore[type-arg]
+        if response.get("ContentRange") is None:
+            raw = response["Body"]._raw_stream  # the bytes botocore hashes are these, one of them changed
+            real_read = raw.read
+
+            def read(amt: int | None = None, *args: object, **kwargs: object) -> bytes:
+                chunk = real_read(amt, *args, **kwargs)
+                return bytes([chunk[0] ^ 1]) + chunk[1:] if chunk else chunk
+
+            raw.read = read
+
+    s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: flip_a_byte(parsed))
+    with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip while downloading"):
+        fetch_object(s3, request, tmp_path / "dl", ONE_STREAM)

@@ -235,3 +235,39 @@ def test_fsync_setting_still_produces_the_same_result(tmp_path: Path, staging: P
     zip_path = make_bdrc_bag_zip(tmp_path)
     work = debag_archive(zip_path, RID, staging, DebagSettings(workers=1, fsync=True)).works[0]
     assert work.files == 3 and os.path.isdir(work.path)
+
+
+def test_a_journaled_member_corrupted_on_disk_after_a_crash_is_redone(tmp_path: Path, staging: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path, files_per_work=5)
+    with monkeypatch.context() as patch:
+        patch.setattr(debag_module, "_place", lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            debag_archive(zip_path, RID, staging, SETTINGS, version_tag="etag1")
+    # a power loss after the journal line reached the disk but before the file's bytes did: same size, wrong bytes
+    image = f"{RID}-I1KG1/images/{RID}-I1KG1_0002.tif"
+    on_disk = temp_dir_for(staging, RID, "etag1") / RID / image
+    on_disk.write_bytes(bytes(on_disk.stat().st_size))
+    extracted: list[str] = []
+    real_extract = MemberExtractor.extract
+    monkeypatch.setattr(MemberExtractor, "extract",
+                        lambda self, member, *a, **kw: extracted.append(member.name)
+                        or real_extract(self, member, *a, **kw))
+    result = debag_archive(zip_path, RID, staging, SETTINGS, version_tag="etag1")
+    assert result.members_resumed == 4
+    assert [name for name in extracted if "/data/" in name] == [f"{RID}.bag/data/{image}"]
+    with zipfile.ZipFile(zip_path) as zf:
+        assert (staging / RID / image).read_bytes() == zf.read(f"{RID}.bag/data/{image}")
+
+
+def test_fsync_setting_flushes_once_before_placing_not_per_member(tmp_path: Path, staging: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    flushed: list[bool] = []
+    fsyncs: list[int] = []
+    monkeypatch.setattr(debag_module, "sync_filesystem",
+                        lambda folder: flushed.append(not (staging / RID).exists() and folder.is_dir()))
+    monkeypatch.setattr(os, "fsync", lambda fd: fsyncs.append(fd))
+    debag_archive(make_bdrc_bag_zip(tmp_path, files_per_work=5), RID, staging, DebagSettings(workers=2, fsync=True))
+    assert flushed == [True] and fsyncs == []
+    debag_archive(make_bdrc_bag_zip(tmp_path / "again", files_per_work=5), RID, staging, SETTINGS)
+    assert flushed == [True]
