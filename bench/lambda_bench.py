@@ -28,11 +28,13 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager, redirect_stdout
+from collections.abc import Mapping
+from contextlib import redirect_stdout
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from onprem.finisher.demo.moto_env import patched_environ
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPRODUCE = "python -m bench.lambda_bench --invocations 200 --cold-runs 5"
@@ -87,17 +89,6 @@ def restore_event(rid: str, bucket: str = BENCH_BUCKET) -> dict[str, Any]:
     return event
 
 
-@contextmanager
-def _environ(updates: Mapping[str, str]) -> Iterator[None]:
-    saved = dict(os.environ)
-    try:
-        for name in HANDLER_VARIABLES:
-            os.environ.pop(name, None)
-        os.environ.update(updates)
-        yield
-    finally:
-        os.environ.clear()
-        os.environ.update(saved)
 
 
 def warm_milliseconds(invocations: int, *, idempotency: bool, duplicates: bool = False,
@@ -112,7 +103,7 @@ def warm_milliseconds(invocations: int, *, idempotency: bool, duplicates: bool =
                "AWS_SECRET_ACCESS_KEY": "bench", "POWERTOOLS_TRACE_DISABLED": "true",
                "POWERTOOLS_SERVICE_NAME": "notify_restore", "POWERTOOLS_METRICS_NAMESPACE": "BDRC/Restore",
                "IDEMPOTENCY_DAYS": "30", "ACCEPTED_SUFFIXES": ".bag.zip"}
-    with _environ(environ), mock_aws():
+    with patched_environ(environ, remove=HANDLER_VARIABLES), mock_aws():
         queue_url = boto3.client("sqs", region_name=BENCH_REGION).create_queue(QueueName="bench")["QueueUrl"]
         table = RoutingTable({BENCH_BUCKET: Route(collection="NLM", region=BENCH_REGION, queue_url=queue_url)})
         os.environ["ROUTING_TABLE"] = table.to_env()
