@@ -10,6 +10,7 @@ there: it reads only the tail at open and a member's own bytes when that member 
 
 from __future__ import annotations
 
+import os
 import threading
 import zipfile
 from collections.abc import Callable, Iterable
@@ -19,6 +20,7 @@ from onprem.finisher.debag_extract import ExtractionCancelled
 from onprem.finisher.debag_source import SourceUnavailable
 from onprem.finisher.errors import CorruptArchive
 from onprem.finisher.fetch import Download
+from onprem.finisher.fetch_s3 import CHUNK_SIZE
 from onprem.finisher.zip_safety import SafeMember
 
 #: the largest tail that can hold the End of central directory: its 22 bytes, a 64 KiB comment, zip64 records
@@ -61,11 +63,27 @@ class ArrivingZip:
             self._reached[part_start // self.download.identity.part_size] = offset
             self._cond.notify_all()
 
-    def range_arrived(self, start: int, end: int) -> None:
-        """``[start, end)`` is in the file, outside any part's sequential write."""
+    def write_ahead(self, start: int, data: bytes) -> bool:
+        """Write ``data`` (read apart from the parts) at ``start`` unless a part's write may already be there.
+
+        Under the lock a part's writer reports through, its writes are at most one chunk past what it reported:
+        ``data`` is written only when that cannot reach ``start``, so the part's own bytes land after it (and are
+        compared with ``data`` once the download ends). False: not written, the part brings these bytes.
+        """
+        end = start + len(data)
         with self._cond:
+            for n in self.download.parts_covering(start, end):
+                part_start = self.download.part_range(n)[0]
+                if n in self._arrived or self._reached.get(n, part_start) + CHUNK_SIZE > start:
+                    return False
+            fd = os.open(self.path, os.O_WRONLY)
+            try:
+                os.pwrite(fd, data, start)
+            finally:
+                os.close(fd)
             self._ranges.append((start, end))
             self._cond.notify_all()
+        return True
 
     def download_ended(self, error: BaseException | None) -> None:
         """Record how the download ended: waiters for missing bytes then raise SourceUnavailable(error)."""

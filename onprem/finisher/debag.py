@@ -7,8 +7,13 @@ arriving (``fetch_debag.fetch_and_debag``): a ``MemberSource`` says when each me
 Flow: central directory → ``check_archive`` (one guard per member) → ``plan_works`` (bags or plain work
 folders) → ``extract_members``: tag files extracted and parsed by bagit while payload members are extracted in
 parallel, each hashed with every manifest algorithm while it is written → manifests, tag manifests,
-Payload-Oxum and completeness checked against those digests → the source settles → each ``<tmp>/<RID>``
-renamed to ``<staging>/<RID>``. Nothing reaches the final layout unless every work in the zip verified.
+Payload-Oxum and completeness checked against those digests → the source settles → one flush of the
+filesystem (``DebagSettings.fsync``) → each ``<tmp>/<RID>`` renamed to ``<staging>/<RID>``. Nothing reaches the
+final layout unless every work in the zip verified.
+
+Crash safety without a wait per file: the member journal's lines and the extracted files are not fsynced one by
+one (a killed process keeps the page cache); a member taken from the journal after a restart is hashed again
+from disk and redone unless it still matches (a power loss may have kept the line and lost the bytes).
 """
 
 from __future__ import annotations

@@ -4,17 +4,22 @@ The stage runs at the pace of its slowest resource (network, CPU for inflate + h
 sum of download time and de-bag time. It is fetch.py and debag.py, reused, in this order:
 
 1. HEAD, pinning and the part journal (``open_download``); a zip already downloaded is de-bagged as it is.
-2. One download of every missing part on fetch's executor: first the tail (End of central directory and the
-   central directory), then the rest in file order.
+2. One download of every missing part on fetch's executor. When the part holding the tail (End of central
+   directory, central directory) is large — one streamed GET of the whole zip, the fastest transfer on a fast
+   link — the tail is read ahead by one small ranged GET beside the stream and written into the ``.part`` file
+   (only where the stream cannot be yet; the stream's own bytes there are compared with it at the end) and
+   every part goes in file order; else the tail's parts go first.
 3. As soon as the tail is on disk, the central directory is read from the ``.part`` file through the same
    guard as ``debag_archive`` (every zip-safety check passes before any member is extracted) and the free
    space for the rest of the zip plus the extracted payload is checked.
-4. ``debag_members`` reads each member from the ``.part`` file once the parts holding its bytes are
-   journaled (``ArrivingZip``), hashing it while writing it, as the sequential de-bag does.
-5. The whole object's size and full-object checksum are verified as soon as the last part is in (on the
-   download's thread, while the last members extract; ``verify_download``). Once every member verified and
-   that check passed, ``.part`` is renamed (``complete_download``); only then are the works moved into
-   ``<staging>/<RID>/``. A checksum failure is a de-bag failure: nothing placed, the temp dir kept as evidence.
+4. ``debag_members`` reads each member from the ``.part`` file once its bytes are written — its parts
+   journaled, or the part still arriving written past it (``ArrivingZip``, advanced at every chunk) —
+   hashing it while writing it, as the sequential de-bag does.
+5. The whole object's size and full-object checksum are verified as soon as the last part is in
+   (``verify_download``: the checksum was computed while the bytes arrived, or botocore checked the whole GET).
+   Once every member verified and that check passed, ``.part`` is renamed (``complete_download``); only then
+   are the works moved into ``<staging>/<RID>/``. A checksum failure is a de-bag failure: nothing placed, the
+   temp dir kept as evidence.
 
 Free space: the rest of the zip plus the payload not yet extracted (about twice the zip for stored bags, less for a
 resume) must fit with ``FetchSettings.min_free_bytes`` left, checked before the first member is extracted.
@@ -55,7 +60,7 @@ from onprem.finisher.fetch import (
     open_download,
     verify_download,
 )
-from onprem.finisher.fetch_s3 import download_part
+from onprem.finisher.fetch_s3 import get_range
 from onprem.finisher.progress import NullProgress, Progress
 from onprem.finisher.zip_safety import SafeMember
 
@@ -137,6 +142,7 @@ class _Overlap:
         #: one stream for the tail's part (the tail's part is the whole object, or the tail is not yet here):
         #: read the tail ahead with one small GET, then every part in file order
         self.probe_tail = _read_tail_ahead_first(download)
+        self._tail: tuple[int, bytes] | None = None
         self.order = _download_order(download, tail_first=not self.probe_tail)
         self.stop = threading.Event()
         self.source = ArrivingZip(download, self._settle)
@@ -148,29 +154,33 @@ class _Overlap:
         self._downloading.add_done_callback(lambda f: self.source.download_ended(f.exception()))
 
     def _fetch_rest(self) -> str | None:
-        """The tail when it is read ahead, every missing part, then the whole-object check."""
-        tail = self._read_tail_ahead() if self.probe_tail else None
-        download_parts(self.s3_client, self.download, self.order, self.settings, self.progress,
-                       on_part_done=self.source.part_arrived, on_written=self.source.written, cancelled=self.stop,
-                       keep_partial=True)
-        if tail is not None:
-            self._check_tail(*tail)
+        """Every missing part (the tail read ahead beside them), then the whole-object check."""
+        probe = threading.Thread(target=self._read_tail_ahead, name="fetch-tail", daemon=True)
+        if self.probe_tail:
+            probe.start()
+        try:
+            download_parts(self.s3_client, self.download, self.order, self.settings, self.progress,
+                           on_part_done=self.source.part_arrived, on_written=self.source.written,
+                           cancelled=self.stop, keep_partial=True)
+        finally:
+            if self.probe_tail:
+                probe.join()
+        if self._tail is not None:
+            self._check_tail(*self._tail)
         return verify_download(self.download, keep_partial=True)
 
-    def _read_tail_ahead(self) -> tuple[int, bytes]:
-        """One small ranged GET of the zip's tail (End of central directory, central directory) into the file,
-        so members are extracted while one stream writes the zip from its start."""
-        size = self.download.identity.size
+    def _read_tail_ahead(self) -> None:
+        """One small ranged GET of the zip's tail (End of central directory, central directory), beside the
+        stream, so members are extracted while one stream writes the zip from its start. Only a head start: when
+        it fails or comes too late, the stream delivers the tail."""
+        size, rid = self.download.identity.size, self.download.request.work_rid
         start = max(0, size - TAIL_PROBE)
-        fd = os.open(self.download.part_path, os.O_RDWR)
         try:
-            download_part(self.s3_client, self.download.request, self.download.identity, fd, start, size,
-                          NullProgress(), self.stop, self.settings.part_attempts)
-            tail = os.pread(fd, size - start, start)
-        finally:
-            os.close(fd)
-        self.source.range_arrived(start, size)
-        return start, tail
+            tail = get_range(self.s3_client, self.download.request, self.download.identity, start, size)
+            if self.source.write_ahead(start, tail):
+                self._tail = (start, tail)
+        except Exception as err:  # noqa: BLE001 - the stream brings these bytes anyway; its errors are the real ones
+            logger.debug("%s: tail read ahead failed (%s); the stream brings it", rid, err, extra={"work_rid": rid})
 
     def _check_tail(self, start: int, tail: bytes) -> None:
         """The central directory was read from the tail read ahead: the stream must have written the same bytes."""

@@ -160,6 +160,21 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
                        extra={"work_rid": request.work_rid})
 
 
+def get_range(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, start: int, end: int) -> bytes:
+    """The bytes ``[start, end)`` of the pinned object, in memory (a small read, e.g. a zip's tail)."""
+    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag,
+                              "Range": f"bytes={start}-{end - 1}"}
+    if identity.version_id:
+        kwargs["VersionId"] = identity.version_id
+    try:
+        body = s3_client.get_object(**kwargs)["Body"].read()
+    except ClientError as err:
+        raise _translate(err, request, f"GET bytes={start}-{end - 1}") from err
+    if len(body) != end - start:
+        raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned {len(body)} bytes")
+    return bytes(body)
+
+
 def botocore_validated(response: dict[str, Any], checksum: ObjectChecksum) -> bool:
     """Whether botocore checked this fully read GET body against ``checksum`` (the object's full checksum).
 

@@ -17,6 +17,7 @@ from onprem.finisher.debag_source import SourceUnavailable
 from onprem.finisher.errors import CorruptArchive, TransferError
 from onprem.finisher.fetch import Download, FetchRequest
 from onprem.finisher.fetch_journal import DownloadIdentity, FetchJournal
+from onprem.finisher.fetch_s3 import CHUNK_SIZE
 from onprem.finisher.progress import NullProgress
 from onprem.finisher.zip_safety import check_archive
 from tests.fixtures.bags import zip_entries
@@ -109,3 +110,19 @@ def test_a_cancelled_wait_stops(tmp_path: Path) -> None:
     cancelled.set()
     with pytest.raises(ExtractionCancelled):
         source.wait_range(0, 50, cancelled, what="a member")
+
+
+def test_bytes_read_ahead_are_written_only_where_the_stream_cannot_be_yet(tmp_path: Path) -> None:
+    size = 4 * CHUNK_SIZE
+    download = _download(tmp_path, size, size, set())  # one part: one stream from the start
+    download.part_path.write_bytes(bytes(size))
+    source = ArrivingZip(download, lambda: None)
+    tail_start = size - 1000
+    source.written(0, tail_start - CHUNK_SIZE + 1)  # the stream's next chunk may already reach the tail
+    assert not source.write_ahead(tail_start, b"t" * 1000)
+    assert download.part_path.read_bytes()[tail_start:] == bytes(1000)
+    fresh = ArrivingZip(download, lambda: None)
+    fresh.written(0, tail_start - CHUNK_SIZE)
+    assert fresh.write_ahead(tail_start, b"t" * 1000)
+    assert download.part_path.read_bytes()[tail_start:] == b"t" * 1000
+    fresh.wait_range(tail_start, size, what="the tail")  # readable at once
