@@ -63,27 +63,43 @@ class ArrivingZip:
             self._reached[part_start // self.download.identity.part_size] = offset
             self._cond.notify_all()
 
-    def write_ahead(self, start: int, data: bytes) -> bool:
-        """Write ``data`` (read apart from the parts) at ``start`` unless a part's write may already be there.
+    def write_ahead(self, start: int, data: bytes, small_part: int, give_up: threading.Event) -> bool:
+        """Write ``data`` (read apart from the parts) at ``start`` where no part's write may already be there.
 
-        Under the lock a part's writer reports through, its writes are at most one chunk past what it reported:
-        ``data`` is written only when that cannot reach ``start``, so the part's own bytes land after it (and are
-        compared with ``data`` once the download ends). False: not written, the part brings these bytes.
+        Parts of at most ``small_part`` bytes are awaited (they come first) and not written over. A larger part
+        reports through this object's lock and writes at most one chunk past what it reported: ``data`` is
+        written only where that cannot reach, so the part's own bytes land after it (and are compared with
+        ``data`` once the download ends). False: not written (``give_up`` set, or a part may be there already).
         """
         end = start + len(data)
+        parts = list(self.download.parts_covering(start, end))
         with self._cond:
-            for n in self.download.parts_covering(start, end):
-                part_start = self.download.part_range(n)[0]
-                if n in self._arrived or self._reached.get(n, part_start) + CHUNK_SIZE > start:
+            while any(n not in self._arrived and self._part_bytes(n) <= small_part for n in parts):
+                if give_up.is_set() or self._ended:
                     return False
+                self._cond.wait(_WAKE_EVERY)
+            spans = []
+            for n in parts:
+                part_start, part_end = self.download.part_range(n)
+                if n in self._arrived:
+                    continue
+                first = max(start, part_start)
+                if self._reached.get(n, part_start) + CHUNK_SIZE > first:
+                    return False  # the part may have written there (or, not started, may start there any moment)
+                spans.append((first, min(end, part_end)))
             fd = os.open(self.path, os.O_WRONLY)
             try:
-                os.pwrite(fd, data, start)
+                for first, last in spans:
+                    os.pwrite(fd, data[first - start:last - start], first)
             finally:
                 os.close(fd)
             self._ranges.append((start, end))
             self._cond.notify_all()
         return True
+
+    def _part_bytes(self, part_number: int) -> int:
+        part_start, part_end = self.download.part_range(part_number)
+        return part_end - part_start
 
     def download_ended(self, error: BaseException | None) -> None:
         """Record how the download ended: waiters for missing bytes then raise SourceUnavailable(error)."""

@@ -66,8 +66,8 @@ from onprem.finisher.zip_safety import SafeMember
 
 __all__ = ["FetchedAndDebagged", "fetch_and_debag"]
 
-#: the tail gets a GET of its own only when the part holding it is this many times larger than the tail
-TAIL_PROBE_WORTH = 16
+#: a part holding the tail gets the tail read ahead only when it is larger than this (16 tails)
+SMALL_TAIL_PART = 16 * TAIL_PROBE
 
 logger = logging.getLogger(__name__)
 
@@ -143,6 +143,7 @@ class _Overlap:
         #: read the tail ahead with one small GET, then every part in file order
         self.probe_tail = _read_tail_ahead_first(download)
         self._tail: tuple[int, bytes] | None = None
+        self._probe_give_up = threading.Event()
         self.order = _download_order(download, tail_first=not self.probe_tail)
         self.stop = threading.Event()
         self.source = ArrivingZip(download, self._settle)
@@ -164,6 +165,7 @@ class _Overlap:
                            cancelled=self.stop, keep_partial=True)
         finally:
             if self.probe_tail:
+                self._probe_give_up.set()  # it may wait for small tail parts that will not come now
                 probe.join()
         if self._tail is not None:
             self._check_tail(*self._tail)
@@ -177,7 +179,7 @@ class _Overlap:
         start = max(0, size - TAIL_PROBE)
         try:
             tail = get_range(self.s3_client, self.download.request, self.download.identity, start, size)
-            if self.source.write_ahead(start, tail):
+            if self.source.write_ahead(start, tail, SMALL_TAIL_PART, self._probe_give_up):
                 self._tail = (start, tail)
         except Exception as err:  # noqa: BLE001 - the stream brings these bytes anyway; its errors are the real ones
             logger.debug("%s: tail read ahead failed (%s); the stream brings it", rid, err, extra={"work_rid": rid})
@@ -204,19 +206,24 @@ class _Overlap:
         self.finished = complete_download(self.download, self._downloading.result(), len(self.order), self.progress)
 
 
+def _part_bytes(download: Download, part_number: int) -> int:
+    start, end = download.part_range(part_number)
+    return end - start
+
+
 def _read_tail_ahead_first(download: Download) -> bool:
-    """Whether the tail is worth a GET of its own: it is missing and its part is more than the tail itself."""
+    """Whether the tail is worth a GET of its own: a part holding it is missing and much larger than the tail."""
     size = download.identity.size
     tail = download.parts_covering(max(0, size - TAIL_PROBE), size)
-    missing = [download.part_range(n) for n in tail if n not in download.journal.done]
-    return bool(missing) and missing[0][1] - missing[0][0] > TAIL_PROBE_WORTH * TAIL_PROBE
+    return any(n not in download.journal.done and _part_bytes(download, n) > SMALL_TAIL_PART for n in tail)
 
 
 def _download_order(download: Download, *, tail_first: bool) -> list[int]:
-    """Missing parts in file order; with ``tail_first``, the tail (End of central directory, central directory)
-    first."""
+    """Missing parts in file order; first the tail's parts (End of central directory, central directory), or
+    with the tail read ahead, only its small parts (the read ahead is written once they are in)."""
     size = download.identity.size
-    tail = list(download.parts_covering(max(0, size - TAIL_PROBE), size)) if tail_first else []
+    tail = [n for n in download.parts_covering(max(0, size - TAIL_PROBE), size)
+            if tail_first or _part_bytes(download, n) <= SMALL_TAIL_PART]
     rest = [n for n in range(download.parts_total) if n not in tail]
     return [n for n in tail + rest if n not in download.journal.done]
 

@@ -119,10 +119,31 @@ def test_bytes_read_ahead_are_written_only_where_the_stream_cannot_be_yet(tmp_pa
     source = ArrivingZip(download, lambda: None)
     tail_start = size - 1000
     source.written(0, tail_start - CHUNK_SIZE + 1)  # the stream's next chunk may already reach the tail
-    assert not source.write_ahead(tail_start, b"t" * 1000)
+    assert not source.write_ahead(tail_start, b"t" * 1000, 0, threading.Event())
     assert download.part_path.read_bytes()[tail_start:] == bytes(1000)
     fresh = ArrivingZip(download, lambda: None)
     fresh.written(0, tail_start - CHUNK_SIZE)
-    assert fresh.write_ahead(tail_start, b"t" * 1000)
+    assert fresh.write_ahead(tail_start, b"t" * 1000, 0, threading.Event())
     assert download.part_path.read_bytes()[tail_start:] == b"t" * 1000
     fresh.wait_range(tail_start, size, what="the tail")  # readable at once
+
+
+def test_bytes_read_ahead_wait_for_the_small_parts_and_skip_them(tmp_path: Path) -> None:
+    size = 4 * CHUNK_SIZE + 100  # a big part, then a 100-byte part: the tail spans both
+    download = _download(tmp_path, size, 4 * CHUNK_SIZE, set())
+    download.part_path.write_bytes(bytes(size))
+    source, give_up = ArrivingZip(download, lambda: None), threading.Event()
+    tail_start = size - 1000
+    written = threading.Thread(target=lambda: results.append(source.write_ahead(tail_start, b"t" * 1000, 100,
+                                                                                give_up)))
+    results: list[bool] = []
+    written.start()
+    with open(download.part_path, "r+b") as f:  # the small last part arrives: its bytes are not written over
+        f.seek(4 * CHUNK_SIZE)
+        f.write(b"s" * 100)
+    source.part_arrived(1)
+    written.join(timeout=30)
+    assert results == [True]
+    assert download.part_path.read_bytes()[tail_start:] == b"t" * 900 + b"s" * 100
+    give_up.set()
+    assert not ArrivingZip(download, lambda: None).write_ahead(tail_start, b"t" * 1000, 100, give_up)
