@@ -5,7 +5,7 @@
 Generates a work of incompressible 5 MiB files, bags it with bagit-python (sha512, as bdrc-bag does), zips it
 stored and deflated, then times, alternating A B C A B C …, per compression:
   baseline  zipfile.extractall + bagit.Bag(path).validate(processes=N)     (what bdrc-bag's debag does)
-  ours      onprem.finisher.debag.debag_archive (default settings: fsync of each file)
+  ours      onprem.finisher.debag.debag_archive (default settings: fsync on = one syncfs before placing)
   ours-nofs the same with fsync=False (the baseline does not fsync either)
 and prints the median of the repeats per method; JSON goes to bench/results/debag_bench.json.
 """
