@@ -8,6 +8,8 @@ by bucket and key) and are joined to works by bucket and key.
 from __future__ import annotations
 
 import hashlib
+import sqlite3
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -56,12 +58,28 @@ def make_engine(url: str) -> sa.Engine:
     @sa.event.listens_for(engine, "connect")
     def _pragmas(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=30000")
+        _switch_to_wal(cursor)
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()
 
     return engine
+
+
+_CREATE_ATTEMPTS = 5
+_WAL_ATTEMPTS = 50
+
+
+def _switch_to_wal(cursor: Any) -> None:
+    """Switching the journal mode ignores the busy timeout when another process switches it at the same moment."""
+    for attempt in range(_WAL_ATTEMPTS):
+        try:
+            cursor.execute("PRAGMA journal_mode=WAL")
+            return
+        except sqlite3.OperationalError as err:
+            if "locked" not in str(err) or attempt == _WAL_ATTEMPTS - 1:
+                raise
+            time.sleep(0.02 * (attempt + 1))
 
 
 class Ledger:
@@ -70,12 +88,16 @@ class Ledger:
     def __init__(self, url: str) -> None:
         self.url = url
         self.engine = make_engine(url)
-        try:
-            Base.metadata.create_all(self.engine)
-        except sa.exc.DBAPIError:
-            # another finisher created the tables between our check and our CREATE: check again (a real error
-            # raises again)
-            Base.metadata.create_all(self.engine)
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                Base.metadata.create_all(self.engine)
+                break
+            except sa.exc.DBAPIError:
+                # another finisher created a table between our check and our CREATE: check again (a real error
+                # raises on the last attempt)
+                if attempt == _CREATE_ATTEMPTS - 1:
+                    raise
+                time.sleep(0.05 * (attempt + 1))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
