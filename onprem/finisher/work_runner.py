@@ -228,8 +228,26 @@ class WorkRunner:
                      extra={"work_rid": rid or "-"})
         return "rejected"
 
+    def _already_synced(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork,
+                        err: Exception) -> bool:
+        """An error after the work reached the archive (a throttled delete, a lost lease) changes nothing: the
+        ledger keeps 'synced' and the message is deleted now or, failing that, later as a duplicate."""
+        record = self.ledger.get(work.idempotency_key)
+        if record is None or record.phase != "synced":
+            return False
+        logger.warning("%s: already synced; error after the sync ignored: %s", work.work_rid, err,
+                       extra={"work_rid": work.work_rid})
+        try:
+            queue.delete(message)
+        except (ClientError, BotoCoreError) as delete_err:
+            logger.warning("%s: synced but the message could not be deleted: %s", work.work_rid, delete_err,
+                           extra={"work_rid": work.work_rid})
+        return True
+
     def _retry(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: RetryableError) -> str:
         rid, key = work.work_rid, work.idempotency_key
+        if self._already_synced(queue, message, work, err):
+            return "synced"
         record = self.ledger.fail(key, err.cause, str(err), permanent=False)
         if isinstance(err, RestoreExpired):
             self._reissue(work)
@@ -256,6 +274,8 @@ class WorkRunner:
         self.ledger.note(work.idempotency_key, "restore_reissued", tier=tier, days=days, outcome=outcome)
 
     def _fail(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: PermanentError) -> str:
+        if self._already_synced(queue, message, work, err):
+            return "synced"
         self.ledger.fail(work.idempotency_key, err.cause, str(err), permanent=True)
         queue.to_dlq(message, err.cause, str(err))
         self.metrics.work_failed(err.cause)

@@ -1,0 +1,67 @@
+"""An error raised after the work reached the archive must not turn a synced work back into a retry or a DLQ entry."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from contract import RestoredWork, staging_key_for_rid
+from onprem.finisher.errors import LeaseLost, UnsafeArchive
+from onprem.finisher.ledger import Ledger
+from onprem.finisher.work_runner import WorkRunner
+
+
+class _Queue:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def delete(self, message: Any) -> None:
+        self.calls.append("delete")
+
+    def to_dlq(self, *args: Any) -> None:
+        self.calls.append("dlq")
+
+    def set_visibility(self, *args: Any, **kwargs: Any) -> None:
+        self.calls.append("visibility")
+
+
+def _work() -> RestoredWork:
+    return RestoredWork.build(collection="NLM", bucket="glacier.staging.nlm.dev.bdrc.org",
+                              key=staging_key_for_rid("W1NLM4700"), region="ap-northeast-2", size=10, etag="abc",
+                              event_time=datetime(2026, 11, 29, tzinfo=UTC), source_event_id="e1")
+
+
+def _runner(tmp_path: Path) -> tuple[WorkRunner, Ledger, RestoredWork]:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    work = _work()
+    ledger.register(work, work.to_body(), message_id="m1")
+    ledger.advance(work.idempotency_key, "synced", works=[work.work_rid])
+    runner = WorkRunner(settings=None, ledger=ledger, stages=None, metrics=None,  # type: ignore[arg-type]
+                        s3_client_for=lambda region: None, progress_for=lambda *a: None, owner="test")
+    return runner, ledger, work
+
+
+def _events(ledger: Ledger, work: RestoredWork) -> list[str]:
+    record = ledger.get(work.idempotency_key)
+    assert record is not None
+    return [entry["event"] for entry in record.history]
+
+
+def test_retryable_error_after_sync_keeps_synced_and_deletes(tmp_path: Path) -> None:
+    runner, ledger, work = _runner(tmp_path)
+    queue = _Queue()
+    outcome = runner._retry(queue, object(), work, LeaseLost(work.work_rid, "receipt handle invalid"))  # type: ignore[arg-type]
+    assert outcome == "synced"
+    assert queue.calls == ["delete"]
+    assert _events(ledger, work)[-1] == "synced"
+    assert ledger.get(work.idempotency_key).phase == "synced"  # type: ignore[union-attr]
+
+
+def test_permanent_error_after_sync_never_reaches_the_dlq(tmp_path: Path) -> None:
+    runner, ledger, work = _runner(tmp_path)
+    queue = _Queue()
+    outcome = runner._fail(queue, object(), work, UnsafeArchive(work.work_rid, "late"))  # type: ignore[arg-type]
+    assert outcome == "synced"
+    assert "dlq" not in queue.calls
+    assert _events(ledger, work)[-1] == "synced"
