@@ -17,11 +17,13 @@ from onprem.finisher.fetch_journal import JOURNAL_SUFFIX, PART_SUFFIX, TMP_SUFFI
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE = 7 * 24 * 3600
+#: an incomplete pair younger than this may be another finisher's download that is just starting (shared staging)
+DEFAULT_GRACE = 3600
 _DEBAG_TEMP, _DEBAG_FAILED = ".debag-", ".debag-failed-"
 
 
 def sweep_orphans(staging_root: Path, *, max_age_seconds: float = DEFAULT_MAX_AGE,
-                  now: Callable[[], float] = time.time) -> list[Path]:
+                  grace_seconds: float = DEFAULT_GRACE, now: Callable[[], float] = time.time) -> list[Path]:
     """Remove orphan temp files under ``staging_root`` (one level down as well); return what was removed."""
     if not staging_root.is_dir():
         return []
@@ -29,7 +31,7 @@ def sweep_orphans(staging_root: Path, *, max_age_seconds: float = DEFAULT_MAX_AG
     folders = [staging_root, *(p for p in staging_root.iterdir() if p.is_dir() and not p.name.startswith("."))]
     for folder in folders:
         for path in sorted(folder.iterdir()):
-            if _is_orphan(path, now() - max_age_seconds):
+            if _is_orphan(path, now() - max_age_seconds) and _older_than(path, now() - grace_seconds):
                 if path.is_dir():
                     shutil.rmtree(path, ignore_errors=True)
                 else:
@@ -38,6 +40,13 @@ def sweep_orphans(staging_root: Path, *, max_age_seconds: float = DEFAULT_MAX_AG
     for path in removed:
         logger.info("swept orphan temp file %s", path, extra={"path": str(path)})
     return removed
+
+
+def _older_than(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
 
 
 def _is_orphan(path: Path, cutoff: float) -> bool:

@@ -151,8 +151,19 @@ def test_sweep_removes_only_what_cannot_be_resumed(tmp_path: Path) -> None:
         (tmp_path / name).write_text("x")
     (tmp_path / ".debag-W1-etag").mkdir()
     (tmp_path / ".debag-failed-W2-etag-1").mkdir()
+    two_hours_ago = time.time() - 2 * 3600
+    for path in tmp_path.iterdir():
+        os.utime(path, (two_hours_ago, two_hours_ago))
     removed = {p.name for p in sweep_orphans(tmp_path)}
     assert removed == {"b.bag.zip.part", "c.bag.zip.part.json", "d.bag.zip.part.json.tmp"}
+
+
+def test_sweep_keeps_a_download_another_finisher_just_started(tmp_path: Path) -> None:
+    # a second finisher sharing the staging area starts while the first has created its .part but not yet its journal
+    (tmp_path / "b.bag.zip.part").write_text("x")
+    (tmp_path / "c.bag.zip.part.json.tmp").write_text("x")
+    assert sweep_orphans(tmp_path) == []
+    assert (tmp_path / "b.bag.zip.part").exists()
 
 
 def test_sweep_removes_stale_resumable_state_past_the_age_limit(tmp_path: Path) -> None:
