@@ -7,7 +7,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import boto3
 import pytest
-from moto.server import ThreadedMotoServer
 
 from onprem.finisher.arriving_zip import TAIL_PROBE
 from onprem.finisher.debag import debag_archive, temp_dir_for
@@ -37,6 +35,7 @@ from onprem.finisher.fetch_checksum import RunningChecksum
 from onprem.finisher.fetch_debag import fetch_and_debag
 from onprem.finisher.progress import CountingProgress
 from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, tamper_member, zip_entries
+from tests.integration.moto_endpoint import CREDENTIALS, moto_endpoint, s3_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RID, OTHER_RID = "W1NLM4700", "W1NLM4701"
@@ -44,30 +43,18 @@ KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 PART = 64 * 1024
 PARTS = FetchSettings(part_size=PART, max_concurrency=4, min_free_bytes=0)
 DEBAG = DebagSettings(workers=3, fsync=False)
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
 IMAGE = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0005.tif"
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_endpoint() as url:
+        yield url
 
 
 @pytest.fixture
 def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return s3_client(endpoint, monkeypatch)
 
 
 @pytest.fixture

@@ -6,7 +6,6 @@ import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,7 +16,6 @@ from pathlib import Path
 import boto3
 import pytest
 from botocore.config import Config
-from moto.server import ThreadedMotoServer
 
 from onprem.finisher.debag import debag_archive
 from onprem.finisher.debag_model import DebagSettings
@@ -31,34 +29,23 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
 from onprem.finisher.progress import CountingProgress
 from tests.fixtures.bags import make_bdrc_bag_zip, tamper_member
+from tests.integration.moto_endpoint import CREDENTIALS, moto_endpoint, s3_client
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RID = "W1NLM4700"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 SMALL_PARTS = FetchSettings(part_size=256 * 1024, max_concurrency=4, min_free_bytes=0)
-CREDENTIALS = {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing", "AWS_DEFAULT_REGION": "us-east-1"}
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 @pytest.fixture(scope="module")
 def endpoint() -> Iterator[str]:
-    port = _free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    yield f"http://127.0.0.1:{port}"
-    server.stop()
+    with moto_endpoint() as url:
+        yield url
 
 
 @pytest.fixture
 def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    for name, value in CREDENTIALS.items():
-        monkeypatch.setenv(name, value)
-    return boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
+    return s3_client(endpoint, monkeypatch)
 
 
 @pytest.fixture
