@@ -214,9 +214,15 @@ class Ledger:
             return snapshot(row)
 
     def fail(self, idempotency_key: str, cause: str, message: str, *, permanent: bool) -> WorkRecord:
-        """Record a failed attempt; a permanent one moves the work to phase ``failed``."""
+        """Record a failed attempt; a permanent one moves the work to phase ``failed``.
+
+        A work already synced stays synced: an error after the archive has it (lost lease, throttled delete) is
+        not a failure of the work and is not recorded as one.
+        """
         with self._session() as session:
             row = self._row(session, idempotency_key)
+            if row.phase == "synced":
+                return snapshot(row)
             row.attempts += 1
             row.last_cause, row.last_error, row.updated_at = cause, message, utcnow()
             if permanent:

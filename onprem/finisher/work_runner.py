@@ -288,6 +288,8 @@ class WorkRunner:
         record = self.ledger.get(key)
         phase = record.phase if record else "received"
         if reason == "lease_lost":
+            if self._already_synced(queue, message, work, RuntimeError(f"{rid}: lease lost after the sync")):
+                return "synced"
             self.ledger.fail(key, "lease_lost", f"{rid}: message or lease lost in phase {phase}: stopped",
                              permanent=False)
             return "lease_lost"

@@ -65,3 +65,19 @@ def test_permanent_error_after_sync_never_reaches_the_dlq(tmp_path: Path) -> Non
     assert outcome == "synced"
     assert "dlq" not in queue.calls
     assert _events(ledger, work)[-1] == "synced"
+
+
+def test_ledger_never_records_a_failure_on_a_synced_work(tmp_path: Path) -> None:
+    _, ledger, work = _runner(tmp_path)
+    for permanent in (False, True):
+        record = ledger.fail(work.idempotency_key, "lease_lost", "late", permanent=permanent)
+        assert record.phase == "synced"
+    assert _events(ledger, work)[-1] == "synced"
+
+
+def test_lease_lost_after_sync_deletes_the_message(tmp_path: Path) -> None:
+    runner, ledger, work = _runner(tmp_path)
+    queue = _Queue()
+    assert runner._interrupted(queue, object(), work, "lease_lost") == "synced"  # type: ignore[arg-type]
+    assert queue.calls == ["delete"]
+    assert _events(ledger, work)[-1] == "synced"
