@@ -36,6 +36,9 @@ class OursPipeline:
             FINISHER_STATE_DIR=str(paths.state_dir),
             FINISHER_FETCH_PART_SIZE=str(part_bytes),
             FINISHER_FETCH_CONCURRENCY=str(concurrency),
+            # one stream against moto: no ranged GET of the tail beside it (moto reads the whole object for any
+            # ranged GET, so the read-ahead costs a second full read there; on S3 it is one small request)
+            FINISHER_FETCH_TAIL_AHEAD=str(not transfer.single_stream).lower(),
             FINISHER_DEBAG_WORKERS=str(self.workers),
             # the clock stops when the queue is empty; a short last poll only ends the process sooner
             FINISHER_WAIT_TIME_SECONDS="1",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -63,17 +64,19 @@ def hash_throughput(algorithms: Sequence[str], workers: int, total_bytes: int) -
 
 
 def disk_write_throughput(directory: Path, total_bytes: int, block_bytes: int = 8 << 20) -> float:
-    """Bytes/s of writing ``total_bytes`` sequentially to a new file in ``directory`` and fsyncing it."""
+    """Bytes/s of writing ``total_bytes`` sequentially to a new file in ``directory`` and fsyncing it.
+
+    The file is left in place (the caller removes ``directory``): deleting it at once would hand its just-freed
+    page-cache pages to the next repeat, which then measures a rewrite of warm memory, not what a pipeline
+    writing new data meets (on a VM, first-touched guest memory is the slow part).
+    """
     block = os.urandom(block_bytes)
-    path = directory / f".disk-probe-{os.getpid()}"
+    path = Path(tempfile.mkstemp(prefix=".disk-probe-", dir=directory)[1])
     started = time.perf_counter()
-    try:
-        with path.open("wb") as stream:
-            for _ in range(max(1, total_bytes // block_bytes)):
-                stream.write(block)
-            stream.flush()
-            os.fsync(stream.fileno())
-        elapsed = time.perf_counter() - started
-    finally:
-        path.unlink(missing_ok=True)
+    with path.open("wb") as stream:
+        for _ in range(max(1, total_bytes // block_bytes)):
+            stream.write(block)
+        stream.flush()
+        os.fsync(stream.fileno())
+    elapsed = time.perf_counter() - started
     return max(1, total_bytes // block_bytes) * block_bytes / elapsed

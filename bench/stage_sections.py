@@ -40,8 +40,12 @@ def raw_section(ctx: BenchContext) -> None:
     algorithms = staged.bag.algorithms
     hashing = add("hash", f"{','.join(algorithms)} on {o.workers} threads",
                   ctx.timed_repeats(lambda: hash_throughput(algorithms, o.workers, min(size, 512 * MIB))))
-    disk = add("disk write", f"sequential {min(size, 512 * MIB) // MIB} MiB + fsync on the scratch filesystem",
-               ctx.timed_repeats(lambda: disk_write_throughput(ctx.scratch, min(size, 512 * MIB))))
+    probes = Path(tempfile.mkdtemp(prefix="disk-probes-", dir=ctx.scratch))
+    try:
+        disk = add("disk write", f"sequential {min(size, 512 * MIB) // MIB} MiB + fsync, a new file each repeat",
+                   ctx.timed_repeats(lambda: disk_write_throughput(probes, min(size, 512 * MIB))))
+    finally:
+        shutil.rmtree(probes, ignore_errors=True)
     stages = {"GET (one stream)": single, "hash": hashing, "disk write": disk}
     slowest = min(stages, key=stages.__getitem__)
     ctx.raw["raw"] = {name: value for name, value in stages.items()}

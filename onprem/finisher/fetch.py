@@ -65,6 +65,10 @@ class FetchSettings:
     verify_checksum: bool = True
     #: tries of one part on a transient error (connection reset, short body, 5xx after botocore's retries)
     part_attempts: int = 3
+    #: overlapped fetch + de-bag on one stream: read the zip's tail ahead with one small ranged GET so members
+    #: are extracted while the stream arrives. One cheap request on S3; off where a ranged GET costs a read of
+    #: the whole object (moto), as the de-bag then simply starts once the stream has brought the tail
+    tail_ahead: bool = True
 
 
 @dataclass(frozen=True)

@@ -141,7 +141,7 @@ class _Overlap:
         self.s3_client, self.download, self.settings, self.progress = s3_client, download, settings, progress
         #: one stream for the tail's part (the tail's part is the whole object, or the tail is not yet here):
         #: read the tail ahead with one small GET, then every part in file order
-        self.probe_tail = _read_tail_ahead_first(download)
+        self.probe_tail = settings.tail_ahead and _read_tail_ahead_first(download)
         self._tail: tuple[int, bytes] | None = None
         self._probe_give_up = threading.Event()
         self.order = _download_order(download, tail_first=not self.probe_tail)

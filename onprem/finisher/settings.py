@@ -77,6 +77,8 @@ class FinisherOverrides(BaseSettings):
     expiring_within_hours: float = 48
     fetch_part_size: int = Field(default=64 * 2**20, ge=5 * 2**10)
     fetch_concurrency: int = Field(default=8, ge=1)
+    #: read a zip's tail ahead of one streamed GET (overlapped mode); see FetchSettings.tail_ahead
+    fetch_tail_ahead: bool = True
     min_free_bytes: int = Field(default=2 * 2**30, ge=0)
     debag_workers: int | None = Field(default=None, ge=1)
     require_strong_checksums: bool = False
@@ -130,7 +132,7 @@ class Settings:
     def fetch_settings(self) -> FetchSettings:
         o = self.overrides
         return FetchSettings(part_size=o.fetch_part_size, max_concurrency=o.fetch_concurrency,
-                             min_free_bytes=o.min_free_bytes)
+                             min_free_bytes=o.min_free_bytes, tail_ahead=o.fetch_tail_ahead)
 
     def debag_settings(self) -> DebagSettings:
         o = self.overrides

@@ -349,6 +349,21 @@ def test_one_stream_overlaps_fetch_and_debag(s3, bucket: str, tmp_path: Path) ->
     assert result.fetch.checksum_verified == "sha256" and progress.files_done == 12
 
 
+def test_without_the_tail_read_ahead_one_stream_is_the_only_get(s3, bucket: str, tmp_path: Path) -> None:
+    """``tail_ahead=False`` (servers where a ranged GET reads the whole object): one GET, de-bag from its tail."""
+    request = _put(s3, bucket, _big_bag(tmp_path).read_bytes())
+    ranges: list[str | None] = []
+    s3.meta.events.register("before-call.s3.GetObject",
+                            lambda params, **_: ranges.append(params["headers"].get("Range")))
+    no_read_ahead = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, tail_ahead=False)
+    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", no_read_ahead, DEBAG)
+    assert ranges == [None]
+    assert result.fetch.checksum_verified == "sha256" and result.fetch.parts_downloaded == 1
+    (tmp_path / "seq").mkdir()
+    debag_archive(result.fetch.path, RID, tmp_path / "seq", DEBAG, version_tag=result.fetch.etag)
+    assert _tree(tmp_path / "staging") == _tree(tmp_path / "seq") and len(_tree(tmp_path / "seq")) >= 12
+
+
 def test_the_full_object_checksum_needs_no_second_read_of_the_file(s3, bucket: str, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     request = _put(s3, bucket, _big_bag(tmp_path).read_bytes())

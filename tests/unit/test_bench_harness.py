@@ -13,7 +13,9 @@ from pathlib import Path
 import bagit
 
 from bench.data import make_bag_zip
+from bench.e2e import RunPaths, Transfer
 from bench.measure import MeasuredProcess
+from bench.ours import OursPipeline
 from bench.run import main as bench_main
 
 
@@ -51,3 +53,20 @@ def test_harness_runs_both_pipelines_end_to_end_on_a_tiny_bag(tmp_path: Path) ->
     assert document["raw"]["slowest_raw"]["bytes_per_s"] > 0
     assert document["machine"]["cpus"] >= 1
     assert "| bag | pipeline |" in (tmp_path / "table.md").read_text()
+
+
+def test_ours_reads_the_tail_ahead_only_with_ranged_parts(tmp_path: Path) -> None:
+    """Against moto (one stream) the tail read-ahead would cost moto a second read of the whole object."""
+
+    class Aws:
+        env_file = tmp_path / "env.yaml"
+
+        def subprocess_env(self, **extra: str) -> dict[str, str]:
+            return extra
+
+    def env(transfer: Transfer) -> dict[str, str]:
+        return OursPipeline(2).command(Aws(), RunPaths(tmp_path), transfer, "http://127.0.0.1:1", serve=True)[1]
+
+    one_stream, ranged = env(Transfer(single_stream=True)), env(Transfer(single_stream=False))
+    assert (one_stream["FINISHER_FETCH_TAIL_AHEAD"], one_stream["FINISHER_FETCH_CONCURRENCY"]) == ("false", "1")
+    assert (ranged["FINISHER_FETCH_TAIL_AHEAD"], ranged["FINISHER_FETCH_PART_SIZE"]) == ("true", str(64 * 2**20))
