@@ -27,7 +27,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from onprem.finisher.debag_extract import MemberExtractor, VerifiedJournal, zip_mtime
+from onprem.finisher.debag_extract import Extractor, MemberExtractor, VerifiedJournal, zip_mtime
 from onprem.finisher.debag_layout import WorkPlan, plan_works
 from onprem.finisher.debag_model import DebaggedWork, DebagResult, DebagSettings
 from onprem.finisher.debag_schedule import extract_members
@@ -38,8 +38,8 @@ from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSp
 from onprem.finisher.progress import NullProgress, Progress
 from onprem.finisher.zip_safety import SafeMember, check_archive
 
-__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "debag_archive", "debag_members", "read_central_directory",
-           "temp_dir_for"]
+__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "debag_archive", "debag_members", "keep_or_remove_evidence",
+           "read_central_directory", "temp_dir_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,18 +82,21 @@ def read_central_directory(zip_path: Path, work_rid: str, settings: DebagSetting
 def debag_members(
     source: MemberSource, members: list[SafeMember], work_rid: str, staging_dir: Path, settings: DebagSettings,
     *, version_tag: str | None = None, progress: Progress | None = None, archive: Path | None = None,
+    extractor: Extractor | None = None,
 ) -> DebagResult:
     """``debag_archive`` on members already read and guarded, read from ``source`` as they become readable.
 
-    ``archive`` is the zip named in the result (default ``source.path``). A ``SourceUnavailable`` from the
-    source is re-raised as its cause, with the temp dir and its journal left for a resume.
+    ``archive`` is the zip named in the result (default ``source.path``). ``extractor`` puts each member in
+    place (default: read from ``source.path`` with zipfile; ``stream_debag`` moves members it already wrote).
+    A ``SourceUnavailable`` from the source is re-raised as its cause, with the temp dir and its journal left
+    for a resume.
     """
     progress = progress or NullProgress()
     temp_dir = temp_dir_for(staging_dir, work_rid, version_tag)
     plans = plan_works(members, work_rid, allow_plain_zip=settings.allow_plain_zip)
     temp_dir.mkdir(parents=True, exist_ok=True)
     journal = VerifiedJournal(temp_dir / JOURNAL_NAME)
-    extractor = MemberExtractor(source.path, work_rid, settings, progress)
+    extractor = extractor or MemberExtractor(source.path, work_rid, settings, progress)
     try:
         extracted = extract_members(plans, temp_dir, extractor, source, journal, settings, progress)
         manifests, digests, resumed = extracted.manifests, extracted.digests, extracted.resumed
@@ -107,7 +110,7 @@ def debag_members(
     except FinisherError:
         journal.close()
         extractor.close()
-        _keep_or_remove_evidence(temp_dir, work_rid, settings)
+        keep_or_remove_evidence(temp_dir, work_rid, settings)
         raise
     except OSError as err:
         if err.errno == errno.ENOSPC:
@@ -142,7 +145,7 @@ def _place(plans: list[WorkPlan], temp_dir: Path, staging_dir: Path) -> None:
         os.rename(temp_dir / plan.work_rid, final)
 
 
-def _keep_or_remove_evidence(temp_dir: Path, work_rid: str, settings: DebagSettings) -> None:
+def keep_or_remove_evidence(temp_dir: Path, work_rid: str, settings: DebagSettings) -> None:
     if not temp_dir.exists():
         return
     if not settings.keep_evidence:

@@ -17,6 +17,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from onprem.finisher.debag_model import DebagSettings
 from onprem.finisher.durability import start_writeback
@@ -44,6 +45,15 @@ class MemberDigest:
 def zip_mtime(info: zipfile.ZipInfo) -> float:
     """The member's modification time (zip times are local, as bdrc-bag writes and restores them)."""
     return time.mktime((*info.date_time, 0, 0, -1))
+
+
+class Extractor(Protocol):
+    """Puts one member at ``target`` and gives its digests (``MemberExtractor``, ``stream_debag.StreamedExtractor``)."""
+
+    def extract(self, member: SafeMember, target: Path, algorithms: tuple[str, ...],
+                cancelled: threading.Event | None = None, *, report: bool = True) -> MemberDigest: ...
+
+    def close(self) -> None: ...
 
 
 class MemberExtractor:

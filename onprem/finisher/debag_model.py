@@ -33,6 +33,9 @@ class DebagSettings:
     #: flush the extracted files to storage (one syncfs) before the works move into place, so a placed work
     #: survives a power loss; off, it survives a killed process only (resume re-hashes journaled members either way)
     fsync: bool = True
+    #: algorithms a member streamed from S3 is hashed with before the bag's manifest names are known (those seen
+    #: on the way are added); a manifest needing another one is checked by reading the member back from disk
+    stream_algorithms: tuple[str, ...] = ("sha512",)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from onprem.finisher.bag_manifest import BagManifest, declared_algorithms, digest_files, load_bag_manifest, nfc
-from onprem.finisher.debag_extract import ExtractionCancelled, MemberDigest, MemberExtractor, VerifiedJournal
+from onprem.finisher.debag_extract import ExtractionCancelled, Extractor, MemberDigest, VerifiedJournal
 from onprem.finisher.debag_layout import MemberTarget, WorkPlan
 from onprem.finisher.debag_model import DebagSettings
 from onprem.finisher.debag_source import MemberSource
@@ -37,7 +37,7 @@ class Extracted:
     resumed: int
 
 
-def extract_members(plans: list[WorkPlan], temp_dir: Path, extractor: MemberExtractor, source: MemberSource,
+def extract_members(plans: list[WorkPlan], temp_dir: Path, extractor: Extractor, source: MemberSource,
                     journal: VerifiedJournal, settings: DebagSettings, progress: Progress) -> Extracted:
     """Extract every member of ``plans`` into ``temp_dir/<RID>/``, hashing payload while writing it."""
     hashed = {plan.work_rid: declared_algorithms(str(tag.bag_path) for tag in plan.tag_files) for plan in plans}
@@ -96,7 +96,7 @@ def extract_members(plans: list[WorkPlan], temp_dir: Path, extractor: MemberExtr
     return done
 
 
-def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: MemberExtractor, source: MemberSource,
+def _extract_tag_files(plan: WorkPlan, temp_dir: Path, extractor: Extractor, source: MemberSource,
                        settings: DebagSettings, cancelled: threading.Event) -> BagManifest:
     paths = {}
     for tag in plan.tag_files:

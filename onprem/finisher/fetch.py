@@ -69,6 +69,9 @@ class FetchSettings:
     #: are extracted while the stream arrives. One cheap request on S3; off where a ranged GET costs a read of
     #: the whole object (moto), as the de-bag then simply starts once the stream has brought the tail
     tail_ahead: bool = True
+    #: overlapped fetch + de-bag of a one-part download: members are cut out of the GET as it streams and the zip
+    #: is never written (stream_debag.py); off, the zip is written to its ``.part`` file and de-bagged from there
+    stream: bool = True
 
 
 @dataclass(frozen=True)

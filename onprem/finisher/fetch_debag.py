@@ -3,7 +3,9 @@
 The stage runs at the pace of its slowest resource (network, CPU for inflate + hashing, disk) instead of the
 sum of download time and de-bag time. It is fetch.py and debag.py, reused, in this order:
 
-1. HEAD, pinning and the part journal (``open_download``); a zip already downloaded is de-bagged as it is.
+1. HEAD, pinning and the part journal (``open_download``); a zip already downloaded is de-bagged as it is. A
+   download of one part (``FetchSettings.stream``) goes to ``stream_debag.py`` instead: members are cut out of
+   the GET as it streams and the zip is never written; the rest of this describes a zip written to disk.
 2. One download of every missing part on fetch's executor. When the part holding the tail (End of central
    directory, central directory) is large — one streamed GET of the whole zip, the fastest transfer on a fast
    link — the tail is read ahead by one small ranged GET beside the stream and written into the ``.part`` file
@@ -62,6 +64,7 @@ from onprem.finisher.fetch import (
 )
 from onprem.finisher.fetch_s3 import get_range
 from onprem.finisher.progress import NullProgress, Progress
+from onprem.finisher.stream_debag import StreamUnsupported, stream_and_debag
 from onprem.finisher.zip_safety import SafeMember
 
 __all__ = ["FetchedAndDebagged", "fetch_and_debag"]
@@ -106,6 +109,17 @@ def fetch_and_debag(
                                                           version_tag=version_tag or download.etag,
                                                           progress=debag_progress))
     version_tag = version_tag or download.identity.etag
+    if fetch_settings.stream and download.parts_total == 1 and not download.journal.done:
+        try:
+            fetched, debagged = stream_and_debag(s3_client, download, staging_dir, fetch_settings, debag_settings,
+                                                 fetch_progress=fetch_progress, debag_progress=debag_progress,
+                                                 version_tag=version_tag)
+            return FetchedAndDebagged(fetched, debagged)
+        except StreamUnsupported as why:
+            logger.info("%s: %s: the zip is downloaded to disk and de-bagged from there", rid, why,
+                        extra={"work_rid": rid})
+            download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
+            assert not isinstance(download, FetchResult)  # the stream completes nothing on disk
     temp_dir = temp_dir_for(staging_dir, rid, version_tag)
     fetch_progress.start(download.identity.size, 1)
     fetch_progress.advance(download.done_bytes())

@@ -79,6 +79,8 @@ class FinisherOverrides(BaseSettings):
     fetch_concurrency: int = Field(default=8, ge=1)
     #: read a zip's tail ahead of one streamed GET (overlapped mode); see FetchSettings.tail_ahead
     fetch_tail_ahead: bool = True
+    #: de-bag a one-part download straight from its GET, the zip never written; see FetchSettings.stream
+    fetch_stream: bool = True
     min_free_bytes: int = Field(default=2 * 2**30, ge=0)
     debag_workers: int | None = Field(default=None, ge=1)
     require_strong_checksums: bool = False
@@ -132,7 +134,8 @@ class Settings:
     def fetch_settings(self) -> FetchSettings:
         o = self.overrides
         return FetchSettings(part_size=o.fetch_part_size, max_concurrency=o.fetch_concurrency,
-                             min_free_bytes=o.min_free_bytes, tail_ahead=o.fetch_tail_ahead)
+                             min_free_bytes=o.min_free_bytes, tail_ahead=o.fetch_tail_ahead,
+                             stream=o.fetch_stream)
 
     def debag_settings(self) -> DebagSettings:
         o = self.overrides

@@ -305,7 +305,8 @@ def test_whole_object_checksum_mismatch_places_nothing_and_discards_the_download
     assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
 
 
-ONE_STREAM = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0)
+#: one GET of the whole object written to its .part file (the zip on disk; stream_debag has its own tests)
+ONE_STREAM = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, stream=False)
 
 
 def _big_bag(tmp_path: Path) -> Path:
@@ -355,7 +356,8 @@ def test_without_the_tail_read_ahead_one_stream_is_the_only_get(s3, bucket: str,
     ranges: list[str | None] = []
     s3.meta.events.register("before-call.s3.GetObject",
                             lambda params, **_: ranges.append(params["headers"].get("Range")))
-    no_read_ahead = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, tail_ahead=False)
+    no_read_ahead = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, tail_ahead=False,
+                                  stream=False)
     result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", no_read_ahead, DEBAG)
     assert ranges == [None]
     assert result.fetch.checksum_verified == "sha256" and result.fetch.parts_downloaded == 1

@@ -1,0 +1,137 @@
+"""Reading a zip front to back as its bytes arrive: each local file header, its member's bytes, then the rest.
+
+A zip written to a seekable file (bdrc-bag, Python's zipfile) gives every member's sizes and CRC in its local
+header, so the members can be cut out of one stream in order. Zips that cannot be read that way — sizes in a
+data descriptor after the data (flag bit 3), encryption, a method other than stored or deflated — raise
+``StreamUnsupported`` before a byte of that member is used: the caller reads the zip from disk instead.
+
+Nothing here trusts a header: the central directory read at the end goes through the zip-safety guard and must
+agree with every local header seen (``stream_debag.py``).
+"""
+
+from __future__ import annotations
+
+import struct
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from onprem.finisher.errors import CorruptArchive
+
+__all__ = ["ChunkReader", "LocalHeader", "StreamUnsupported", "read_local_header"]
+
+LOCAL_SIGNATURE = b"PK\x03\x04"
+_LOCAL = struct.Struct("<4sHHHHHIIIHH")
+_ENCRYPTED = 0x01
+_DATA_DESCRIPTOR = 0x08
+_UTF8 = 0x800
+_ZIP64_EXTRA = 0x0001
+_ZIP64_MARK = 0xFFFFFFFF
+SUPPORTED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
+
+
+class StreamUnsupported(Exception):
+    """This zip cannot be de-bagged from a stream (the reason is the message); read it from disk instead."""
+
+
+@dataclass(frozen=True)
+class LocalHeader:
+    """One member as its local file header declares it; ``offset`` is where the header starts in the zip."""
+
+    offset: int
+    name: str
+    flags: int
+    method: int
+    crc: int
+    compress_size: int
+    file_size: int
+
+    @property
+    def is_dir(self) -> bool:
+        return self.name.endswith("/")
+
+
+class ChunkReader:
+    """Exact reads over an iterator of byte chunks; ``position`` is the number of bytes consumed so far."""
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buffer = b""
+        self.position = 0
+
+    def _fill(self, n: int) -> bool:
+        while len(self._buffer) < n:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return False
+            self._buffer += chunk
+        return True
+
+    def peek(self, n: int) -> bytes:
+        """Up to ``n`` next bytes, not consumed (fewer only at the end of the stream)."""
+        self._fill(n)
+        return self._buffer[:n]
+
+    def read_exact(self, n: int, what: str, work_rid: str) -> bytes:
+        if not self._fill(n):
+            raise CorruptArchive(work_rid, f"the zip ends inside {what}")
+        out, self._buffer = self._buffer[:n], self._buffer[n:]
+        self.position += n
+        return out
+
+    def iter_exact(self, n: int, what: str, work_rid: str) -> Iterator[bytes]:
+        """The next ``n`` bytes, in the chunks they arrived in."""
+        while n > 0:
+            if not self._buffer and not self._fill(1):
+                raise CorruptArchive(work_rid, f"the zip ends inside {what}")
+            piece = self._buffer[:n] if len(self._buffer) > n else self._buffer
+            self._buffer = self._buffer[len(piece):]
+            self.position += len(piece)
+            n -= len(piece)
+            yield piece
+
+    def drain(self) -> None:
+        """Read the stream to its end, keeping nothing."""
+        self._buffer = b""
+        for chunk in self._chunks:
+            self.position += len(chunk)
+
+    def rest(self) -> bytes:
+        """Everything left in the stream (the central directory and its end records)."""
+        parts = [self._buffer, *self._chunks]
+        self._buffer = b""
+        data = b"".join(parts)
+        self.position += len(data)
+        return data
+
+
+def read_local_header(reader: ChunkReader, work_rid: str) -> LocalHeader | None:
+    """The next member's local header, or None where the members end (the central directory starts)."""
+    if reader.peek(4) != LOCAL_SIGNATURE:
+        return None
+    offset = reader.position
+    (_, _, flags, method, _, _, crc, compress_size, file_size, name_length,
+     extra_length) = _LOCAL.unpack(reader.read_exact(_LOCAL.size, "a local file header", work_rid))
+    raw_name = reader.read_exact(name_length, "a member name", work_rid)
+    extra = reader.read_exact(extra_length, "a local extra field", work_rid)
+    name = raw_name.decode("utf-8" if flags & _UTF8 else "cp437", errors="replace")
+    if flags & _ENCRYPTED:
+        raise StreamUnsupported(f"member {name!r} is encrypted")
+    if flags & _DATA_DESCRIPTOR:
+        raise StreamUnsupported(f"member {name!r} keeps its sizes in a data descriptor after its data")
+    if method not in SUPPORTED_METHODS:
+        raise StreamUnsupported(f"member {name!r} uses compression method {method}")
+    if _ZIP64_MARK in (compress_size, file_size):
+        file_size, compress_size = _zip64_sizes(extra, name, work_rid)
+    return LocalHeader(offset, name, flags, method, crc, compress_size, file_size)
+
+
+def _zip64_sizes(extra: bytes, name: str, work_rid: str) -> tuple[int, int]:
+    """(uncompressed, compressed) from a local header's zip64 extra field (both present there, in that order)."""
+    at = 0
+    while at + 4 <= len(extra):
+        kind, size = struct.unpack_from("<HH", extra, at)
+        if kind == _ZIP64_EXTRA and size >= 16:
+            return struct.unpack_from("<QQ", extra, at + 4)  # type: ignore[return-value]
+        at += 4 + size
+    raise CorruptArchive(work_rid, f"member {name!r} has zip64 sizes but no zip64 extra field in its local header")
