@@ -29,6 +29,9 @@ IN_PROCESS_CHECKPOINTS = (AFTER_RECEIVE, MID_DOWNLOAD, MID_EXTRACT, MID_SYNC, BE
 MID_RSYNC = "mid_rsync"
 #: download whole, then de-bag (the default overlaps them)
 SEQUENTIAL = {"FINISHER_FETCH_DEBAG_OVERLAP": "false"}
+#: one part: the zip is de-bagged straight from its GET and never written (stream_debag.py)
+STREAM = {"FINISHER_FETCH_PART_SIZE": str(2**40), "FINISHER_FETCH_CONCURRENCY": "1"}
+MODES = {"overlapped": None, "sequential": SEQUENTIAL, "stream": STREAM}
 RANDOM_TRIALS = int(os.environ.get("RELIABILITY_TRIALS", "50"))
 
 
@@ -114,6 +117,17 @@ def test_killed_with_download_and_debag_in_sequence_then_restarted_archives_the_
     assert problems == []
 
 
+@pytest.mark.parametrize("checkpoint", [MID_DOWNLOAD, MID_EXTRACT, BEFORE_DELETE])
+def test_killed_while_streaming_one_part_then_restarted_archives_the_work_once(bench: Bench,
+                                                                                 checkpoint: str) -> None:
+    """The same kills when the zip is de-bagged from its GET (one part): the retry streams it again."""
+    code, problems = _trial(bench, checkpoint, mode=STREAM)
+    assert code == -signal.SIGKILL, f"the finisher was not killed at {checkpoint} (exit {code}): never reached?"
+    assert problems == []
+    assert "de-bagged on the way, the zip not kept" in (bench.paths.root / "finisher.log").read_text()
+    assert not list(bench.paths.staging_dir.rglob("*.bag.zip*")), "a zip or .part file outlived the work"
+
+
 def test_killed_mid_rsync_then_restarted_archives_the_work_once(bench: Bench) -> None:
     code, problems = _trial(bench, MID_RSYNC)
     assert code == -signal.SIGKILL
@@ -125,22 +139,22 @@ class Draw:
     kill: str
     nth: int = 1
     after_s: float | None = None
-    sequential: bool = False
+    mode: str = "overlapped"
 
     def __str__(self) -> str:
         where = f"{self.kill}:{self.nth}" if self.after_s is None else f"timer {self.after_s:.2f}s"
-        return where + (" sequential" if self.sequential else " overlapped")
+        return f"{where} {self.mode}"
 
 
 def _draw(rng: random.Random, run_seconds: float) -> Draw:
-    roll, sequential = rng.random(), rng.random() < 0.3
+    roll, mode = rng.random(), rng.choices(list(MODES), weights=(5, 3, 2))[0]
     if roll < 0.45:
         checkpoint = rng.choice(IN_PROCESS_CHECKPOINTS)
         nth = rng.randint(1, 4) if checkpoint in (MID_DOWNLOAD, MID_EXTRACT) else 1
-        return Draw(checkpoint, nth, sequential=sequential)
+        return Draw(checkpoint, nth, mode=mode)
     if roll < 0.55:
-        return Draw(MID_RSYNC, sequential=sequential)
-    return Draw("timer", after_s=rng.uniform(0.0, run_seconds), sequential=sequential)
+        return Draw(MID_RSYNC, mode=mode)
+    return Draw("timer", after_s=rng.uniform(0.0, run_seconds), mode=mode)
 
 
 @pytest.mark.long
@@ -160,7 +174,7 @@ def test_randomized_crash_trials(tmp_path: Path, capsys: pytest.CaptureFixture[s
         draw = _draw(rng, run_seconds)
         with trial_bench(tmp_path / f"trial{number}") as bench:
             code, problems = _trial(bench, draw.kill, nth=draw.nth, after_s=draw.after_s,
-                                    mode=SEQUENTIAL if draw.sequential else None)
+                                    mode=MODES[draw.mode])
         kind = draw.kill if draw.after_s is None else "timer"
         outcome = f"{kind} killed" if code == -signal.SIGKILL else f"{kind} exit {code} (not reached)"
         outcomes[outcome] = outcomes.get(outcome, 0) + 1
