@@ -7,6 +7,7 @@ does), uploads it to a moto server running as a child process (not a thread of t
 GIL), then times, alternating A B A B, each mode
   direct    against moto on loopback
   capped    through bench/proxy.py (also a child process) capping each connection at --rate-mb-s
+and, when --part-mib is at least the zip (one part), the stream mode too (the zip never written).
 with production settings (fsync of every part and extracted file, full-object sha256 verified). The sequential
 runs also time their two stages apart, so "sum of stages" vs "slowest stage" can be read off. Medians of the
 repeats; JSON goes to bench/results/pipeline_bench.json.
@@ -25,6 +26,7 @@ import sys
 import tempfile
 import time
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -72,8 +74,17 @@ def run_sequential(s3, request: FetchRequest, out: Path, fetch: FetchSettings,  
 
 def run_overlapped(s3, request: FetchRequest, out: Path, fetch: FetchSettings,  # type: ignore[no-untyped-def]
                    debag: DebagSettings) -> dict[str, float]:
+    """The zip written to its .part file, members extracted from it as it arrives."""
     started = time.perf_counter()
-    fetch_and_debag(s3, request, out / "downloads", out / "staging", fetch, debag)
+    fetch_and_debag(s3, request, out / "downloads", out / "staging", replace(fetch, stream=False), debag)
+    return {"total": time.perf_counter() - started}
+
+
+def run_stream(s3, request: FetchRequest, out: Path, fetch: FetchSettings,  # type: ignore[no-untyped-def]
+               debag: DebagSettings) -> dict[str, float]:
+    """One part: members cut out of the GET stream, the zip never written (the mode is skipped with parts)."""
+    started = time.perf_counter()
+    fetch_and_debag(s3, request, out / "downloads", out / "staging", replace(fetch, stream=True), debag)
     return {"total": time.perf_counter() - started}
 
 
@@ -110,6 +121,8 @@ def main() -> int:
         fetch = FetchSettings(part_size=args.part_mib * 2**20, max_concurrency=args.concurrency, min_free_bytes=0)
         debag = DebagSettings(workers=args.workers)
         modes = {"sequential": run_sequential, "overlapped": run_overlapped}
+        if fetch.part_size >= request.size:
+            modes["stream"] = run_stream
         runs: dict[tuple[str, str], list[dict[str, float]]] = {(n, m): [] for n in clients for m in modes}
         for _ in range(args.repeats):
             for network, s3 in clients.items():
