@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -161,7 +161,7 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
 
 
 def stream_object(s3_client: Any, request: FetchRequest, identity: DownloadIdentity,
-                  running: RunningChecksum | None) -> Iterator[bytes]:
+                  running: RunningChecksum | None) -> Generator[bytes, None, None]:
     """The pinned object's bytes in one GET, as they arrive (about 1 MiB at a time); nothing is written here.
 
     The full-object checksum is checked once the last byte is read: botocore's own check of the GET when it
@@ -174,7 +174,7 @@ def stream_object(s3_client: Any, request: FetchRequest, identity: DownloadIdent
     if identity.version_id:
         kwargs["VersionId"] = identity.version_id
     what, name = "GET of the whole object", PurePosixPath(identity.key).name
-    offset = 0
+    offset, body = 0, None
     try:
         response = s3_client.get_object(**kwargs)
         body = response["Body"]
@@ -184,6 +184,10 @@ def stream_object(s3_client: Any, request: FetchRequest, identity: DownloadIdent
                 running.feed(offset, chunk)
             offset += len(chunk)
             yield chunk
+    except GeneratorExit:
+        if body is not None:
+            body.close()  # stopped early by the reader: the rest of the object is not wanted
+        raise
     except ClientError as err:
         raise _translate(err, request, what) from err
     except FlexibleChecksumError as err:

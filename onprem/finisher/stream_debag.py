@@ -36,7 +36,7 @@ import re
 import shutil
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -119,15 +119,21 @@ def stream_and_debag(
     try:
         members = read_central_directory(download.part_path, rid, debag_settings)
         _check_against_local_headers(members, written, cd_start, download, rid)
+    except StreamUnsupported:
+        shutil.rmtree(stream_dir, ignore_errors=True)
+        discard_partial(download)
+        raise
     except FinisherError:
         keep_or_remove_evidence(temp_dir, rid, debag_settings)
         discard_partial(download)
         raise
     extractor = StreamedExtractor(written, debag_progress)
-    debagged = debag_members(_Streamed(download.part_path), members, rid, staging_dir, debag_settings,
-                             version_tag=version_tag, progress=debag_progress, archive=download.dest,
-                             extractor=extractor)
-    discard_partial(download)
+    try:
+        debagged = debag_members(_Streamed(download.part_path), members, rid, staging_dir, debag_settings,
+                                 version_tag=version_tag, progress=debag_progress, archive=download.dest,
+                                 extractor=extractor)
+    finally:
+        discard_partial(download)  # it holds only the central directory: a next attempt streams the zip again
     return fetched, debagged
 
 
@@ -146,9 +152,17 @@ def _stream_members(s3_client: Any, download: Download, stream_dir: Path, settin
                     progress: Progress) -> tuple[dict[int, StreamedMember], int]:
     """Write every member of the stream; write the central directory into the ``.part`` file. Returns the
     members by local header offset and where the central directory starts."""
-    rid = download.request.work_rid
     progress.start(download.identity.size, 1)
     chunks = stream_object(s3_client, download.request, download.identity, download.running)
+    try:
+        return _write_members(chunks, download, stream_dir, settings, progress)
+    finally:
+        chunks.close()  # an early stop closes the GET's connection now, not when collected
+
+
+def _write_members(chunks: Generator[bytes, None, None], download: Download, stream_dir: Path,
+                   settings: DebagSettings, progress: Progress) -> tuple[dict[int, StreamedMember], int]:
+    rid = download.request.work_rid
     reader = ChunkReader(_reported(chunks, progress))
     writer = _MemberWriter(stream_dir, rid, settings)
     algorithms = set(settings.stream_algorithms)
@@ -168,7 +182,10 @@ def _stream_members(s3_client: Any, download: Download, stream_dir: Path, settin
         tail = _read_tail(reader, download, rid)
     except CorruptArchive as err:
         writer.stop()
-        raise _transport_or(err, reader) from err
+        transport = _transport_or(err, reader)
+        if transport is err:
+            raise
+        raise transport from err
     except BaseException:
         writer.stop()
         raise
@@ -334,15 +351,15 @@ def _check_against_local_headers(members: list[SafeMember], written: dict[int, S
                                  download: Download, rid: str) -> None:
     """The central directory (guarded) must describe exactly the members the stream delivered."""
     where = download.dest.name
-    if central_directory_start(download.part_path, rid) != cd_start:
-        raise CorruptArchive(rid, f"{where}: the central directory does not start where the members end")
-    if len(members) != len(written):
-        raise CorruptArchive(rid, f"{where}: the central directory lists {len(members)} members, the zip holds "
-                                  f"{len(written)}")
+    start = central_directory_start(download.part_path, rid)
+    if start != cd_start:
+        raise StreamUnsupported(f"{where}: {start - cd_start} bytes lie between the last member and the central "
+                                "directory")
+    if len(members) != len(written) or any(m.info.header_offset not in written for m in members):
+        raise StreamUnsupported(f"{where}: the central directory lists {len(members)} members, not the "
+                                f"{len(written)} local headers the zip holds in order")
     for member in members:
-        info, local = member.info, written.get(member.info.header_offset)
-        if local is None:
-            raise CorruptArchive(rid, f"{where}: member {member.name!r} has no local header at its offset")
+        info, local = member.info, written[member.info.header_offset]
         declared = (info.orig_filename, info.compress_type, info.compress_size, info.file_size, info.CRC)
         seen = (local.header.name, local.header.method, local.header.compress_size, local.header.file_size,
                 local.header.crc)
