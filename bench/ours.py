@@ -75,8 +75,8 @@ class OursPipeline:
                         elapsed = (datetime.fromisoformat(times[end]) - datetime.fromisoformat(times[start]))
                         totals[step] = totals.get(step, 0.0) + elapsed.total_seconds()
         if totals.get("fetch") and totals.get("de-bag", 0.0) < 0.05 * totals["fetch"]:
-            # overlapped: the ledger marks downloaded and de-bagged together, at the end of both
-            totals = {"fetch + de-bag (overlapped)": totals.pop("fetch") + totals.pop("de-bag", 0.0), **totals}
+            # overlapped (or streamed): the ledger marks downloaded and de-bagged together, at the end of both
+            totals = {"fetch + de-bag": totals.pop("fetch") + totals.pop("de-bag", 0.0), **totals}
         return totals
 
 

@@ -89,7 +89,8 @@ def e2e_section(ctx: BenchContext) -> None:
                                                                         for name, s in startup.items()))
     section.notes.append(f"transfer for both: {SINGLE_STREAM.describe()} (fastest against moto, see raw stages); "
                          "baseline = download_file -> zipfile.extractall -> bagit validate -> rsync -a; "
-                         "ours = finisher run (fetch overlapped with the single-pass de-bag -> syncOneWork.sh)")
+                         "ours = finisher run (one part: members de-bagged straight from the GET stream, the zip "
+                         "never written, FINISHER_FETCH_STREAM -> syncOneWork.sh)")
     section.notes.append("written/read per bag byte: /proc/<pid>/io write_bytes/read_bytes of the whole process "
                          "tree (storage level; reads served from page cache are not counted)")
 
@@ -165,5 +166,6 @@ def proxy_section(ctx: BenchContext) -> None:
     ctx.raw["proxy_raw"] = {"single_bytes_per_s": single, "ranged_bytes_per_s": parts}
     section.notes.append(f"raw GET through the proxy: one stream {single / 1e6:.0f} MB/s, {ranged.describe()} "
                          f"{parts / 1e6:.0f} MB/s; both pipelines use {ranged.describe()} here")
-    section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline")
+    section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline (ours: parts written to the zip's .part "
+                         "file, members extracted from it as they arrive)")
     _stage_notes(section, {"main": runs})
