@@ -1,0 +1,361 @@
+"""Stream de-bag (one part, ``FetchSettings.stream``) through ``fetch_and_debag`` against a moto S3 server on
+loopback: the same works as the zip on disk from one GET without a Range, every failure named and nothing placed,
+the fallback to the disk path for zips that cannot be streamed, pinning, and a cut stream retried."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+import struct
+import uuid
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import boto3
+import pytest
+from urllib3.exceptions import ProtocolError
+
+from onprem.finisher.debag import debag_archive
+from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.errors import (
+    BagInvalid,
+    ChecksumMismatch,
+    CorruptArchive,
+    IntegrityError,
+    ObjectChanged,
+    RetryableError,
+    TransferError,
+    UnsafeArchive,
+)
+from onprem.finisher.fetch import FetchRequest, FetchSettings
+from onprem.finisher.fetch_debag import fetch_and_debag
+from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, read_members, tamper_member, zip_entries
+from tests.integration.moto_endpoint import moto_endpoint, s3_client
+
+RID, OTHER_RID = "W1NLM4700", "W1NLM4701"
+KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
+STREAM = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0)
+ON_DISK = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, stream=False)
+DEBAG = DebagSettings(workers=2, fsync=False)
+IMAGE = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0005.tif"
+MEMBER = f"{RID}.bag/{IMAGE}"
+
+
+@pytest.fixture(scope="module")
+def endpoint() -> Iterator[str]:
+    with moto_endpoint() as url:
+        yield url
+
+
+@pytest.fixture
+def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    return s3_client(endpoint, monkeypatch)
+
+
+@pytest.fixture
+def bucket(s3) -> str:  # type: ignore[no-untyped-def]
+    name = f"staging-{uuid.uuid4().hex[:12]}"
+    s3.create_bucket(Bucket=name)
+    return name
+
+
+def _bag(tmp_path: Path, **kwargs: object) -> Path:
+    """A two-work bag zip (~700 KB): 24 payload members."""
+    return make_bdrc_bag_zip(tmp_path / "build", rids=(RID, OTHER_RID), files_per_work=12, file_size=30_000,
+                             **kwargs)  # type: ignore[arg-type]
+
+
+def _put(s3, bucket: str, body: bytes, *, checksum: bool = True) -> FetchRequest:  # type: ignore[no-untyped-def]
+    extra = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
+    put = s3.put_object(Bucket=bucket, Key=KEY, Body=body, **extra)
+    return FetchRequest(RID, bucket, KEY, len(body), put["ETag"], put.get("VersionId"))
+
+
+def _gets(s3) -> list[str | None]:  # type: ignore[no-untyped-def]
+    """The Range header of every GetObject the client makes from now on (None: the whole object)."""
+    ranges: list[str | None] = []
+    s3.meta.events.register("before-call.s3.GetObject",
+                            lambda params, **_: ranges.append(params["headers"].get("Range")))
+    return ranges
+
+
+def _tree(root: Path) -> dict[str, tuple[str | None, float]]:
+    """sha256 and mtime of every file and folder the zip dates (not the work roots nor the tag folders)."""
+    found = {}
+    for path in sorted(root.rglob("*")):
+        rel = path.relative_to(root)
+        if path.is_dir() and (len(rel.parts) == 1 or rel.name.endswith(".bag")):
+            continue  # made by the de-bag, dated when it ran
+        digest = hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else None
+        found[rel.as_posix()] = (digest, path.stat().st_mtime)
+    return found
+
+
+def _works(result) -> list[tuple]:  # type: ignore[no-untyped-def, type-arg]
+    return [(w.work_rid, w.bag, w.algorithms, w.files, w.bytes, w.fixity_checked, w.warnings) for w in result.works]
+
+
+def _names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir()) if folder.exists() else []
+
+
+def _nothing_placed(staging: Path) -> None:
+    assert not (staging / RID).exists() and not (staging / OTHER_RID).exists()
+    assert [n for n in _names(staging) if not n.startswith(".debag-")] == []
+
+
+def _data_offset(zip_bytes: bytes, name: str) -> int:
+    """Where ``name``'s (compressed) bytes start in the zip."""
+    with zipfile.ZipFile(io.BytesIO(zip_bytes)) as zf:
+        offset = zf.getinfo(name).header_offset
+    name_length, extra_length = struct.unpack_from("<HH", zip_bytes, offset + 26)
+    return offset + 30 + name_length + extra_length
+
+
+def _central_entry(zip_bytes: bytes, name: str) -> int:
+    """Where ``name``'s central directory entry starts (zip without a comment, not zip64)."""
+    cd_offset = struct.unpack_from("<I", zip_bytes, len(zip_bytes) - 22 + 16)[0]
+    at = cd_offset
+    while zip_bytes[at:at + 4] == b"PK\x01\x02":
+        name_length, extra_length, comment_length = struct.unpack_from("<HHH", zip_bytes, at + 28)
+        if zip_bytes[at + 46:at + 46 + name_length].decode() == name:
+            return at
+        at += 46 + name_length + extra_length + comment_length
+    raise AssertionError(f"{name} not in the central directory")
+
+
+def _wrap_whole_get(s3, wrap: Callable) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """Replace the raw read of every whole-object GET body (the bytes botocore hashes) by ``wrap(real_read)``."""
+    def hook(response: dict, **_: object) -> None:  # type: ignore[type-arg]
+        if response.get("ContentRange") is None:
+            raw = response["Body"]._raw_stream
+            raw.read = wrap(raw.read)
+
+    s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: hook(parsed))
+
+
+@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED], ids=["deflated", "stored"])
+def test_streamed_result_is_identical_to_the_zip_on_disk_from_one_get(s3, bucket: str, tmp_path: Path,
+                                                                       compression: int) -> None:
+    request = _put(s3, bucket, _bag(tmp_path, compression=compression).read_bytes())
+    on_disk = fetch_and_debag(s3, request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, DEBAG)
+    gets = _gets(s3)
+    streamed = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    assert gets == [None], "one GET of the whole object, no Range"
+    tree = _tree(tmp_path / "staging")
+    assert tree == _tree(tmp_path / "disk") and sum(d is not None for d, _ in tree.values()) > 24
+    assert _works(streamed.debag) == _works(on_disk.debag)
+    assert [w.work_rid for w in streamed.debag.works] == [RID, OTHER_RID]
+    assert all(w.fixity_checked and w.files == 12 for w in streamed.debag.works)
+    assert streamed.fetch.checksum_verified == "sha256"
+    assert (streamed.fetch.size, streamed.fetch.etag) == (request.size, request.etag)
+    assert _names(tmp_path / "dl") == [], "no .part, no zip, no journal"
+    assert _names(tmp_path / "staging") == [RID, OTHER_RID], "no .debag-* temp dir left"
+
+
+def test_a_manifest_algorithm_not_streamed_is_read_back_from_disk(s3, bucket: str, tmp_path: Path) -> None:
+    request = _put(s3, bucket, _bag(tmp_path, algorithms=("md5", "sha256")).read_bytes())
+    settings = DebagSettings(workers=2, fsync=False, stream_algorithms=("sha512",))
+    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, settings)
+    on_disk = fetch_and_debag(s3, request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, settings)
+    assert [(w.work_rid, w.fixity_checked) for w in result.debag.works] == [(RID, True), (OTHER_RID, True)]
+    assert all(set(w.algorithms) == {"md5", "sha256"} for w in result.debag.works)
+    assert _works(result.debag) == _works(on_disk.debag)
+    assert _tree(tmp_path / "staging") == _tree(tmp_path / "disk")
+
+
+def test_a_tampered_payload_member_is_a_checksum_mismatch_and_nothing_is_placed(s3, bucket: str,
+                                                                                 tmp_path: Path) -> None:
+    zip_path = _bag(tmp_path)
+    tamper_member(zip_path, MEMBER, offset=42)  # its zip CRC is right: only the manifest can tell
+    request = _put(s3, bucket, zip_path.read_bytes())
+    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    with pytest.raises(ChecksumMismatch, match=rf"^{RID}: checksum mismatch for {IMAGE} \(sha256 expected") as caught:
+        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    assert isinstance(caught.value, BagInvalid) and caught.value.work_rid == RID
+    _nothing_placed(staging)
+    assert any(n.startswith(f".debag-failed-{RID}") for n in _names(staging)), "evidence kept"
+    assert _names(dl) == [], "downloads dir empty"
+
+
+def test_a_corrupt_member_without_an_s3_checksum_is_a_corrupt_archive(s3, bucket: str, tmp_path: Path) -> None:
+    zip_path = _bag(tmp_path)
+    corrupt_one_byte(zip_path, MEMBER, offset=100)
+    request = _put(s3, bucket, zip_path.read_bytes(), checksum=False)
+    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {MEMBER}"):
+        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    _nothing_placed(staging)
+    assert _names(dl) == []
+
+
+def test_bytes_changed_in_transit_are_an_integrity_error_not_a_corrupt_member(s3, bucket: str,
+                                                                              tmp_path: Path) -> None:
+    body = _bag(tmp_path).read_bytes()
+    request = _put(s3, bucket, body)  # the S3 checksum is of these, the good bytes
+    flip_at = _data_offset(body, MEMBER) + 100  # inside a member, mid-stream
+
+    def flipping(real_read):  # type: ignore[no-untyped-def]
+        sent = [0]
+
+        def read(amt: int | None = None, *args: object, **kwargs: object) -> bytes:
+            chunk = real_read(amt, *args, **kwargs)
+            start, sent[0] = sent[0], sent[0] + len(chunk)
+            if start <= flip_at < sent[0]:
+                at = flip_at - start
+                chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
+            return chunk
+
+        return read
+
+    _wrap_whole_get(s3, flipping)
+    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip") as caught:
+        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    assert isinstance(caught.value, RetryableError) and not isinstance(caught.value, CorruptArchive)
+    _nothing_placed(staging)
+    assert _names(dl) == []
+
+
+@pytest.mark.parametrize("evil", ["../evil.txt", "{tmp}/abs-evil.txt"], ids=["dotdot", "absolute"])
+def test_an_unsafe_member_name_writes_nothing_outside_and_places_nothing(s3, bucket: str, tmp_path: Path,
+                                                                         evil: str) -> None:
+    evil = evil.format(tmp=tmp_path)
+    staging, dl = tmp_path / "sub" / "staging", tmp_path / "sub" / "dl"
+    zip_path = zip_entries(tmp_path / "evil.zip", [(f"{RID}/images/ok.tif", b"fine" * 10_000),
+                                                   (evil, b"outside")])
+    request = _put(s3, bucket, zip_path.read_bytes())
+    with pytest.raises(UnsafeArchive, match=rf"^{RID}: member {re.escape(repr(evil))}"):
+        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    assert not (tmp_path / "sub" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
+    assert not (tmp_path / "abs-evil.txt").exists()
+    outside = list(tmp_path.rglob("*evil.txt"))
+    assert outside == [], "a member name became a path"
+    _nothing_placed(staging)
+    assert _names(dl) == []
+
+
+@pytest.mark.parametrize("field", ["crc", "name"])
+def test_a_central_directory_that_disagrees_with_a_local_header_is_a_corrupt_archive(
+    s3, bucket: str, tmp_path: Path, field: str,
+) -> None:
+    body = bytearray(_bag(tmp_path).read_bytes())
+    entry = _central_entry(bytes(body), MEMBER)
+    if field == "crc":
+        struct.pack_into("<I", body, entry + 16, struct.unpack_from("<I", body, entry + 16)[0] ^ 0x1)
+    else:
+        last = entry + 46 + len(MEMBER) - 1  # ..._0005.tif → ..._0005.tig: still a safe name, and a new one
+        assert body[last:last + 1] == b"f"
+        body[last:last + 1] = b"g"
+    request = _put(s3, bucket, bytes(body))
+    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    with pytest.raises(CorruptArchive, match=rf"^{RID}: .*(central directory|local header)"):
+        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    _nothing_placed(staging)
+    assert _names(dl) == []
+
+
+def _with_data_descriptors(good: Path, tmp_path: Path, which: str) -> Path:
+    """``good`` rewritten with data descriptors: every member (written to an unseekable stream, as zipfile does
+    there), or only a member well after the first ones (its local header's flag bit 3 set, its sizes kept)."""
+    described = tmp_path / "described.zip"
+    if which == "later-member":
+        body = bytearray(good.read_bytes())
+        with zipfile.ZipFile(good) as zf:
+            offset = zf.getinfo(f"{OTHER_RID}.bag/bagit.txt").header_offset
+        struct.pack_into("<H", body, offset + 6, struct.unpack_from("<H", body, offset + 6)[0] | 0x08)
+        described.write_bytes(bytes(body))
+        return described
+    sink = io.BytesIO()
+
+    class Unseekable:
+        def write(self, data: bytes) -> int:
+            return sink.write(data)
+
+        def flush(self) -> None:
+            return None
+
+    with zipfile.ZipFile(Unseekable(), "w") as zf:  # type: ignore[arg-type]
+        for info, content in read_members(good):
+            zf.writestr(info, content)
+    described.write_bytes(sink.getvalue())
+    with zipfile.ZipFile(described) as zf:
+        assert all(info.flag_bits & 0x08 for info in zf.infolist()), "every member has a data descriptor"
+    return described
+
+
+@pytest.mark.parametrize("which", ["every-member", "later-member"])
+def test_a_zip_with_data_descriptors_falls_back_to_the_disk_path(s3, bucket: str, tmp_path: Path,
+                                                                 which: str) -> None:
+    described = _with_data_descriptors(_bag(tmp_path), tmp_path, which)
+    request = _put(s3, bucket, described.read_bytes())
+    gets = _gets(s3)
+    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
+    (tmp_path / "seq").mkdir()
+    sequential = debag_archive(described, RID, tmp_path / "seq", DEBAG, version_tag=request.etag)
+    assert _tree(tmp_path / "staging") == _tree(tmp_path / "seq") and len(_tree(tmp_path / "seq")) > 24
+    assert _works(result.debag) == _works(sequential)
+    assert all(w.fixity_checked and w.files == 12 for w in result.debag.works)
+    assert result.fetch.checksum_verified == "sha256"
+    assert result.fetch.path.read_bytes() == described.read_bytes()
+    assert _names(tmp_path / "staging") == [RID, OTHER_RID], "no .debag-* temp dir left"
+
+
+def test_an_object_overwritten_between_head_and_get_is_object_changed(s3, bucket: str, tmp_path: Path) -> None:
+    request = _put(s3, bucket, _bag(tmp_path).read_bytes())  # unversioned: only IfMatch pins the bytes
+    other = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1")
+    gets = _gets(s3)
+
+    def overwrite_before_the_get(**_: object) -> None:
+        if len(gets) == 1:
+            other.put_object(Bucket=bucket, Key=KEY, Body=b"a newer bag")
+
+    s3.meta.events.register("before-call.s3.GetObject", overwrite_before_the_get)
+    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    with pytest.raises(ObjectChanged, match=f"^{RID}: .*overwritten"):
+        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    assert gets == [None]
+    assert _names(dl) == []
+    assert _names(staging) == []
+
+
+def _cut_after(limit: int, how: str):  # type: ignore[no-untyped-def]
+    def wrap(real_read):  # type: ignore[no-untyped-def]
+        sent = [0]
+
+        def read(amt: int | None = None, *args: object, **kwargs: object) -> bytes:
+            if sent[0] >= limit:
+                if how == "reset":
+                    raise ProtocolError("Connection broken: connection reset by peer")
+                return b""
+            chunk = real_read(min(amt or limit, limit - sent[0]), *args, **kwargs)
+            sent[0] += len(chunk)
+            return chunk
+
+        return read
+
+    return wrap
+
+
+@pytest.mark.parametrize("how", ["reset", "early-eof"])
+def test_a_stream_cut_off_is_a_transfer_error_and_the_next_call_succeeds(s3, bucket: str, tmp_path: Path,
+                                                                         how: str) -> None:
+    request = _put(s3, bucket, _bag(tmp_path).read_bytes())
+    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    cutting = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1")
+    _wrap_whole_get(cutting, _cut_after(request.size // 2, how))
+    with pytest.raises(TransferError, match=rf"^{RID}: ") as caught:
+        fetch_and_debag(cutting, request, dl, staging, STREAM, DEBAG)
+    assert isinstance(caught.value, RetryableError)
+    _nothing_placed(staging)
+    gets = _gets(s3)
+    result = fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    assert gets == [None]
+    assert [w.work_rid for w in result.debag.works] == [RID, OTHER_RID]
+    assert all(w.fixity_checked and w.files == 12 for w in result.debag.works)
+    assert result.fetch.checksum_verified == "sha256"
+    assert _names(staging) == [RID, OTHER_RID]
+    assert _names(dl) == []
