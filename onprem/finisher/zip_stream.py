@@ -92,6 +92,7 @@ class ChunkReader:
 
     def drain(self) -> None:
         """Read the stream to its end, keeping nothing."""
+        self.position += len(self._buffer)
         self._buffer = b""
         for chunk in self._chunks:
             self.position += len(chunk)

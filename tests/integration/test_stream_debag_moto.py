@@ -304,6 +304,29 @@ def test_a_zip_with_data_descriptors_falls_back_to_the_disk_path(s3, bucket: str
     assert _names(tmp_path / "staging") == [RID, OTHER_RID], "no .debag-* temp dir left"
 
 
+def test_bytes_between_the_last_member_and_the_central_directory_fall_back_to_the_disk_path(
+    s3, bucket: str, tmp_path: Path,
+) -> None:
+    """A valid zip the stream cannot vouch for (a gap before the central directory): read from disk instead."""
+    good = _bag(tmp_path).read_bytes()
+    with zipfile.ZipFile(io.BytesIO(good)) as zf:
+        cd_start = zf.start_dir
+    gap = b"\x00" * 1000
+    body = bytearray(good[:cd_start] + gap + good[cd_start:])
+    eocd = body.rindex(b"PK\x05\x06")
+    struct.pack_into("<I", body, eocd + 16, cd_start + len(gap))  # the central directory's offset, moved
+    gapped = tmp_path / "gapped.zip"
+    gapped.write_bytes(bytes(body))
+    with zipfile.ZipFile(gapped) as zf:
+        assert zf.testzip() is None, "the gapped zip is a valid zip"
+    request = _put(s3, bucket, bytes(body))
+    gets = _gets(s3)
+    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
+    assert all(w.fixity_checked and w.files == 12 for w in result.debag.works)
+    assert _names(tmp_path / "staging") == [RID, OTHER_RID], "no .debag-* temp dir left"
+
+
 def test_an_object_overwritten_between_head_and_get_is_object_changed(s3, bucket: str, tmp_path: Path) -> None:
     request = _put(s3, bucket, _bag(tmp_path).read_bytes())  # unversioned: only IfMatch pins the bytes
     other = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1")
