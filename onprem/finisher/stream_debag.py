@@ -7,8 +7,9 @@ to a ``.part`` file first and 3 for download → extract → copy.
 1. One GET (ETag/version pinned, full-object checksum checked at its end, ``fetch_s3.stream_object``).
 2. Each local file header is read as it arrives (``zip_stream.py``); its member is inflated if deflated, hashed
    (CRC-32 and the bag's algorithms: ``DebagSettings.stream_algorithms`` plus any ``manifest-<alg>.txt`` name seen
-   so far) and written by a writer thread to ``<temp dir>/.stream/<n>`` — a number, never the member's name, so
-   nothing unguarded becomes a path. The CRC and size must match the local header.
+   so far) and written by writer threads (members alternate between ``DebagSettings.workers`` of them) to
+   ``<temp dir>/.stream/<offset>`` — a number, never the member's name, so nothing unguarded becomes a path.
+   The CRC and size must match the local header.
 3. The central directory (the stream's rest) is written at its offset into the sparse ``.part`` file and read
    by ``read_central_directory``: the same zip-safety guard as every other de-bag. Each of its members must
    match a local header seen (offset, name, method, sizes, CRC), and the local headers must end where it starts.
@@ -67,8 +68,10 @@ __all__ = ["StreamUnsupported", "StreamedExtractor", "stream_and_debag"]
 logger = logging.getLogger(__name__)
 
 STREAM_DIR = ".stream"
-#: chunks (about 1 MiB each) queued between the stream and the writer thread
-QUEUE_CHUNKS = 32
+#: chunks (about 1 MiB each) queued between the stream and each writer thread
+QUEUE_CHUNKS = 16
+#: writer threads (members alternate between them; ``DebagSettings.workers`` up to this)
+MAX_WRITERS = 4
 #: the central directory is kept in memory; a larger one is read from disk instead
 MAX_CENTRAL_DIRECTORY = 256 * 2**20
 _MANIFEST_NAME = re.compile(r"(?:^|/)(?:tag)?manifest-([A-Za-z0-9]+)\.txt$")
@@ -164,9 +167,9 @@ def _write_members(chunks: Generator[bytes, None, None], download: Download, str
                    settings: DebagSettings, progress: Progress) -> tuple[dict[int, StreamedMember], int]:
     rid = download.request.work_rid
     reader = ChunkReader(_reported(chunks, progress))
-    writer = _MemberWriter(stream_dir, rid, settings)
+    writers = [_MemberWriter(stream_dir, rid, settings) for _ in range(max(1, min(settings.workers, MAX_WRITERS)))]
     algorithms = set(settings.stream_algorithms)
-    declared = 0
+    declared, written_to = 0, []
     try:
         while (header := read_local_header(reader, rid)) is not None:
             declared += header.file_size
@@ -174,6 +177,8 @@ def _write_members(chunks: Generator[bytes, None, None], download: Download, str
                 raise ZipBomb(rid, f"members declare more than {settings.max_total_bytes} bytes in all")
             if match := _MANIFEST_NAME.search(header.name):
                 algorithms.add(match.group(1).lower())
+            writer = writers[len(written_to) % len(writers)]  # members alternate between the writers
+            written_to.append(writer)
             writer.put(("open", header, tuple(sorted(a for a in algorithms if a in hashlib.algorithms_available))))
             for piece in reader.iter_exact(header.compress_size, f"member {header.name!r}", rid):
                 writer.put(("data", piece))
@@ -181,21 +186,28 @@ def _write_members(chunks: Generator[bytes, None, None], download: Download, str
         cd_start = reader.position
         tail = _read_tail(reader, download, rid)
     except CorruptArchive as err:
-        writer.stop()
+        _stop(writers)
         transport = _transport_or(err, reader)
         if transport is err:
             raise
         raise transport from err
     except BaseException:
-        writer.stop()
+        _stop(writers)
         raise
-    written = writer.finish()  # the whole stream was read and its checksum passed: a member error is the zip's
+    written: dict[int, StreamedMember] = {}
+    for writer in writers:  # the whole stream was read and its checksum passed: a member error is the zip's
+        written.update(writer.finish())
     fd = os.open(download.part_path, os.O_WRONLY)
     try:
         os.pwrite(fd, tail, cd_start)
     finally:
         os.close(fd)
     return written, cd_start
+
+
+def _stop(writers: list[_MemberWriter]) -> None:
+    for writer in writers:
+        writer.stop()
 
 
 def _reported(chunks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
@@ -223,7 +235,7 @@ def _transport_or(error: CorruptArchive, reader: ChunkReader) -> FinisherError:
 
 
 class _MemberWriter:
-    """The writer thread: inflates, hashes and writes each member to ``<stream dir>/<n>``, in stream order."""
+    """A writer thread: inflates, hashes and writes the members it is given to ``<stream dir>/<offset>``."""
 
     def __init__(self, stream_dir: Path, work_rid: str, settings: DebagSettings) -> None:
         self.stream_dir, self.work_rid, self.settings = stream_dir, work_rid, settings
@@ -267,7 +279,7 @@ class _MemberWriter:
                 if item is None:
                     return
                 if item[0] == "open":
-                    member = _OpenMember(self.stream_dir / str(len(self.written)), item[1], item[2], self.work_rid,
+                    member = _OpenMember(self.stream_dir / str(item[1].offset), item[1], item[2], self.work_rid,
                                          self.settings)
                 elif item[0] == "data":
                     assert member is not None
