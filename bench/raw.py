@@ -28,22 +28,28 @@ def _drain_body(body: Any) -> int:
 
 
 def get_throughput(s3: Any, bucket: str, key: str, size: int, *, part_bytes: int | None = None,
-                   concurrency: int = 1) -> float:
-    """Bytes/s of reading the object (discarded): one streamed GET, or ``part_bytes`` ranges on N threads."""
+                   concurrency: int = 1, span: int | None = None) -> float:
+    """Bytes/s of reading the object (discarded): one streamed GET, or ``part_bytes`` ranges on N threads.
+
+    ``span``: read only the object's first ``span`` bytes (one ranged GET, or ranges covering them), so that the
+    slow ways of reading a big object stay a few seconds long.
+    """
+    total = min(size, span or size)
     started = time.perf_counter()
     if part_bytes is None:
-        received = _drain_body(s3.get_object(Bucket=bucket, Key=key)["Body"])
+        extra = {"Range": f"bytes=0-{total - 1}"} if total < size else {}
+        received = _drain_body(s3.get_object(Bucket=bucket, Key=key, **extra)["Body"])
     else:
         def part(start: int) -> int:
-            end = min(start + part_bytes, size) - 1
+            end = min(start + part_bytes, total) - 1
             return _drain_body(s3.get_object(Bucket=bucket, Key=key, Range=f"bytes={start}-{end}")["Body"])
 
         with ThreadPoolExecutor(max_workers=concurrency) as pool:
-            received = sum(pool.map(part, range(0, size, part_bytes)))
+            received = sum(pool.map(part, range(0, total, part_bytes)))
     elapsed = time.perf_counter() - started
-    if received != size:
-        raise RuntimeError(f"GET {key}: read {received} bytes, expected {size}")
-    return size / elapsed
+    if received != total:
+        raise RuntimeError(f"GET {key}: read {received} bytes, expected {total}")
+    return total / elapsed
 
 
 def hash_throughput(algorithms: Sequence[str], workers: int, total_bytes: int) -> float:

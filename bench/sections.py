@@ -14,6 +14,7 @@ from bench.ours import OursPipeline
 from bench.proxy import ShapingProxy
 from bench.raw import get_throughput
 from bench.report import Section
+from bench.stage_sections import RANGED_SPAN
 
 __all__ = ["SINGLE_STREAM", "cgroup_section", "e2e_section", "proxy_section", "scale_section"]
 
@@ -157,9 +158,10 @@ def proxy_section(ctx: BenchContext) -> None:
     upstream = urlsplit(ctx.aws.endpoint_url)
     with ShapingProxy(upstream.hostname or "127.0.0.1", upstream.port or 80, rate_bytes_per_s=rate) as proxy:
         s3 = boto3.client("s3", region_name=ctx.aws.region, endpoint_url=proxy.url)
-        single = median([get_throughput(s3, staged.bucket, staged.key, staged.size) for _ in range(1)])
+        span = min(staged.size, RANGED_SPAN)
+        single = median([get_throughput(s3, staged.bucket, staged.key, staged.size, span=span) for _ in range(1)])
         parts = median([get_throughput(s3, staged.bucket, staged.key, staged.size, part_bytes=ranged.part_bytes,
-                                       concurrency=ranged.concurrency) for _ in range(o.repeats)])
+                                       concurrency=ranged.concurrency, span=span) for _ in range(o.repeats)])
         runs = ctx.alternate([ctx.baseline, ctx.ours], "main", o.repeats, transfer=ranged, endpoint=proxy.url)
     facts = _compare(ctx, "proxy_main", "main", runs)
     section.rows += [_row(_label(ctx, "main"), name, rs) for name, rs in runs.items()]
