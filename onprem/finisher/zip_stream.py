@@ -52,56 +52,66 @@ class LocalHeader:
 
 
 class ChunkReader:
-    """Exact reads over an iterator of byte chunks; ``position`` is the number of bytes consumed so far."""
+    """Exact reads over an iterator of byte chunks; ``position`` is the number of bytes consumed so far.
+
+    The unread bytes are ``_buffer[_at:]``: a read moves ``_at`` and copies only what it returns, so a zip of many
+    small members costs no copy of the rest of each chunk per header read.
+    """
 
     def __init__(self, chunks: Iterator[bytes]) -> None:
         self._chunks = chunks
         self._buffer = b""
+        self._at = 0
         self.position = 0
 
+    def _available(self) -> int:
+        return len(self._buffer) - self._at
+
     def _fill(self, n: int) -> bool:
-        while len(self._buffer) < n:
+        while self._available() < n:
             chunk = next(self._chunks, None)
             if chunk is None:
                 return False
-            self._buffer += chunk
+            self._buffer = self._buffer[self._at:] + chunk if self._available() else chunk
+            self._at = 0
         return True
+
+    def _take(self, n: int) -> bytes:
+        out = self._buffer[self._at:self._at + n]
+        self._at += len(out)
+        self.position += len(out)
+        return out
 
     def peek(self, n: int) -> bytes:
         """Up to ``n`` next bytes, not consumed (fewer only at the end of the stream)."""
         self._fill(n)
-        return self._buffer[:n]
+        return self._buffer[self._at:self._at + n]
 
     def read_exact(self, n: int, what: str, work_rid: str) -> bytes:
         if not self._fill(n):
             raise CorruptArchive(work_rid, f"the zip ends inside {what}")
-        out, self._buffer = self._buffer[:n], self._buffer[n:]
-        self.position += n
-        return out
+        return self._take(n)
 
     def iter_exact(self, n: int, what: str, work_rid: str) -> Iterator[bytes]:
         """The next ``n`` bytes, in the chunks they arrived in."""
         while n > 0:
-            if not self._buffer and not self._fill(1):
+            if not self._available() and not self._fill(1):
                 raise CorruptArchive(work_rid, f"the zip ends inside {what}")
-            piece = self._buffer[:n] if len(self._buffer) > n else self._buffer
-            self._buffer = self._buffer[len(piece):]
-            self.position += len(piece)
+            piece = self._take(min(n, self._available()))
             n -= len(piece)
             yield piece
 
     def drain(self) -> None:
         """Read the stream to its end, keeping nothing."""
-        self.position += len(self._buffer)
-        self._buffer = b""
+        self.position += self._available()
+        self._buffer, self._at = b"", 0
         for chunk in self._chunks:
             self.position += len(chunk)
 
     def rest(self) -> bytes:
         """Everything left in the stream (the central directory and its end records)."""
-        parts = [self._buffer, *self._chunks]
-        self._buffer = b""
-        data = b"".join(parts)
+        data = b"".join([self._buffer[self._at:], *self._chunks])
+        self._buffer, self._at = b"", 0
         self.position += len(data)
         return data
 
