@@ -87,9 +87,13 @@ def _rid_of_root(root: PurePosixPath, work_rid: str) -> str:
 
 
 def _under(path: PurePosixPath, root: PurePosixPath) -> PurePosixPath | None:
+    """``path`` relative to ``root`` when it lies strictly under it (compared by parts: no path is built)."""
     if root == PurePosixPath("."):
         return path
-    return path.relative_to(root) if root in path.parents else None
+    depth = len(root.parts)
+    if len(path.parts) > depth and path.parts[:depth] == root.parts:
+        return PurePosixPath(*path.parts[depth:])
+    return None
 
 
 def _plan_bag(root: PurePosixPath, files: list[SafeMember], members: list[SafeMember], work_rid: str) -> WorkPlan:
