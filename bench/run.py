@@ -36,7 +36,7 @@ SECTIONS: dict[str, Callable[[BenchContext], None]] = {
 }
 FULL = {"main_mib": 1024, "memory_mib": 4096, "small_files": 5000, "debag_mib": 1024, "scale_mib": 128}
 TINY = {"main_mib": 4, "file_mib": 1, "memory_mib": 8, "small_files": 20, "small_kib": 16, "debag_mib": 2,
-        "scale_works": 2, "scale_mib": 1, "repeats": 1, "memory_limit_mib": 256, "proxy_part_mib": 1,
+        "scale_works": 2, "scale_mib": 1, "repeats": 1, "memory_limit_mib": 256, "proxy_part_mib": 1, "proxy_mib": 4,
         "lambda_invocations": 10, "lambda_cold_runs": 1}
 
 

@@ -154,7 +154,7 @@ def proxy_section(ctx: BenchContext) -> None:
     ranged = Transfer(single_stream=False, part_bytes=o.proxy_part_mib * MIB, concurrency=o.proxy_concurrency)
     section = ctx.report.section(f"Through a loopback proxy capping each connection at {o.proxy_rate_mb_s:.0f} MB/s",
                                  E2E_COLUMNS)
-    staged = ctx.staged("main")[0]
+    staged = ctx.staged("proxy")[0]
     upstream = urlsplit(ctx.aws.endpoint_url)
     with ShapingProxy(upstream.hostname or "127.0.0.1", upstream.port or 80, rate_bytes_per_s=rate) as proxy:
         s3 = boto3.client("s3", region_name=ctx.aws.region, endpoint_url=proxy.url)
@@ -162,12 +162,12 @@ def proxy_section(ctx: BenchContext) -> None:
         single = median([get_throughput(s3, staged.bucket, staged.key, staged.size, span=span) for _ in range(1)])
         parts = median([get_throughput(s3, staged.bucket, staged.key, staged.size, part_bytes=ranged.part_bytes,
                                        concurrency=ranged.concurrency, span=span) for _ in range(o.repeats)])
-        runs = ctx.alternate([ctx.baseline, ctx.ours], "main", o.repeats, transfer=ranged, endpoint=proxy.url)
-    facts = _compare(ctx, "proxy_main", "main", runs)
-    section.rows += [_row(_label(ctx, "main"), name, rs) for name, rs in runs.items()]
+        runs = ctx.alternate([ctx.baseline, ctx.ours], "proxy", o.repeats, transfer=ranged, endpoint=proxy.url)
+    facts = _compare(ctx, "proxy_main", "proxy", runs)
+    section.rows += [_row(_label(ctx, "proxy"), name, rs) for name, rs in runs.items()]
     ctx.raw["proxy_raw"] = {"single_bytes_per_s": single, "ranged_bytes_per_s": parts}
     section.notes.append(f"raw GET through the proxy: one stream {single / 1e6:.0f} MB/s, {ranged.describe()} "
                          f"{parts / 1e6:.0f} MB/s; both pipelines use {ranged.describe()} here")
     section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline (ours: parts written to the zip's .part "
                          "file, members extracted from it as they arrive)")
-    _stage_notes(section, {"main": runs})
+    _stage_notes(section, {"proxy": runs})
