@@ -40,7 +40,7 @@ class MemberSource(Protocol):
 
 @dataclass(frozen=True)
 class CompleteZip:
-    """A zip fully on disk: every member is readable at once."""
+    """Every member readable at once: a zip fully on disk, or members already written from a stream."""
 
     path: Path
 

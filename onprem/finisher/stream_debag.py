@@ -30,12 +30,14 @@ from __future__ import annotations
 
 import errno
 import hashlib
+import itertools
 import logging
 import os
 import queue
 import re
 import shutil
 import threading
+import zipfile
 import zlib
 from collections.abc import Generator, Iterator
 from dataclasses import dataclass
@@ -46,6 +48,7 @@ from onprem.finisher.arriving_zip import central_directory_start
 from onprem.finisher.debag import debag_members, keep_or_remove_evidence, read_central_directory, temp_dir_for
 from onprem.finisher.debag_extract import MemberDigest, file_digests, zip_mtime
 from onprem.finisher.debag_model import DebagResult, DebagSettings
+from onprem.finisher.debag_source import CompleteZip
 from onprem.finisher.durability import start_writeback
 from onprem.finisher.errors import (
     CorruptArchive,
@@ -132,7 +135,7 @@ def stream_and_debag(
         raise
     extractor = StreamedExtractor(written, debag_progress)
     try:
-        debagged = debag_members(_Streamed(download.part_path), members, rid, staging_dir, debag_settings,
+        debagged = debag_members(CompleteZip(download.part_path), members, rid, staging_dir, debag_settings,
                                  version_tag=version_tag, progress=debag_progress, archive=download.dest,
                                  extractor=extractor)
     finally:
@@ -169,7 +172,7 @@ def _write_members(chunks: Generator[bytes, None, None], download: Download, str
     reader = ChunkReader(_reported(chunks, progress))
     writers = [_MemberWriter(stream_dir, rid, settings) for _ in range(max(1, min(settings.workers, MAX_WRITERS)))]
     algorithms = set(settings.stream_algorithms)
-    declared, written_to = 0, []
+    declared, turns = 0, itertools.cycle(writers)  # members alternate between the writers
     try:
         while (header := read_local_header(reader, rid)) is not None:
             declared += header.file_size
@@ -177,17 +180,16 @@ def _write_members(chunks: Generator[bytes, None, None], download: Download, str
                 raise ZipBomb(rid, f"members declare more than {settings.max_total_bytes} bytes in all")
             if match := _MANIFEST_NAME.search(header.name):
                 algorithms.add(match.group(1).lower())
-            writer = writers[len(written_to) % len(writers)]  # members alternate between the writers
-            written_to.append(writer)
+            writer = next(turns)
             writer.put(("open", header, tuple(sorted(a for a in algorithms if a in hashlib.algorithms_available))))
             for piece in reader.iter_exact(header.compress_size, f"member {header.name!r}", rid):
                 writer.put(("data", piece))
             writer.put(("close",))
         cd_start = reader.position
-        tail = _read_tail(reader, download, rid)
+        tail = _read_tail(reader, download)
     except CorruptArchive as err:
         _stop(writers)
-        transport = _transport_or(err, reader)
+        transport = _transport_or(err, reader, download)
         if transport is err:
             raise
         raise transport from err
@@ -216,21 +218,26 @@ def _reported(chunks: Iterator[bytes], progress: Progress) -> Iterator[bytes]:
         yield chunk
 
 
-def _read_tail(reader: ChunkReader, download: Download, rid: str) -> bytes:
+def _read_tail(reader: ChunkReader, download: Download) -> bytes:
     left = download.identity.size - reader.position
     if left > MAX_CENTRAL_DIRECTORY:
         raise StreamUnsupported(f"{left} bytes follow the last member: the central directory is read from disk")
     return reader.rest()
 
 
-def _transport_or(error: CorruptArchive, reader: ChunkReader) -> FinisherError:
-    """A member that does not read right: the download's own fault if the object's checksum fails too."""
+def _transport_or(error: CorruptArchive, reader: ChunkReader, download: Download) -> FinisherError:
+    """A member that does not read right: the download's own fault if the object's checksum fails too.
+
+    Only with a checksum to decide is the rest of the stream read (it is checked once the last byte is read).
+    """
+    if download.running is None:
+        return error
     try:
-        reader.drain()  # the checksum is checked once the last byte is read
+        reader.drain()
     except IntegrityError as integrity:
         return integrity
     except FinisherError:
-        return error
+        pass  # the stream broke off: the member's own error is the one known
     return error
 
 
@@ -306,7 +313,7 @@ class _OpenMember:
                  settings: DebagSettings) -> None:
         self.path, self.header, self.work_rid = path, header, work_rid
         self.limit = min(header.file_size, settings.max_member_bytes)
-        self.inflater = zlib.decompressobj(-15) if header.method == 8 else None
+        self.inflater = zlib.decompressobj(-15) if header.method == zipfile.ZIP_DEFLATED else None
         self.hashers = {alg: hashlib.new(alg) for alg in algorithms}
         self.crc = self.size = 0
         self.fsync = settings.fsync
@@ -378,19 +385,6 @@ def _check_against_local_headers(members: list[SafeMember], written: dict[int, S
         if declared != seen:
             raise CorruptArchive(rid, f"{where}: member {member.name!r} differs between the central directory "
                                       f"{declared[1:]} and its local header {seen[1:]}")
-
-
-@dataclass(frozen=True)
-class _Streamed:
-    """The de-bag's member source: every member is already written (``wait_for``/``settle`` have nothing to do)."""
-
-    path: Path
-
-    def wait_for(self, member: SafeMember, cancelled: threading.Event) -> None:
-        return None
-
-    def settle(self) -> None:
-        return None
 
 
 class StreamedExtractor:

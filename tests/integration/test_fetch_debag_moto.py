@@ -11,9 +11,7 @@ import subprocess
 import sys
 import threading
 import time
-import uuid
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -35,7 +33,7 @@ from onprem.finisher.fetch_checksum import RunningChecksum
 from onprem.finisher.fetch_debag import fetch_and_debag
 from onprem.finisher.progress import CountingProgress
 from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, tamper_member, zip_entries
-from tests.integration.moto_endpoint import CREDENTIALS, moto_endpoint, s3_client
+from tests.integration.moto_endpoint import CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RID, OTHER_RID = "W1NLM4700", "W1NLM4701"
@@ -44,24 +42,6 @@ PART = 64 * 1024
 PARTS = FetchSettings(part_size=PART, max_concurrency=4, min_free_bytes=0)
 DEBAG = DebagSettings(workers=3, fsync=False)
 IMAGE = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0005.tif"
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_endpoint() as url:
-        yield url
-
-
-@pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    return s3_client(endpoint, monkeypatch)
-
-
-@pytest.fixture
-def bucket(s3) -> str:  # type: ignore[no-untyped-def]
-    name = f"staging-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def _bag(tmp_path: Path, **kwargs: object) -> Path:

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import boto3
@@ -29,23 +28,12 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
 from onprem.finisher.progress import CountingProgress
 from tests.fixtures.bags import make_bdrc_bag_zip, tamper_member
-from tests.integration.moto_endpoint import CREDENTIALS, moto_endpoint, s3_client
+from tests.integration.moto_endpoint import CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RID = "W1NLM4700"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 SMALL_PARTS = FetchSettings(part_size=256 * 1024, max_concurrency=4, min_free_bytes=0)
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_endpoint() as url:
-        yield url
-
-
-@pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    return s3_client(endpoint, monkeypatch)
 
 
 @pytest.fixture

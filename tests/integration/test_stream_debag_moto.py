@@ -8,15 +8,16 @@ import hashlib
 import io
 import re
 import struct
-import uuid
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import boto3
 import pytest
+from botocore.config import Config
 from urllib3.exceptions import ProtocolError
 
+from onprem.finisher import stream_debag
 from onprem.finisher.debag import debag_archive
 from onprem.finisher.debag_model import DebagSettings
 from onprem.finisher.errors import (
@@ -32,7 +33,6 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch import FetchRequest, FetchSettings
 from onprem.finisher.fetch_debag import fetch_and_debag
 from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, read_members, tamper_member, zip_entries
-from tests.integration.moto_endpoint import moto_endpoint, s3_client
 
 RID, OTHER_RID = "W1NLM4700", "W1NLM4701"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
@@ -41,24 +41,6 @@ ON_DISK = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, st
 DEBAG = DebagSettings(workers=2, fsync=False)
 IMAGE = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0005.tif"
 MEMBER = f"{RID}.bag/{IMAGE}"
-
-
-@pytest.fixture(scope="module")
-def endpoint() -> Iterator[str]:
-    with moto_endpoint() as url:
-        yield url
-
-
-@pytest.fixture
-def s3(endpoint: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
-    return s3_client(endpoint, monkeypatch)
-
-
-@pytest.fixture
-def bucket(s3) -> str:  # type: ignore[no-untyped-def]
-    name = f"staging-{uuid.uuid4().hex[:12]}"
-    s3.create_bucket(Bucket=name)
-    return name
 
 
 def _bag(tmp_path: Path, **kwargs: object) -> Path:
@@ -189,6 +171,33 @@ def test_a_corrupt_member_without_an_s3_checksum_is_a_corrupt_archive(s3, bucket
         fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
     _nothing_placed(staging)
     assert _names(dl) == []
+
+
+def test_a_corrupt_member_without_a_checksum_to_decide_stops_the_stream_there(
+    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With no full-object checksum nothing could blame the transport: the rest of the zip is not downloaded."""
+    monkeypatch.setattr(stream_debag, "QUEUE_CHUNKS", 1)  # the stream runs at most a chunk or two ahead of the writer
+    zip_path = make_bdrc_bag_zip(tmp_path / "build", rids=(RID,), files_per_work=12, file_size=1_000_000)
+    first = f"{RID}.bag/data/{RID}-I1KG1/images/{RID}-I1KG1_0001.tif"
+    corrupt_one_byte(zip_path, first, offset=100)
+    bare = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1",
+                        config=Config(request_checksum_calculation="when_required"))  # no default CRC32 either
+    put = bare.put_object(Bucket=bucket, Key=KEY, Body=zip_path.read_bytes())
+    request = FetchRequest(RID, bucket, KEY, zip_path.stat().st_size, put["ETag"], None)
+    assert not any(k.startswith("Checksum") for k in s3.head_object(Bucket=bucket, Key=KEY, ChecksumMode="ENABLED"))
+    read: list[int] = []
+
+    def count(response: dict, **_: object) -> None:  # type: ignore[type-arg]
+        body = response["Body"]
+        real_read = body.read
+        body.read = lambda *a, **k: (lambda chunk: read.append(len(chunk)) or chunk)(real_read(*a, **k))
+
+    s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: count(parsed))
+    with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {first}"):
+        fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM,
+                        DebagSettings(workers=1, fsync=False))
+    assert 0 < sum(read) < request.size // 2, f"read {sum(read)} of {request.size} bytes"
 
 
 def test_bytes_changed_in_transit_are_an_integrity_error_not_a_corrupt_member(s3, bucket: str,
