@@ -13,7 +13,11 @@ from contract.errors import ContractError
 
 #: BDRC resource ids: a letter then letters, digits, ``_`` or ``-`` (W22084, W1NLM4700, W3CN27014_ABC)
 RID_PATTERN = r"[A-Za-z][A-Za-z0-9_-]*"
-_RID_RE = re.compile(rf"^{RID_PATTERN}$")
+#: ASCII only and matched whole (``fullmatch``): ``$`` alone would also match before a trailing newline, and a
+#: shell's ``$(basename …)`` strips that newline and names a sibling folder
+_RID_RE = re.compile(RID_PATTERN, re.ASCII)
+#: C0 and C1 control characters and DEL: never part of a RID, a key or a file name a person has to read
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 STAGING_DIVISOR = 50
 ARCHIVE_DIVISOR = 25
@@ -23,11 +27,21 @@ class InvalidWorkRid(ContractError):
     """A key or name from which no valid work RID can be derived."""
 
 
+def is_rid(candidate: object) -> bool:
+    """Whether ``candidate`` is a work RID, matched whole (no trailing newline, no control character)."""
+    return isinstance(candidate, str) and _RID_RE.fullmatch(candidate) is not None
+
+
 def validate_rid(rid: str) -> str:
     """Return ``rid`` unchanged when it is a valid work RID, else raise InvalidWorkRid."""
-    if not isinstance(rid, str) or not _RID_RE.match(rid):
+    if not is_rid(rid):
         raise InvalidWorkRid(f"{rid!r} is not a valid work RID (expected {RID_PATTERN})")
     return rid
+
+
+def control_characters(text: str) -> list[str]:
+    """The control characters in ``text`` (C0, DEL, C1), each as its escape (``'\\n'``): [] when there is none."""
+    return [repr(ch)[1:-1] for ch in dict.fromkeys(_CONTROL_RE.findall(text))]
 
 
 def work_rid_from_key(key: str) -> str:

@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
-from contract.keys import RID_PATTERN
+from contract.keys import is_rid
 from onprem.finisher.errors import BagIncomplete, BagInvalid
 from onprem.finisher.zip_safety import SafeMember
 
@@ -18,7 +18,6 @@ BAG_SUFFIX = ".bag"
 PAYLOAD_DIR = "data"
 #: folders that mark a BDRC work folder in a plain (non-bag) zip
 WORK_MARKERS = frozenset({"images", "archive", "sources", "eBooks"})
-_RID_RE = re.compile(rf"^{RID_PATTERN}$")
 #: image-group folders (``W1NLM4700-I1KG1``) are parts of a work, never works themselves
 _IMAGE_GROUP_RE = re.compile(r"^[A-Za-z0-9_]+-I[A-Za-z0-9]+$")
 
@@ -81,7 +80,7 @@ def _rid_of_root(root: PurePosixPath, work_rid: str) -> str:
     if root == PurePosixPath("."):
         return work_rid
     name = root.name[: -len(BAG_SUFFIX)] if root.name.endswith(BAG_SUFFIX) else root.name
-    if not _RID_RE.match(name):
+    if not is_rid(name):
         raise BagInvalid(work_rid, f"bag folder {str(root)!r} is not named after a work RID")
     return name
 
@@ -127,7 +126,7 @@ def _is_work_folder(folder: PurePosixPath, rid: str, files: list[SafeMember]) ->
 
 def _plain_roots(files: list[SafeMember], work_rid: str) -> list[PurePosixPath]:
     folders = {parent for m in files for parent in m.path.parents if parent != PurePosixPath(".")}
-    found = [f for f in folders if _RID_RE.match(f.name) and not _IMAGE_GROUP_RE.match(f.name)
+    found = [f for f in folders if is_rid(f.name) and not _IMAGE_GROUP_RE.match(f.name)
              and _is_work_folder(f, f.name, files)]
     if found:
         return _outermost(found)

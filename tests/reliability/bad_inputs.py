@@ -6,17 +6,15 @@
 
 Every case gets its own RID so that many of them can go through one finisher drain side by side. The de-bag
 unit tests (tests/unit/test_debag*.py, test_zip_safety.py) cover each rule in depth; here the same inputs travel
-the whole way (message → fetch → de-bag) and the suite checks where they end up.
+the whole way (message → fetch → de-bag) and the suite checks where they end up. ``BAD_ZIPS`` holds the cases
+of this module and those of each ``bad_inputs_*.py`` beside it.
 """
 
 from __future__ import annotations
 
 import stat
 import unicodedata
-import warnings
 import zipfile
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import bagit
@@ -28,7 +26,6 @@ from onprem.finisher.errors import (
     CorruptArchive,
     DuplicateMember,
     FetchFileRejected,
-    FinisherError,
     MissingTagManifest,
     NonUtf8MemberName,
     OverlappingMembers,
@@ -38,72 +35,20 @@ from onprem.finisher.errors import (
     WeakChecksums,
     ZipBomb,
 )
-from tests.fixtures.bags import (
-    add_member,
-    corrupt_one_byte,
-    drop_member,
-    make_bdrc_bag_zip,
-    read_members,
-    rewrite_zip,
-    tamper_member,
-    truncate_zip,
-)
+from tests.fixtures.bags import add_member, corrupt_one_byte, drop_member, tamper_member, truncate_zip
+from tests.reliability.bad_inputs_bags import CASES as BAG_CASES
+from tests.reliability.bad_inputs_names import CASES as NAME_CASES
+from tests.reliability.bad_zip import BadZip, edit_member, good_zip, payload_member, with_member
 
-FILES, FILE_SIZE = 2, 2048
-
-
-@dataclass(frozen=True)
-class BadZip:
-    """One bad input: how to build it and the named error (hence the ledger cause) it must end with."""
-
-    name: str
-    build: Callable[[Path, str], Path]
-    error: type[FinisherError]
-    #: needs ``require_strong_checksums`` (the sha256-required policy)
-    strong_checksums: bool = False
-
-    @property
-    def cause(self) -> str:
-        return self.error.cause
-
-
-def good_zip(tmp: Path, rid: str, *, algorithms: tuple[str, ...] = ("sha256",)) -> Path:
-    """A valid bag zip ``<tmp>/<rid>.bag.zip`` of ``FILES`` payload files."""
-    folder = tmp / rid
-    folder.mkdir(parents=True, exist_ok=True)
-    return make_bdrc_bag_zip(folder, rids=[rid], algorithms=algorithms, files_per_work=FILES, file_size=FILE_SIZE,
-                             compression=zipfile.ZIP_STORED)
-
-
-def payload_member(rid: str, n: int = 1) -> str:
-    return f"{rid}.bag/data/{rid}-I1KG1/images/{rid}-I1KG1_{n:04d}.tif"
-
-
-def _edit(zip_path: Path, member: str, edit: Callable[[bytes], bytes]) -> None:
-    rewrite_zip(zip_path, [(i, edit(c) if i.filename == member else c) for i, c in read_members(zip_path)])
-
-
-def _with_member(name: str | zipfile.ZipInfo, content: bytes = b"x") -> Callable[[Path, str], Path]:
-    def build(tmp: Path, rid: str) -> Path:
-        zip_path = good_zip(tmp, rid)
-        member = name.replace("{rid}", rid) if isinstance(name, str) else name
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # zipfile warns about duplicates it is asked to write
-            with zipfile.ZipFile(zip_path, "a") as zf:
-                zf.writestr(member, content)
-        return zip_path
-
-    return build
-
-
+__all__ = ["BAD_ZIPS", "BadZip", "good_zip", "payload_member", "unicode_names_zip"]
 def _symlink(tmp: Path, rid: str) -> Path:
     link = zipfile.ZipInfo(f"{rid}.bag/data/{rid}-I1KG1/images/link.tif")
     link.external_attr = (stat.S_IFLNK | 0o777) << 16
-    return _with_member(link, b"/etc/passwd")(tmp, rid)
+    return with_member(link, b"/etc/passwd")(tmp, rid)
 
 
 def _duplicate(tmp: Path, rid: str) -> Path:
-    return _with_member(payload_member(rid, 1), b"a second copy")(tmp, rid)
+    return with_member(payload_member(rid, 1), b"a second copy")(tmp, rid)
 
 
 def _nfc_nfd_twins(tmp: Path, rid: str) -> Path:
@@ -123,7 +68,7 @@ def _bomb_ratio(tmp: Path, rid: str) -> Path:
 
 def _bomb_declared(tmp: Path, rid: str) -> Path:
     """A member whose central-directory entry declares 4 GiB for a few compressed bytes."""
-    zip_path = _with_member(f"{{rid}}.bag/data/{rid}-huge.tif", b"tiny")(tmp, rid)
+    zip_path = with_member(f"{{rid}}.bag/data/{rid}-huge.tif", b"tiny")(tmp, rid)
     raw = bytearray(zip_path.read_bytes())
     entry = raw.rfind(b"PK\x01\x02")  # the last central-directory entry is the member just added
     raw[entry + 24:entry + 28] = (0xFFFFFFF0).to_bytes(4, "little")
@@ -173,13 +118,13 @@ def _missing_tagmanifest(tmp: Path, rid: str) -> Path:
 
 def _edited_tag_file(tmp: Path, rid: str) -> Path:
     zip_path = good_zip(tmp, rid)
-    _edit(zip_path, f"{rid}.bag/bag-info.txt", lambda c: c + b"Contact-Name: someone else\n")
+    edit_member(zip_path, f"{rid}.bag/bag-info.txt", lambda c: c + b"Contact-Name: someone else\n")
     return zip_path
 
 
 def _manifest_escape(tmp: Path, rid: str) -> Path:
     zip_path = good_zip(tmp, rid)
-    _edit(zip_path, f"{rid}.bag/manifest-sha256.txt", lambda c: c + b"0" * 64 + b"  data/../../../etc/passwd\n")
+    edit_member(zip_path, f"{rid}.bag/manifest-sha256.txt", lambda c: c + b"0" * 64 + b"  data/../../../etc/passwd\n")
     return zip_path
 
 
@@ -188,7 +133,7 @@ def _md5_only(tmp: Path, rid: str) -> Path:
 
 
 def _non_utf8_name(tmp: Path, rid: str) -> Path:
-    zip_path = _with_member(f"{{rid}}.bag/data/{rid}-cafX.txt", b"x")(tmp, rid)
+    zip_path = with_member(f"{{rid}}.bag/data/{rid}-cafX.txt", b"x")(tmp, rid)
     zip_path.write_bytes(zip_path.read_bytes().replace(b"cafX", b"caf\x82"))
     return zip_path
 
@@ -212,12 +157,12 @@ def _no_bag(tmp: Path, rid: str) -> Path:
     return zip_path
 
 
-#: every bad zip, by name (the test ids)
-BAD_ZIPS: dict[str, BadZip] = {case.name: case for case in (
-    BadZip("zip_slip_dotdot", _with_member("{rid}.bag/../../escape.txt"), UnsafeMemberPath),
-    BadZip("zip_slip_absolute", _with_member("/tmp/escape.txt"), UnsafeMemberPath),
-    BadZip("zip_slip_backslash", _with_member("{rid}.bag\\..\\..\\escape.txt"), UnsafeMemberPath),
-    BadZip("zip_slip_drive_letter", _with_member("C:/Windows/escape.txt"), UnsafeMemberPath),
+#: the first set of bad zips, by name (the test ids)
+_CASES: dict[str, BadZip] = {case.name: case for case in (
+    BadZip("zip_slip_dotdot", with_member("{rid}.bag/../../escape.txt"), UnsafeMemberPath),
+    BadZip("zip_slip_absolute", with_member("/tmp/escape.txt"), UnsafeMemberPath),
+    BadZip("zip_slip_backslash", with_member("{rid}.bag\\..\\..\\escape.txt"), UnsafeMemberPath),
+    BadZip("zip_slip_drive_letter", with_member("C:/Windows/escape.txt"), UnsafeMemberPath),
     BadZip("symlink_member", _symlink, SymlinkMember),
     BadZip("duplicate_names", _duplicate, DuplicateMember),
     BadZip("unicode_nfc_nfd_twins", _nfc_nfd_twins, DuplicateMember),
@@ -228,10 +173,10 @@ BAD_ZIPS: dict[str, BadZip] = {case.name: case for case in (
     BadZip("bad_crc", _bad_crc, CorruptArchive),
     BadZip("flipped_payload_byte", _flipped_byte, ChecksumMismatch),
     BadZip("missing_payload_file", _missing_payload, BagIncomplete),
-    BadZip("extra_payload_file", _with_member("{rid}.bag/data/extra.txt", b"in no manifest"), BagIncomplete),
+    BadZip("extra_payload_file", with_member("{rid}.bag/data/extra.txt", b"in no manifest"), BagIncomplete),
     BadZip("missing_tag_manifest", _missing_tagmanifest, MissingTagManifest),
     BadZip("edited_tag_file", _edited_tag_file, ChecksumMismatch),
-    BadZip("fetch_txt", _with_member("{rid}.bag/fetch.txt", b"https://example.org/x 10 data/x\n"),
+    BadZip("fetch_txt", with_member("{rid}.bag/fetch.txt", b"https://example.org/x 10 data/x\n"),
            FetchFileRejected),
     BadZip("manifest_path_escapes_bag", _manifest_escape, UnsafeManifestPath),
     BadZip("md5_only_under_sha256_policy", _md5_only, WeakChecksums, strong_checksums=True),
@@ -239,6 +184,9 @@ BAD_ZIPS: dict[str, BadZip] = {case.name: case for case in (
     BadZip("empty_bag", _empty_bag, BagInvalid),
     BadZip("zip_without_bag", _no_bag, BagInvalid),
 )}
+
+#: every bad zip, by name (the test ids): this module's and those of each ``bad_inputs_*.py``
+BAD_ZIPS: dict[str, BadZip] = {**_CASES, **NAME_CASES, **BAG_CASES}
 
 
 def unicode_names_zip(tmp: Path, rid: str) -> tuple[Path, list[str]]:
