@@ -205,3 +205,50 @@ class ForeignBucket(ContractError):
     """The message names a bucket that is not a staging bucket of this environment: never fetched."""
 
     cause = "foreign_bucket"
+
+
+class UnexpectedError(RetryableError):
+    """An exception no stage names (a bug, an unforeseen condition): retried ``unexpected_attempts`` times at most,
+    then moved to the DLQ by the finisher itself with this cause."""
+
+    cause = "unexpected"
+
+
+class RetriesExhausted(PermanentError):
+    """A retryable failure the finisher stops retrying (the message's last receive before SQS's maxReceiveCount, or
+    ``unexpected`` repeated): sent to the DLQ with the original failure's cause and message, so SQS never moves it
+    there without a reason."""
+
+    def __init__(self, failure: FinisherError, why: str) -> None:
+        super().__init__(failure.work_rid, f"{failure.message} ({why})", cause=failure.cause)
+        self.failure = failure
+
+
+class NameTooLong(PermanentError):
+    """A member's file name over the filesystem's limit (255 bytes) or its path over PATH_MAX (ENAMETOOLONG)."""
+
+    cause = "name_too_long"
+
+
+class UndecodableText(PermanentError):
+    """A tag file or name that does not decode in its declared (or the default UTF-8) encoding."""
+
+    cause = "undecodable_text"
+
+
+# --- ledger -------------------------------------------------------------------------------------------
+class LedgerUnavailable(FinisherError):
+    """The ledger database cannot be used: corrupt, read-only, or locked by another process past the lock timeout.
+
+    Not about one work: ``str(err)`` reads ``"ledger <path>: <cause>"``; the CLI prints it as one line and exits 3.
+    """
+
+    cause = "ledger_unavailable"
+
+    def __init__(self, location: str, reason: str) -> None:
+        super().__init__(None, f"ledger {location}: {reason}")
+        self.location, self.reason = location, reason
+        self.args = (self.message,)
+
+    def __str__(self) -> str:
+        return self.message
