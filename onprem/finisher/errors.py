@@ -165,9 +165,40 @@ class OverlappingMembers(UnsafeArchive):
 
 
 class NonUtf8MemberName(UnsafeArchive):
-    """A non-ASCII member name without the zip UTF-8 flag (bit 11): its encoding cannot be known."""
+    """A non-ASCII member name that is not UTF-8: flagged UTF-8 (bit 11) with invalid bytes, or unflagged and
+    not raw UTF-8 written on Unix (Info-ZIP): its encoding cannot be known."""
 
     cause = "non_utf8_name"
+
+
+class ControlCharacterName(UnsafeArchive):
+    """A member name holding a control character (C0, DEL, C1) other than NUL (NUL is an UnsafeMemberPath)."""
+
+    cause = "control_character_name"
+
+
+class MemberNameTooLong(UnsafeArchive):
+    """A path component over 255 bytes (UTF-8) or a path that would pass PATH_MAX under the staging dir."""
+
+    cause = "member_name_too_long"
+
+
+class CaseCollision(DuplicateMember):
+    """Two member paths equal after case folding: a case-insensitive archive target would merge them."""
+
+    cause = "case_collision"
+
+
+class EncryptedMember(UnsafeArchive):
+    """A member encrypted (zip flag bit 0): a restored bag is never decrypted."""
+
+    cause = "encrypted_member"
+
+
+class UnsupportedCompression(UnsafeArchive):
+    """A member compressed with a method other than stored (0) or deflated (8): Deflate64, bzip2, lzma …"""
+
+    cause = "unsupported_compression"
 
 
 class FetchFileRejected(BagInvalid):
