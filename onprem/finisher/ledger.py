@@ -8,12 +8,10 @@ by bucket and key) and are joined to works by bucket and key.
 from __future__ import annotations
 
 import hashlib
-import sqlite3
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
@@ -21,6 +19,14 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from contract import RestoredWork
+from onprem.finisher.errors import LedgerUnavailable
+from onprem.finisher.ledger_engine import (
+    DATABASE_ERRORS,
+    DEFAULT_LOCK_TIMEOUT_S,
+    _switch_to_wal,
+    make_engine,
+    unavailable,
+)
 from onprem.finisher.ledger_models import (
     FAILED,
     PHASE_COLUMNS,
@@ -34,7 +40,16 @@ from onprem.finisher.ledger_models import (
     utcnow,
 )
 
-__all__ = ["FAILED", "PHASES", "Ledger", "WorkRecord", "ingest_key", "make_engine", "utcnow"]
+__all__ = ["FAILED", "PHASES", "Ledger", "LedgerUnavailable", "WorkRecord", "_switch_to_wal", "ingest_key",
+           "make_engine", "utcnow"]
+
+_CREATE_ATTEMPTS = 5
+
+
+def _maybe_a_create_race(err: BaseException) -> bool:
+    """Two finishers creating the tables at once: 'table … already exists' (a lock already waited its timeout)."""
+    return "already exists" in str(getattr(err, "orig", None) or err)
+
 
 def _event(event: str, **details: Any) -> dict[str, Any]:
     return {"at": utcnow().replace(tzinfo=UTC).isoformat(), "event": event,
@@ -46,67 +61,53 @@ def ingest_key(path: str, size: int, mtime_ns: int) -> str:
     return "ingest:" + hashlib.sha256(f"{path}:{size}:{mtime_ns}".encode()).hexdigest()[:64]
 
 
-def make_engine(url: str) -> sa.Engine:
-    """An engine; SQLite gets WAL, a busy timeout and foreign keys on every connection."""
-    if not url.startswith("sqlite"):
-        return sa.create_engine(url, pool_pre_ping=True)
-    database = sa.engine.make_url(url).database
-    if database and database != ":memory:":
-        Path(database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
-
-    @sa.event.listens_for(engine, "connect")
-    def _pragmas(dbapi_connection: Any, _record: Any) -> None:
-        cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA busy_timeout=30000")
-        _switch_to_wal(cursor)
-        cursor.execute("PRAGMA synchronous=NORMAL")
-        cursor.close()
-
-    return engine
-
-
-_CREATE_ATTEMPTS = 5
-_WAL_ATTEMPTS = 50
-
-
-def _switch_to_wal(cursor: Any) -> None:
-    """Switching the journal mode ignores the busy timeout when another process switches it at the same moment."""
-    for attempt in range(_WAL_ATTEMPTS):
-        try:
-            cursor.execute("PRAGMA journal_mode=WAL")
-            return
-        except sqlite3.OperationalError as err:
-            if "locked" not in str(err) or attempt == _WAL_ATTEMPTS - 1:
-                raise
-            time.sleep(0.02 * (attempt + 1))
-
-
 class Ledger:
-    """The few queries the worker and the CLI need; every method is one short transaction."""
+    """The few queries the worker and the CLI need; every method is one short transaction.
 
-    def __init__(self, url: str) -> None:
-        self.url = url
-        self.engine = make_engine(url)
+    A database that cannot be used (corrupt, read-only, locked past ``lock_timeout_s``) raises LedgerUnavailable
+    from the constructor or from the method that meets it.
+    """
+
+    def __init__(self, url: str, *, lock_timeout_s: float = DEFAULT_LOCK_TIMEOUT_S) -> None:
+        self.url, self.lock_timeout_s = url, lock_timeout_s
+        self.engine = make_engine(url, lock_timeout_s)
         for attempt in range(_CREATE_ATTEMPTS):
             try:
                 Base.metadata.create_all(self.engine)
+                # a read-only or corrupt database can pass create_all (the tables exist): one read proves it opens
+                with self.engine.connect() as connection:
+                    connection.execute(sa.text("SELECT count(*) FROM works")).scalar()
                 break
-            except sa.exc.DBAPIError:
+            except DATABASE_ERRORS as err:
                 # another finisher created a table between our check and our CREATE: check again (a real error
-                # raises on the last attempt)
-                if attempt == _CREATE_ATTEMPTS - 1:
-                    raise
+                # is named on the last attempt, or at once when it is not a race)
+                if attempt == _CREATE_ATTEMPTS - 1 or not _maybe_a_create_race(err):
+                    self.engine.dispose()
+                    raise unavailable(url, err, lock_timeout_s) from err
                 time.sleep(0.05 * (attempt + 1))
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
 
     def close(self) -> None:
         self.engine.dispose()
 
+    def check_writable(self) -> None:
+        """LedgerUnavailable unless a write transaction can start now (read-only file or folder, a held lock)."""
+        try:
+            with self.engine.begin() as connection:
+                # a write that changes nothing still needs the write lock and a writable file
+                connection.execute(sa.update(WorkRow).where(sa.false()).values(phase=WorkRow.phase))
+        except DATABASE_ERRORS as err:
+            raise unavailable(self.url, err, self.lock_timeout_s) from err
+
     @contextmanager
     def _session(self) -> Iterator[Session]:
-        with self._sessions.begin() as session:
-            yield session
+        try:
+            with self._sessions.begin() as session:
+                yield session
+        except IntegrityError:
+            raise  # a constraint, not an unusable database: callers handle it (register's insert race)
+        except DATABASE_ERRORS as err:
+            raise unavailable(self.url, err, self.lock_timeout_s) from err
 
     def _row(self, session: Session, idempotency_key: str) -> WorkRow:
         row = session.scalars(sa.select(WorkRow).where(WorkRow.idempotency_key == idempotency_key)).one_or_none()

@@ -49,8 +49,9 @@ def owner_id() -> str:
 
 
 def open_ledger(settings: Settings) -> Ledger:
+    """The ledger of ``settings``; LedgerUnavailable when its database cannot be opened."""
     settings.state_dir.mkdir(parents=True, exist_ok=True)
-    return Ledger(settings.ledger_url)
+    return Ledger(settings.ledger_url, lock_timeout_s=settings.ledger_lock_timeout)
 
 
 def work_queues(settings: Settings, clients: AwsClients, regions: list[str] | None = None) -> list[WorkQueue]:
@@ -77,8 +78,10 @@ def build_worker(settings: Settings, *, clients: AwsClients | None = None, ledge
     settings.ensure_dirs()
     clients = clients or AwsClients(settings.endpoint_url)
     tokens = TokenRegistry()
+    ledger = ledger or open_ledger(settings)
+    ledger.check_writable()  # a read-only or locked ledger stops the start, not every message
     runner = WorkRunner(
-        settings=settings, ledger=ledger or open_ledger(settings),
+        settings=settings, ledger=ledger,
         stages=stages or load_stages(settings, clients.s3), metrics=metrics or make_metrics(settings, clients),
         s3_client_for=clients.s3, progress_for=progress_for, owner=owner or owner_id(), tokens=tokens)
     return Worker(settings, work_queues(settings, clients), runner, tokens)

@@ -49,6 +49,11 @@ class FinisherOverrides(BaseSettings):
     staging_dir: Path | None = None
     state_dir: Path | None = None
     ledger_url: str | None = None
+    #: seconds a ledger write waits for a lock held by another process before LedgerUnavailable
+    ledger_lock_timeout: float = Field(default=10.0, ge=0, le=600)
+    #: an ``unexpected`` failure (an exception no stage names) is retried this many times in all, then sent to the
+    #: DLQ by the finisher with its cause (never left to SQS's maxReceiveCount, which moves it without one)
+    unexpected_attempts: int = Field(default=3, ge=1)
     concurrency: int | None = Field(default=None, ge=1, le=64)
     visibility_timeout: int | None = Field(default=None, ge=1, le=43200)
     wait_time_seconds: int = Field(default=20, ge=0, le=20)

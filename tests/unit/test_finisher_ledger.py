@@ -1,14 +1,21 @@
-"""The ledger on a real SQLite file: registration, dedup key, phases and history, leases, restore requests."""
+"""The ledger on a real SQLite file: registration, dedup key, phases and history, leases, restore requests, and
+the named error of a database that cannot be used (corrupt, read-only, locked)."""
 
 from __future__ import annotations
 
+import os
+import sqlite3
+import subprocess
 import threading
+import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from contract import RestoredWork
+from onprem.finisher.errors import LedgerUnavailable
 from onprem.finisher.ledger import Ledger
 
 
@@ -107,3 +114,80 @@ def test_restore_request_is_linked_to_the_work_when_its_message_arrives(ledger: 
 def test_rejected_message_is_recorded_with_its_cause(ledger: Ledger) -> None:
     record = ledger.record_rejected("not json", None, "contract", "message body is not JSON")
     assert (record.phase, record.last_cause, record.source) == ("failed", "contract", "rejected")
+
+
+# --- a database that cannot be used -------------------------------------------------------------------
+def _made(tmp_path: Path, name: str = "ledger.sqlite") -> Path:
+    path = tmp_path / name
+    ledger = Ledger(f"sqlite:///{path}")
+    ledger.register(make_work(), make_work().to_body())
+    ledger.close()
+    return path
+
+
+def test_a_file_of_garbage_is_named_not_a_database(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    path.write_bytes(os.urandom(8192))
+    with pytest.raises(LedgerUnavailable) as caught:
+        Ledger(f"sqlite:///{path}")
+    assert str(caught.value) == f"ledger {path}: file is not a database"
+
+
+def test_a_damaged_database_is_named_malformed(tmp_path: Path) -> None:
+    path = _made(tmp_path)
+    raw = bytearray(path.read_bytes())
+    raw[100:4096] = os.urandom(3996)  # the schema page after the 100-byte header
+    path.write_bytes(bytes(raw))
+    for wal in tmp_path.glob("ledger.sqlite-*"):
+        wal.unlink()
+    with pytest.raises(LedgerUnavailable) as caught:
+        Ledger(f"sqlite:///{path}").works()
+    assert str(caught.value) == f"ledger {path}: database disk image is malformed"
+
+
+@pytest.fixture
+def immutable_ledger(tmp_path: Path) -> Iterator[Path]:
+    """A ledger file root cannot write either (``chattr +i``)."""
+    path = _made(tmp_path)
+    made = subprocess.run(["chattr", "+i", str(path)], capture_output=True, check=False)
+    assert made.returncode == 0, made.stderr
+    try:
+        yield path
+    finally:
+        subprocess.run(["chattr", "-i", str(path)], check=False)
+
+
+def test_a_read_only_file_is_named_at_the_write_check_and_at_a_write(immutable_ledger: Path) -> None:
+    ledger = Ledger(f"sqlite:///{immutable_ledger}")
+    assert [r.work_rid for r in ledger.works()] == ["W1NLM4700"]  # reading still works: status is possible
+    expected = f"ledger {immutable_ledger}: attempt to write a readonly database"
+    with pytest.raises(LedgerUnavailable) as at_check:
+        ledger.check_writable()
+    with pytest.raises(LedgerUnavailable) as at_write:
+        ledger.fail(make_work().idempotency_key, "transfer", "W1NLM4700: reset", permanent=False)
+    assert str(at_check.value) == str(at_write.value) == expected
+
+
+def test_a_read_only_connection_is_named_too(tmp_path: Path) -> None:
+    path = _made(tmp_path)
+    ledger = Ledger(f"sqlite:///file:{path}?mode=ro&uri=true")
+    with pytest.raises(LedgerUnavailable, match="attempt to write a readonly database"):
+        ledger.check_writable()
+
+
+def test_a_lock_held_by_another_process_is_waited_on_for_the_lock_timeout_only(tmp_path: Path) -> None:
+    path = _made(tmp_path)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        ledger = Ledger(f"sqlite:///{path}", lock_timeout_s=0.5)
+        started = time.monotonic()
+        with pytest.raises(LedgerUnavailable) as caught:
+            ledger.advance(make_work().idempotency_key, "restore_completed")
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert str(caught.value) == f"ledger {path}: locked by another process for 0.5 s (database is locked)"
+    assert 0.4 <= waited < 3
+    assert ledger.advance(make_work().idempotency_key, "restore_completed").phase == "restore_completed"
