@@ -4,19 +4,25 @@ set -euo pipefail
 
 readonly PROG=syncOneWork
 readonly EX_OK=0 EX_USAGE=2 EX_WORK=3 EX_AUDIT_PRE=4 EX_ARCHIVE=5 EX_REFUSED=6 EX_AUDIT_POST=7 EX_WEB=8
-readonly EX_SUCCESS_LIST=9 EX_BUSY=10
+readonly EX_SUCCESS_LIST=9 EX_BUSY=10 EX_NO_ARCHIVE=11
 readonly WORK_MARKERS=(images archive sources eBooks)
+# spelled out, not [A-Za-z]: a range in a UTF-8 locale may match other letters; matched whole (contract/keys.py)
+readonly RID_LETTERS=ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz
+readonly RID_RE="^[$RID_LETTERS][${RID_LETTERS}0123456789_-]*\$"
 
 usage() {
     cat <<EOF
 Usage: syncOneWork.sh [-h] [-A] [-W] [-a archiveParent] [-w webParent] [-s successWorkList] workPath
 
-Audits the work at workPath (RID = its basename), then syncs it.
+Audits the work at workPath (RID = its last path component, a whole RID), then syncs it.
   -a archiveParent   sync into archiveParent/Archive{NN//25}/{NN}/{RID} (NN = the RID's last two characters
-                     when both are digits, else 00). Atomic: built in .{RID}.syncing.<pid> next to the target,
-                     verified, then renamed into place. Without -A files are added and updated, never deleted.
-  -A                 the archive copy becomes exactly workPath (deletions included); refused when workPath is
-                     empty or not a work (no images/, archive/, sources/ or eBooks/ folder).
+                     when both are digits, else 00). archiveParent must exist: it is never created (an unmounted
+                     archive mount would fill the local disk). Atomic: built in .{RID}.syncing.<pid> next to
+                     the target, verified, then renamed into place. Without -A files are added and updated,
+                     never deleted.
+  -A                 the archive copy becomes exactly workPath (deletions included; the finisher always uses
+                     it); refused when workPath is empty or not a work (no images/, archive/, sources/, eBooks/,
+                     {RID}-I… image-group folder or {RID}.bag/bagit.txt).
   -w webParent       copy the image-group folders of workPath/images/ to webParent/{RID}/images/… (an
                      s3://bucket/prefix); requires -s. Skipped when NO_REFRESH_WEB=Yes.
   -W                 replace the content of webParent/{RID}/ (objects not in images/ are deleted).
@@ -40,7 +46,8 @@ Output: "syncOneWork: {RID}: archive: copy_mode=link|copy path=…" tells whethe
 Exit codes:
   $EX_OK   success
   $EX_USAGE   usage error
-  $EX_WORK   workPath missing, not a directory, or its basename is not a work RID
+  $EX_WORK   workPath missing, not a directory, its last component not a whole work RID, or it resolves to
+      a folder of another name
   $EX_AUDIT_PRE   audit before the sync failed, or audit-tool missing while AUDIT_REQUIRED=1
   $EX_ARCHIVE   archive sync failed (rsync, verification or rename); the archive is left as it was
   $EX_REFUSED   -A refused: workPath is empty or not a work
@@ -48,6 +55,7 @@ Exit codes:
   $EX_WEB   web copy failed
   $EX_SUCCESS_LIST   the success list could not be written
   $EX_BUSY  another sync of this work holds the lock
+  $EX_NO_ARCHIVE  archiveParent does not exist (not mounted?); nothing was written
 EOF
 }
 
@@ -78,7 +86,9 @@ is_work() {
     for marker in "${WORK_MARKERS[@]}"; do
         [[ -d $1/$marker ]] && return 0
     done
-    return 1
+    # a staged bag keeps its tag files in {RID}.bag/; BDRC works often hold only {RID}-I… image groups
+    [[ -f $1/$RID.bag/bagit.txt ]] && return 0
+    compgen -G "$1/$RID-I*/" >/dev/null
 }
 
 has_files() { [[ -n $(find "$1" -type f -print -quit) ]]; }
@@ -238,14 +248,24 @@ main() {
     if [[ -n $web_parent && -z $success_list ]]; then usage_error "-w needs -s successWorkList"; fi
 
     local work_path=${1%/}
-    RID=$(basename -- "$work_path")
+    # no $(basename …): command substitution strips a trailing newline and would name a sibling folder
+    RID=${work_path##*/}
     STEP=check
+    if [[ ! $RID =~ $RID_RE ]]; then
+        RID=$(printf '%q' "$RID")
+        die "$EX_WORK" "$RID is not a work RID (matched whole: a letter, then letters, digits, _ or -)"
+    fi
     [[ -d $work_path ]] || die "$EX_WORK" "$work_path is not a directory"
-    [[ $RID =~ ^[A-Za-z][A-Za-z0-9_-]*$ ]] || die "$EX_WORK" "'$RID' is not a work RID"
     work_path=$(cd -- "$work_path" && pwd -P)
+    [[ ${work_path##*/} == "$RID" ]] || die "$EX_WORK" "$1 resolves to $work_path, a folder not named $RID"
     if [[ $replace_archive == 1 && -n $archive_parent ]]; then
         has_files "$work_path" || die "$EX_REFUSED" "-A refused: $work_path is empty"
         is_work "$work_path" || die "$EX_REFUSED" "-A refused: $work_path is not a work (no ${WORK_MARKERS[*]})"
+    fi
+
+    if [[ -n $archive_parent && ! -d $archive_parent ]]; then
+        STEP=archive
+        die "$EX_NO_ARCHIVE" "archive root $archive_parent does not exist (not mounted?)"
     fi
 
     trap on_exit EXIT
@@ -256,7 +276,6 @@ main() {
     run_audit pre "${LOCAL_AUDIT_OPTIONS:-}" "$work_path" || die "$EX_AUDIT_PRE" "audit-tool failed on $work_path"
 
     if [[ -n $archive_parent ]]; then
-        mkdir -p -- "$archive_parent" || die "$EX_ARCHIVE" "cannot create $archive_parent"
         sync_archive "$work_path" "$(cd -- "$archive_parent" && pwd -P)" "$replace_archive"
         STEP=audit-post
         run_audit post "${REPO_AUDIT_OPTIONS:-}" "$TARGET" || die "$EX_AUDIT_POST" "audit-tool failed on $TARGET"

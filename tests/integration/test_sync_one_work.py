@@ -80,7 +80,10 @@ def staging(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def archive(tmp_path: Path) -> Path:
-    return tmp_path / "archive"
+    """An existing archive root: the script never creates one (an unmounted mount would fill the local disk)."""
+    folder = tmp_path / "archive"
+    folder.mkdir()
+    return folder
 
 
 FIRST = {"images/W1FPL2251-I1KG1/0001.tif": "one", "images/W1FPL2251-I1KG1/0002.tif": "two",
@@ -108,6 +111,38 @@ def test_web_without_success_list_is_a_usage_error(run, staging: Path) -> None:
 def test_missing_work_directory_names_the_work_and_step(run, tmp_path: Path) -> None:
     proc = run("-a", str(tmp_path / "a"), str(tmp_path / "W1NLM4700"), check_rc=3)
     assert "ERROR: W1NLM4700: check:" in proc.stderr
+
+
+def test_rid_with_a_trailing_newline_is_refused_not_synced_as_its_sibling(
+    run, staging: Path, archive: Path,
+) -> None:
+    make_work(staging, "W1X", {"images/g/1.tif": "the sibling"})
+    hostile = make_work(staging, "W1X\n", {"images/g/1.tif": "the bag's content"})
+    proc = run("-A", "-a", str(archive), str(hostile), check_rc=3)
+    assert "is not a work RID" in proc.stderr
+    assert list(archive.iterdir()) == []
+
+
+def test_work_path_resolving_to_another_folder_name_is_refused(run, staging: Path, archive: Path) -> None:
+    other = make_work(staging, "W1OTHER", {"images/g/1.tif": "other"})
+    (staging / "W1X").symlink_to(other)
+    proc = run("-a", str(archive), str(staging / "W1X"), check_rc=3)
+    assert "W1X: check:" in proc.stderr and "W1OTHER" in proc.stderr
+    assert list(archive.iterdir()) == []
+
+
+def test_missing_archive_root_is_an_error_naming_it_and_never_created(run, staging: Path, tmp_path: Path) -> None:
+    work = make_work(staging, "W1FPL2251", FIRST)
+    absent = tmp_path / "unmounted" / "archive"
+    proc = run("-A", "-a", str(absent), str(work), check_rc=11)
+    assert f"W1FPL2251: archive: archive root {absent} does not exist" in proc.stderr
+    assert not absent.parent.exists()
+
+
+def test_replace_accepts_a_staged_bag_without_top_level_markers(run, staging: Path, archive: Path) -> None:
+    files = {"W1FPL2251-I1KG1/images/0001.tif": "one", "W1FPL2251.bag/bagit.txt": "BagIt-Version: 1.0\n"}
+    run("-A", "-a", str(archive), str(make_work(staging, "W1FPL2251", files)))
+    assert tree(archive / "Archive2/51/W1FPL2251") == files
 
 
 # --- archive --------------------------------------------------------------------------------------------------
@@ -265,7 +300,7 @@ def test_stale_previous_copy_is_removed_when_the_work_is_in_place(run, staging: 
 def test_concurrent_sync_of_the_same_work_is_refused(run, staging: Path, archive: Path) -> None:
     work = make_work(staging, "W1FPL2251", FIRST)
     lock = archive / ".sync-locks" / "W1FPL2251.lock"
-    lock.parent.mkdir(parents=True)
+    lock.parent.mkdir()
     with lock.open("w") as held:
         fcntl.flock(held, fcntl.LOCK_EX)
         assert "another sync" in run("-a", str(archive), str(work), check_rc=10).stderr
@@ -305,7 +340,7 @@ def test_audit_only_when_no_archive_and_no_web(run, staging: Path, archive: Path
     work = make_work(staging, "W1FPL2251", FIRST)
     run(str(work), env={"LOCAL_AUDIT_OPTIONS": "-q"})
     assert audit_tool.read_text().splitlines() == [f"-q {work}"]
-    assert not archive.exists()
+    assert list(archive.iterdir()) == []
 
 
 def test_failed_audit_stops_before_the_archive(run, staging: Path, archive: Path, audit_tool: Path) -> None:
