@@ -21,10 +21,22 @@ _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 STAGING_DIVISOR = 50
 ARCHIVE_DIVISOR = 25
+#: what a staging bucket holds in a work's folder: its bag, or (where plain zips are accepted) its zip
+STAGING_SUFFIXES = (".bag.zip", ".zip")
+STAGING_LAYOUT = "Archive{NN//50}/{NN}/{RID}/{RID}"
 
 
 class InvalidWorkRid(ContractError):
     """A key or name from which no valid work RID can be derived."""
+
+
+class KeyOutsideLayout(ContractError):
+    """A key named like a work that is not where the staging layout puts that work (``expected``)."""
+
+    def __init__(self, key: str, expected: str | None, rule: str, work_rid: str | None = None) -> None:
+        self.key, self.expected, self.work_rid = key, expected, work_rid
+        where = f"; the staging key of that work is {expected!r}" if expected else ""
+        super().__init__(f"key {key!r} is outside the staging layout {STAGING_LAYOUT}{{suffix}}: {rule}{where}")
 
 
 def is_rid(candidate: object) -> bool:
@@ -54,6 +66,31 @@ def work_rid_from_key(key: str) -> str:
     if not rid:
         raise InvalidWorkRid(f"cannot derive a work RID from key {key!r}")
     return validate_rid(rid)
+
+
+def rid_from_staging_key(key: str, suffixes: tuple[str, ...] = STAGING_SUFFIXES) -> str:
+    """The work RID of a staging-bucket key that is exactly ``staging_key_for_rid(rid, suffix)``.
+
+    The file name is ``{RID}{suffix}`` for one of ``suffixes`` (the longest that fits, so ``W1.bag.zip`` is W1's
+    bag even when ``.zip`` is accepted too) and the RID is matched whole (``is_rid``). Raises InvalidWorkRid when
+    the key holds a control character or the name before the suffix is not a RID, and KeyOutsideLayout (naming
+    the key and the expected key) when the name has no accepted suffix or the work sits in another folder.
+    """
+    controls = control_characters(key)
+    if controls:
+        raise InvalidWorkRid(f"key {key!r} holds control character(s) {', '.join(controls)}: never a work's key")
+    name = key.rsplit("/", 1)[-1]
+    suffix = next((s for s in sorted(suffixes, key=len, reverse=True) if s and name.endswith(s)), None)
+    if suffix is None:
+        raise KeyOutsideLayout(key, None, f"the file name does not end with {' or '.join(suffixes)}")
+    rid = name[: -len(suffix)]
+    if not is_rid(rid):
+        raise InvalidWorkRid(f"key {key!r}: {rid!r} before {suffix!r} is not a work RID "
+                             f"(expected {RID_PATTERN}, matched whole)")
+    expected = staging_key_for_rid(rid, suffix)
+    if key != expected:
+        raise KeyOutsideLayout(key, expected, f"{rid}{suffix} is not in its work's folder", rid)
+    return rid
 
 
 def rid_bucket_number(rid: str) -> str:
