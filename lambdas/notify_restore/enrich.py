@@ -7,8 +7,9 @@ from collections.abc import Iterable
 from pydantic import ValidationError
 
 from config.routing import Route
-from contract import ContractError, RestoredWork, work_rid_from_key
-from lambdas.notify_restore.errors import InvalidRestoreEvent
+from contract import ContractError, RestoredWork
+from contract.keys import STAGING_SUFFIXES, InvalidWorkRid, KeyOutsideLayout, rid_from_staging_key
+from lambdas.notify_restore.errors import InvalidKeyRid, InvalidRestoreEvent, KeyOutsideStagingLayout
 from lambdas.notify_restore.events import RestoreCompletion
 from lambdas.notify_restore.head import HeadFacts
 
@@ -18,12 +19,19 @@ def is_accepted_key(key: str, suffixes: Iterable[str]) -> bool:
     return any(key.endswith(suffix) for suffix in suffixes)
 
 
-def work_rid_of(completion: RestoreCompletion) -> str:
-    """The work RID of the object, or InvalidRestoreEvent naming the key."""
+def work_rid_of(completion: RestoreCompletion, suffixes: tuple[str, ...] = STAGING_SUFFIXES) -> str:
+    """The work RID of an object whose key is exactly its staging key (``contract.keys.rid_from_staging_key``).
+
+    Raises KeyOutsideStagingLayout (naming the key and the key the layout expects) or InvalidKeyRid: a key the
+    layout does not vouch for is never routed, whatever RID its file name starts with.
+    """
+    where = f"s3://{completion.bucket}/{completion.key} (event {completion.source_event_id})"
     try:
-        return work_rid_from_key(completion.key)
-    except ContractError as err:
-        raise InvalidRestoreEvent(f"s3://{completion.bucket}/{completion.key}: {err}") from err
+        return rid_from_staging_key(completion.key, suffixes)
+    except KeyOutsideLayout as err:
+        raise KeyOutsideStagingLayout(f"{err.work_rid or '-'}: {where}: {err}") from err
+    except InvalidWorkRid as err:
+        raise InvalidKeyRid(f"-: {where}: {err}") from err
 
 
 def restored_work(completion: RestoreCompletion, route: Route, head: HeadFacts | None = None) -> RestoredWork:

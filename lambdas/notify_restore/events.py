@@ -3,6 +3,9 @@
 Known shape versions (anything else is refused with UnsupportedEventVersion, never guessed at):
 EventBridge envelope ``version`` "0" with S3 ``detail.version`` "0"; S3 notification records with
 ``eventVersion`` 2.x and ``s3.s3SchemaVersion`` "1.0".
+
+Sizes are strict byte counts (models.py). Keys of S3 notifications arrive URL-encoded (``+`` for a space, ``%XX``)
+and are decoded here; EventBridge keys arrive as they are and are kept as they are.
 """
 
 from __future__ import annotations
@@ -11,11 +14,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Literal, TypeVar
+from urllib.parse import unquote_plus
 
-from aws_lambda_powertools.utilities.parser.models import S3EventNotificationEventBridgeModel, S3RecordModel
 from pydantic import BaseModel, ValidationError
 
-from lambdas.notify_restore.errors import InvalidRestoreEvent, UnsupportedEventVersion
+from lambdas.notify_restore.errors import (
+    InvalidObjectSize,
+    InvalidRestoreEvent,
+    UndecodableKey,
+    UnsupportedEventVersion,
+)
+from lambdas.notify_restore.models import MAX_OBJECT_SIZE, StrictEventBridgeEvent, StrictS3Record, is_size_error
 
 EVENTBRIDGE_DETAIL_TYPE = "Object Restore Completed"
 EVENTBRIDGE_SOURCE = "aws.s3"
@@ -96,7 +105,8 @@ def _parse_eventbridge(event: Mapping[str, Any]) -> RestoreCompletion:
             f"{where}: S3 detail version {detail.get('version')!r} is not one this function knows "
             f"({', '.join(EVENTBRIDGE_DETAIL_VERSIONS)})"
         )
-    model = _validate(S3EventNotificationEventBridgeModel, event, where, _object_key(detail.get("object")))
+    model = _validate(StrictEventBridgeEvent, event, where, _object_key(detail.get("object")),
+                      _bucket_name(detail), detail.get("object"))
     obj, detail_model = model.detail.object, model.detail
     where = f"event {model.id} (s3://{detail_model.bucket.name}/{obj.key})"
     missing = [name for name, value in (("size", obj.size), ("etag", obj.etag)) if value is None or value == ""]
@@ -105,7 +115,7 @@ def _parse_eventbridge(event: Mapping[str, Any]) -> RestoreCompletion:
     return RestoreCompletion(
         bucket=detail_model.bucket.name,
         key=obj.key,
-        size=int(obj.size),
+        size=obj.size,
         etag=obj.etag,
         version_id=obj.version_id or None,
         storage_class=detail_model.source_storage_class,
@@ -146,16 +156,17 @@ def _parse_record(record: object, index: int) -> RestoreCompletion:
             f"{where}: eventVersion {record.get('eventVersion')!r} / s3SchemaVersion {s3.get('s3SchemaVersion')!r}"
             f" is not one this function knows (2.x / {', '.join(S3_SCHEMA_VERSIONS)})"
         )
-    model = _validate(S3RecordModel, record, where, key)
+    model = _validate(StrictS3Record, record, where, key, _bucket_name(s3), s3.get("object"))
     obj = model.s3.object
     if obj is None or obj.size is None or not obj.eTag:
         raise InvalidRestoreEvent(f"{where}: s3.object needs key, size and eTag")
+    decoded_key = _decoded_key(obj.key, where, model.s3.bucket.name)
     request_id = model.responseElements.x_amz_request_id
     restore = model.glacierEventData.restoreEventData if model.glacierEventData else None
     return RestoreCompletion(
         bucket=model.s3.bucket.name,
-        key=obj.key,
-        size=int(obj.size),
+        key=decoded_key,
+        size=obj.size,
         etag=obj.eTag,
         version_id=obj.versionId or None,
         storage_class=restore.lifecycleRestoreStorageClass if restore else None,
@@ -167,14 +178,36 @@ def _parse_record(record: object, index: int) -> RestoreCompletion:
     )
 
 
-def _validate(model: type[M], document: Mapping[str, Any], where: str, key: str | None) -> M:
+def _validate(model: type[M], document: Mapping[str, Any], where: str, key: str | None, bucket: str | None,
+              obj: object) -> M:
     try:
         return model.model_validate(document)
     except ValidationError as err:
+        if any(is_size_error(e["loc"]) for e in err.errors(include_url=False)):
+            size = obj.get("size") if isinstance(obj, Mapping) else None
+            raise InvalidObjectSize(
+                f"{where}: s3://{bucket or '?'}/{key or '?'}: size {size!r} is not a whole number of bytes from 0 "
+                f"to {MAX_OBJECT_SIZE} (S3's largest object, 50 TB)"
+            ) from err
         problems = "; ".join(
             f"{'.'.join(map(str, e['loc'])) or 'event'}: {e['msg']}" for e in err.errors(include_url=False)
         )
         raise InvalidRestoreEvent(f"{where}: {problems}") from err
+
+
+def _decoded_key(key: str, where: str, bucket: str) -> str:
+    """An S3 notification key URL-decoded (``+`` → space, ``%XX`` → UTF-8 bytes), refused when not UTF-8."""
+    try:
+        return unquote_plus(key, errors="strict")
+    except UnicodeDecodeError as err:
+        raise UndecodableKey(f"{where}: s3://{bucket}/{key}: the URL-encoded key does not decode to UTF-8 "
+                             f"({err.reason} at byte {err.start})") from err
+
+
+def _bucket_name(holder: object) -> str | None:
+    bucket = holder.get("bucket") if isinstance(holder, Mapping) else None
+    name = bucket.get("name") if isinstance(bucket, Mapping) else None
+    return name if isinstance(name, str) and name else None
 
 
 def _object_key(obj: object) -> str | None:

@@ -34,6 +34,8 @@ class RecordOutcome:
     message_id: str | None = None
     source_event_id: str | None = None
     error: str | None = None
+    #: the refusing rule (NotifyError.cause), ``unexpected`` for any other exception
+    cause: str | None = None
 
 
 class RestoreNotifier:
@@ -54,8 +56,8 @@ class RestoreNotifier:
         try:
             parsed = parse_event(event)
         except InvalidRestoreEvent as err:
-            self.logger.error(f"refused event: {err}", extra={"error": type(err).__name__})
-            self._emit("invalid", error=str(err))
+            self.logger.error(f"refused event: {err}", extra={"error": type(err).__name__, "cause": err.cause})
+            self._emit("invalid", error=str(err), cause=err.cause)
             raise
         outcomes: list[RecordOutcome] = []
         errors: list[Exception] = []
@@ -83,8 +85,8 @@ class RestoreNotifier:
                        ) -> tuple[RecordOutcome, Exception | None]:
         if isinstance(record, InvalidRestoreEvent):
             self.logger.error(f"refused record {index}: {record}", extra={"error": type(record).__name__})
-            self._emit("invalid", error=str(record))
-            return RecordOutcome(index, "invalid", error=str(record)), record
+            self._emit("invalid", error=str(record), cause=record.cause)
+            return RecordOutcome(index, "invalid", error=str(record), cause=record.cause), record
         outcome = RecordOutcome(index, "failed", bucket=record.bucket, key=record.key,
                                 source_event_id=record.source_event_id)
         self.logger.set_correlation_id(record.source_event_id)
@@ -92,12 +94,14 @@ class RestoreNotifier:
         try:
             return self._deliver(record, outcome), None
         except NotifyError as err:
-            outcome.outcome, outcome.error = err.outcome, str(err)
-            self.logger.error(f"{outcome.work_rid or '-'}: not sent: {err}", extra={"error": type(err).__name__})
+            outcome.outcome, outcome.error, outcome.cause = err.outcome, str(err), err.cause
+            self.logger.error(f"{outcome.work_rid or '-'}: not sent: {err}",
+                              extra={"error": type(err).__name__, "cause": err.cause})
             self._emit(err.outcome, outcome, error=str(err))
             return outcome, err
         except Exception as err:  # a batch must go on with its other records; re-raised at the end
-            outcome.error = f"{outcome.work_rid or record.key}: {type(err).__name__}: {err}"
+            outcome.error = f"{outcome.work_rid or record.key}: {type(err).__name__}: {err} (cause: unexpected)"
+            outcome.cause = "unexpected"
             self.logger.exception(f"{outcome.work_rid or '-'}: not sent: {outcome.error}")
             self._emit("failed", outcome, error=outcome.error)
             return outcome, err
@@ -111,7 +115,7 @@ class RestoreNotifier:
                              f"(accepted: {', '.join(self.settings.accepted_suffixes)})")
             self._emit("ignored", outcome)
             return outcome
-        outcome.work_rid = work_rid_of(record)
+        outcome.work_rid = work_rid_of(record, self.settings.accepted_suffixes)
         self.logger.append_keys(work_rid=outcome.work_rid)
         route = route_for(self.settings.routing_table, record, outcome.work_rid)
         outcome.collection = route.collection
@@ -137,8 +141,9 @@ class RestoreNotifier:
         return send_restored_work(self.clients.sqs(route.region), route.queue_url, work)
 
     def _emit(self, outcome: str, record: RecordOutcome | None = None, *, region: str | None = None,
-              error: str | None = None) -> None:
+              error: str | None = None, cause: str | None = None) -> None:
         record = record or RecordOutcome(-1, outcome)
         emit_outcome(self.settings.metrics_namespace, self.settings.service, outcome,
                      collection=record.collection, region=region, work_rid=record.work_rid, bucket=record.bucket,
-                     key=record.key, source_event_id=record.source_event_id, error=error)
+                     key=record.key, source_event_id=record.source_event_id, error=error,
+                     cause=cause or record.cause)

@@ -12,11 +12,18 @@ from config.routing import Route, RoutingTable
 from contract import idempotency_key_for, parse_message
 from lambdas.notify_restore.enrich import is_accepted_key, restored_work, work_rid_of
 from lambdas.notify_restore.errors import (
+    InvalidKeyRid,
+    InvalidObjectSize,
     InvalidRestoreEvent,
     InvalidSettings,
+    KeyOutsideStagingLayout,
+    NotifyError,
+    RestoreBatchFailed,
     RestoredObjectChanged,
     RestoreStillOngoing,
+    UndecodableKey,
     UnroutableBucket,
+    UnsupportedEventVersion,
 )
 from lambdas.notify_restore.events import RestoreCompletion, parse_event
 from lambdas.notify_restore.head import HeadFacts, head_facts
@@ -74,8 +81,61 @@ def test_head_facts_fill_checksums_and_missing_values(completion: RestoreComplet
 
 
 def test_key_without_a_valid_rid_is_an_invalid_event(completion: RestoreCompletion) -> None:
-    with pytest.raises(InvalidRestoreEvent, match="cannot derive a work RID"):
+    with pytest.raises(InvalidKeyRid, match=r"'' before '\.bag\.zip' is not a work RID") as refused:
         work_rid_of(dataclasses.replace(completion, key="Archive0/00/.bag.zip"))
+    assert isinstance(refused.value, InvalidRestoreEvent)
+    assert refused.value.cause == "invalid_rid"
+
+
+def test_staging_key_gives_the_work_rid(completion: RestoreCompletion) -> None:
+    assert work_rid_of(completion) == "W1NLM4700"
+    plain = dataclasses.replace(completion, key="Archive0/00/W1NLM4700/W1NLM4700.zip")
+    assert work_rid_of(plain, (".bag.zip", ".zip")) == "W1NLM4700"
+
+
+@pytest.mark.parametrize("key", [
+    "W1NLM4700.bag.zip", "Archive1/00/W1NLM4700/W1NLM4700.bag.zip", "Archive0/00/W22084/W1NLM4700.bag.zip",
+    "Archive0/00/W1NLM4700/restored/W1NLM4700.bag.zip", "incoming/W1NLM4700.bag.zip",
+], ids=["bucket-root", "wrong-archive", "other-works-folder", "subfolder", "other-prefix"])
+def test_key_outside_the_staging_layout_is_refused_naming_the_expected_key(
+    completion: RestoreCompletion, key: str,
+) -> None:
+    with pytest.raises(KeyOutsideStagingLayout) as refused:
+        work_rid_of(dataclasses.replace(completion, key=key))
+    message = str(refused.value)
+    where = f"s3://glacier.staging.nlm.bdrc.org/{key} (event {completion.source_event_id})"
+    assert message.startswith(f"W1NLM4700: {where}")
+    assert "'Archive0/00/W1NLM4700/W1NLM4700.bag.zip'" in message
+    assert message.endswith("(cause: key_outside_layout)")
+
+
+def test_name_with_more_than_the_rid_before_the_suffix_is_not_taken_for_the_rid(
+    completion: RestoreCompletion,
+) -> None:
+    """Before, the name up to its first dot was the RID: W1NLM4700.old.zip was routed as W1NLM4700."""
+    renamed = dataclasses.replace(completion, key="Archive0/00/W1NLM4700/W1NLM4700.old.zip")
+    with pytest.raises(InvalidKeyRid, match=r"'W1NLM4700\.old' before '\.zip'"):
+        work_rid_of(renamed, (".bag.zip", ".zip"))
+
+
+@pytest.mark.parametrize(("error", "cause"), [
+    (InvalidRestoreEvent("x"), "invalid_event"), (UnsupportedEventVersion("x"), "unsupported_event_version"),
+    (InvalidObjectSize("x"), "invalid_size"), (UndecodableKey("x"), "undecodable_key"),
+    (InvalidKeyRid("x"), "invalid_rid"), (KeyOutsideStagingLayout("x"), "key_outside_layout"),
+    (UnroutableBucket("W1", "b", "k", ()), "unroutable_bucket"), (RestoreStillOngoing("x"), "restore_ongoing"),
+    (RestoredObjectChanged("x"), "object_changed"), (InvalidSettings("x"), "invalid_settings"),
+])
+def test_every_refusal_ends_its_message_with_its_cause(error: NotifyError, cause: str) -> None:
+    """The failure destination's record carries only the error type and message: the cause must be in it."""
+    assert error.cause == cause
+    assert str(error).endswith(f"(cause: {cause})")
+
+
+def test_a_failed_batch_lists_each_record_with_its_own_cause() -> None:
+    problems = [str(InvalidObjectSize("record 0: size 1.5")), str(KeyOutsideStagingLayout("W1: record 1"))]
+    failed = RestoreBatchFailed({}, problems)
+    assert str(failed) == ("2 record(s) of the batch failed: record 0: size 1.5 (cause: invalid_size); "
+                           "W1: record 1 (cause: key_outside_layout)")
 
 
 def test_naive_event_time_is_an_invalid_event(completion: RestoreCompletion) -> None:

@@ -8,8 +8,14 @@ from typing import Any
 
 import pytest
 
-from lambdas.notify_restore.errors import InvalidRestoreEvent, UnsupportedEventVersion
+from lambdas.notify_restore.errors import (
+    InvalidObjectSize,
+    InvalidRestoreEvent,
+    UndecodableKey,
+    UnsupportedEventVersion,
+)
 from lambdas.notify_restore.events import RestoreCompletion, parse_event
+from lambdas.notify_restore.models import MAX_OBJECT_SIZE
 
 
 def test_eventbridge_event_becomes_one_completion(eventbridge_restore_event: dict[str, Any]) -> None:
@@ -117,3 +123,88 @@ def test_batch_record_without_size_is_refused(s3_notification_restore_event: dic
 def test_batch_without_records_is_refused(records: object) -> None:
     with pytest.raises(InvalidRestoreEvent, match="expected a non-empty list"):
         parse_event({"Records": records})
+
+
+# --- strict sizes ---------------------------------------------------------------------------------------------------
+BAD_SIZES = [1234.9, 1234.0, 1e30, 10**30, MAX_OBJECT_SIZE + 1, -1, True, False, "1234", None]
+BAD_SIZE_IDS = ["fractional", "whole-float", "float-1e30", "int-1e30", "over-50TB", "negative", "true", "false",
+                "string", "null"]
+
+
+@pytest.mark.parametrize("size", BAD_SIZES, ids=BAD_SIZE_IDS)
+def test_eventbridge_size_that_is_not_a_byte_count_is_refused(
+    eventbridge_restore_event: dict[str, Any], size: object,
+) -> None:
+    eventbridge_restore_event["detail"]["object"]["size"] = size
+    with pytest.raises(InvalidRestoreEvent) as refused:
+        parse_event(eventbridge_restore_event)
+    message = str(refused.value)
+    assert "3f1c6a0e-8d2b-4e55-9a7e-5b0c2d4e9f11" in message
+    assert "glacier.staging.nlm.bdrc.org/Archive0/00/W1NLM4700/W1NLM4700.bag.zip" in message
+    if size is not None:  # a null size is a missing one, refused as before
+        assert type(refused.value) is InvalidObjectSize
+        assert f"size {size!r}" in message and message.endswith("(cause: invalid_size)")
+
+
+@pytest.mark.parametrize("size", BAD_SIZES[:-1], ids=BAD_SIZE_IDS[:-1])
+def test_s3_notification_size_that_is_not_a_byte_count_is_refused(
+    s3_notification_restore_event: dict[str, Any], size: object,
+) -> None:
+    s3_notification_restore_event["Records"][0]["s3"]["object"]["size"] = size
+    (record,) = parse_event(s3_notification_restore_event).records
+    assert type(record) is InvalidObjectSize
+    assert str(record).startswith("record 0 (Archive1/51/W1FPL2251/W1FPL2251.bag.zip): s3://glacier.staging.fpl")
+    assert f"size {size!r}" in str(record)
+
+
+@pytest.mark.parametrize("size", [0, 1, MAX_OBJECT_SIZE])
+def test_whole_byte_counts_up_to_the_largest_s3_object_are_taken(
+    eventbridge_restore_event: dict[str, Any], s3_notification_restore_event: dict[str, Any], size: int,
+) -> None:
+    eventbridge_restore_event["detail"]["object"]["size"] = size
+    s3_notification_restore_event["Records"][0]["s3"]["object"]["size"] = size
+    for event in (eventbridge_restore_event, s3_notification_restore_event):
+        (completion,) = parse_event(event).records
+        assert isinstance(completion, RestoreCompletion)
+        assert completion.size == size and type(completion.size) is int
+
+
+# --- keys: URL-decoded for S3 notifications only --------------------------------------------------------------------
+@pytest.mark.parametrize(("sent", "key"), [
+    ("Archive1/51/W1FPL2251/W1FPL2251.bag.zip", "Archive1/51/W1FPL2251/W1FPL2251.bag.zip"),
+    ("Archive0/00/W1+A/W1+A.bag.zip", "Archive0/00/W1 A/W1 A.bag.zip"),
+    ("Archive0/00/W1%2BA/W1%2BA.bag.zip", "Archive0/00/W1+A/W1+A.bag.zip"),
+    ("Archive0/00/W1%20A/W1%2520A.bag.zip", "Archive0/00/W1 A/W1%20A.bag.zip"),
+    ("Archive1%2F51%2FW1FPL2251%2FW1FPL2251.bag.zip", "Archive1/51/W1FPL2251/W1FPL2251.bag.zip"),
+    ("Archive0/00/%E0%BD%96%E0%BD%BC%E0%BD%91/%E0%BD%96%E0%BD%BC%E0%BD%91.bag.zip",
+     "Archive0/00/\u0f56\u0f7c\u0f51/\u0f56\u0f7c\u0f51.bag.zip"),
+], ids=["plain", "plus-is-space", "encoded-plus", "encoded-percent", "encoded-slash", "tibetan"])
+def test_s3_notification_keys_are_url_decoded(
+    s3_notification_restore_event: dict[str, Any], sent: str, key: str,
+) -> None:
+    s3_notification_restore_event["Records"][0]["s3"]["object"]["key"] = sent
+    (completion,) = parse_event(s3_notification_restore_event).records
+    assert isinstance(completion, RestoreCompletion)
+    assert completion.key == key
+
+
+@pytest.mark.parametrize("key", [
+    "Archive0/00/W1+A/W1+A.bag.zip", "Archive0/00/W1%2BA/W1%2BA.bag.zip", "Archive0/00/W1 A/W1 A.bag.zip",
+    "Archive0/00/\u0f56\u0f7c\u0f51/\u0f56\u0f7c\u0f51.bag.zip",
+], ids=["plus", "percent-2B", "space", "tibetan"])
+def test_eventbridge_keys_are_kept_as_they_are(eventbridge_restore_event: dict[str, Any], key: str) -> None:
+    eventbridge_restore_event["detail"]["object"]["key"] = key
+    (completion,) = parse_event(eventbridge_restore_event).records
+    assert completion.key == key
+
+
+@pytest.mark.parametrize("sent", ["Archive0/00/W1%FF/W1%FF.bag.zip", "Archive0/00/W1%E0%BD/W1.bag.zip"],
+                         ids=["invalid-byte", "truncated-sequence"])
+def test_s3_notification_key_that_does_not_decode_to_utf8_is_refused(
+    s3_notification_restore_event: dict[str, Any], sent: str,
+) -> None:
+    s3_notification_restore_event["Records"][0]["s3"]["object"]["key"] = sent
+    (record,) = parse_event(s3_notification_restore_event).records
+    assert type(record) is UndecodableKey
+    assert f"s3://glacier.staging.fpl.bdrc.org/{sent}" in str(record)
+    assert str(record).endswith("(cause: undecodable_key)")
