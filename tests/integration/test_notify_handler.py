@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import boto3
 import pytest
@@ -19,7 +20,10 @@ from config.routing import Route, RoutingTable
 from contract import parse_message, staging_key_for_rid
 from lambdas.notify_restore import handler
 from lambdas.notify_restore.errors import (
+    InvalidKeyRid,
+    InvalidObjectSize,
     InvalidRestoreEvent,
+    KeyOutsideStagingLayout,
     RestoreBatchFailed,
     UnroutableBucket,
     UnsupportedEventVersion,
@@ -356,3 +360,80 @@ def test_tracing_on_without_an_xray_daemon_is_harmless(tmp_path: Any) -> None:
                             cwd=Path(__file__).resolve().parents[2])
     assert result.returncode == 0, result.stderr
     assert "RAISED InvalidRestoreEvent" in result.stdout
+
+
+# --- hostile and real-world events: refused with a cause, nothing on any work queue ---------------------------------
+@pytest.mark.parametrize("key", [
+    "W1NLM4700.bag.zip", "Archive1/00/W1NLM4700/W1NLM4700.bag.zip", "Archive0/00/W22084/W1NLM4700.bag.zip",
+    "Archive0/00/W1NLM4700/old/W1NLM4700.bag.zip",
+], ids=["bucket-root", "wrong-archive", "other-works-folder", "subfolder"])
+def test_key_outside_the_staging_layout_fails_with_its_cause_and_sends_nothing(
+    aws: NotifyAws, eventbridge_restore_event: dict[str, Any], output: pytest.CaptureFixture[str], key: str,
+) -> None:
+    eventbridge_restore_event["detail"]["object"]["key"] = key
+    with pytest.raises(KeyOutsideStagingLayout) as refused:
+        invoke(eventbridge_restore_event)
+    assert str(refused.value).startswith(f"W1NLM4700: s3://{NLM_BUCKET}/{key}")
+    assert "'Archive0/00/W1NLM4700/W1NLM4700.bag.zip'" in str(refused.value)
+    assert str(refused.value).endswith("(cause: key_outside_layout)")
+    assert aws.total_messages() == 0
+    ((name, document),) = emf_metrics(json_lines(output.readouterr().out))
+    assert (name, document["cause"], document["key"]) == ("RestoresInvalid", "key_outside_layout", key)
+
+
+@pytest.mark.parametrize("size", [1234.9, 1e30, True, -1], ids=["fractional", "absurd", "boolean", "negative"])
+def test_size_that_is_not_a_byte_count_fails_with_its_cause_and_sends_nothing(
+    aws: NotifyAws, eventbridge_restore_event: dict[str, Any], output: pytest.CaptureFixture[str], size: object,
+) -> None:
+    eventbridge_restore_event["detail"]["object"]["size"] = size
+    with pytest.raises(InvalidObjectSize, match=r"\(cause: invalid_size\)$"):
+        invoke(eventbridge_restore_event)
+    assert aws.total_messages() == 0
+    ((name, document),) = emf_metrics(json_lines(output.readouterr().out))
+    assert (name, document["cause"]) == ("RestoresInvalid", "invalid_size")
+
+
+def test_batch_sends_only_its_good_record_and_names_each_refusal_with_its_cause(
+    aws: NotifyAws, s3_notification_restore_event: dict[str, Any],
+) -> None:
+    good = restore_record(s3_notification_restore_event, FPL_BUCKET, staging_key_for_rid("W1FPL2251"))
+    outside = restore_record(s3_notification_restore_event, FPL_BUCKET, "incoming/W22084.bag.zip")
+    fractional = restore_record(s3_notification_restore_event, FPL_BUCKET, staging_key_for_rid("W22084"))
+    fractional["s3"]["object"]["size"] = 1234.9
+    undecodable = restore_record(s3_notification_restore_event, FPL_BUCKET, "Archive0/00/W1%FF/W1%FF.bag.zip")
+    spaced = restore_record(s3_notification_restore_event, FPL_BUCKET, "Archive0/00/W1+A/W1+A.bag.zip")
+    with pytest.raises(RestoreBatchFailed) as failed:
+        invoke({"Records": [good, outside, fractional, undecodable, spaced]})
+    records = failed.value.summary["records"]
+    assert [(r["outcome"], r["cause"]) for r in records] == [
+        ("routed", None), ("invalid", "key_outside_layout"), ("invalid", "invalid_size"),
+        ("invalid", "undecodable_key"), ("invalid", "invalid_rid")]
+    assert "'Archive1/84/W22084/W22084.bag.zip'" in records[1]["error"]
+    assert "'W1 A' before '.bag.zip' is not a work RID" in records[4]["error"]  # the decoded name
+    for cause in ("key_outside_layout", "invalid_size", "undecodable_key", "invalid_rid"):
+        assert f"(cause: {cause})" in str(failed.value)
+    assert [parse_message(m["Body"]).work_rid for m in aws.messages(FPL_REGION)] == ["W1FPL2251"]
+    assert aws.total_messages() == 1
+
+
+def test_eventbridge_key_is_not_url_decoded(aws: NotifyAws, eventbridge_restore_event: dict[str, Any]) -> None:
+    eventbridge_restore_event["detail"]["object"]["key"] = "Archive0/00/W1+A/W1+A.bag.zip"
+    with pytest.raises(InvalidKeyRid, match=r"'W1\+A' before '\.bag\.zip'"):
+        invoke(eventbridge_restore_event)
+    assert aws.total_messages() == 0
+
+
+def test_url_encoded_notification_key_is_headed_and_sent_decoded(
+    aws: NotifyAws, s3_notification_restore_event: dict[str, Any], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    s3 = boto3.client("s3", region_name=FPL_REGION)
+    s3.create_bucket(Bucket=FPL_BUCKET)
+    key = staging_key_for_rid("W1FPL2251")
+    put = s3.put_object(Bucket=FPL_BUCKET, Key=key, Body=b"bag bytes", ChecksumAlgorithm="SHA256")
+    record = restore_record(s3_notification_restore_event, FPL_BUCKET, quote(key, safe=""))
+    record["s3"]["object"] |= {"size": len(b"bag bytes"), "eTag": put["ETag"].strip('"')}
+    monkeypatch.setenv("HEAD_OBJECT", "true")
+    invoke({"Records": [record]})
+    (message,) = aws.messages(FPL_REGION)
+    work = parse_message(message["Body"])
+    assert (work.key, work.checksum_sha256) == (key, put["ChecksumSHA256"])
