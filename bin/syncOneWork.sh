@@ -163,9 +163,12 @@ sync_archive() {
     STEP=archive
     local nn
     nn=$(bucket_number "$RID")
-    local parent="$archive_parent/Archive$((10#$nn / 25))/$nn"
+    local bucket_dir="Archive$((10#$nn / 25))/$nn"
+    local parent="$archive_parent/$bucket_dir"
     TARGET="$parent/$RID"
-    mkdir -p -- "$parent" "$archive_parent/.sync-locks" || die "$EX_ARCHIVE" "cannot create $parent"
+    # created from inside the root, never the root itself: a root gone since the check (unmounted) fails here
+    (cd -- "$archive_parent" 2>/dev/null && mkdir -p -- "$bucket_dir" .sync-locks) \
+        || die "$EX_NO_ARCHIVE" "archive root $archive_parent is gone or $parent cannot be created"
     exec 9>"$archive_parent/.sync-locks/$RID.lock"
     flock -n 9 || die "$EX_BUSY" "another sync of $RID holds $archive_parent/.sync-locks/$RID.lock"
     recover_stale "$parent"
@@ -263,9 +266,14 @@ main() {
         is_work "$work_path" || die "$EX_REFUSED" "-A refused: $work_path is not a work (no ${WORK_MARKERS[*]})"
     fi
 
-    if [[ -n $archive_parent && ! -d $archive_parent ]]; then
+    if [[ -n $archive_parent ]]; then
         STEP=archive
-        die "$EX_NO_ARCHIVE" "archive root $archive_parent does not exist (not mounted?)"
+        # resolved now, checked: an empty result would make the target /Archive{n}/…
+        local archive_real
+        archive_real=$(cd -- "$archive_parent" 2>/dev/null && pwd -P) \
+            || die "$EX_NO_ARCHIVE" "archive root $archive_parent does not exist (not mounted?)"
+        [[ -n $archive_real ]] || die "$EX_NO_ARCHIVE" "archive root $archive_parent cannot be resolved"
+        archive_parent=$archive_real
     fi
 
     trap on_exit EXIT
@@ -276,7 +284,7 @@ main() {
     run_audit pre "${LOCAL_AUDIT_OPTIONS:-}" "$work_path" || die "$EX_AUDIT_PRE" "audit-tool failed on $work_path"
 
     if [[ -n $archive_parent ]]; then
-        sync_archive "$work_path" "$(cd -- "$archive_parent" && pwd -P)" "$replace_archive"
+        sync_archive "$work_path" "$archive_parent" "$replace_archive"
         STEP=audit-post
         run_audit post "${REPO_AUDIT_OPTIONS:-}" "$TARGET" || die "$EX_AUDIT_POST" "audit-tool failed on $TARGET"
     fi

@@ -139,6 +139,21 @@ def test_missing_archive_root_is_an_error_naming_it_and_never_created(run, stagi
     assert not absent.parent.exists()
 
 
+def test_archive_root_gone_after_the_check_is_never_recreated_nor_replaced_by_the_filesystem_root(
+    run, staging: Path, tmp_path: Path, fakebin: Path,
+) -> None:
+    archive = tmp_path / "mnt" / "archive"
+    archive.mkdir(parents=True)
+    # the pre-sync audit runs between the root's check and the archive step: the mount goes away meanwhile
+    stub = fakebin / "audit-tool"
+    stub.write_text(f"#!/bin/bash\nrmdir {archive}\n")
+    stub.chmod(0o755)
+    work = make_work(staging, "W1FPL2251", FIRST)
+    proc = run("-A", "-a", str(archive), str(work), check_rc=11)
+    assert f"archive root {archive} is gone" in proc.stderr
+    assert not archive.exists() and not Path("/Archive2/51/W1FPL2251").exists()
+
+
 def test_replace_accepts_a_staged_bag_without_top_level_markers(run, staging: Path, archive: Path) -> None:
     files = {"W1FPL2251-I1KG1/images/0001.tif": "one", "W1FPL2251.bag/bagit.txt": "BagIt-Version: 1.0\n"}
     run("-A", "-a", str(archive), str(make_work(staging, "W1FPL2251", files)))
