@@ -5,13 +5,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
+UV_VERSION := 0.13.9
 DEB_PACKAGES := rsync zip unzip shellcheck
 NODE_CDK := node_modules/.bin/cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help setup debs test lint demo bench synth lambda-asset clean
+.PHONY: help setup debs test lint demo bench synth lambda-asset lock clean
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline end to end on a local moto server"
@@ -19,6 +20,7 @@ help:
 	@echo "make lint   - ruff, shellcheck, cfn-lint on synthesized templates"
 	@echo "make synth  - cdk synth for env=dev and env=prod (offline)"
 	@echo "make bench  - benchmarks (bench/), table on stdout, JSON under bench/results/"
+	@echo "make lock   - re-resolve requirements/*.lock from pyproject.toml's exact pins (uv)"
 
 setup: debs $(STAMP) lambda-asset
 
@@ -31,11 +33,21 @@ debs:
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
 
-$(STAMP): pyproject.toml
+# The venv holds exactly the lock file's versions; the project itself is installed on top, without dependencies.
+$(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q -e '.[dev]'
+	$(PIP) install -q -r requirements/dev.lock
+	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
+
+# dev.lock: everything make test, demo, bench and synth need; finisher.lock: the finisher alone (its container).
+lock:
+	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
+	$(PIP) install -q uv==$(UV_VERSION)
+	$(VENV)/bin/uv pip compile -q pyproject.toml --all-extras --python-version 3.11 \
+	  --custom-compile-command "make lock" -o requirements/dev.lock
+	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 -c requirements/dev.lock \
+	  --custom-compile-command "make lock" -o requirements/finisher.lock
 
 # The Lambda's deployment asset: handler + the shared contract (Powertools comes from the managed layer).
 lambda-asset: $(STAMP)
