@@ -1,14 +1,17 @@
 """A bag's declarations and manifests, read by bagit from the tag files extracted to the temp dir.
 
-bagit parses bagit.txt, bag-info.txt and every (tag)manifest (encodings, BOMs, ``%0A``-encoded names, paths
-that escape the bag); this module adds the restore policies: no fetch.txt, a tag manifest is required, weak
-algorithms warned about or rejected, Payload-Oxum parsed.
+``bag_checks`` first holds the raw tag files to what bagit does not enforce (bagit.txt's form, encodings,
+normalized manifest paths, what a tag manifest covers); bagit then parses bagit.txt, bag-info.txt and every
+(tag) manifest (``%0A``-encoded names, paths that escape the bag); this module adds the restore policies: no
+fetch.txt, a tag manifest is required, weak algorithms warned about or rejected, ``BDRC-RID`` agrees with the
+bag, Payload-Oxum parsed, and RFC 8493's ``%25`` decoded for BagIt >= 1.0.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import re
 import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -16,11 +19,14 @@ from pathlib import Path
 
 import bagit
 
+from onprem.finisher.bag_checks import check_declaration, check_tagmanifest_coverage, manifest_paths
 from onprem.finisher.debag_model import STRONG_ALGORITHMS, DebagSettings
 from onprem.finisher.errors import (
     BagInvalid,
+    BagRidMismatch,
     FetchFileRejected,
     MissingTagManifest,
+    TagFileUndecodable,
     UnsafeManifestPath,
     WeakChecksums,
 )
@@ -28,6 +34,8 @@ from onprem.finisher.errors import (
 logger = logging.getLogger(__name__)
 
 PAYLOAD_PREFIX = "data/"
+#: RFC 8493 §2.1.3 (BagIt >= 1.0): ``%`` is written ``%25`` (bagit itself decodes only ``%0A``/``%0D``)
+_PERCENT_25 = re.compile("%25")
 
 
 @dataclass
@@ -70,22 +78,30 @@ def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag
     """Parse the bag whose tag files are in ``bag_dir``.
 
     ``tag_paths`` / ``payload_paths``: the bag's files in the zip, relative to the bag (payload NFC-normalized).
-    bagit decodes ``%0A``/``%0D`` in manifest paths but never encodes ``%``, so a file literally named
-    ``a%0Ab.txt`` is listed as it is: when only the literal name exists in the zip, that is the one meant.
+    Manifest paths are decoded as the bag's version says: ``%0A``/``%0D`` always (bagit), ``%25`` for
+    BagIt >= 1.0 (RFC 8493). bagit-python writes 0.97 bags and never encodes ``%``, so in a bag < 1.0 a file
+    literally named ``a%0Ab.txt`` is listed as it is: when only the literal name exists in the zip, that is the
+    one meant.
     """
     if "fetch.txt" in tag_paths:
         raise FetchFileRejected(work_rid, "the bag has a fetch.txt: a restored bag must be complete")
+    declaration = check_declaration(bag_dir, work_rid)
+    listed = manifest_paths(bag_dir, tag_paths, declaration, work_rid)
     try:
         bag = _ExtractedBag(str(bag_dir))
     except bagit.BagError as err:
         if "is unsafe" in str(err):
             raise UnsafeManifestPath(work_rid, f"a manifest path escapes the bag: {err}") from err
         raise BagInvalid(work_rid, f"unreadable bag declaration or manifest: {err}") from err
+    except (UnicodeError, LookupError) as err:  # bag_checks decoded every file bagit reads: only a backstop
+        raise TagFileUndecodable(work_rid, f"a tag file does not decode as {declaration.encoding}: {err}") from err
+    _check_bdrc_rid(bag, work_rid)
     payload_algorithms = sorted(_algorithm(Path(p).name, "manifest-") for p in bag.manifest_files())
     if not payload_algorithms:
         raise BagInvalid(work_rid, "the bag has no payload manifest (manifest-<alg>.txt)")
     if not list(bag.tagmanifest_files()):
         raise MissingTagManifest(work_rid, "the bag has no tag manifest (tagmanifest-<alg>.txt)")
+    check_tagmanifest_coverage(listed, tag_paths, work_rid)
     warnings: list[str] = []
     if not STRONG_ALGORITHMS.intersection(payload_algorithms):
         message = f"the bag's manifests use only {', '.join(payload_algorithms)} (no sha256/sha512)"
@@ -100,12 +116,25 @@ def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag
     tags: dict[str, dict[str, str]] = {}
     for path, digests in bag.entries.items():
         posix = nfc(Path(path).as_posix())
-        literal = nfc(bagit._encode_filename(posix))
-        if posix not in payload_paths and literal in payload_paths:
-            posix = literal
+        if declaration.version >= (1, 0):
+            posix = _PERCENT_25.sub("%", posix)  # after bagit's %0A/%0D: one pass, "%250A" stays "%0A"
+        else:
+            literal = nfc(bagit._encode_filename(posix))
+            if posix not in payload_paths and literal in payload_paths:
+                posix = literal
         lowered = {alg: digest.lower() for alg, digest in digests.items()}
         (payload if posix.startswith(PAYLOAD_PREFIX) else tags)[posix] = lowered
     return BagManifest(tuple(bag.algorithms), payload, tags, _oxum(bag, work_rid), warnings)
+
+
+def _check_bdrc_rid(bag: bagit.Bag, work_rid: str) -> None:
+    """``BDRC-RID`` in bag-info.txt, when present (every value, if repeated), names the bag's own work."""
+    declared = bag.info.get("BDRC-RID")
+    values = declared if isinstance(declared, list) else [] if declared is None else [declared]
+    for value in values:
+        if value != work_rid:
+            raise BagRidMismatch(work_rid, f"bag-info.txt declares BDRC-RID {value!r}, the bag is {work_rid}: "
+                                           "a bag's BDRC-RID must agree with its work")
 
 
 def declared_algorithms(tag_paths: Iterable[str]) -> tuple[str, ...]:

@@ -5,11 +5,12 @@ by many threads at once, and a crash resumes from the members already verified. 
 arriving (``fetch_debag.fetch_and_debag``): a ``MemberSource`` says when each member's bytes are there.
 
 Flow: central directory → ``check_archive`` (one guard per member) → ``plan_works`` (bags or plain work
-folders) → ``extract_members``: tag files extracted and parsed by bagit while payload members are extracted in
-parallel, each hashed with every manifest algorithm while it is written → manifests, tag manifests,
-Payload-Oxum and completeness checked against those digests → the source settles → one flush of the
-filesystem (``DebagSettings.fsync``) → each ``<tmp>/<RID>`` renamed to ``<staging>/<RID>``. Nothing reaches the
-final layout unless every work in the zip verified.
+folders; exactly the expected works: ``{work_rid}`` unless the caller names several) → ``extract_members``:
+tag files extracted and parsed by bagit while payload members are extracted in parallel, each hashed with
+every manifest algorithm while it is written → manifests, tag manifests, Payload-Oxum and completeness
+checked against those digests → the source settles → one flush of the filesystem (``DebagSettings.fsync``) →
+each ``<tmp>/<RID>`` renamed to ``<staging>/<RID>``. Nothing reaches the final layout unless every work in the
+zip verified.
 
 Crash safety without a wait per file: the member journal's lines and the extracted files are not fsynced one by
 one (a killed process keeps the page cache); a member taken from the journal after a restart is hashed again
@@ -25,17 +26,19 @@ import re
 import shutil
 import time
 import zipfile
+from collections.abc import Iterable
 from pathlib import Path
 
 from onprem.finisher.debag_extract import Extractor, MemberExtractor, VerifiedJournal, zip_mtime
-from onprem.finisher.debag_layout import WorkPlan, plan_works
+from onprem.finisher.debag_layout import WorkPlan, plain_zip_allowed, plan_works
 from onprem.finisher.debag_model import DebaggedWork, DebagResult, DebagSettings
 from onprem.finisher.debag_schedule import extract_members
 from onprem.finisher.debag_source import CompleteZip, MemberSource, SourceUnavailable
 from onprem.finisher.debag_verify import verify_work
 from onprem.finisher.durability import sync_filesystem
-from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSpace
+from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSpace, NonUtf8MemberName
 from onprem.finisher.progress import NullProgress, Progress
+from onprem.finisher.zip_budget import check_entry_count
 from onprem.finisher.zip_safety import SafeMember, check_archive
 
 __all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "debag_archive", "debag_members", "keep_or_remove_evidence",
@@ -56,25 +59,31 @@ def temp_dir_for(staging_dir: Path, work_rid: str, version_tag: str | None) -> P
 
 def debag_archive(
     zip_path: Path, work_rid: str, staging_dir: Path, settings: DebagSettings | None = None, *,
-    version_tag: str | None = None, progress: Progress | None = None,
+    version_tag: str | None = None, progress: Progress | None = None, expected_rids: Iterable[str] | None = None,
 ) -> DebagResult:
     """Extract and verify every work of ``zip_path`` into ``<staging_dir>/<RID>/``; the zip is never modified.
 
-    Raises a PermanentError subclass (UnsafeArchive, CorruptArchive, BagInvalid, ChecksumMismatch …) naming
-    the work and the file; then nothing is left in the final layout and the temp dir is kept as evidence
-    (``.debag-failed-…``) or removed, per ``settings.keep_evidence``.
+    ``expected_rids``: the works the zip must hold, exactly (default ``{work_rid}``, what a fetched key holds;
+    a hand-delivered zip of several works names them all). A zip named ``*.bag.zip`` must hold bags.
+    Raises a PermanentError subclass (UnsafeArchive, CorruptArchive, BagInvalid, ChecksumMismatch,
+    UnexpectedWork …) naming the work and the file; then nothing is left in the final layout and the temp dir
+    is kept as evidence (``.debag-failed-…``) or removed, per ``settings.keep_evidence``.
     """
     settings = settings or DebagSettings()
     members = read_central_directory(zip_path, work_rid, settings)
     return debag_members(CompleteZip(zip_path), members, work_rid, staging_dir, settings, version_tag=version_tag,
-                         progress=progress)
+                         progress=progress, expected_rids=expected_rids)
 
 
 def read_central_directory(zip_path: Path, work_rid: str, settings: DebagSettings) -> list[SafeMember]:
     """The zip's members, each through the safety guard (``check_archive``); CorruptArchive when unreadable."""
     try:
+        check_entry_count(zip_path, work_rid, settings)  # before zipfile holds one object per entry
         with zipfile.ZipFile(zip_path) as zf:
             return check_archive(zf, work_rid, settings)
+    except UnicodeDecodeError as err:  # zipfile decodes a bit-11 name strictly while reading the directory
+        raise NonUtf8MemberName(work_rid, f"{zip_path.name}: a member name flagged UTF-8 (bit 11) is not UTF-8: "
+                                          f"{err.object[:120]!r}") from err
     except (zipfile.BadZipFile, OSError, EOFError) as err:
         raise CorruptArchive(work_rid, f"unreadable zip {zip_path.name}: {err}") from err
 
@@ -82,18 +91,27 @@ def read_central_directory(zip_path: Path, work_rid: str, settings: DebagSetting
 def debag_members(
     source: MemberSource, members: list[SafeMember], work_rid: str, staging_dir: Path, settings: DebagSettings,
     *, version_tag: str | None = None, progress: Progress | None = None, archive: Path | None = None,
-    extractor: Extractor | None = None,
+    extractor: Extractor | None = None, expected_rids: Iterable[str] | None = None,
 ) -> DebagResult:
     """``debag_archive`` on members already read and guarded, read from ``source`` as they become readable.
 
-    ``archive`` is the zip named in the result (default ``source.path``). ``extractor`` puts each member in
-    place (default: read from ``source.path`` with zipfile; ``stream_debag`` moves members it already wrote).
+    ``archive`` is the zip named in the result (default ``source.path``); its name decides whether the zip
+    must hold bags (``*.bag.zip``). ``extractor`` puts each member in place (default: read from
+    ``source.path`` with zipfile; ``stream_debag`` moves members it already wrote).
     A ``SourceUnavailable`` from the source is re-raised as its cause, with the temp dir and its journal left
     for a resume.
     """
     progress = progress or NullProgress()
     temp_dir = temp_dir_for(staging_dir, work_rid, version_tag)
-    plans = plan_works(members, work_rid, allow_plain_zip=settings.allow_plain_zip)
+    zip_name = (archive or source.path).name
+    try:
+        plans = plan_works(members, work_rid, allow_plain_zip=plain_zip_allowed(zip_name, settings.allow_plain_zip),
+                           expected_rids=expected_rids, zip_name=zip_name)
+    except FinisherError:
+        if extractor is not None:
+            extractor.close()  # a stream de-bag's members are written already: kept as evidence below
+        keep_or_remove_evidence(temp_dir, work_rid, settings)
+        raise
     temp_dir.mkdir(parents=True, exist_ok=True)
     journal = VerifiedJournal(temp_dir / JOURNAL_NAME)
     extractor = extractor or MemberExtractor(source.path, work_rid, settings, progress)

@@ -2,19 +2,31 @@
 
 Staging layout per work: ``<RID>/`` holds the bag's ``data/`` content, ``<RID>/<RID>.bag/`` its tag files
 (bagit.txt, bag-info.txt, manifests); a plain work folder ``RID/`` is copied as it is.
+
+Which works a zip may hold: exactly the expected ones. A fetched zip is expected to hold the work of its key
+(``{RID}``: a ``W1A.bag.zip`` holding ``W1B`` is refused, never archived as W1B). Multi-work mode: the caller
+names the set (``finisher ingest`` of a hand-delivered zip holding several works); every work found must be in
+it (UnexpectedWork) and every work in it must be found (MissingWork). A bag at the zip's root takes the key's RID.
+
+Plain zips (no bagit.txt anywhere): allowed only when ``DebagSettings.allow_plain_zip`` is on *and* the zip is
+not named ``*.bag.zip`` (a hand-delivered ``RID.zip``); a ``.bag.zip`` without a bag is refused (NoBagInZip):
+it would be archived with no fixity beyond the zip's CRCs.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import PurePosixPath
 
 from contract.keys import is_rid
-from onprem.finisher.errors import BagIncomplete, BagInvalid
+from onprem.finisher.errors import BagIncomplete, BagInvalid, MissingWork, NoBagInZip, UnexpectedWork
 from onprem.finisher.zip_safety import SafeMember
 
 BAG_SUFFIX = ".bag"
+#: a zip named so must hold a bag: never taken as a plain zip
+BAG_ZIP_SUFFIX = ".bag.zip"
 PAYLOAD_DIR = "data"
 #: folders that mark a BDRC work folder in a plain (non-bag) zip
 WORK_MARKERS = frozenset({"images", "archive", "sources", "eBooks"})
@@ -48,24 +60,49 @@ class WorkPlan:
         return PurePosixPath(f"{self.work_rid}{BAG_SUFFIX}")
 
 
-def plan_works(members: list[SafeMember], work_rid: str, *, allow_plain_zip: bool) -> list[WorkPlan]:
-    """Split a zip's members into works; every file member belongs to exactly one work or this raises."""
+def plain_zip_allowed(zip_name: str, allow_plain_zip: bool) -> bool:
+    """Whether a zip named ``zip_name`` may be taken without a bag: never a ``.bag.zip`` (module docstring)."""
+    return allow_plain_zip and not zip_name.lower().endswith(BAG_ZIP_SUFFIX)
+
+
+def plan_works(members: list[SafeMember], work_rid: str, *, allow_plain_zip: bool,
+               expected_rids: Iterable[str] | None = None, zip_name: str = "the zip") -> list[WorkPlan]:
+    """Split a zip's members into works; every file member belongs to exactly one work or this raises.
+
+    ``expected_rids`` (default ``{work_rid}``): the works the zip must hold, no more, no fewer.
+    ``allow_plain_zip``: whether a zip without a bag may be taken (see ``plain_zip_allowed``).
+    """
     files = [m for m in members if not m.is_dir]
     roots = _outermost(p.path.parent for p in files if p.path.name == "bagit.txt")
     if roots:
         plans = [_plan_bag(root, files, members, work_rid) for root in roots]
     elif not allow_plain_zip:
-        raise BagInvalid(work_rid, "the zip holds no bag (no bagit.txt) and plain zips are not allowed")
+        raise NoBagInZip(work_rid, f"{zip_name} holds no bag (no bagit.txt): a .bag.zip must hold a bag, and only "
+                                   "a plain zip (RID.zip) may be taken without one, when plain zips are allowed")
     else:
         plans = [_plan_plain(root, files, members, work_rid) for root in _plain_roots(files, work_rid)]
     rids = [plan.work_rid for plan in plans]
     if len(set(rids)) != len(rids):
         raise BagInvalid(work_rid, f"the zip holds the same work twice: {sorted(rids)}")
+    _check_expected(rids, frozenset(expected_rids or (work_rid,)), work_rid, zip_name)
     claimed = {id(t.member) for plan in plans for t in (*plan.payload, *plan.tag_files)}
     stray = [m.name for m in files if id(m) not in claimed]
     if stray:
         raise BagIncomplete(work_rid, f"{len(stray)} file(s) outside any work, e.g. {stray[0]}", details=stray)
     return plans
+
+
+def _check_expected(rids: list[str], expected: frozenset[str], work_rid: str, zip_name: str) -> None:
+    unexpected = sorted(set(rids) - expected)
+    missing = sorted(expected - set(rids))
+    found = ", ".join(rids)
+    if unexpected:
+        raise UnexpectedWork(work_rid, f"{zip_name} holds {', '.join(unexpected)}, not expected (it holds {found}; "
+                                       f"expected {', '.join(sorted(expected))}): a zip only delivers the works "
+                                       "it was fetched or ingested for", details=unexpected)
+    if missing:
+        raise MissingWork(work_rid, f"{zip_name} does not hold {', '.join(missing)} (it holds {found}): a zip "
+                                    "must hold every work it was fetched or ingested for", details=missing)
 
 
 def _outermost(paths: object) -> list[PurePosixPath]:

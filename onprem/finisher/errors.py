@@ -231,6 +231,49 @@ class OxumMismatch(BagInvalid):
     cause = "oxum_mismatch"
 
 
+# --- de-bag (BagIt semantics, which works a zip may hold) ---------------------------------------------
+class UnexpectedWork(BagInvalid):
+    """The zip holds a work it was not fetched (or ingested) for: the bag never decides where it goes."""
+
+    cause = "unexpected_work"
+
+
+class MissingWork(BagInvalid):
+    """The zip does not hold a work it was fetched (or ingested) for."""
+
+    cause = "missing_work"
+
+
+class NoBagInZip(BagInvalid):
+    """A ``.bag.zip`` (or any zip when plain zips are off) without a bag: nothing but the zip's CRCs to check."""
+
+    cause = "no_bag"
+
+
+class BagRidMismatch(BagInvalid):
+    """``BDRC-RID`` in bag-info.txt names another work than the bag's folder (or the key, for a root bag)."""
+
+    cause = "bag_rid_mismatch"
+
+
+class BagDeclarationInvalid(BagInvalid):
+    """bagit.txt with a byte-order mark, whitespace around a line, or a malformed version (RFC 8493 §2.1.1)."""
+
+    cause = "bagit_txt_invalid"
+
+
+class TagFileUndecodable(BagInvalid):
+    """A tag file that does not decode in the declared Tag-File-Character-Encoding, or an unknown encoding."""
+
+    cause = "tag_file_encoding"
+
+
+class TagManifestIncomplete(BagInvalid):
+    """A tag manifest that does not list bagit.txt, bag-info.txt and every payload manifest."""
+
+    cause = "tagmanifest_incomplete"
+
+
 # --- worker -------------------------------------------------------------------------------------------
 class ForeignBucket(ContractError):
     """The message names a bucket that is not a staging bucket of this environment: never fetched."""

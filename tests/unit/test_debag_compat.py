@@ -1,4 +1,5 @@
-"""Bags made by bdrc-bag and by bagit-python (md5/sha256/sha512, stored/deflated, odd names) all de-bag."""
+"""Bags made by bdrc-bag and by bagit-python (md5/sha256/sha512, stored/deflated, odd names) all de-bag, and a
+zip delivers exactly the works it is expected to hold (multi-work zips: each work named by the caller)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 
 from onprem.finisher.debag import debag_archive
 from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.errors import ControlCharacterName, MissingWork, UnexpectedWork
 from tests.fixtures.bags import (
     image_group,
     make_bdrc_bag_zip,
@@ -76,10 +78,11 @@ def test_literal_percent_0a_name_matches_although_bagit_decodes_it(tmp_path: Pat
     assert (staging / RID / "sources" / "line%0Abreak.txt").is_file()
 
 
-def test_several_bags_under_one_top_folder_each_become_a_work(tmp_path: Path, staging: Path) -> None:
+def test_several_bags_under_one_top_folder_each_become_a_work_when_each_is_expected(tmp_path: Path,
+                                                                                    staging: Path) -> None:
     rids = ["W1NLM4700", "W22084", "W3CN27014_ABC"]
     zip_path = make_bdrc_bag_zip(tmp_path, rids=rids, top_folder="Archive0", compression=zipfile.ZIP_STORED)
-    result = debag_archive(zip_path, RID, staging, SETTINGS)
+    result = debag_archive(zip_path, RID, staging, SETTINGS, expected_rids=rids)
     assert result.work_rids == rids
     for rid in rids:
         assert (staging / rid / image_group(rid) / "images").is_dir()
@@ -98,9 +101,10 @@ def test_bag_at_the_zip_root_takes_the_message_rid(tmp_path: Path, staging: Path
     assert (staging / RID / f"{RID}.bag" / "bagit.txt").is_file()
 
 
-def test_plain_work_zip_is_extracted_without_fixity(tmp_path: Path, staging: Path) -> None:
+def test_multi_work_plain_zip_is_extracted_without_fixity_when_each_is_expected(tmp_path: Path,
+                                                                                staging: Path) -> None:
     zip_path = make_plain_work_zip(tmp_path, rids=["W1NLM4700", "W22084"])
-    result = debag_archive(zip_path, RID, staging, SETTINGS)
+    result = debag_archive(zip_path, RID, staging, SETTINGS, expected_rids={"W1NLM4700", "W22084"})
     assert result.work_rids == ["W1NLM4700", "W22084"]
     for work in result.works:
         assert not work.bag and not work.fixity_checked and work.algorithms == ()
@@ -124,12 +128,14 @@ def test_plain_work_found_by_its_archive_folder(tmp_path: Path, staging: Path) -
     assert (staging / "W22084" / "eBooks" / "b.epub").read_bytes() == b"b"
 
 
-def test_name_with_a_real_newline_is_decoded_by_bagit(tmp_path: Path, staging: Path) -> None:
+def test_name_with_a_real_newline_is_refused_although_bagit_encodes_it(tmp_path: Path, staging: Path) -> None:
+    # bagit lists it as %0A; the zip's name guard refuses control characters in any member name
     zip_path = make_bdrc_bag_zip(tmp_path, extra_names=("new\nline.txt",))
     with zipfile.ZipFile(zip_path) as zf:
         assert "data/sources/new%0Aline.txt" in zf.read(f"{RID}.bag/manifest-sha256.txt").decode()
-    debag_archive(zip_path, RID, staging, SETTINGS)
-    assert (staging / RID / "sources" / "new\nline.txt").is_file()
+    with pytest.raises(ControlCharacterName):
+        debag_archive(zip_path, RID, staging, SETTINGS)
+    assert not (staging / RID).exists()
 
 
 def test_empty_folders_and_folder_times_come_from_the_zip(tmp_path: Path, staging: Path) -> None:
@@ -140,3 +146,37 @@ def test_empty_folders_and_folder_times_come_from_the_zip(tmp_path: Path, stagin
     debag_archive(zip_path, RID, staging, SETTINGS)
     folder = staging / RID / f"{RID}-I1KG1" / "empty"
     assert folder.is_dir() and time.localtime(folder.stat().st_mtime)[:6] == (2001, 2, 3, 4, 5, 6)
+
+
+def test_zip_holding_only_another_work_is_refused_and_nothing_is_staged(tmp_path: Path, staging: Path) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path, rids=["W22084"], zip_name=f"{RID}.bag.zip")
+    with pytest.raises(UnexpectedWork, match=rf"^{RID}: {RID}\.bag\.zip holds W22084, not expected") as caught:
+        debag_archive(zip_path, RID, staging, SETTINGS)
+    assert caught.value.details == ["W22084"]
+    assert list(staging.iterdir()) == []
+
+
+def test_zip_holding_another_work_beside_its_own_is_refused(tmp_path: Path, staging: Path) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path, rids=[RID, "W22084"])
+    with pytest.raises(UnexpectedWork, match=f"holds W22084, not expected .it holds {RID}, W22084; expected {RID}"):
+        debag_archive(zip_path, RID, staging, SETTINGS)
+    assert list(staging.iterdir()) == []
+
+
+def test_plain_zip_of_another_work_is_refused(tmp_path: Path, staging: Path) -> None:
+    plain = make_plain_work_zip(tmp_path, rids=["W22084"])
+    with pytest.raises(UnexpectedWork, match="holds W22084, not expected"):
+        debag_archive(plain.rename(plain.with_name(f"{RID}.zip")), RID, staging, SETTINGS)
+
+
+def test_an_expected_work_missing_from_a_multi_work_zip_is_refused(tmp_path: Path, staging: Path) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path, rids=[RID])
+    with pytest.raises(MissingWork, match=f"does not hold W22084 .it holds {RID}."):
+        debag_archive(zip_path, RID, staging, SETTINGS, expected_rids=[RID, "W22084"])
+
+
+def test_the_works_of_a_multi_work_zip_need_not_include_the_zip_names_rid(tmp_path: Path, staging: Path) -> None:
+    # a hand-delivered zip named after none of its works: the operator names them all
+    zip_path = make_bdrc_bag_zip(tmp_path, rids=["W22084", "W3CN27014_ABC"], zip_name="delivery.zip")
+    result = debag_archive(zip_path, RID, staging, SETTINGS, expected_rids={"W22084", "W3CN27014_ABC"})
+    assert result.work_rids == ["W22084", "W3CN27014_ABC"]
