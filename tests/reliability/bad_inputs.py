@@ -27,6 +27,7 @@ from onprem.finisher.errors import (
     DuplicateMember,
     FetchFileRejected,
     MissingTagManifest,
+    NoBagInZip,
     NonUtf8MemberName,
     OverlappingMembers,
     SymlinkMember,
@@ -182,7 +183,7 @@ _CASES: dict[str, BadZip] = {case.name: case for case in (
     BadZip("md5_only_under_sha256_policy", _md5_only, WeakChecksums, strong_checksums=True),
     BadZip("non_utf8_name", _non_utf8_name, NonUtf8MemberName),
     BadZip("empty_bag", _empty_bag, BagInvalid),
-    BadZip("zip_without_bag", _no_bag, BagInvalid),
+    BadZip("zip_without_bag", _no_bag, NoBagInZip),
 )}
 
 #: every bad zip, by name (the test ids): this module's and those of each ``bad_inputs_*.py``
