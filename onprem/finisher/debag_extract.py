@@ -23,7 +23,8 @@ from onprem.finisher.debag_model import DebagSettings
 from onprem.finisher.durability import start_writeback
 from onprem.finisher.errors import CorruptArchive
 from onprem.finisher.progress import Progress
-from onprem.finisher.zip_safety import SafeMember, SizeGuard
+from onprem.finisher.zip_budget import InflateBudget, SizeGuard
+from onprem.finisher.zip_safety import SafeMember
 
 CHUNK_SIZE = 1 << 20
 
@@ -57,10 +58,15 @@ class Extractor(Protocol):
 
 
 class MemberExtractor:
-    """Extracts members of one zip, each thread with its own handle; ``close`` closes them all."""
+    """Extracts members of one zip, each thread with its own handle; ``close`` closes them all.
+
+    Every member's bytes are counted against its declared size and one ``InflateBudget`` for the whole zip
+    (zip_budget.py) before they are written: a bomb stops at the limit, not when the disk is full.
+    """
 
     def __init__(self, zip_path: Path, work_rid: str, settings: DebagSettings, progress: Progress) -> None:
         self.zip_path, self.work_rid, self.settings, self.progress = zip_path, work_rid, settings, progress
+        self.budget = InflateBudget(work_rid, settings)
         self._local = threading.local()
         self._handles: list[zipfile.ZipFile] = []
         self._files: list[io.FileIO] = []
@@ -84,7 +90,7 @@ class MemberExtractor:
                 cancelled: threading.Event | None = None, *, report: bool = True) -> MemberDigest:
         """Write ``member`` to ``target`` hashing every algorithm in one pass; raise CorruptArchive on a bad CRC."""
         hashers = {alg: hashlib.new(alg) for alg in algorithms}
-        guard = SizeGuard(member, self.work_rid, self.settings)
+        guard = SizeGuard(member.name, member.info, self.work_rid, self.settings, self.budget)
         if target.parent not in self._folders:
             target.parent.mkdir(parents=True, exist_ok=True)
             self._folders.add(target.parent)

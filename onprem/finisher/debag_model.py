@@ -18,10 +18,18 @@ class DebagSettings:
     max_member_bytes: int = 8 * 2**30
     #: largest sum of declared member sizes in one zip
     max_total_bytes: int = 64 * 2**30
-    #: largest uncompressed/compressed ratio of a member (a bomb beyond that) ...
-    max_ratio: float = 200.0
-    #: ... checked only for members at least this large (small text files compress very well)
-    ratio_min_bytes: int = 1 * 2**20
+    #: largest declared uncompressed/compressed ratio of one member, at any size: above deflate's ceiling (~1032),
+    #: so a blank scan is taken and a lying header is refused; with actual bytes never past the declared size,
+    #: it bounds what a member writes by its compressed size
+    max_member_ratio: float = 1100.0
+    #: largest ratio of the whole zip, bytes inflated so far against compressed bytes taken on so far ...
+    max_zip_ratio: float = 200.0
+    #: ... applied once this much has been inflated (small zips of text compress very well)
+    zip_ratio_floor_bytes: int = 64 * 2**20
+    #: most entries (files, folders, junk) in one zip: bounds the memory and time of the central directory
+    max_entries: int = 100_000
+    #: longest member path in UTF-8 bytes: PATH_MAX (4096) less room for the staging dir and the temp dirs
+    max_path_bytes: int = 4096 - 512
     #: reject bags whose manifests use only md5/sha1 (else accept them with a warning)
     require_strong_checksums: bool = False
     #: accept zips without a bag (extracted safely, reported as "no fixity available")

@@ -22,6 +22,9 @@ from onprem.finisher.fetch import FetchSettings
 from onprem.finisher.sync import SyncSettings
 
 SETTINGS_FILE_VAR = "FINISHER_SETTINGS_FILE"
+#: DebagSettings fields an operator may set as ``FINISHER_DEBAG_<FIELD>`` (``debag_<field>`` in the settings file)
+_DEBAG_LIMITS = ("max_member_bytes", "max_total_bytes", "max_member_ratio", "max_zip_ratio", "zip_ratio_floor_bytes",
+                 "max_entries", "max_path_bytes")
 
 
 class TierPrice(BaseModel):
@@ -88,6 +91,14 @@ class FinisherOverrides(BaseSettings):
     fetch_stream: bool = True
     min_free_bytes: int = Field(default=2 * 2**30, ge=0)
     debag_workers: int | None = Field(default=None, ge=1)
+    #: bomb and name limits of the de-bag (None = DebagSettings' default): FINISHER_DEBAG_MAX_ENTRIES …
+    debag_max_member_bytes: int | None = Field(default=None, ge=0)
+    debag_max_total_bytes: int | None = Field(default=None, ge=0)
+    debag_max_member_ratio: float | None = Field(default=None, ge=1)
+    debag_max_zip_ratio: float | None = Field(default=None, ge=1)
+    debag_zip_ratio_floor_bytes: int | None = Field(default=None, ge=0)
+    debag_max_entries: int | None = Field(default=None, ge=1)
+    debag_max_path_bytes: int | None = Field(default=None, ge=1, le=4096)
     require_strong_checksums: bool = False
     #: de-bag while downloading (fetch_debag.py) instead of one after the other
     fetch_debag_overlap: bool = True
@@ -144,7 +155,8 @@ class Settings:
 
     def debag_settings(self) -> DebagSettings:
         o = self.overrides
-        extra = {"workers": o.debag_workers} if o.debag_workers else {}
+        extra: dict[str, Any] = {"workers": o.debag_workers} if o.debag_workers else {}
+        extra.update({name: value for name in _DEBAG_LIMITS if (value := getattr(o, f"debag_{name}")) is not None})
         return DebagSettings(require_strong_checksums=o.require_strong_checksums, **extra)
 
     def sync_settings(self) -> SyncSettings:

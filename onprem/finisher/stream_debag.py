@@ -9,10 +9,14 @@ to a ``.part`` file first and 3 for download → extract → copy.
    (CRC-32 and the bag's algorithms: ``DebagSettings.stream_algorithms`` plus any ``manifest-<alg>.txt`` name seen
    so far) and written by writer threads (members alternate between ``DebagSettings.workers`` of them) to
    ``<temp dir>/.stream/<offset>`` — a number, never the member's name, so nothing unguarded becomes a path.
-   The CRC and size must match the local header.
+   The CRC and size must match the local header. Before a member is inflated its local header passes the
+   declared-size rules and the entry count (``zip_budget.py``); while it is inflated, no byte goes past its
+   declared size and one ``InflateBudget`` bounds the whole zip. Entries under ``__MACOSX/`` are skipped (never
+   inflated nor written: ``zip_junk.py``).
 3. The central directory (the stream's rest) is written at its offset into the sparse ``.part`` file and read
    by ``read_central_directory``: the same zip-safety guard as every other de-bag. Each of its members must
-   match a local header seen (offset, name, method, sizes, CRC), and the local headers must end where it starts.
+   match a local header seen (offset, raw name bytes, method, sizes, CRC), the local headers must end where it
+   starts, and a local header it does not list must be macOS junk.
 4. ``debag_members`` then runs as for a zip on disk, with an extractor that moves each written member into its
    place in the layout (``StreamedExtractor``): tag files parsed, digests checked against the manifests, one
    flush, works placed. Nothing reaches ``<staging>/<RID>`` unless the object's checksum and every member
@@ -22,8 +26,8 @@ Failures: a transfer error, a kill or a full disk leave the temp dir (members th
 redone) and the next attempt streams again from the start — one part has nothing smaller to resume, as with a
 one-part download to disk. A member whose CRC fails is reported as an integrity error of the download when the
 rest of the stream fails the object's checksum, else as a corrupt member. ``StreamUnsupported`` (data
-descriptors, encryption, another compression method) is raised before the zip's first unreadable member is
-used: the caller then downloads the zip to disk.
+descriptors, an unusual layout) is raised before the zip's first unreadable member is used: the caller then
+downloads the zip to disk. An encrypted member or another compression method is refused by name at once.
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch import Download, FetchResult, FetchSettings, discard_partial
 from onprem.finisher.fetch_s3 import stream_object
 from onprem.finisher.progress import Progress
-from onprem.finisher.zip_safety import SafeMember
+from onprem.finisher.zip_budget import InflateBudget, check_declared, check_entries
+from onprem.finisher.zip_junk import is_junk_name, is_macosx_name
+from onprem.finisher.zip_safety import SafeMember, raw_name
 from onprem.finisher.zip_stream import ChunkReader, LocalHeader, StreamUnsupported, read_local_header
 
 __all__ = ["StreamUnsupported", "StreamedExtractor", "stream_and_debag"]
@@ -170,11 +176,21 @@ def _write_members(chunks: Generator[bytes, None, None], download: Download, str
                    settings: DebagSettings, progress: Progress) -> tuple[dict[int, StreamedMember], int]:
     rid = download.request.work_rid
     reader = ChunkReader(_reported(chunks, progress))
-    writers = [_MemberWriter(stream_dir, rid, settings) for _ in range(max(1, min(settings.workers, MAX_WRITERS)))]
+    budget = InflateBudget(rid, settings)
+    writers = [_MemberWriter(stream_dir, rid, settings, budget)
+               for _ in range(max(1, min(settings.workers, MAX_WRITERS)))]
     algorithms = set(settings.stream_algorithms)
-    declared, turns = 0, itertools.cycle(writers)  # members alternate between the writers
+    declared, entries, turns = 0, 0, itertools.cycle(writers)  # members alternate between the writers
     try:
         while (header := read_local_header(reader, rid)) is not None:
+            entries += 1
+            check_entries(entries, rid, settings, where=download.dest.name)
+            if is_macosx_name(header.name):
+                for _ in reader.iter_exact(header.compress_size, f"member {header.name!r}", rid):
+                    pass  # macOS junk: never inflated nor written (the central directory's guard logs it)
+                continue
+            if not header.is_dir:
+                check_declared(header.name, header.file_size, header.compress_size, rid, settings)
             declared += header.file_size
             if declared > settings.max_total_bytes:
                 raise ZipBomb(rid, f"members declare more than {settings.max_total_bytes} bytes in all")
@@ -244,8 +260,8 @@ def _transport_or(error: CorruptArchive, reader: ChunkReader, download: Download
 class _MemberWriter:
     """A writer thread: inflates, hashes and writes the members it is given to ``<stream dir>/<offset>``."""
 
-    def __init__(self, stream_dir: Path, work_rid: str, settings: DebagSettings) -> None:
-        self.stream_dir, self.work_rid, self.settings = stream_dir, work_rid, settings
+    def __init__(self, stream_dir: Path, work_rid: str, settings: DebagSettings, budget: InflateBudget) -> None:
+        self.stream_dir, self.work_rid, self.settings, self.budget = stream_dir, work_rid, settings, budget
         self.written: dict[int, StreamedMember] = {}
         self.error: BaseException | None = None
         self._queue: queue.Queue[tuple[Any, ...] | None] = queue.Queue(maxsize=QUEUE_CHUNKS)
@@ -287,7 +303,7 @@ class _MemberWriter:
                     return
                 if item[0] == "open":
                     member = _OpenMember(self.stream_dir / str(item[1].offset), item[1], item[2], self.work_rid,
-                                         self.settings)
+                                         self.settings, self.budget)
                 elif item[0] == "data":
                     assert member is not None
                     member.write(item[1])
@@ -307,11 +323,11 @@ class _MemberWriter:
 
 
 class _OpenMember:
-    """One member being written: inflater, CRC, hashers, size guard."""
+    """One member being written: inflater, CRC, hashers, size guard, the zip's budget."""
 
     def __init__(self, path: Path, header: LocalHeader, algorithms: tuple[str, ...], work_rid: str,
-                 settings: DebagSettings) -> None:
-        self.path, self.header, self.work_rid = path, header, work_rid
+                 settings: DebagSettings, budget: InflateBudget) -> None:
+        self.path, self.header, self.work_rid, self.budget = path, header, work_rid, budget
         self.limit = min(header.file_size, settings.max_member_bytes)
         self.inflater = zlib.decompressobj(-15) if header.method == zipfile.ZIP_DEFLATED else None
         self.hashers = {alg: hashlib.new(alg) for alg in algorithms}
@@ -320,6 +336,7 @@ class _OpenMember:
         self.file = None if header.is_dir else open(path, "wb")  # closed in close() or abandon()
 
     def write(self, piece: bytes) -> None:
+        compressed = len(piece)
         if self.inflater is not None:
             try:
                 piece = self.inflater.decompress(piece, self.limit - self.size + 1)
@@ -327,12 +344,13 @@ class _OpenMember:
                 raise CorruptArchive(self.work_rid, f"corrupt zip member {self.header.name}: {err}") from err
             if self.inflater.unconsumed_tail:
                 raise ZipBomb(self.work_rid, f"member {self.header.name!r} inflates past {self.limit} bytes")
-        self._data(piece)
+        self._data(piece, compressed)
 
-    def _data(self, data: bytes) -> None:
+    def _data(self, data: bytes, compressed: int = 0) -> None:
         self.size += len(data)
         if self.size > self.limit:
             raise ZipBomb(self.work_rid, f"member {self.header.name!r} inflates past {self.limit} bytes")
+        self.budget.take(compressed, len(data), self.header.name)  # before the bytes reach the disk
         self.crc = zlib.crc32(data, self.crc)
         for hasher in self.hashers.values():
             hasher.update(data)
@@ -374,13 +392,15 @@ def _check_against_local_headers(members: list[SafeMember], written: dict[int, S
     if start != cd_start:
         raise StreamUnsupported(f"{where}: {start - cd_start} bytes lie between the last member and the central "
                                 "directory")
-    if len(members) != len(written) or any(m.info.header_offset not in written for m in members):
+    listed = {m.info.header_offset for m in members}
+    unlisted = [local for offset, local in written.items() if offset not in listed]
+    if not listed <= written.keys() or not all(is_junk_name(local.header.name) for local in unlisted):
         raise StreamUnsupported(f"{where}: the central directory lists {len(members)} members, not the "
                                 f"{len(written)} local headers the zip holds in order")
     for member in members:
         info, local = member.info, written[member.info.header_offset]
-        declared = (info.orig_filename, info.compress_type, info.compress_size, info.file_size, info.CRC)
-        seen = (local.header.name, local.header.method, local.header.compress_size, local.header.file_size,
+        declared = (raw_name(info), info.compress_type, info.compress_size, info.file_size, info.CRC)
+        seen = (local.header.raw_name, local.header.method, local.header.compress_size, local.header.file_size,
                 local.header.crc)
         if declared != seen:
             raise CorruptArchive(rid, f"{where}: member {member.name!r} differs between the central directory "

@@ -1,9 +1,10 @@
 """Reading a zip front to back as its bytes arrive: each local file header, its member's bytes, then the rest.
 
-A zip written to a seekable file (bdrc-bag, Python's zipfile) gives every member's sizes and CRC in its local
-header, so the members can be cut out of one stream in order. Zips that cannot be read that way — sizes in a
-data descriptor after the data (flag bit 3), encryption, a method other than stored or deflated — raise
-``StreamUnsupported`` before a byte of that member is used: the caller reads the zip from disk instead.
+A zip written to a seekable file (bdrc-bag, Python's zipfile, Info-ZIP, 7-Zip) gives every member's sizes and
+CRC in its local header, so the members can be cut out of one stream in order. A zip that cannot be read that
+way — sizes in a data descriptor after the data (flag bit 3) — raises ``StreamUnsupported`` before a byte of
+that member is used: the caller reads the zip from disk instead. A member no path can read (encrypted, a
+method other than stored or deflated) is refused by name at once (``zip_safety.refuse_unreadable``).
 
 Nothing here trusts a header: the central directory read at the end goes through the zip-safety guard and must
 agree with every local header seen (``stream_debag.py``).
@@ -12,22 +13,20 @@ agree with every local header seen (``stream_debag.py``).
 from __future__ import annotations
 
 import struct
-import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 from onprem.finisher.errors import CorruptArchive
+from onprem.finisher.zip_safety import refuse_unreadable
 
 __all__ = ["ChunkReader", "LocalHeader", "StreamUnsupported", "read_local_header"]
 
 LOCAL_SIGNATURE = b"PK\x03\x04"
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
-_ENCRYPTED = 0x01
 _DATA_DESCRIPTOR = 0x08
 _UTF8 = 0x800
 _ZIP64_EXTRA = 0x0001
 _ZIP64_MARK = 0xFFFFFFFF
-SUPPORTED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 
 class StreamUnsupported(Exception):
@@ -36,9 +35,14 @@ class StreamUnsupported(Exception):
 
 @dataclass(frozen=True)
 class LocalHeader:
-    """One member as its local file header declares it; ``offset`` is where the header starts in the zip."""
+    """One member as its local file header declares it; ``offset`` is where the header starts in the zip.
+
+    ``raw_name`` is the name's bytes (compared with the central directory's); ``name`` their reading for
+    messages and manifest names: UTF-8 when flagged or valid (Info-ZIP), else cp437 as zipfile reads them.
+    """
 
     offset: int
+    raw_name: bytes
     name: str
     flags: int
     method: int
@@ -125,16 +129,21 @@ def read_local_header(reader: ChunkReader, work_rid: str) -> LocalHeader | None:
      extra_length) = _LOCAL.unpack(reader.read_exact(_LOCAL.size, "a local file header", work_rid))
     raw_name = reader.read_exact(name_length, "a member name", work_rid)
     extra = reader.read_exact(extra_length, "a local extra field", work_rid)
-    name = raw_name.decode("utf-8" if flags & _UTF8 else "cp437", errors="replace")
-    if flags & _ENCRYPTED:
-        raise StreamUnsupported(f"member {name!r} is encrypted")
+    name = _display_name(raw_name, flags)
+    refuse_unreadable(name, flags, method, work_rid)
     if flags & _DATA_DESCRIPTOR:
         raise StreamUnsupported(f"member {name!r} keeps its sizes in a data descriptor after its data")
-    if method not in SUPPORTED_METHODS:
-        raise StreamUnsupported(f"member {name!r} uses compression method {method}")
     if _ZIP64_MARK in (compress_size, file_size):
         file_size, compress_size = _zip64_sizes(extra, name, work_rid)
-    return LocalHeader(offset, name, flags, method, crc, compress_size, file_size)
+    return LocalHeader(offset, raw_name, name, flags, method, crc, compress_size, file_size)
+
+
+def _display_name(raw_name: bytes, flags: int) -> str:
+    # no "made on Unix" in a local header: the central directory's guard decides whether the name is accepted
+    try:
+        return raw_name.decode("utf-8")
+    except UnicodeDecodeError:
+        return raw_name.decode("utf-8" if flags & _UTF8 else "cp437", errors="replace")
 
 
 def _zip64_sizes(extra: bytes, name: str, work_rid: str) -> tuple[int, int]:

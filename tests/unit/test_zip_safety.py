@@ -1,8 +1,12 @@
-"""Each zip safety rule: a real zip that breaks it, the named error, and nothing in the final layout."""
+"""Each zip safety rule: a real zip that breaks it (zipfile, Info-ZIP ``zip``, 7-Zip), the named error, and nothing
+in the final layout; macOS junk outside the bag ignored. The bomb limits are in test_zip_budget.py."""
 
 from __future__ import annotations
 
+import logging
+import shutil
 import stat
+import subprocess
 import unicodedata
 import warnings
 import zipfile
@@ -13,17 +17,24 @@ import pytest
 from onprem.finisher.debag import debag_archive
 from onprem.finisher.debag_model import DebagSettings
 from onprem.finisher.errors import (
+    BagIncomplete,
+    CaseCollision,
+    ControlCharacterName,
     CorruptArchive,
     DuplicateMember,
+    EncryptedMember,
+    MemberNameTooLong,
     NonUtf8MemberName,
     OverlappingMembers,
     SymlinkMember,
     UnsafeArchive,
     UnsafeMemberPath,
+    UnsupportedCompression,
     ZipBomb,
 )
-from onprem.finisher.zip_safety import SafeMember, SizeGuard, guard_member
-from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, truncate_zip, zip_entries
+from onprem.finisher.zip_budget import SizeGuard
+from onprem.finisher.zip_safety import guard_member
+from tests.fixtures.bags import add_member, corrupt_one_byte, make_bdrc_bag_zip, truncate_zip, zip_entries
 
 RID = "W1NLM4700"
 SETTINGS = DebagSettings(workers=2, fsync=False)
@@ -92,16 +103,10 @@ def test_total_declared_size_over_the_limit_is_a_bomb(tmp_path: Path) -> None:
     _debag_fails(tmp_path, zip_path, ZipBomb, DebagSettings(max_total_bytes=4000, fsync=False))
 
 
-def test_compression_ratio_of_a_bomb_is_rejected(tmp_path: Path) -> None:
-    zip_path = zip_entries(tmp_path / "w.zip", [("W1NLM4700/images/zeros.tif", bytes(4 * 2**20))],
-                           compression=zipfile.ZIP_DEFLATED)
-    assert "compression ratio" in _debag_fails(tmp_path, zip_path, ZipBomb)
-
-
 def test_actual_bytes_past_the_declared_size_are_a_bomb() -> None:
     info = zipfile.ZipInfo("W1NLM4700/images/a.tif")
     info.file_size = 10
-    guard = SizeGuard(SafeMember(info, Path(info.filename), False), RID, SETTINGS)  # type: ignore[arg-type]
+    guard = SizeGuard(info.filename, info, RID, SETTINGS)
     guard.add(10)
     with pytest.raises(ZipBomb, match="inflates past 10 bytes"):
         guard.add(1)
@@ -151,5 +156,152 @@ def test_corrupt_deflate_stream_is_a_corrupt_archive(tmp_path: Path) -> None:
 
 
 def test_every_safety_error_is_an_unsafe_archive() -> None:
-    for error in (UnsafeMemberPath, SymlinkMember, DuplicateMember, ZipBomb, OverlappingMembers, NonUtf8MemberName):
+    for error in (UnsafeMemberPath, SymlinkMember, DuplicateMember, ZipBomb, OverlappingMembers, NonUtf8MemberName,
+                  ControlCharacterName, MemberNameTooLong, CaseCollision, EncryptedMember, UnsupportedCompression):
         assert issubclass(error, UnsafeArchive)
+
+
+# --- names: encodings, NUL and control characters, lengths, case twins --------------------------------------
+def _renamed(zip_path: Path, placeholder: str, raw: bytes) -> Path:
+    """``zip_path`` with a member name's bytes replaced in its local header and its central-directory entry."""
+    data = zip_path.read_bytes()
+    assert data.count(placeholder.encode()) == 2 and len(placeholder.encode()) == len(raw)
+    zip_path.write_bytes(data.replace(placeholder.encode(), raw))
+    return zip_path
+
+
+def _unflagged(name: str, create_system: int) -> zipfile.ZipInfo:
+    info = zipfile.ZipInfo(name)
+    info.create_system = create_system
+    return info
+
+
+def test_unflagged_utf8_name_made_on_unix_is_read_as_utf8() -> None:
+    raw = "W1NLM4700/images/བོད་ཡིག.tif".encode()
+    info = _unflagged(raw.decode("cp437"), 3)  # what zipfile makes of Info-ZIP's unflagged bytes
+    member = guard_member(info, RID, SETTINGS)
+    assert member.name == "W1NLM4700/images/བོད་ཡིག.tif" and member.path.name == "བོད་ཡིག.tif"
+
+
+def test_unflagged_utf8_name_made_elsewhere_is_refused() -> None:
+    info = _unflagged("W1NLM4700/images/བོད.tif".encode().decode("cp437"), 0)  # MS-DOS: an OEM code page
+    with pytest.raises(NonUtf8MemberName, match="not UTF-8 written on Unix"):
+        guard_member(info, RID, SETTINGS)
+
+
+def test_unflagged_name_on_unix_that_is_not_utf8_is_refused(tmp_path: Path) -> None:
+    zip_path = zip_entries(tmp_path / "w.zip", [(_unflagged("W1NLM4700/images/cafX.tif", 3), b"x")])
+    _renamed(zip_path, "cafX", b"caf\xe9")  # Latin-1 bytes: not UTF-8
+    assert "caf\\xe9" in _debag_fails(tmp_path, zip_path, NonUtf8MemberName)
+
+
+def test_flagged_name_that_is_not_utf8_is_named_not_a_crash(tmp_path: Path) -> None:
+    info = zipfile.ZipInfo("W1NLM4700/images/cafX.tif")
+    info.flag_bits |= 0x800
+    zip_path = _renamed(zip_entries(tmp_path / "w.zip", [(info, b"x")]), "cafX", b"caf\xff")
+    assert "bit 11" in _debag_fails(tmp_path, zip_path, NonUtf8MemberName)
+
+
+def test_nul_in_the_raw_name_is_refused_although_zipfile_cuts_the_name_there(tmp_path: Path) -> None:
+    zip_path = zip_entries(tmp_path / "w.zip", [("W1NLM4700/images/a.tifXYZ.txt", b"x")])
+    _renamed(zip_path, "a.tifXYZ.txt", b"a.tif\x00/../xy")
+    with zipfile.ZipFile(zip_path) as zf:
+        assert zf.infolist()[0].filename == "W1NLM4700/images/a.tif", "zipfile hides what follows the NUL"
+    assert "NUL" in _debag_fails(tmp_path, zip_path, UnsafeMemberPath)
+
+
+@pytest.mark.parametrize("char", ["\n", "\r", "\x1b", "\x7f", "\x85"], ids=["LF", "CR", "ESC", "DEL", "NEL"])
+def test_control_characters_in_a_name_are_refused(tmp_path: Path, char: str) -> None:
+    zip_path = zip_entries(tmp_path / "w.zip", [(f"W1NLM4700/images/a{char}b.tif", b"x")])
+    assert repr(char)[1:-1] in _debag_fails(tmp_path, zip_path, ControlCharacterName)
+
+
+def test_a_component_over_255_bytes_is_named_not_an_os_error(tmp_path: Path) -> None:
+    long_name = "ཀ" * 86 + ".tif"  # 86 * 3 bytes + 4 = 262 bytes, 90 characters
+    zip_path = zip_entries(tmp_path / "w.zip", [(f"W1NLM4700/images/{long_name}", b"x")])
+    assert "262 bytes (limit 255)" in _debag_fails(tmp_path, zip_path, MemberNameTooLong)
+
+
+def test_a_component_of_255_bytes_is_taken(tmp_path: Path) -> None:
+    name = "a" * 251 + ".tif"
+    zip_path = zip_entries(tmp_path / "w.zip", [(f"W1NLM4700/images/{name}", b"x")])
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    debag_archive(zip_path, RID, staging, SETTINGS)
+    assert (staging / RID / "images" / name).read_bytes() == b"x"
+
+
+def test_a_path_past_the_path_limit_is_named(tmp_path: Path) -> None:
+    deep = "/".join(["d" * 200] * 20)  # 4,020 bytes: under staging it would pass PATH_MAX
+    zip_path = zip_entries(tmp_path / "w.zip", [(f"W1NLM4700/images/{deep}/a.tif", b"x")])
+    assert "limit 3584" in _debag_fails(tmp_path, zip_path, MemberNameTooLong)
+
+
+def test_names_differing_only_by_case_are_refused(tmp_path: Path) -> None:
+    zip_path = zip_entries(tmp_path / "w.zip", [("W1NLM4700/images/Page.tif", b"1"),
+                                                ("W1NLM4700/images/page.TIF", b"2")])
+    assert "differ only by case" in _debag_fails(tmp_path, zip_path, CaseCollision)
+
+
+def test_folders_differing_only_by_case_are_refused(tmp_path: Path) -> None:
+    zip_path = zip_entries(tmp_path / "w.zip", [("W1NLM4700/images/a.tif", b"1"),
+                                                ("W1NLM4700/Images/b.tif", b"2")])
+    assert "'W1NLM4700/Images' and 'W1NLM4700/images'" in _debag_fails(tmp_path, zip_path, CaseCollision)
+
+
+def test_case_folding_covers_more_than_ascii(tmp_path: Path) -> None:
+    zip_path = zip_entries(tmp_path / "w.zip", [("W1NLM4700/images/straße.tif", b"1"),
+                                                ("W1NLM4700/images/STRASSE.tif", b"2")])
+    _debag_fails(tmp_path, zip_path, CaseCollision)
+
+
+def test_a_case_collision_is_a_duplicate_member() -> None:
+    assert issubclass(CaseCollision, DuplicateMember) and CaseCollision.cause != DuplicateMember.cause
+
+
+# --- members that cannot be read: encrypted, other compression methods -----------------------------------
+def test_encrypted_member_is_refused_by_name_before_extraction(tmp_path: Path) -> None:
+    (tmp_path / "src" / "W1NLM4700" / "images").mkdir(parents=True)
+    (tmp_path / "src" / "W1NLM4700" / "images" / "a.tif").write_bytes(b"II*\x00" * 100)
+    subprocess.run(["zip", "-q", "-r", "-P", "secret", str(tmp_path / "w.zip"), "W1NLM4700"],
+                   cwd=tmp_path / "src", check=True)
+    assert "encrypted" in _debag_fails(tmp_path, tmp_path / "w.zip", EncryptedMember)
+    assert not list((tmp_path / "staging").rglob("a.tif")), "not a byte extracted"
+
+
+def test_bzip2_member_is_an_unsupported_compression_not_a_corrupt_zip(tmp_path: Path) -> None:
+    zip_path = zip_entries(tmp_path / "w.zip", [("W1NLM4700/images/a.tif", b"page " * 1000)],
+                           compression=zipfile.ZIP_BZIP2)
+    assert "method 12 (bzip2)" in _debag_fails(tmp_path, zip_path, UnsupportedCompression)
+
+
+def test_deflate64_from_7zip_is_an_unsupported_compression(tmp_path: Path) -> None:
+    assert shutil.which("7z"), "7-Zip (p7zip-full) is a Debian package of the Makefile"
+    (tmp_path / "src" / "W1NLM4700" / "images").mkdir(parents=True)
+    (tmp_path / "src" / "W1NLM4700" / "images" / "a.txt").write_text("བོད་ཡིག " * 5000, encoding="utf-8")
+    subprocess.run(["7z", "a", "-bd", "-tzip", "-mm=Deflate64", str(tmp_path / "w.zip"), "W1NLM4700"],
+                   cwd=tmp_path / "src", check=True, capture_output=True)
+    assert "method 9 (Deflate64)" in _debag_fails(tmp_path, tmp_path / "w.zip", UnsupportedCompression)
+
+
+# --- macOS junk -----------------------------------------------------------------------------------------
+def test_macos_junk_outside_the_bag_is_ignored_and_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path)
+    add_member(zip_path, ".DS_Store", b"\x00\x00\x00\x01Bud1")
+    add_member(zip_path, f"__MACOSX/{RID}.bag/._bagit.txt", b"\x00\x05\x16\x07AppleDouble")
+    add_member(zip_path, "__MACOSX/._caf\udce9.txt".encode("utf-8", "surrogateescape").decode("cp437"), b"x")
+    staging = tmp_path / "staging"
+    staging.mkdir()
+    with caplog.at_level(logging.INFO):
+        work = debag_archive(zip_path, RID, staging, SETTINGS).works[0]
+    assert work.fixity_checked
+    for junk in ("._*", ".DS_Store", "__MACOSX"):
+        assert not list(staging.rglob(junk)), junk
+    logged = [r for r in caplog.records if "macOS entries ignored" in r.getMessage()]
+    assert len(logged) == 1 and logged[0].work_rid == RID and "3 macOS entries" in logged[0].getMessage()
+
+
+def test_ds_store_in_the_payload_is_an_unlisted_file(tmp_path: Path) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path)
+    add_member(zip_path, f"{RID}.bag/data/{RID}-I1KG1/.DS_Store", b"\x00\x00\x00\x01Bud1")
+    assert ".DS_Store" in _debag_fails(tmp_path, zip_path, BagIncomplete)

@@ -1,13 +1,16 @@
 """The front-to-back zip reader of the stream de-bag (``zip_stream.py``), on real zips made with ``zipfile`` and on
 hand-patched header bytes: members in order with the sizes and CRCs zipfile reads, any chunking, what cannot be
-streamed (data descriptors, encryption, other methods) refused by name, zip64 local headers, truncation, names."""
+streamed (data descriptors) refused by name, what cannot be read at all (encryption, other methods) refused with
+its named error, zip64 local headers, truncation, names (raw bytes kept; Info-ZIP's unflagged UTF-8 read as UTF-8)."""
 
 from __future__ import annotations
 
 import io
 import itertools
 import os
+import shutil
 import struct
+import subprocess
 import zipfile
 import zlib
 from collections.abc import Iterator
@@ -15,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher.errors import CorruptArchive
+from onprem.finisher.errors import CorruptArchive, EncryptedMember, UnsupportedCompression
 from onprem.finisher.zip_stream import ChunkReader, LocalHeader, StreamUnsupported, read_local_header
 
 RID = "W1NLM4700"
@@ -230,7 +233,7 @@ def test_an_encrypted_member_is_refused_by_name(tmp_path: Path) -> None:
     first = read_local_header(reader, RID)
     assert first is not None and first.name == "plain.txt"
     list(reader.iter_exact(first.compress_size, "plain.txt", RID))
-    with pytest.raises(StreamUnsupported, match=r"'secret.txt' is encrypted"):
+    with pytest.raises(EncryptedMember, match=rf"^{RID}: member 'secret.txt' is encrypted"):
         read_local_header(reader, RID)
 
 
@@ -238,14 +241,14 @@ def test_a_patched_unsupported_method_is_refused_by_name(tmp_path: Path) -> None
     with zipfile.ZipFile(tmp_path / "m.zip", "w") as zf:
         zf.writestr("odd.bin", b"bytes")
     data = _patch_local((tmp_path / "m.zip").read_bytes(), "odd.bin", 8, "<H", 12)
-    with pytest.raises(StreamUnsupported, match=r"'odd.bin' uses compression method 12"):
+    with pytest.raises(UnsupportedCompression, match=r"'odd.bin' uses compression method 12 \(bzip2\)"):
         read_local_header(ChunkReader(iter([data])), RID)
 
 
 def test_a_real_bzip2_member_is_refused(tmp_path: Path) -> None:
     with zipfile.ZipFile(tmp_path / "b.zip", "w") as zf:
         zf.writestr("bz.txt", b"bzip2 " * 1000, compress_type=zipfile.ZIP_BZIP2)
-    with pytest.raises(StreamUnsupported, match=rf"'bz.txt' uses compression method {zipfile.ZIP_BZIP2}"):
+    with pytest.raises(UnsupportedCompression, match=rf"'bz.txt' uses compression method {zipfile.ZIP_BZIP2}"):
         read_local_header(ChunkReader(iter([(tmp_path / "b.zip").read_bytes()])), RID)
 
 
@@ -318,3 +321,21 @@ def test_names_are_decoded_as_zipfile_decodes_them(tmp_path: Path) -> None:
         infos = zf.infolist()
     assert [h.name for h, _ in members] == [i.filename for i in infos] == ["café.txt", "ཀ་བཀའ/日本.txt"]
     assert not members[0][0].flags & 0x800 and members[1][0].flags & 0x800
+
+
+def test_raw_name_bytes_are_kept_beside_the_name(tmp_path: Path) -> None:
+    with zipfile.ZipFile(tmp_path / "n.zip", "w") as zf:
+        zf.writestr("བོད/ཡིག.txt", b"x")  # zipfile flags it UTF-8
+    header = read_local_header(ChunkReader(iter([(tmp_path / "n.zip").read_bytes()])), RID)
+    assert header is not None and header.raw_name == "བོད/ཡིག.txt".encode() and header.name == "བོད/ཡིག.txt"
+
+
+def test_info_zip_unflagged_utf8_names_are_read_as_utf8(tmp_path: Path) -> None:
+    """Info-ZIP ``zip`` on Linux writes the filesystem's UTF-8 bytes without bit 11 (zipfile would say cp437)."""
+    assert shutil.which("zip"), "Info-ZIP zip is a Debian package of the Makefile"
+    (tmp_path / "src").mkdir()
+    (tmp_path / "src" / "བོད་ཡིག.tif").write_bytes(b"II*\x00 tibetan")
+    subprocess.run(["zip", "-q", "-X", "../iz.zip", "བོད་ཡིག.tif"], cwd=tmp_path / "src", check=True)
+    header = read_local_header(ChunkReader(iter([(tmp_path / "iz.zip").read_bytes()])), RID)
+    assert header is not None and not header.flags & 0x800
+    assert header.name == "བོད་ཡིག.tif" and header.raw_name == "བོད་ཡིག.tif".encode()
