@@ -1,14 +1,19 @@
 """``finisher``: the operator's commands. Formatting only; the work is done by the worker, ledger and restore.
 
+Every message a person reads goes through ``say`` or ``cells`` (plain ``rich.text.Text``, never parsed as markup):
+a file or RID containing ``[/draft]`` or ``[b]`` is printed as it is. Exit codes: 0 done, 1 some work failed or
+was not found, 2 bad settings or arguments, 3 the ledger cannot be used (``LedgerUnavailable``, one line).
 Other commands (e.g. ``demo``) register themselves on ``app``.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +21,7 @@ from typing import Any
 import typer
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from config.loader import EnvironmentConfigError
 from onprem.finisher.cli_ops import (
@@ -26,7 +32,7 @@ from onprem.finisher.cli_ops import (
     status_document,
 )
 from onprem.finisher.demo.command import demo_command
-from onprem.finisher.errors import FinisherError
+from onprem.finisher.errors import FinisherError, LedgerUnavailable
 from onprem.finisher.fetch import sweep_orphans
 from onprem.finisher.logging_setup import configure_logging
 from onprem.finisher.runtime import AwsClients, build_worker, open_ledger, work_queues
@@ -48,7 +54,7 @@ class CliState:
             settings = load_settings(env_name=self.env_name, settings_file=self.settings_file,
                                      log_format=self.log_format, **overrides)
         except (EnvironmentConfigError, ValueError, OSError) as err:
-            err_console().print(f"[red]cannot load the settings: {err}[/red]")
+            say(err_console(), f"cannot load the settings: {err}", "red")
             raise typer.Exit(2) from err
         configure_logging(settings.log_format, settings.log_level)
         return settings
@@ -62,6 +68,34 @@ def out_console() -> Console:
     return Console(highlight=False, soft_wrap=True)
 
 
+#: exit code of a command whose ledger cannot be used (corrupt, read-only, locked)
+EXIT_LEDGER_UNAVAILABLE = 3
+
+
+def say(console: Console, message: str, style: str = "") -> None:
+    """The one way a message reaches a person: printed as plain text, whatever brackets it holds."""
+    console.print(Text(message, style=style))
+
+
+def cells(*values: object) -> list[Text]:
+    """A table row of plain text cells (a cell string would be parsed as markup)."""
+    return [Text("" if value is None else str(value)) for value in values]
+
+
+def ledger_errors_in_one_line(command: Callable[..., None]) -> Callable[..., None]:
+    """A command whose ledger cannot be used prints that as one line and exits 3, without a traceback."""
+
+    @functools.wraps(command)
+    def run_command(*args: object, **kwargs: object) -> None:
+        try:
+            command(*args, **kwargs)
+        except LedgerUnavailable as err:
+            say(err_console(), str(err), "red")
+            raise typer.Exit(EXIT_LEDGER_UNAVAILABLE) from err
+
+    return run_command
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
@@ -73,6 +107,7 @@ def main_options(
 
 
 @app.command()
+@ledger_errors_in_one_line
 def run(
     ctx: typer.Context,
     drain: bool = typer.Option(False, "--drain", help="exit once every queue is empty and nothing is in flight"),
@@ -105,6 +140,7 @@ def run(
 
 
 @app.command("request-restore")
+@ledger_errors_in_one_line
 def request_restore(
     ctx: typer.Context,
     targets: list[str] = typer.Argument(None, help="work RIDs or s3://bucket/key"),
@@ -122,7 +158,7 @@ def request_restore(
         lines = from_file.read_text(encoding="utf-8").splitlines()
         wanted += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
     if not wanted:
-        err_console().print("[red]nothing to restore: give RIDs, s3:// URLs or --from-file[/red]")
+        say(err_console(), "nothing to restore: give RIDs, s3:// URLs or --from-file", "red")
         raise typer.Exit(2)
     ledger = open_ledger(settings)
     report = request_restores(settings, AwsClients(settings.endpoint_url), ledger, wanted, collection=collection,
@@ -131,16 +167,17 @@ def request_restore(
         print(json.dumps(report, default=str))
     else:
         console = out_console()
-        console.print(report["estimate_text"])
+        say(console, report["estimate_text"])
         table = Table("work", "bucket", "key", "size", "state", "outcome")
         for row in report["objects"]:
-            table.add_row(row["work_rid"], row.get("bucket") or "-", row.get("key") or "-", str(row.get("size") or "-"),
-                          row.get("state") or "-", row["outcome"])
+            table.add_row(*cells(row["work_rid"], row.get("bucket") or "-", row.get("key") or "-",
+                                 row.get("size") or "-", row.get("state") or "-", row["outcome"]))
         console.print(table)
     raise typer.Exit(1 if any(r["outcome"] == "not_found" for r in report["objects"]) else 0)
 
 
 @app.command()
+@ledger_errors_in_one_line
 def status(
     ctx: typer.Context,
     rids: list[str] = typer.Argument(None, help="only these works"),
@@ -158,28 +195,29 @@ def status(
         return
     table = Table("work", "phase", "attempts", "last cause", "restore expiry", "updated", title="works")
     for row in document["works"]:
-        table.add_row(row["work_rid"], row["phase"], str(row["attempts"]), row.get("last_cause") or "",
-                      row.get("restore_expiry") or "", row.get("updated_at") or "")
+        table.add_row(*cells(row["work_rid"], row["phase"], row["attempts"], row.get("last_cause"),
+                             row.get("restore_expiry"), row.get("updated_at")))
     console = out_console()
     console.print(table)
     if document.get("pending_restores"):
         pending = Table("work", "bucket", "tier", "status", "requested", "ready by", title="restores requested")
         for row in document["pending_restores"]:
-            pending.add_row(row["work_rid"], row["bucket"], row["tier"], row["status"], str(row["requested_at"]),
-                            str(row.get("eta_at") or ""))
+            pending.add_row(*cells(row["work_rid"], row["bucket"], row["tier"], row["status"], row["requested_at"],
+                                   row.get("eta_at")))
         console.print(pending)
 
 
 @app.command()
+@ledger_errors_in_one_line
 def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID")) -> None:
     """Re-queue a work from the ledger: its stored message body is sent to its region's queue again."""
     settings = ctx.obj.settings()
     try:
         message_id = requeue_work(settings, AwsClients(settings.endpoint_url), open_ledger(settings), rid)
     except LookupError as err:
-        err_console().print(f"[red]{err}[/red]")
+        say(err_console(), str(err), "red")
         raise typer.Exit(1) from err
-    out_console().print(f"{rid}: re-queued as message {message_id}")
+    say(out_console(), f"{rid}: re-queued as message {message_id}")
 
 
 @app.command()
@@ -192,27 +230,32 @@ def redrive(
     settings = ctx.obj.settings()
     queues = work_queues(settings, AwsClients(settings.endpoint_url), [region] if region else None)
     if not queues:
-        err_console().print(f"[red]no region {region!r} in environment {settings.environment.name}[/red]")
+        say(err_console(), f"no region {region!r} in environment {settings.environment.name}", "red")
         raise typer.Exit(2)
     for queue in queues:
         moved = queue.redrive(limit=limit)
-        out_console().print(f"{queue.region}: {moved} message(s) moved from {queue.dlq_name} to {queue.queue_name}")
+        say(out_console(), f"{queue.region}: {moved} message(s) moved from {queue.dlq_name} to {queue.queue_name}")
 
 
 @app.command()
+@ledger_errors_in_one_line
 def ingest(ctx: typer.Context, paths: list[Path] = typer.Argument(..., help=".bag.zip / .zip files")) -> None:
-    """De-bag and sync local zips (no S3, no queue); recorded in the ledger like queued works."""
+    """De-bag and sync local zips (no S3, no queue); recorded in the ledger like queued works. A refused zip is
+    reported (its cause in the ledger) and the next one is taken; exit 1 when any was refused."""
     settings = ctx.obj.settings()
     ledger = open_ledger(settings)
     failed = 0
     for path in paths:
         try:
             synced = ingest_zip(settings, AwsClients(settings.endpoint_url), ledger, path)
+        except LedgerUnavailable:
+            raise  # no zip can be recorded: stop here (one line, exit 3)
         except (FinisherError, OSError, ValueError) as err:
             failed += 1
-            err_console().print(f"[red]{path}: {err}[/red]")
+            cause = f" ({err.cause})" if isinstance(err, FinisherError) else ""
+            say(err_console(), f"{path}: {err}{cause}", "red")
             continue
-        out_console().print(f"{path.name}: synced {', '.join(synced)}")
+        say(out_console(), f"{path.name}: synced {', '.join(synced)}")
     raise typer.Exit(1 if failed else 0)
 
 

@@ -10,13 +10,14 @@ from typing import Any
 from botocore.exceptions import ClientError
 
 from contract import message_attributes, parse_message, work_rid_from_key
-from onprem.finisher.errors import FinisherError, PermanentError
+from onprem.finisher.errors import FinisherError, PermanentError, UnexpectedError
 from onprem.finisher.ledger import Ledger, ingest_key
 from onprem.finisher.progress import make_progress
 from onprem.finisher.queue import WorkQueue
 from onprem.finisher.restore import check_restore_head, estimate, eta_at, locate, request_restore
 from onprem.finisher.runtime import AwsClients
 from onprem.finisher.settings import Settings
+from onprem.finisher.stage_failures import named_failure
 from onprem.finisher.stages import CancelToken, StageContext, load_stages
 
 logger = logging.getLogger(__name__)
@@ -108,8 +109,24 @@ def requeue_work(settings: Settings, clients: AwsClients, ledger: Ledger, rid: s
     return message_id
 
 
+def _named(err: Exception, rid: str) -> FinisherError:
+    """``err`` itself when it is named; its named permanent error; else ``unexpected`` (a bug or unforeseen)."""
+    if isinstance(err, FinisherError):
+        return err
+    named = named_failure(err, rid)
+    if named is not None:
+        return named
+    logger.error("%s: unexpected error while ingesting", rid, exc_info=err, extra={"work_rid": rid})
+    return UnexpectedError(rid, f"unexpected {type(err).__name__}: {err}")
+
+
 def ingest_zip(settings: Settings, clients: AwsClients, ledger: Ledger, path: Path) -> list[str]:
-    """De-bag and sync a local zip with the real stages; returns the synced work RIDs."""
+    """De-bag and sync a local zip with the real stages; returns the synced work RIDs.
+
+    A refusal is recorded in the ledger (the cause and message; phase ``failed`` unless a retry could help, e.g.
+    disk full) before it is raised; an exception nothing named is recorded (phase ``failed``) and raised as
+    ``unexpected``. The de-bag evidence is kept as for queued works.
+    """
     path = path.resolve()
     if not path.is_file():
         raise ValueError(f"{path} is not a file")
@@ -124,14 +141,21 @@ def ingest_zip(settings: Settings, clients: AwsClients, ledger: Ledger, path: Pa
     stages = load_stages(settings, clients.s3)
     ctx = StageContext(CancelToken(rid), lambda label: make_progress(label, rid))
     try:
-        staged = stages.debag(rid, path, key[-16:], ctx)
+        staged = stages.debag(rid, path, key, ctx)
         ledger.advance(key, "debagged", works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
         for item in staged:
             synced = stages.sync(item, ctx)
             ledger.note(key, "work_synced", work_rid=item.work_rid,
                         archive_path=str(synced.archive_path) if synced.archive_path else None)
-    except FinisherError as err:
-        ledger.fail(key, err.cause, str(err), permanent=isinstance(err, PermanentError))
-        raise
+    except Exception as err:
+        failure = _named(err, rid)
+        # no retry loop here: an unexpected failure ends this ingest like a permanent one
+        ends = isinstance(failure, (PermanentError, UnexpectedError))
+        ledger.fail(key, failure.cause, str(failure), permanent=ends)
+        if ends and stages.keep_evidence is not None:
+            stages.keep_evidence(rid, key)
+        if failure is err:
+            raise
+        raise failure from err
     ledger.advance(key, "synced", works=[s.work_rid for s in staged])
     return [s.work_rid for s in staged]

@@ -28,6 +28,12 @@ def last_detail(record: WorkRecord | None, event: str, name: str) -> Any:
     return None
 
 
+def failures_with_cause(record: WorkRecord | None, cause: str) -> int:
+    """How many failed attempts of the work's history had ``cause`` (retried or not)."""
+    return sum(1 for e in (record.history if record else [])
+               if e.get("event") in ("retry", "failed") and e.get("cause") == cause)
+
+
 def synced_works(record: WorkRecord | None) -> set[str]:
     return {e["work_rid"] for e in (record.history if record else []) if e.get("event") == "work_synced"}
 

@@ -2,8 +2,11 @@
 
 Nothing is deleted before the work is synced or proven a duplicate of a synced one. Failures are classified
 by class: RetryableError → the message comes back after a backoff; PermanentError → the cause is recorded and
-the message goes to the DLQ at once. Interruptions release the message (shutdown), hand it on as a
-continuation (12 h cap) or leave it alone (lease lost).
+the message goes to the DLQ at once. An exception nothing named is ``unexpected`` (retryable) until it has
+happened ``unexpected_attempts`` times; that, and any retryable failure on the message's last receive before
+SQS's maxReceiveCount, goes to the DLQ from here with its cause, so SQS never moves a message without one. After a
+failure that ends the work, its de-bag temp dir is kept as evidence (``Stages.keep_evidence``). Interruptions
+release the message (shutdown), hand it on as a continuation (12 h cap) or leave it alone (lease lost).
 """
 
 from __future__ import annotations
@@ -21,7 +24,15 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from contract import Continuation, ContractError, RestoredWork, message_attributes, parse_message
 from onprem.finisher import faults
-from onprem.finisher.errors import FinisherError, ForeignBucket, PermanentError, RestoreExpired, RetryableError
+from onprem.finisher.errors import (
+    FinisherError,
+    ForeignBucket,
+    PermanentError,
+    RestoreExpired,
+    RetriesExhausted,
+    RetryableError,
+    UnexpectedError,
+)
 from onprem.finisher.heartbeat import Heartbeat
 from onprem.finisher.ledger import Ledger, WorkRecord
 from onprem.finisher.logging_setup import current_work_rid
@@ -31,6 +42,7 @@ from onprem.finisher.queue import ReceiptHandleInvalid, ReceivedMessage, WorkQue
 from onprem.finisher.restore import inspect as inspect_object
 from onprem.finisher.restore import reissue_restore, require_restored
 from onprem.finisher.settings import Settings
+from onprem.finisher.stage_failures import named_failure
 from onprem.finisher.stages import (
     CancelToken,
     Fetched,
@@ -43,6 +55,7 @@ from onprem.finisher.stages import (
 from onprem.finisher.work_history import (
     WorkSuperseded,
     backoff_seconds,
+    failures_with_cause,
     last_detail,
     rid_guess,
     synced_works,
@@ -125,11 +138,13 @@ class WorkRunner:
         except PermanentError as err:
             heartbeat.stop()
             return self._fail(queue, message, work, err)
-        except Exception as err:  # a bug or an unforeseen error: retried, SQS's redrive policy bounds it
+        except Exception as err:  # a bug or an unforeseen error: retried a few times, then to the DLQ from here
             heartbeat.stop()
+            named = named_failure(err, rid)
+            if named is not None:
+                return self._fail(queue, message, work, named)
             logger.exception("%s: unexpected error", rid, extra={"work_rid": rid})
-            return self._retry(queue, message, work, RetryableError(rid, f"unexpected {type(err).__name__}: {err}",
-                                                                     cause="unexpected"))
+            return self._retry(queue, message, work, UnexpectedError(rid, f"unexpected {type(err).__name__}: {err}"))
         finally:
             heartbeat.stop()
             self.ledger.release_lease(key, owner)
@@ -183,7 +198,7 @@ class WorkRunner:
         self._downloaded(work, fetched, "download", started)
         ctx.cancel.check()
         started = time.monotonic()
-        staged = self.stages.debag(work.work_rid, fetched.path, work.version_id or work.etag, ctx)
+        staged = self.stages.debag(work.work_rid, fetched.path, work.idempotency_key, ctx)
         self._debagged(work, staged, "debag", started)
         return fetched, staged
 
@@ -248,6 +263,9 @@ class WorkRunner:
         rid, key = work.work_rid, work.idempotency_key
         if self._already_synced(queue, message, work, err):
             return "synced"
+        last_time = self._no_more_retries(message, work, err)
+        if last_time is not None:
+            return self._fail(queue, message, work, RetriesExhausted(err, last_time))
         record = self.ledger.fail(key, err.cause, str(err), permanent=False)
         if isinstance(err, RestoreExpired):
             self._reissue(work)
@@ -259,6 +277,21 @@ class WorkRunner:
         logger.warning("%s (%s): attempt %d, retry in %d s", err, err.cause, record.attempts, delay,
                        extra={"work_rid": rid, "cause": err.cause})
         return "retry"
+
+    def _no_more_retries(self, message: ReceivedMessage, work: RestoredWork, err: RetryableError) -> str | None:
+        """Why this retryable failure is the last one (None: retry it): SQS would move the message to the DLQ on
+        its next receive without a reason, or an ``unexpected`` failure has repeated."""
+        limit = self.settings.environment.queues.max_receive_count
+        if message.receive_count >= limit:
+            return (f"receive {message.receive_count} of maxReceiveCount {limit}: moved to the DLQ by the finisher, "
+                    "not retried")
+        if not isinstance(err, UnexpectedError):
+            return None
+        seen = failures_with_cause(self.ledger.get(work.idempotency_key), err.cause) + 1
+        if seen >= self.settings.unexpected_attempts or message.receive_count >= limit - 1:
+            return (f"unexpected failure {seen} time(s), receive {message.receive_count} of maxReceiveCount {limit}: "
+                    "moved to the DLQ by the finisher, not retried")
+        return None
 
     def _reissue(self, work: RestoredWork) -> None:
         tier, days = self.settings.restore_tier, self.settings.restore_days
@@ -277,11 +310,21 @@ class WorkRunner:
         if self._already_synced(queue, message, work, err):
             return "synced"
         self.ledger.fail(work.idempotency_key, err.cause, str(err), permanent=True)
+        self._keep_evidence(work)
         queue.to_dlq(message, err.cause, str(err))
         self.metrics.work_failed(err.cause)
         logger.error("%s (%s): moved to the DLQ", err, err.cause, extra={"work_rid": work.work_rid,
                                                                           "cause": err.cause})
         return "failed"
+
+    def _keep_evidence(self, work: RestoredWork) -> None:
+        if self.stages.keep_evidence is None:
+            return
+        try:
+            self.stages.keep_evidence(work.work_rid, work.idempotency_key)
+        except OSError as err:  # evidence is a courtesy: the failure is recorded and the message moves regardless
+            logger.warning("%s: could not keep the de-bag evidence: %s", work.work_rid, err,
+                           extra={"work_rid": work.work_rid})
 
     def _interrupted(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, reason: str) -> str:
         rid, key = work.work_rid, work.idempotency_key

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from onprem.finisher.errors import LedgerUnavailable
 from onprem.finisher.lookahead import Lookahead
 from onprem.finisher.queue import ReceivedMessage, WorkQueue
 from onprem.finisher.settings import Settings
@@ -124,6 +125,9 @@ class Worker:
     def _process(self, queue: WorkQueue, message: ReceivedMessage) -> str:
         try:
             outcome = self.runner.process(queue, message)
+        except LedgerUnavailable as err:  # one line, not a traceback per message: the operator must act on it
+            logger.error("message %s: %s: it comes back after its visibility timeout", message.message_id, err)
+            outcome = "ledger_unavailable"
         except Exception:  # the slot survives anything; the message comes back after its visibility timeout
             logger.exception("message %s: unhandled error in its slot", message.message_id)
             outcome = "error"
