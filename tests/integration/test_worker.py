@@ -5,23 +5,30 @@ from __future__ import annotations
 import json
 import threading
 from collections import Counter
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 
-from contract import RestoredWork, archive_relpath_for_rid
+from config.model import EnvironmentConfig
+from contract import RestoredWork, archive_relpath_for_rid, staging_key_for_rid
 from onprem.finisher.errors import BagInvalid, TransferError
 from onprem.finisher.ledger import Ledger
 from onprem.finisher.metrics import LogMetrics
-from onprem.finisher.runtime import AwsClients
-from onprem.finisher.stages import StageContext
+from onprem.finisher.progress import NullProgress
+from onprem.finisher.runtime import AwsClients, build_worker
+from onprem.finisher.settings import Settings, load_settings
+from onprem.finisher.stages import CancelToken, StageContext, real_stages
+from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.integration.worker_support import (
+    BUCKET,
     DLQ,
     QUEUE,
     REGION,
     FileStages,
     aws,
+    environment,
     make_worker,
     make_zip,
     queue_depth,
@@ -34,6 +41,7 @@ from tests.integration.worker_support import (
 
 __all__ = ["aws"]
 RID = "W1NLM4700"
+OTHER_BUCKET = "glacier.staging.nlm2.test.bdrc.org"
 
 
 def staged_work(tmp_path: Path, clients: AwsClients, rid: str = RID, **kwargs: object) -> RestoredWork:
@@ -350,3 +358,103 @@ def test_backlog_deeper_than_the_slots_is_received_once_each(tmp_path: Path, aws
     assert summary.outcomes == Counter({"synced": 6})
     assert queue_messages(aws, DLQ) == []
     assert sorted(rid for stage, rid in stages.events if stage == "sync") == rids
+
+
+def test_an_unexpected_error_is_retried_then_sent_to_the_dlq_with_its_cause(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, unexpected_attempts=2)
+    stages = FileStages(settings, aws)
+    stages.before["debag"] = lambda rid, ctx: {}["a key no stage expects"]  # a bug: KeyError
+    kept: list[tuple[str, str]] = []
+    bundle = replace(stages.bundle(), keep_evidence=lambda rid, key: kept.append((rid, key)))
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    summary = build_worker(settings, clients=aws, stages=bundle, metrics=LogMetrics(),
+                           progress_for=lambda label, rid: NullProgress()).run(drain=True)
+    assert summary.outcomes == Counter({"retry": 1, "failed": 1})
+    [dead] = queue_messages(aws, DLQ)
+    assert dead["MessageAttributes"]["failure_cause"]["StringValue"] == "unexpected"
+    reason = dead["MessageAttributes"]["failure_message"]["StringValue"]
+    assert reason.startswith(f"{RID}: unexpected KeyError: 'a key no stage expects'") and "2 time(s)" in reason
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and (record.phase, record.last_cause, record.attempts) == ("failed", "unexpected", 2)
+    assert kept == [(RID, work.idempotency_key)]
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0}
+
+
+def test_a_retryable_failure_on_the_last_receive_goes_to_the_dlq_with_its_cause(
+    tmp_path: Path, aws: AwsClients,
+) -> None:
+    settings = worker_settings(tmp_path)
+    stages = FileStages(settings, aws)
+
+    def always_reset(rid: str, ctx: StageContext) -> None:
+        raise TransferError(rid, "connection reset by peer")
+
+    stages.before["fetch"] = always_reset
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    limit = settings.environment.queues.max_receive_count
+    assert summary.outcomes == Counter({"retry": limit - 1, "failed": 1})
+    [dead] = queue_messages(aws, DLQ)
+    assert dead["MessageAttributes"]["failure_cause"]["StringValue"] == "transfer"
+    assert f"receive {limit} of maxReceiveCount {limit}" in dead["MessageAttributes"]["failure_message"]["StringValue"]
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and (record.phase, record.last_cause, record.attempts) == ("failed", "transfer", limit)
+
+
+def test_a_name_too_long_for_the_filesystem_is_a_named_permanent_refusal(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    stages = FileStages(settings, aws)
+
+    def long_name(rid: str, ctx: StageContext) -> None:
+        (settings.works_dir / ("n" * 300)).write_bytes(b"")  # the real ENAMETOOLONG of the filesystem
+
+    stages.before["debag"] = long_name
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes == Counter({"failed": 1})
+    [dead] = queue_messages(aws, DLQ)
+    assert dead["MessageAttributes"]["failure_cause"]["StringValue"] == "name_too_long"
+    assert "n" * 300 in dead["MessageAttributes"]["failure_message"]["StringValue"]
+    record = ledger_of(settings).get(work.idempotency_key)
+    assert record is not None and (record.phase, record.attempts) == ("failed", 1) and stages.calls["fetch"] == 1
+
+
+def _two_bucket_settings(root: Path) -> Settings:
+    document = environment(root).model_dump(mode="json")
+    document["regions"][0]["buckets"].append({"name": OTHER_BUCKET, "collection": "NLM"})
+    return load_settings(EnvironmentConfig.model_validate(document), fetch_debag_overlap=False, min_free_bytes=0)
+
+
+def _staged_in(aws: AwsClients, bucket: str, zip_path: Path, rid: str) -> RestoredWork:
+    s3 = aws.s3(REGION)
+    key = staging_key_for_rid(rid)
+    s3.upload_file(str(zip_path), bucket, key)
+    head = s3.head_object(Bucket=bucket, Key=key)
+    return RestoredWork.build(collection="NLM", bucket=bucket, key=key, region=REGION, size=int(head["ContentLength"]),
+                              etag=head["ETag"], version_id=head.get("VersionId"), event_time=datetime.now(UTC),
+                              source_event_id=bucket)
+
+
+def test_one_rid_in_two_buckets_shares_no_download_temp_dir_or_staged_folder(tmp_path: Path, aws: AwsClients) -> None:
+    aws.s3(REGION).create_bucket(Bucket=OTHER_BUCKET)
+    settings = _two_bucket_settings(tmp_path)
+    settings.ensure_dirs()
+    stages = real_stages(settings, aws.s3)
+    ctx = StageContext(CancelToken(RID), lambda label: NullProgress())
+    first_zip = make_bdrc_bag_zip(tmp_path / "a", rids=[RID], files_per_work=2, file_size=1000)
+    second_zip = make_bdrc_bag_zip(tmp_path / "b", rids=[RID], files_per_work=3, file_size=2000)
+    first = _staged_in(aws, BUCKET, first_zip, RID)
+    second = _staged_in(aws, OTHER_BUCKET, second_zip, RID)
+    # the first is downloaded and de-bagged, then (a crash, a second slot) the second goes as far before it resumes
+    fetched_first = stages.fetch(first, ctx)
+    [staged_first] = stages.debag(RID, fetched_first.path, first.idempotency_key, ctx)
+    fetched_second = stages.fetch(second, ctx)
+    [staged_second] = stages.debag(RID, fetched_second.path, second.idempotency_key, ctx)
+    assert fetched_first.path != fetched_second.path and staged_first.path != staged_second.path
+    assert staged_first.path.name == staged_second.path.name == RID  # the sync script takes the RID from it
+    assert fetched_first.path.read_bytes() == first_zip.read_bytes()
+    images = sorted(p.stat().st_size for p in staged_first.path.rglob("*.tif"))
+    assert images == [1000, 1000]
