@@ -119,6 +119,32 @@ class SyncConfigInvalid(PermanentError):
     cause = "sync_config_invalid"
 
 
+class WorkRidRefused(SyncRefused):
+    """The staged work's RID is not a whole RID (a trailing newline, a control character) or its folder is not
+    named after it: the sync script would archive another folder."""
+
+    cause = "invalid_work_rid"
+
+
+class ArchiveUnavailable(RetryableError):
+    """The archive root does not exist (an unmounted archive): never created, retried once it is mounted."""
+
+    cause = "archive_unavailable"
+
+
+class ArchiveCopyMismatch(PermanentError):
+    """After the sync, the archive copy differs from the bag's manifests or the staged work (file and digests
+    or sizes named): the staging copy is kept."""
+
+    cause = "archive_copy_mismatch"
+
+
+class ArchiveCopyMissing(ArchiveCopyMismatch):
+    """The sync script succeeded but the work is not at its archive path."""
+
+    cause = "archive_copy_missing"
+
+
 # --- contract / queue --------------------------------------------------------------------------------
 class ContractError(PermanentError):
     cause = "contract"

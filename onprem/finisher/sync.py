@@ -1,8 +1,10 @@
 """The sync stage: run ``bin/syncOneWork.sh`` on a staged work, then the optional post-sync hook.
 
-``sync_work`` merges the work's sync options (defaults ← site-sync.yml ← config/sync.yml), builds the script's
-argument list and environment (audit options, job date/time and per-run log paths), streams the script's output
-into the work's log file and the logger, and removes the staging copy once the archive holds the work.
+``sync_work`` checks the work's RID and the archive root, merges the work's sync options (defaults ← site-sync.yml
+← the allowed keys of config/sync.yml), builds the script's argument list (always ``-A -a <archive_root>``: the
+archive copy becomes exactly the staged work) and environment (audit options, job date/time and per-run log
+paths), streams the script's output into the work's log file and the logger, checks the archive copy against the
+bag's manifests (sync_verify.py), and only then removes the staging copy.
 """
 
 from __future__ import annotations
@@ -24,9 +26,16 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-from contract.keys import archive_relpath_for_rid
-from onprem.finisher.errors import HookFailed, SyncFailed, SyncRefused
+from contract.keys import archive_relpath_for_rid, control_characters, is_rid
+from onprem.finisher.errors import (
+    ArchiveUnavailable,
+    HookFailed,
+    SyncFailed,
+    SyncRefused,
+    WorkRidRefused,
+)
 from onprem.finisher.sync_options import SyncOptions, load_sync_options
+from onprem.finisher.sync_verify import verify_archive_copy
 
 __all__ = [
     "DEFAULT_SCRIPT",
@@ -48,11 +57,13 @@ CopyMode = Literal["link", "rename", "copy"]
 EXIT_MEANINGS = {
     2: "usage error", 3: "not a work directory", 4: "audit before the sync failed", 5: "archive sync failed",
     6: "-A refused an empty source or a non-work", 7: "audit of the archive copy failed", 8: "web copy failed",
-    9: "success list not written", 10: "another sync of this work is running",
+    9: "success list not written", 10: "another sync of this work is running", 11: "the archive root does not exist",
     130: "interrupted, archive left as it was", 143: "terminated, archive left as it was",
 }
 #: exits a retry cannot fix: the script refused the work itself
 PERMANENT_EXITS = frozenset({2, 3, 6})
+#: the archive root is missing (not mounted): retried, with its own cause
+EXIT_NO_ARCHIVE = 11
 _COPY_MODE_RE = re.compile(r": archive: copy_mode=(link|rename|copy) path=(.+)$")
 _TAIL_LINES = 20
 
@@ -62,13 +73,14 @@ class SyncSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    archive_root: Path | None
+    #: the archive's root; it must exist: never created (an unmounted archive mount would fill the local disk)
+    archive_root: Path
     log_dir: Path
     script_path: Path = DEFAULT_SCRIPT
     web_parent: str | None = None
     #: works synced with every requested step; -w needs one, so log_dir/synced-works.txt when unset
     success_list: Path | None = None
-    #: folder holding site-sync.yml (None: defaults, then the work's config/sync.yml)
+    #: folder holding site-sync.yml (None: defaults, then the allowed keys of the work's config/sync.yml)
     config_dir: Path | None = None
     #: argument list run after each synced work; ``{work_rid}`` and ``{archive_path}`` are replaced
     post_sync_hook: list[str] | None = None
@@ -97,6 +109,9 @@ class SyncResult:
     duration: float
     staging_removed: bool = False
     hook: HookResult | None = None
+    #: files of the archive copy checked against the staged work and its manifests, and how many were re-hashed
+    verified_files: int = 0
+    rehashed_files: int = 0
 
 
 def job_environment(work_rid: str, log_dir: Path, now: datetime) -> dict[str, str]:
@@ -115,15 +130,14 @@ def job_environment(work_rid: str, log_dir: Path, now: datetime) -> dict[str, st
     }
 
 
-def build_command(script: Path, work_dir: Path, options: SyncOptions, success_list: Path) -> list[str]:
-    """The script's argument list for these options (no shell involved)."""
-    args = [str(script)]
-    if options.sync.replace and options.sync.archive:
-        args.append("-A")
+def build_command(script: Path, work_dir: Path, archive_root: Path, options: SyncOptions,
+                  success_list: Path) -> list[str]:
+    """The script's argument list (no shell involved): always ``-A -a archive_root`` (the archive copy becomes
+    exactly the staged work, so it equals the new manifest), then the web options."""
+    args = [str(script), "-A"]
     if options.sync.replace and options.sync.web:
         args.append("-W")
-    if options.sync.archive:
-        args += ["-a", options.sync.archive]
+    args += ["-a", str(archive_root)]
     if options.sync.web:
         args += ["-w", options.sync.web]
     args += ["-s", str(success_list), str(work_dir)]
@@ -195,7 +209,7 @@ def _terminate(proc: subprocess.Popen[str], timed_out: threading.Event | None = 
 
 
 def _sync_failed(work_rid: str, run: _ScriptRun, log_path: Path,
-                 timeout_s: float | None) -> SyncFailed | SyncRefused:
+                 timeout_s: float | None) -> SyncFailed | SyncRefused | ArchiveUnavailable:
     exit_code = run.exit_code
     meaning = EXIT_MEANINGS.get(exit_code, "killed by a signal" if exit_code < 0 else "unexpected exit code")
     if run.timed_out.is_set():
@@ -203,31 +217,37 @@ def _sync_failed(work_rid: str, run: _ScriptRun, log_path: Path,
     errors = [line for line in run.tail if ": ERROR: " in line]
     detail = f": {errors[-1]}" if errors else ""
     message = f"syncOneWork.sh exited {exit_code} ({meaning}){detail}; log: {log_path}"
-    err: SyncFailed | SyncRefused = (
-        SyncRefused(work_rid, message) if exit_code in PERMANENT_EXITS else SyncFailed(work_rid, message)
-    )
+    err: SyncFailed | SyncRefused | ArchiveUnavailable
+    if exit_code in PERMANENT_EXITS:
+        err = SyncRefused(work_rid, message)
+    elif exit_code == EXIT_NO_ARCHIVE:
+        err = ArchiveUnavailable(work_rid, message)
+    else:
+        err = SyncFailed(work_rid, message)
     err.exit_code, err.log_path = exit_code, log_path
     return err
 
 
 def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: datetime | None = None,
               run_hook: bool = True) -> SyncResult:
-    """Sync the staged work ``work_dir`` (named after ``work_rid``) as its sync options say.
+    """Sync the staged work ``work_dir`` (named after ``work_rid``) into ``archive_root/Archive{n}/{NN}/{RID}``.
 
-    On success the staging copy is removed and, when configured, the post-sync hook runs; a hook failure
-    raises HookFailed carrying ``sync_result`` (retry it alone with ``run_post_sync_hook``). A non-zero exit
-    raises SyncFailed (``exit_code``, ``log_path``) and the staging copy stays unless keep_staging_on_failure
-    is off. SyncConfigInvalid when a sync options file is invalid.
+    Returns only when the archive copy is at that path and equals the staged work and its bag's manifests
+    (``ArchiveCopyMismatch``/``ArchiveCopyMissing`` otherwise, staging kept); then the staging copy is removed
+    and, when configured, the post-sync hook runs; a hook failure raises HookFailed carrying ``sync_result``
+    (retry it alone with ``run_post_sync_hook``). WorkRidRefused when the RID is not whole or the folder is not
+    named after it; ArchiveUnavailable (retryable) when the archive root does not exist; a non-zero exit raises
+    SyncFailed or SyncRefused (``exit_code``, ``log_path``) and the staging copy stays unless
+    keep_staging_on_failure is off. SyncConfigInvalid when a sync options file is invalid.
     """
-    if work_dir.name != work_rid:
-        raise ValueError(f"{work_rid}: the staged work folder must be named after the work, got {work_dir}")
-    options = load_sync_options(work_dir, work_rid, config_dir=settings.config_dir,
-                                archive_root=settings.archive_root, web_parent=settings.web_parent)
+    _check_work_rid(work_dir, work_rid)
+    _check_archive_root(settings.archive_root, work_rid)
+    options = load_sync_options(work_dir, work_rid, config_dir=settings.config_dir, web_parent=settings.web_parent)
     job_env = job_environment(work_rid, settings.log_dir, now or datetime.now(UTC))
     log_path = Path(job_env["syncLogDateTimeFile"])
     success_list = settings.success_list or settings.log_dir / "synced-works.txt"
     success_list.parent.mkdir(parents=True, exist_ok=True)
-    args = build_command(settings.script_path, work_dir, options, success_list)
+    args = build_command(settings.script_path, work_dir, settings.archive_root, options, success_list)
     env = build_environment(options, job_env, audit_required=settings.audit_required)
     logger.info("syncing %s: %s", work_rid, " ".join(args[1:]), extra={"work_rid": work_rid})
     started = time.monotonic()
@@ -237,12 +257,19 @@ def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: dat
         if not settings.keep_staging_on_failure:
             shutil.rmtree(work_dir, ignore_errors=True)
         raise _sync_failed(work_rid, run, log_path, settings.timeout_s)
-    copy_mode, archive_path = _archive_outcome(run.copy_mode_line, options, work_rid)
+    archive_path = settings.archive_root / archive_relpath_for_rid(work_rid)
+    copy_mode = run.copy_mode_line.group(1) if run.copy_mode_line else None
+    if run.copy_mode_line and Path(run.copy_mode_line.group(2)) != archive_path.resolve():
+        logger.warning("%s: the script reports %s, the work's archive path is %s", work_rid,
+                       run.copy_mode_line.group(2), archive_path, extra={"work_rid": work_rid})
+    # before the staging copy goes: it is the evidence, and the source of a retry
+    check = verify_archive_copy(work_rid, work_dir, archive_path)
     shutil.rmtree(work_dir)
     result = SyncResult(work_rid=work_rid, exit_code=0, log_path=log_path, archive_path=archive_path,
-                        copy_mode=copy_mode, duration=duration, staging_removed=True)
-    logger.info("synced %s in %.1f s (copy_mode=%s) to %s", work_rid, duration, copy_mode, archive_path,
-                extra={"work_rid": work_rid})
+                        copy_mode=copy_mode, duration=duration, staging_removed=True,  # type: ignore[arg-type]
+                        verified_files=check.files, rehashed_files=check.rehashed)
+    logger.info("synced %s in %.1f s (copy_mode=%s) to %s: %d file(s) verified, %d re-hashed", work_rid, duration,
+                copy_mode, archive_path, check.files, check.rehashed, extra={"work_rid": work_rid})
     if run_hook and settings.post_sync_hook and archive_path is not None:
         try:
             hook = run_post_sync_hook(settings.post_sync_hook, work_rid, archive_path, log_path=log_path,
@@ -254,13 +281,22 @@ def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: dat
     return result
 
 
-def _archive_outcome(copy_mode_line: re.Match[str] | None, options: SyncOptions,
-                     work_rid: str) -> tuple[CopyMode | None, Path | None]:
-    if copy_mode_line:
-        return copy_mode_line.group(1), Path(copy_mode_line.group(2))  # type: ignore[return-value]
-    if options.sync.archive:
-        return None, Path(options.sync.archive) / archive_relpath_for_rid(work_rid)
-    return None, None
+def _check_work_rid(work_dir: Path, work_rid: str) -> None:
+    """The RID matched whole (contract.keys.is_rid) and naming the folder: the script would sync another one."""
+    if not is_rid(work_rid):
+        controls = control_characters(work_rid) if isinstance(work_rid, str) else []
+        detail = f" (control characters {', '.join(controls)})" if controls else ""
+        raise WorkRidRefused(repr(work_rid), f"not a work RID{detail}: {str(work_dir)!r} not synced")
+    if work_dir.name != work_rid:
+        raise WorkRidRefused(work_rid, f"the staged work folder must be named after the work, got {str(work_dir)!r}")
+
+
+def _check_archive_root(archive_root: Path, work_rid: str) -> None:
+    if not archive_root.is_dir():
+        err = ArchiveUnavailable(work_rid, f"archive root {archive_root} does not exist (not mounted?): never "
+                                           "created, retried once it is there")
+        logger.error("%s", err, extra={"work_rid": work_rid, "cause": err.cause})
+        raise err
 
 
 def run_post_sync_hook(hook: Sequence[str], work_rid: str, archive_path: Path, *, log_path: Path | None = None,

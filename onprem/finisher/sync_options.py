@@ -2,10 +2,16 @@
 
 Mappings merge key by key (deeply); lists and scalars replace. Each layer is validated as soon as it is
 merged, so an invalid file is named together with the offending key (``SyncConfigInvalid``).
+
+A restored work's own file comes from the bag, not from the operator: only the keys of ``WORK_ALLOWED_KEYS``
+(audit arguments) are taken from it; any other key is ignored and logged, never an error. Where a work goes
+(the archive root: the finisher's settings only; the web destination and its replace policy: settings and
+site-sync.yml) is never decided by the bag it came in.
 """
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +20,12 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from onprem.finisher.errors import SyncConfigInvalid
 
+logger = logging.getLogger(__name__)
+
 SITE_FILE_NAME = "site-sync.yml"
 WORK_FILE_RELPATH = Path("config") / "sync.yml"
+#: the only keys a work's own file may set: harmless audit arguments, validated like the site file's
+WORK_ALLOWED_KEYS = frozenset({("audit", "pre"), ("audit", "post")})
 
 
 class _Options(BaseModel):
@@ -38,9 +48,9 @@ class AuditOptions(_Options):
 
 
 class SyncTargets(_Options):
-    archive: str | None = None  # → -a archiveParent (None: no archive sync)
+    # no ``archive`` key: the archive root is the finisher's archive_root, where status and checks look for it
     web: str | None = None  # → -w webParent, an s3://bucket/prefix (None: no web copy)
-    replace: bool = False  # → -A and -W
+    replace: bool = False  # → -W (the archive copy is always replaced: -A)
     update_web: bool = True  # False → NO_REFRESH_WEB=Yes
 
     @field_validator("web")
@@ -67,9 +77,25 @@ def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]
     return merged
 
 
-def default_options(archive_root: Path | None, web_parent: str | None) -> dict[str, Any]:
-    """The built-in layer: archive and web targets from the finisher's settings."""
-    return {"sync": {"archive": str(archive_root) if archive_root else None, "web": web_parent}}
+def default_options(web_parent: str | None) -> dict[str, Any]:
+    """The built-in layer: the web target from the finisher's settings."""
+    return {"sync": {"web": web_parent}}
+
+
+def allowed_work_options(layer: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The part of a work's own options in ``WORK_ALLOWED_KEYS``, and the dotted names of every key left out."""
+    allowed: dict[str, Any] = {}
+    ignored: list[str] = []
+    for key, value in layer.items():
+        if not isinstance(value, dict) or not value:
+            ignored.append(str(key))
+            continue
+        for sub_key, sub_value in value.items():
+            if (key, sub_key) in WORK_ALLOWED_KEYS:
+                allowed.setdefault(key, {})[sub_key] = sub_value
+            else:
+                ignored.append(f"{key}.{sub_key}")
+    return allowed, ignored
 
 
 def _validate(layers: dict[str, Any], work_rid: str, source: str) -> SyncOptions:
@@ -108,11 +134,20 @@ def merge_options(defaults: dict[str, Any], layers: list[tuple[str, dict[str, An
     return options
 
 
-def load_sync_options(
-    work_dir: Path, work_rid: str, *, config_dir: Path | None, archive_root: Path | None, web_parent: str | None,
-) -> SyncOptions:
-    """The effective options of the work at ``work_dir``: defaults ← site-sync.yml ← config/sync.yml."""
-    files = [config_dir / SITE_FILE_NAME] if config_dir else []
-    files.append(work_dir / WORK_FILE_RELPATH)
-    layers = [(str(path), read_options_file(path, work_rid)) for path in files]
-    return merge_options(default_options(archive_root, web_parent), layers, work_rid)
+def load_sync_options(work_dir: Path, work_rid: str, *, config_dir: Path | None,
+                      web_parent: str | None) -> SyncOptions:
+    """The effective options of the work at ``work_dir``: defaults ← site-sync.yml ← the allowed keys of the
+    work's config/sync.yml (the others logged as ignored, with the work, the file and the keys)."""
+    layers = []
+    if config_dir:
+        site = config_dir / SITE_FILE_NAME
+        layers.append((str(site), read_options_file(site, work_rid)))
+    work_file = work_dir / WORK_FILE_RELPATH
+    allowed, ignored = allowed_work_options(read_options_file(work_file, work_rid))
+    if ignored:
+        logger.warning("%s: ignored in the work's own %s: %s (only %s may be set by a work; the archive, web "
+                       "and replace policy come from the operator's configuration)", work_rid, work_file,
+                       ", ".join(ignored), ", ".join(".".join(key) for key in sorted(WORK_ALLOWED_KEYS)),
+                       extra={"work_rid": work_rid, "file": str(work_file), "ignored_keys": ignored})
+    layers.append((str(work_file), allowed))
+    return merge_options(default_options(web_parent), layers, work_rid)

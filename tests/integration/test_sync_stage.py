@@ -9,15 +9,20 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import bagit
 import pytest
 
 from onprem.finisher.errors import (
+    ArchiveCopyMismatch,
+    ArchiveCopyMissing,
+    ArchiveUnavailable,
     HookFailed,
     PermanentError,
     RetryableError,
     SyncConfigInvalid,
     SyncFailed,
     SyncRefused,
+    WorkRidRefused,
 )
 from onprem.finisher.sync import SyncResult, SyncSettings, run_post_sync_hook, sync_work
 
@@ -27,8 +32,9 @@ SYSTEM_PATH = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("rsync") or "
 JOB_VARIABLES = ("jobDateTime", "jobDate", "jobTime", "syncLogDateTimeDir", "syncLogDateTimeFile", "syncLogTempDir",
                  "auditToolLogDateTimeDir")
 NOW = datetime(2026, 11, 29, 1, 2, 3, tzinfo=UTC)
+#: a plain work (no bag): compared with the staged copy; bags are built by make_staged_bag
 FILES = {"images/W1FPL2251-I1KG1/0001.tif": "one", "archive/W1FPL2251-I1KG1/0001.tif": "master",
-         "W1FPL2251.bag/bagit.txt": "BagIt-Version: 1.0\n"}
+         "sources/notes.txt": "notes"}
 
 
 def make_work(parent: Path, rid: str, files: dict[str, str]) -> Path:
@@ -59,8 +65,21 @@ def audit_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     return record
 
 
+def make_staged_bag(parent: Path, rid: str, payload: dict[str, str]) -> Path:
+    """A work staged as the de-bag leaves it: the payload at ``<rid>/``, bagit's tag files in ``<rid>/<rid>.bag/``."""
+    build = parent / "bagit-build" / rid
+    make_work(build.parent, rid, payload)
+    bagit.make_bag(str(build), {"BDRC-RID": rid}, processes=1, checksums=["sha256"])
+    work = parent / rid
+    (build / "data").rename(work)
+    build.rename(work / f"{rid}.bag")
+    build.parent.rmdir()
+    return work
+
+
 @pytest.fixture
 def settings(tmp_path: Path) -> SyncSettings:
+    (tmp_path / "archive").mkdir()
     return SyncSettings(archive_root=tmp_path / "archive", log_dir=tmp_path / "logs", config_dir=tmp_path / "etc")
 
 
@@ -114,18 +133,49 @@ def test_site_and_work_options_reach_the_script(settings: SyncSettings, tmp_path
     assert args == [f"args=--work -v {work}", f"args=--repo {tmp_path / 'archive/Archive2/51/W1FPL2251'}"]
 
 
-def test_replace_option_mirrors_the_work(settings: SyncSettings, tmp_path: Path, audit_record: Path) -> None:
+def test_re_restore_replaces_the_archive_copy_old_files_do_not_survive(
+    settings: SyncSettings, tmp_path: Path, audit_record: Path,
+) -> None:
+    first = {"images/W1FPL2251-I1KG1/0001.tif": "one", "images/W1FPL2251-I1KG1/0002.tif": "two"}
+    sync_work(make_staged_bag(tmp_path / "staging", "W1FPL2251", first), "W1FPL2251", settings, now=NOW)
+    smaller = {"images/W1FPL2251-I1KG1/0001.tif": "one v2"}
+    work = make_staged_bag(tmp_path / "staging", "W1FPL2251", smaller)
+    staged = tree(work)
+    sync_work(work, "W1FPL2251", settings, now=NOW)
+    archived = tree(tmp_path / "archive/Archive2/51/W1FPL2251")
+    assert archived == staged and "images/W1FPL2251-I1KG1/0002.tif" not in archived
+    assert "data/images/W1FPL2251-I1KG1/0002.tif" not in archived["W1FPL2251.bag/manifest-sha256.txt"]
+
+
+@pytest.mark.parametrize("work_file", [
+    "sync:\n  archive: null\n",
+    "sync:\n  archive: {other}\n",
+    "sync:\n  web: s3://someone-elses-bucket/works\n  replace: true\n  update_web: true\n",
+    "sync:\n  replace: false\nsomething_else: 1\n",
+], ids=["archive_null", "archive_elsewhere", "web_and_replace", "unknown_keys"])
+def test_a_works_own_sync_file_never_decides_where_it_goes(
+    settings: SyncSettings, tmp_path: Path, audit_record: Path, caplog: pytest.LogCaptureFixture, work_file: str,
+) -> None:
+    other = tmp_path / "elsewhere"
+    other.mkdir()
+    archive_path = tmp_path / "archive/Archive2/51/W1FPL2251"
     sync_work(make_work(tmp_path / "staging", "W1FPL2251", FILES), "W1FPL2251", settings, now=NOW)
-    smaller = {"images/W1FPL2251-I1KG1/0001.tif": "one v2", "config/sync.yml": "sync:\n  replace: true\n"}
-    sync_work(make_work(tmp_path / "staging", "W1FPL2251", smaller), "W1FPL2251", settings, now=NOW)
-    assert tree(tmp_path / "archive/Archive2/51/W1FPL2251") == smaller
+    (archive_path / "sources/old.txt").write_text("from the previous restore")
+    payload = {**FILES, "config/sync.yml": work_file.format(other=other)}
+    caplog.set_level(logging.WARNING, logger="onprem.finisher.sync_options")
+    result = sync_work(make_work(tmp_path / "staging", "W1FPL2251", payload), "W1FPL2251", settings, now=NOW)
+    assert result.archive_path == archive_path and tree(archive_path) == payload
+    assert list(other.iterdir()) == []
+    warned = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warned) == 1 and warned[0].work_rid == "W1FPL2251"
+    assert "config/sync.yml" in warned[0].getMessage() and "ignored" in warned[0].getMessage()
 
 
 def test_invalid_work_options_stop_before_the_script(
     settings: SyncSettings, tmp_path: Path, audit_record: Path,
 ) -> None:
-    work = make_work(tmp_path / "staging", "W1FPL2251", {**FILES, "config/sync.yml": "sync:\n  replace: 7\n"})
-    with pytest.raises(SyncConfigInvalid, match=r"sync\.replace"):
+    work = make_work(tmp_path / "staging", "W1FPL2251", {**FILES, "config/sync.yml": "audit:\n  pre: -x\n"})
+    with pytest.raises(SyncConfigInvalid, match=r"config/sync\.yml: audit\.pre"):
         sync_work(work, "W1FPL2251", settings, now=NOW)
     assert work.exists() and not audit_record.exists()
 
@@ -146,10 +196,10 @@ def test_failed_sync_raises_sync_failed_and_keeps_staging(
     assert work.exists() and not (tmp_path / "archive/Archive2/51/W1FPL2251").exists()
 
 
-def test_replace_of_an_empty_work_is_refused_permanently(
+def test_replace_of_a_work_that_is_not_a_work_is_refused_permanently(
     settings: SyncSettings, tmp_path: Path, audit_record: Path,
 ) -> None:
-    work = make_work(tmp_path / "staging", "W1FPL2251", {"config/sync.yml": "sync:\n  replace: true\n"})
+    work = make_work(tmp_path / "staging", "W1FPL2251", {"readme.txt": "no images, no bag"})
     with pytest.raises(SyncRefused) as caught:
         sync_work(work, "W1FPL2251", settings, now=NOW)
     assert isinstance(caught.value, PermanentError)
@@ -214,3 +264,123 @@ def test_failed_hook_keeps_the_sync_result_and_is_retried_alone(
 def test_hook_that_cannot_start_raises_hook_failed(tmp_path: Path) -> None:
     with pytest.raises(HookFailed, match="W1FPL2251: post-sync hook '/nonexistent/hook' could not run"):
         run_post_sync_hook(["/nonexistent/hook"], "W1FPL2251", tmp_path)
+
+
+# --- the archive copy is verified before the staging copy goes ------------------------------------------------
+def audit_post_running(fakebin: Path, script: str) -> None:
+    """An audit-tool whose post-sync call (on the archive copy, ``$last``) runs ``script``: damage after the sync."""
+    stub = fakebin / "audit-tool"
+    stub.write_text(f'#!/bin/bash\nfor last; do :; done\n[[ $1 == --post ]] || exit 0\n{script}\n')
+    stub.chmod(0o755)
+
+
+@pytest.fixture
+def post_settings(settings: SyncSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> SyncSettings:
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    monkeypatch.setenv("PATH", f"{fakebin}:{SYSTEM_PATH}")
+    (tmp_path / "etc").mkdir()
+    (tmp_path / "etc/site-sync.yml").write_text("audit:\n  post: [--post]\n")
+    return settings
+
+
+PAYLOAD = {"images/W1FPL2251-I1KG1/0001.tif": "one", "images/W1FPL2251-I1KG1/0002.tif": "two"}
+
+
+@pytest.mark.parametrize("copy_mode", ["link", "copy"])
+def test_a_bag_is_verified_against_its_manifest_in_the_archive(
+    post_settings: SyncSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_mode: str,
+) -> None:
+    if copy_mode == "copy":
+        monkeypatch.setenv("SYNC_FORCE_COPY", "1")
+    audit_post_running(tmp_path / "fakebin", "exit 0")
+    work = make_staged_bag(tmp_path / "staging", "W1FPL2251", PAYLOAD)
+    result = sync_work(work, "W1FPL2251", post_settings, now=NOW)
+    assert result.copy_mode == copy_mode and result.verified_files == 2 + 4  # payload + bagit, bag-info, manifests
+    assert not work.exists()
+
+
+@pytest.mark.parametrize("copy_mode", ["link", "copy"])
+def test_an_archive_file_changed_after_the_script_fails_the_stage_and_keeps_staging(
+    post_settings: SyncSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, copy_mode: str,
+) -> None:
+    if copy_mode == "copy":
+        monkeypatch.setenv("SYNC_FORCE_COPY", "1")
+    # a new file of the same size in place of the archived one (the staged inode keeps the old bytes)
+    audit_post_running(tmp_path / "fakebin", 'f=$last/images/W1FPL2251-I1KG1/0002.tif; rm "$f"; printf TWO > "$f"')
+    work = make_staged_bag(tmp_path / "staging", "W1FPL2251", PAYLOAD)
+    with pytest.raises(ArchiveCopyMismatch) as caught:
+        sync_work(work, "W1FPL2251", post_settings, now=NOW)
+    message = str(caught.value)
+    assert isinstance(caught.value, PermanentError) and caught.value.cause == "archive_copy_mismatch"
+    assert message.startswith("W1FPL2251: ") and "images/W1FPL2251-I1KG1/0002.tif" in message
+    assert "sha256" in message and "in the archive copy" in message and "in the manifest" in message
+    assert work.exists()
+
+
+def test_a_file_added_to_the_archive_copy_fails_the_stage(post_settings: SyncSettings, tmp_path: Path) -> None:
+    audit_post_running(tmp_path / "fakebin", 'printf x > "$last/images/stray.tif"')
+    work = make_staged_bag(tmp_path / "staging", "W1FPL2251", PAYLOAD)
+    with pytest.raises(ArchiveCopyMismatch, match=r"images/stray\.tif.*not in the staged work"):
+        sync_work(work, "W1FPL2251", post_settings, now=NOW)
+    assert work.exists()
+
+
+def test_a_plain_work_changed_in_the_archive_fails_the_stage(post_settings: SyncSettings, tmp_path: Path) -> None:
+    audit_post_running(tmp_path / "fakebin", 'rm "$last/sources/notes.txt"')
+    work = make_work(tmp_path / "staging", "W1FPL2251", {**FILES, "sources/notes.txt": "notes"})
+    with pytest.raises(ArchiveCopyMismatch, match=r"sources/notes\.txt.*missing from the archive copy"):
+        sync_work(work, "W1FPL2251", post_settings, now=NOW)
+    assert work.exists()
+
+
+def test_a_work_missing_from_the_archive_after_the_script_fails_the_stage(
+    post_settings: SyncSettings, tmp_path: Path,
+) -> None:
+    audit_post_running(tmp_path / "fakebin", 'mv "$last" "$last.moved"')
+    work = make_work(tmp_path / "staging", "W1FPL2251", FILES)
+    with pytest.raises(ArchiveCopyMissing, match=r"W1FPL2251: not in the archive at .*Archive2/51/W1FPL2251"):
+        sync_work(work, "W1FPL2251", post_settings, now=NOW)
+    assert work.exists()
+
+
+def test_missing_archive_root_is_retryable_and_never_created(
+    settings: SyncSettings, tmp_path: Path, audit_record: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
+    absent = tmp_path / "unmounted" / "archive"
+    work = make_work(tmp_path / "staging", "W1FPL2251", FILES)
+    with pytest.raises(ArchiveUnavailable, match=rf"W1FPL2251: archive root {absent} does not exist") as caught:
+        sync_work(work, "W1FPL2251", settings.model_copy(update={"archive_root": absent}), now=NOW)
+    assert isinstance(caught.value, RetryableError) and caught.value.cause == "archive_unavailable"
+    assert not absent.parent.exists() and work.exists()
+    assert any(r.levelno == logging.ERROR and r.work_rid == "W1FPL2251" for r in caplog.records)
+
+
+def test_archive_root_gone_while_the_script_runs_is_archive_unavailable(
+    settings: SyncSettings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    fakebin = tmp_path / "fakebin"
+    fakebin.mkdir()
+    stub = fakebin / "audit-tool"
+    stub.write_text(f"#!/bin/bash\nrmdir {tmp_path / 'archive'}\n")
+    stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fakebin}:{SYSTEM_PATH}")
+    with pytest.raises(ArchiveUnavailable, match=r"exited 11"):
+        sync_work(make_work(tmp_path / "staging", "W1FPL2251", FILES), "W1FPL2251", settings, now=NOW)
+
+
+def test_a_rid_with_a_trailing_newline_is_refused_and_its_sibling_untouched(
+    settings: SyncSettings, tmp_path: Path, audit_record: Path,
+) -> None:
+    make_work(tmp_path / "staging", "W1X", {"images/g/1.tif": "the sibling"})
+    hostile = make_work(tmp_path / "staging", "W1X\n", {"images/g/1.tif": "the bag's content"})
+    with pytest.raises(WorkRidRefused, match=r"^'W1X\\n': not a work RID \(control characters \\n\)") as caught:
+        sync_work(hostile, "W1X\n", settings, now=NOW)
+    assert isinstance(caught.value, PermanentError) and caught.value.cause == "invalid_work_rid"
+    assert list((tmp_path / "archive").iterdir()) == [] and hostile.exists()
+
+
+def test_a_staged_folder_not_named_after_its_work_is_refused(settings: SyncSettings, tmp_path: Path) -> None:
+    work = make_work(tmp_path / "staging", "W1OTHER", FILES)
+    with pytest.raises(WorkRidRefused, match=r"W1FPL2251: the staged work folder .*W1OTHER"):
+        sync_work(work, "W1FPL2251", settings, now=NOW)

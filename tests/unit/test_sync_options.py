@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +13,7 @@ from onprem.finisher.errors import PermanentError, SyncConfigInvalid
 from onprem.finisher.sync import build_command, build_environment, job_environment
 from onprem.finisher.sync_options import (
     SyncOptions,
+    allowed_work_options,
     deep_merge,
     default_options,
     load_sync_options,
@@ -33,8 +35,7 @@ def work_dir(tmp_path: Path) -> Path:
 
 
 def load(work_dir: Path, config_dir: Path | None) -> SyncOptions:
-    return load_sync_options(work_dir, "W1FPL2251", config_dir=config_dir, archive_root=Path("/arch"),
-                             web_parent=None)
+    return load_sync_options(work_dir, "W1FPL2251", config_dir=config_dir, web_parent=None)
 
 
 def test_deep_merge_merges_mappings_and_replaces_lists_and_scalars() -> None:
@@ -46,7 +47,7 @@ def test_deep_merge_merges_mappings_and_replaces_lists_and_scalars() -> None:
 
 def test_defaults_come_from_the_settings(work_dir: Path) -> None:
     options = load(work_dir, None)
-    assert options.sync.archive == "/arch" and options.sync.web is None
+    assert options.sync.web is None
     assert options.sync.replace is False and options.sync.update_web is True
     assert options.audit.pre == [] and options.audit.post == []
 
@@ -54,24 +55,46 @@ def test_defaults_come_from_the_settings(work_dir: Path) -> None:
 def test_site_file_overrides_defaults(work_dir: Path, tmp_path: Path) -> None:
     write(tmp_path / "etc" / "site-sync.yml", "sync:\n  web: s3://web/works\n  replace: true\naudit:\n  pre: [-s]\n")
     options = load(work_dir, tmp_path / "etc")
-    assert options.sync.archive == "/arch"
     assert options.sync.web == "s3://web/works" and options.sync.replace is True
     assert options.audit.pre == ["-s"]
 
 
-def test_work_file_overrides_the_site_file_key_by_key(work_dir: Path, tmp_path: Path) -> None:
+def test_work_file_sets_only_the_audit_arguments(
+    work_dir: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture,
+) -> None:
     write(tmp_path / "etc" / "site-sync.yml", "sync:\n  web: s3://web/works\n  replace: true\naudit:\n  pre: [-s]\n"
                                              "  post: [-p]\n")
-    write(work_dir / "config" / "sync.yml", "sync:\n  replace: false\n  update_web: false\naudit:\n  pre: [-w, -x]\n")
+    path = write(work_dir / "config" / "sync.yml",
+                 "sync:\n  replace: false\n  update_web: false\naudit:\n  pre: [-w, -x]\n")
+    caplog.set_level(logging.WARNING, logger="onprem.finisher.sync_options")
     options = load(work_dir, tmp_path / "etc")
     assert options.sync.web == "s3://web/works"
-    assert options.sync.replace is False and options.sync.update_web is False
+    assert options.sync.replace is True and options.sync.update_web is True
     assert options.audit.pre == ["-w", "-x"] and options.audit.post == ["-p"]
+    [record] = caplog.records
+    assert record.work_rid == "W1FPL2251" and record.file == str(path)
+    assert record.ignored_keys == ["sync.replace", "sync.update_web"]
+    assert f"W1FPL2251: ignored in the work's own {path}: sync.replace, sync.update_web" in record.getMessage()
 
 
-def test_a_work_file_may_turn_the_archive_sync_off(work_dir: Path) -> None:
-    write(work_dir / "config" / "sync.yml", "sync:\n  archive: null\n")
-    assert load(work_dir, None).sync.archive is None
+@pytest.mark.parametrize(("text", "ignored"), [
+    ("sync:\n  archive: null\n", ["sync.archive"]),
+    ("sync:\n  archive: /other/dir\n  web: s3://theirs/x\n", ["sync.archive", "sync.web"]),
+    ("sync: {replace: true}\nsynk: {}\naudit: [-x]\n", ["sync.replace", "synk", "audit"]),
+    ("audit:\n  pre: [-q]\n  everything: true\n", ["audit.everything"]),
+])
+def test_a_work_file_never_sets_targets_or_policy(work_dir: Path, text: str, ignored: list[str]) -> None:
+    import yaml
+
+    write(work_dir / "config" / "sync.yml", text)
+    assert load(work_dir, None).sync == SyncOptions().sync
+    assert allowed_work_options(yaml.safe_load(text))[1] == ignored
+
+
+def test_the_site_file_cannot_set_the_archive_root(work_dir: Path, tmp_path: Path) -> None:
+    site = write(tmp_path / "etc" / "site-sync.yml", "sync:\n  archive: /mnt/elsewhere\n")
+    with pytest.raises(SyncConfigInvalid, match=re.escape(f"{site}: sync.archive: Extra inputs")):
+        load(work_dir, tmp_path / "etc")
 
 
 def test_empty_files_change_nothing(work_dir: Path, tmp_path: Path) -> None:
@@ -81,13 +104,9 @@ def test_empty_files_change_nothing(work_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize(("text", "key"), [
-    ("sync:\n  replace: maybe\n", "sync.replace"),
-    ("sync:\n  replce: true\n", "sync.replce"),
     ("audit:\n  pre: -x\n", "audit.pre"),
     ("audit:\n  post: [-x, 3]\n", "audit.post.1"),
     ("audit:\n  pre: ['-c my config']\n", "audit.pre"),
-    ("sync:\n  web: web-bucket/prefix\n", "sync.web"),
-    ("synk: {}\n", "synk"),
 ])
 def test_invalid_work_file_is_rejected_naming_file_and_key(work_dir: Path, text: str, key: str) -> None:
     path = write(work_dir / "config" / "sync.yml", text)
@@ -97,6 +116,19 @@ def test_invalid_work_file_is_rejected_naming_file_and_key(work_dir: Path, text:
     assert message.startswith("W1FPL2251: invalid sync options in ")
     assert str(path) in message and f"{key}:" in message
     assert isinstance(caught.value, PermanentError)
+
+
+@pytest.mark.parametrize(("text", "key"), [
+    ("sync:\n  replace: maybe\n", "sync.replace"),
+    ("sync:\n  replce: true\n", "sync.replce"),
+    ("sync:\n  web: web-bucket/prefix\n", "sync.web"),
+    ("synk: {}\n", "synk"),
+])
+def test_invalid_site_file_is_rejected_naming_file_and_key(work_dir: Path, tmp_path: Path, text: str,
+                                                           key: str) -> None:
+    path = write(tmp_path / "etc" / "site-sync.yml", text)
+    with pytest.raises(SyncConfigInvalid, match=re.escape(f"W1FPL2251: invalid sync options in {path}: {key}:")):
+        load(work_dir, tmp_path / "etc")
 
 
 def test_invalid_site_file_is_named_not_the_work_file(work_dir: Path, tmp_path: Path) -> None:
@@ -119,21 +151,22 @@ def test_a_top_level_list_is_rejected(work_dir: Path) -> None:
 
 
 def options(**sync: object) -> SyncOptions:
-    return merge_options(default_options(Path("/arch"), None), [("test", {"sync": sync})], "W1FPL2251")
+    return merge_options(default_options(None), [("test", {"sync": sync})], "W1FPL2251")
 
 
 def test_command_maps_options_to_flags() -> None:
-    args = build_command(Path("/bin/s.sh"), Path("/st/W1"), options(web="s3://w/p", replace=True), Path("/ok"))
+    args = build_command(Path("/bin/s.sh"), Path("/st/W1"), Path("/arch"), options(web="s3://w/p", replace=True),
+                         Path("/ok"))
     assert args == ["/bin/s.sh", "-A", "-W", "-a", "/arch", "-w", "s3://w/p", "-s", "/ok", "/st/W1"]
 
 
-def test_command_without_targets_runs_only_the_audit() -> None:
-    args = build_command(Path("/bin/s.sh"), Path("/st/W1"), options(archive=None, replace=True), Path("/ok"))
-    assert args == ["/bin/s.sh", "-s", "/ok", "/st/W1"]
+def test_command_always_replaces_the_archive_copy_and_never_only_audits() -> None:
+    args = build_command(Path("/bin/s.sh"), Path("/st/W1"), Path("/arch"), options(replace=False), Path("/ok"))
+    assert args == ["/bin/s.sh", "-A", "-a", "/arch", "-s", "/ok", "/st/W1"]
 
 
 def test_environment_carries_audit_options_and_switches() -> None:
-    opts = merge_options(default_options(None, None),
+    opts = merge_options(default_options(None),
                          [("t", {"audit": {"pre": ["-c", "x.yml"], "post": ["-r"]}, "sync": {"update_web": False}})],
                          "W1")
     env = build_environment(opts, {"jobDate": "2026-11-29"}, audit_required=True, base={"PATH": "/bin"})
