@@ -61,7 +61,7 @@ class CliState:
 
 
 def err_console() -> Console:
-    return Console(stderr=True, highlight=False)
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # a message stays one line, whatever its length
 
 
 def out_console() -> Console:

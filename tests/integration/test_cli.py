@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import sqlite3
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -181,3 +183,54 @@ def test_expiry_horizon_is_reported(cli: CliRunner) -> None:
     document = json.loads(cli.invoke(app, ["status", "--expiring", "--json"]).stdout)
     horizon = datetime.fromisoformat(document["horizon"])
     assert horizon > datetime.now(UTC) + timedelta(hours=47)
+
+
+def test_ingest_reports_names_with_brackets_as_they_are_records_each_refusal_and_goes_on(
+    tmp_path: Path, cli: CliRunner,
+) -> None:
+    folders = ["drafts[/draft]", "[b]bold", "plain"]
+    zips = []
+    for n, folder in enumerate(folders):
+        path = tmp_path / folder / f"W1NLM47{n:02d}.zip"
+        path.parent.mkdir(parents=True)
+        path.write_bytes(b"not a zip")
+        zips.append(path)
+    result = cli.invoke(app, ["ingest", *map(str, zips)])
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    for path in zips:  # every zip reported, on one line, with the name exactly as it is
+        [line] = [line for line in result.output.splitlines() if line.startswith(f"{path}: ")]
+        assert line.endswith("(corrupt_zip)")
+    rows = ledger(tmp_path).works([f"W1NLM47{n:02d}" for n in range(3)])
+    assert [(r.phase, r.last_cause) for r in rows] == [("failed", "corrupt_zip")] * 3
+
+
+def test_a_ledger_that_is_not_a_database_is_one_line_and_exit_3(tmp_path: Path, cli: CliRunner) -> None:
+    path = tmp_path / "state" / "ledger.sqlite"
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"\x00garbage" * 1024)
+    result = cli.invoke(app, ["status"])
+    assert result.exit_code == 3
+    assert result.output.strip() == f"ledger {path}: file is not a database"
+
+
+def test_a_locked_ledger_stops_ingest_within_the_lock_timeout_as_one_line(
+    tmp_path: Path, cli: CliRunner, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    path = tmp_path / "state" / "ledger.sqlite"
+    ledger(tmp_path).close()
+    monkeypatch.setenv("FINISHER_LEDGER_LOCK_TIMEOUT", "0.5")
+    broken = tmp_path / "W1NLM4709.zip"
+    broken.write_bytes(b"not a zip")
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        started = time.monotonic()
+        result = cli.invoke(app, ["ingest", str(broken), str(broken)])
+        waited = time.monotonic() - started
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    assert result.exit_code == 3
+    assert result.output.strip() == f"ledger {path}: locked by another process for 0.5 s (database is locked)"
+    assert waited < 5
