@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import json
 import logging
@@ -14,12 +15,15 @@ import pytest
 from config.loader import load_environment
 from contract import RestoredWork
 from onprem.finisher.backlog import order_by_restore_expiry, order_for_slots, split_for_slots
+from onprem.finisher.errors import NameTooLong, UndecodableText
 from onprem.finisher.logging_setup import configure_logging, current_work_rid, reset_logging
 from onprem.finisher.metrics import LogMetrics, NullMetrics
 from onprem.finisher.progress import CountingProgress
 from onprem.finisher.restore import estimate, locate, parse_restore_header, restore_state
 from onprem.finisher.settings import DEFAULT_PRICES, load_settings
+from onprem.finisher.stage_failures import named_failure
 from onprem.finisher.stages import CancelToken, CheckingProgress, TokenRegistry, WorkInterrupted
+from onprem.finisher.staging_sweep import sweep_orphans
 from onprem.finisher.work_history import backoff_seconds
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
@@ -215,3 +219,42 @@ def test_lookahead_holds_surplus_invisible_and_releases_it_only_at_shutdown() ->
     assert [t.message.message_id for t in ahead.choose([], free=1)] == ["m2"]
     ahead.release_all()
     assert queue.calls[-1] == ("release", "m1", 0) and len(ahead) == 0
+
+
+def test_a_real_enametoolong_is_named_with_the_file(tmp_path: Path) -> None:
+    path = tmp_path / ("n" * 300)
+    with pytest.raises(OSError) as caught:
+        path.write_bytes(b"")
+    named = named_failure(caught.value, "W1NLM4700")
+    assert isinstance(named, NameTooLong) and named.cause == "name_too_long"
+    assert str(named).startswith(f"W1NLM4700: {path}: a file name over 255 bytes")
+
+
+def test_a_real_decode_error_is_named_with_the_file_being_read(tmp_path: Path) -> None:
+    tag_path = tmp_path / "bag-info.txt"
+    tag_path.write_bytes(b"Source-Organization: caf\xe9\n")
+    with pytest.raises(UnicodeDecodeError) as caught:
+        tag_path.read_text(encoding="utf-8")
+    named = named_failure(caught.value, "W1NLM4700")
+    assert isinstance(named, UndecodableText) and named.cause == "undecodable_text"
+    assert str(named) == (f"W1NLM4700: {tag_path}: bytes b'\\xe9' at offset 24 do not decode as utf-8: "
+                          "not de-bagged")
+
+
+def test_other_exceptions_are_not_named() -> None:
+    assert named_failure(KeyError("x"), "W1NLM4700") is None
+    assert named_failure(OSError(errno.EIO, "I/O error"), "W1NLM4700") is None
+
+
+def test_the_sweep_looks_into_staging_slots_only_and_removes_empty_ones(tmp_path: Path) -> None:
+    slot = tmp_path / "downloads" / "0123456789abcdef"
+    staged = tmp_path / "works" / "W1NLM4700" / "images"  # not a slot: a staged work's files are never looked at
+    empty = tmp_path / "works" / "fedcba9876543210"
+    for folder in (slot, staged, empty):
+        folder.mkdir(parents=True)
+    (slot / "W1NLM4700.bag.zip.part").write_bytes(b"x")  # no journal: an orphan
+    (staged / "scan.part").write_bytes(b"a payload file")
+    removed = sweep_orphans(tmp_path, grace_seconds=0, now=lambda: 4e9)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
+        "downloads/0123456789abcdef", "downloads/0123456789abcdef/W1NLM4700.bag.zip.part", "works/fedcba9876543210"]
+    assert (staged / "scan.part").is_file()
