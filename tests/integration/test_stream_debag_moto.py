@@ -41,11 +41,12 @@ ON_DISK = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, st
 DEBAG = DebagSettings(workers=2, fsync=False)
 IMAGE = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0005.tif"
 MEMBER = f"{RID}.bag/{IMAGE}"
+FILES = 24
 
 
 def _bag(tmp_path: Path, **kwargs: object) -> Path:
-    """A two-work bag zip (~700 KB): 24 payload members."""
-    return make_bdrc_bag_zip(tmp_path / "build", rids=(RID, OTHER_RID), files_per_work=12, file_size=30_000,
+    """A bag zip of the fetched work (~700 KB): 24 payload members (a fetched zip holds its own work only)."""
+    return make_bdrc_bag_zip(tmp_path / "build", rids=(RID,), files_per_work=FILES, file_size=30_000,
                              **kwargs)  # type: ignore[arg-type]
 
 
@@ -127,14 +128,14 @@ def test_streamed_result_is_identical_to_the_zip_on_disk_from_one_get(s3, bucket
     streamed = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
     assert gets == [None], "one GET of the whole object, no Range"
     tree = _tree(tmp_path / "staging")
-    assert tree == _tree(tmp_path / "disk") and sum(d is not None for d, _ in tree.values()) > 24
+    assert tree == _tree(tmp_path / "disk") and sum(d is not None for d, _ in tree.values()) > FILES
     assert _works(streamed.debag) == _works(on_disk.debag)
-    assert [w.work_rid for w in streamed.debag.works] == [RID, OTHER_RID]
-    assert all(w.fixity_checked and w.files == 12 for w in streamed.debag.works)
+    assert [w.work_rid for w in streamed.debag.works] == [RID]
+    assert all(w.fixity_checked and w.files == FILES for w in streamed.debag.works)
     assert streamed.fetch.checksum_verified == "sha256"
     assert (streamed.fetch.size, streamed.fetch.etag) == (request.size, request.etag)
     assert _names(tmp_path / "dl") == [], "no .part, no zip, no journal"
-    assert _names(tmp_path / "staging") == [RID, OTHER_RID], "no .debag-* temp dir left"
+    assert _names(tmp_path / "staging") == [RID], "no .debag-* temp dir left"
 
 
 def test_a_manifest_algorithm_not_streamed_is_read_back_from_disk(s3, bucket: str, tmp_path: Path) -> None:
@@ -142,7 +143,7 @@ def test_a_manifest_algorithm_not_streamed_is_read_back_from_disk(s3, bucket: st
     settings = DebagSettings(workers=2, fsync=False, stream_algorithms=("sha512",))
     result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, settings)
     on_disk = fetch_and_debag(s3, request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, settings)
-    assert [(w.work_rid, w.fixity_checked) for w in result.debag.works] == [(RID, True), (OTHER_RID, True)]
+    assert [(w.work_rid, w.fixity_checked) for w in result.debag.works] == [(RID, True)]
     assert all(set(w.algorithms) == {"md5", "sha256"} for w in result.debag.works)
     assert _works(result.debag) == _works(on_disk.debag)
     assert _tree(tmp_path / "staging") == _tree(tmp_path / "disk")
@@ -273,7 +274,7 @@ def _with_data_descriptors(good: Path, tmp_path: Path, which: str) -> Path:
     if which == "later-member":
         body = bytearray(good.read_bytes())
         with zipfile.ZipFile(good) as zf:
-            offset = zf.getinfo(f"{OTHER_RID}.bag/bagit.txt").header_offset
+            offset = zf.getinfo(f"{RID}.bag/manifest-sha256.txt").header_offset
         struct.pack_into("<H", body, offset + 6, struct.unpack_from("<H", body, offset + 6)[0] | 0x08)
         described.write_bytes(bytes(body))
         return described
@@ -305,12 +306,12 @@ def test_a_zip_with_data_descriptors_falls_back_to_the_disk_path(s3, bucket: str
     assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
     (tmp_path / "seq").mkdir()
     sequential = debag_archive(described, RID, tmp_path / "seq", DEBAG, version_tag=request.etag)
-    assert _tree(tmp_path / "staging") == _tree(tmp_path / "seq") and len(_tree(tmp_path / "seq")) > 24
+    assert _tree(tmp_path / "staging") == _tree(tmp_path / "seq") and len(_tree(tmp_path / "seq")) > FILES
     assert _works(result.debag) == _works(sequential)
-    assert all(w.fixity_checked and w.files == 12 for w in result.debag.works)
+    assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
     assert result.fetch.checksum_verified == "sha256"
     assert result.fetch.path.read_bytes() == described.read_bytes()
-    assert _names(tmp_path / "staging") == [RID, OTHER_RID], "no .debag-* temp dir left"
+    assert _names(tmp_path / "staging") == [RID], "no .debag-* temp dir left"
 
 
 def test_bytes_between_the_last_member_and_the_central_directory_fall_back_to_the_disk_path(
@@ -332,8 +333,8 @@ def test_bytes_between_the_last_member_and_the_central_directory_fall_back_to_th
     gets = _gets(s3)
     result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
     assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
-    assert all(w.fixity_checked and w.files == 12 for w in result.debag.works)
-    assert _names(tmp_path / "staging") == [RID, OTHER_RID], "no .debag-* temp dir left"
+    assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
+    assert _names(tmp_path / "staging") == [RID], "no .debag-* temp dir left"
 
 
 def test_an_object_overwritten_between_head_and_get_is_object_changed(s3, bucket: str, tmp_path: Path) -> None:
@@ -386,8 +387,8 @@ def test_a_stream_cut_off_is_a_transfer_error_and_the_next_call_succeeds(s3, buc
     gets = _gets(s3)
     result = fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
     assert gets == [None]
-    assert [w.work_rid for w in result.debag.works] == [RID, OTHER_RID]
-    assert all(w.fixity_checked and w.files == 12 for w in result.debag.works)
+    assert [w.work_rid for w in result.debag.works] == [RID]
+    assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
     assert result.fetch.checksum_verified == "sha256"
-    assert _names(staging) == [RID, OTHER_RID]
+    assert _names(staging) == [RID]
     assert _names(dl) == []

@@ -61,9 +61,12 @@ def _nfc_nfd_twins(tmp: Path, rid: str) -> Path:
 
 
 def _bomb_ratio(tmp: Path, rid: str) -> Path:
+    """80 members of zeros under 1 MiB each (~80 KiB of zip): the whole zip's ratio stops them past 64 MiB (one
+    4 MiB blank page, deflated ~1028:1, is a valid scan and taken)."""
     zip_path = good_zip(tmp, rid)
     with zipfile.ZipFile(zip_path, "a", compression=zipfile.ZIP_DEFLATED) as zf:
-        zf.writestr(f"{rid}.bag/data/zeros.tif", bytes(4 * 2**20))
+        for n in range(80):
+            zf.writestr(f"{rid}.bag/data/zeros-{n:02d}.tif", bytes(2**20 - 1))
     return zip_path
 
 
