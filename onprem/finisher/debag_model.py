@@ -32,7 +32,8 @@ class DebagSettings:
     max_path_bytes: int = 4096 - 512
     #: reject bags whose manifests use only md5/sha1 (else accept them with a warning)
     require_strong_checksums: bool = False
-    #: accept zips without a bag (extracted safely, reported as "no fixity available")
+    #: accept zips without a bag (extracted safely, reported as "no fixity available"); never a zip named
+    #: ``*.bag.zip``, which must hold a bag (NoBagInZip): only a hand-delivered ``RID.zip`` may be plain
     allow_plain_zip: bool = True
     #: threads extracting and hashing members in parallel
     workers: int = field(default_factory=lambda: os.cpu_count() or 2)
