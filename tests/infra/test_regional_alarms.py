@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from aws_cdk.assertions import Match
 
@@ -24,6 +25,9 @@ def test_alarms_notify_the_encrypted_topic(synthesis: Synthesis) -> None:
             f"{prefix}-notify-failures": ("ApproximateNumberOfMessagesVisible", 1),
             f"{prefix}-oldest-work": ("ApproximateAgeOfOldestMessage", environment.oldest_message_alarm_seconds),
             f"{prefix}-notify-errors": ("Errors", 1),
+            f"{prefix}-notify-destination-failures": ("DestinationDeliveryFailures", 1),
+            f"{prefix}-notify-events-dropped": ("AsyncEventsDropped", 1),
+            f"{prefix}-rule-dlq-failures": ("InvocationsFailedToBeSentToDlq", 1),
         }
         for alarm in alarms.values():
             assert alarm["AlarmActions"] == [{"Ref": topic_id}]
@@ -50,3 +54,52 @@ def test_alarm_email_is_subscribed_only_when_configured(synthesized: dict[str, S
     dev = synthesized["dev"]
     for key in dev.regional_keys():
         assert resources_of(dev.template(key), "AWS::SNS::Subscription") == {}
+
+
+def _alarm_source(region: str) -> dict[str, Any]:
+    account = "000000000000"
+    return {
+        "StringEquals": {"aws:SourceAccount": account},
+        "ArnLike": {"aws:SourceArn": {"Fn::Join": ["", [
+            "arn:", {"Ref": "AWS::Partition"}, f":cloudwatch:{region}:{account}:alarm:*"]]}},
+    }
+
+
+def test_topic_policy_lets_this_account_s_cloudwatch_alarms_publish(synthesis: Synthesis) -> None:
+    for key, region in synthesis.regions():
+        template = synthesis.template(key)
+        topic_id, _ = only(template, "AWS::SNS::Topic")
+        _, policy = only(template, "AWS::SNS::TopicPolicy")
+        assert policy["Properties"]["Topics"] == [{"Ref": topic_id}]
+        [allow] = [s for s in policy["Properties"]["PolicyDocument"]["Statement"] if s["Effect"] == "Allow"]
+        assert allow == {
+            "Sid": "CloudWatchAlarmsPublish", "Effect": "Allow", "Action": "sns:Publish",
+            "Principal": {"Service": "cloudwatch.amazonaws.com"}, "Resource": {"Ref": topic_id},
+            "Condition": _alarm_source(region.region),
+        }
+
+
+def test_key_lets_only_this_account_s_alarms_use_it(synthesis: Synthesis) -> None:
+    for key, region in synthesis.regions():
+        _, kms_key = only(synthesis.template(key), "AWS::KMS::Key")
+        [grant] = [s for s in kms_key["Properties"]["KeyPolicy"]["Statement"]
+                   if s.get("Sid") == "CloudWatchAlarmsPublish"]
+        assert grant["Principal"] == {"Service": "cloudwatch.amazonaws.com"}
+        assert grant["Action"] == ["kms:Decrypt", "kms:GenerateDataKey*"]
+        assert grant["Condition"] == _alarm_source(region.region)
+
+
+def test_lost_async_events_and_failed_dead_letters_raise_alarms(synthesis: Synthesis) -> None:
+    for key, _region in synthesis.regions():
+        template = synthesis.template(key)
+        rule_id, _ = only(template, "AWS::Events::Rule")
+        alarms = {a["Properties"]["MetricName"]: a["Properties"]
+                  for a in resources_of(template, "AWS::CloudWatch::Alarm").values()}
+        for metric in ("DestinationDeliveryFailures", "AsyncEventsDropped"):
+            assert alarms[metric]["Namespace"] == "AWS/Lambda"
+            assert alarms[metric]["Statistic"] == "Sum"
+            [dimension] = alarms[metric]["Dimensions"]
+            assert dimension["Name"] == "FunctionName"
+        rule_alarm = alarms["InvocationsFailedToBeSentToDlq"]
+        assert rule_alarm["Namespace"] == "AWS/Events"
+        assert rule_alarm["Dimensions"] == [{"Name": "RuleName", "Value": {"Ref": rule_id}}]

@@ -6,9 +6,10 @@ and topic; the dashboard (monitoring stack) is the only cross-region view.
 
 from __future__ import annotations
 
-from aws_cdk import Duration, RemovalPolicy
+from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
+from aws_cdk import aws_events as events
 from aws_cdk import aws_iam as iam
 from aws_cdk import aws_kms as kms
 from aws_cdk import aws_lambda as lambda_
@@ -18,16 +19,27 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 PERIOD = Duration.minutes(5)
+CLOUDWATCH = "cloudwatch.amazonaws.com"
+
+
+def alarm_source_conditions(stack: Stack) -> dict[str, dict[str, str]]:
+    """Only this account's CloudWatch alarms in this region (confused-deputy guard for a service principal)."""
+    return {
+        "StringEquals": {"aws:SourceAccount": stack.account},
+        "ArnLike": {"aws:SourceArn": f"arn:{stack.partition}:cloudwatch:{stack.region}:{stack.account}:alarm:*"},
+    }
 
 
 class RegionAlarms(Construct):
-    """Alarms on the DLQ, the failure queue, the oldest queued work and the function's errors."""
+    """Alarms on the DLQ, the failure queue, the oldest queued work, the function's errors and lost async
+    events, and the rule's failed dead-letter deliveries."""
 
     def __init__(self, scope: Construct, construct_id: str, *, topic_name: str, alarm_prefix: str,
                  alarm_email: str | None, oldest_message_alarm_seconds: int, work_queue: sqs.IQueue,
                  dead_letter_queue: sqs.IQueue, failure_queue: sqs.IQueue, function: lambda_.IFunction,
-                 removal_policy: RemovalPolicy) -> None:
+                 rule: events.IRule, removal_policy: RemovalPolicy) -> None:
         super().__init__(scope, construct_id)
+        stack = Stack.of(self)
         # the AWS-managed SNS key cannot be used by CloudWatch alarms, hence a customer key that lets them in
         self.key = kms.Key(
             self, "TopicKey", description=f"{topic_name}: encrypts alarm notifications", enable_key_rotation=True,
@@ -35,13 +47,22 @@ class RegionAlarms(Construct):
         )
         self.key.add_to_resource_policy(iam.PolicyStatement(
             sid="CloudWatchAlarmsPublish",
-            principals=[iam.ServicePrincipal("cloudwatch.amazonaws.com")],
+            principals=[iam.ServicePrincipal(CLOUDWATCH)],
             actions=["kms:Decrypt", "kms:GenerateDataKey*"],
             resources=["*"],
+            conditions=alarm_source_conditions(stack),
         ))
         self.topic = sns.Topic(
             self, "Topic", topic_name=topic_name, display_name=topic_name, master_key=self.key, enforce_ssl=True,
         )
+        # enforce_ssl writes a topic policy that replaces SNS's default one, so CloudWatch must be let in by name
+        self.topic.add_to_resource_policy(iam.PolicyStatement(
+            sid="CloudWatchAlarmsPublish",
+            principals=[iam.ServicePrincipal(CLOUDWATCH)],
+            actions=["sns:Publish"],
+            resources=[self.topic.topic_arn],
+            conditions=alarm_source_conditions(stack),
+        ))
         self.email_subscription: sns.Subscription | None = None
         if alarm_email:
             self.email_subscription = self.topic.add_subscription(subscriptions.EmailSubscription(alarm_email))
@@ -62,6 +83,20 @@ class RegionAlarms(Construct):
             self._alarm("NotifyErrors", f"{alarm_prefix}-notify-errors",
                         "The notify_restore function failed: see its logs.",
                         function.metric_errors(statistic="Sum", period=PERIOD), 1),
+            self._alarm("NotifyDestinationFailures", f"{alarm_prefix}-notify-destination-failures",
+                        "A failed async invocation could not be written to the failure queue: the event is lost; "
+                        "see the function's logs and the failure queue's policy.",
+                        function.metric("DestinationDeliveryFailures", statistic="Sum", period=PERIOD), 1),
+            self._alarm("NotifyEventsDropped", f"{alarm_prefix}-notify-events-dropped",
+                        "Lambda dropped async restore events without running the function (event age or retries "
+                        "exhausted, no destination reached): re-drive them from the EventBridge archive.",
+                        function.metric("AsyncEventsDropped", statistic="Sum", period=PERIOD), 1),
+            self._alarm("RuleDeadLetterFailures", f"{alarm_prefix}-rule-dlq-failures",
+                        "EventBridge could neither invoke the function nor put the event on the failure queue: "
+                        "re-drive it from the EventBridge archive.",
+                        cloudwatch.Metric(namespace="AWS/Events", metric_name="InvocationsFailedToBeSentToDlq",
+                                          dimensions_map={"RuleName": rule.rule_name}, statistic="Sum",
+                                          period=PERIOD), 1),
         ]
         for alarm in self.alarms:
             alarm.add_alarm_action(action)

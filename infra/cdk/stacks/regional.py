@@ -46,7 +46,8 @@ class RegionalStack(Stack):
             alarm_prefix=f"{environment.resource_prefix}-{name}", alarm_email=environment.monitoring.alarm_email,
             oldest_message_alarm_seconds=environment.oldest_message_alarm_seconds,
             work_queue=self.queues.work_queue, dead_letter_queue=self.queues.dead_letter_queue,
-            failure_queue=self.queues.failure_queue, function=self.notify.function, removal_policy=removal,
+            failure_queue=self.queues.failure_queue, function=self.notify.function, rule=self.events.rule,
+            removal_policy=removal,
         )
         CfnOutput(self, "WorkQueueUrl", value=self.queues.work_queue.queue_url)
         CfnOutput(self, "DeadLetterQueueUrl", value=self.queues.dead_letter_queue.queue_url)
