@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from infra.cdk.constructs.dashboard import FINISHER_COUNT_METRICS
+from onprem.finisher.metrics import LogMetrics
 from tests.infra.conftest import Synthesis, only
 
 
@@ -77,7 +79,7 @@ def test_dashboard_shows_the_finisher_metrics_by_search(synthesis: Synthesis) ->
     expected = [
         f"SEARCH('{{{namespace}}} MetricName=\"BytesDownloaded\"', 'Sum', 300)",
         f"SEARCH('{{{namespace}}} MetricName=\"WorksSynced\"', 'Sum', 300)",
-        f"SEARCH('{{{namespace}}} MetricName=\"WorkFailures\"', 'Sum', 300)",
+        f"SEARCH('{{{namespace},cause}} MetricName=\"WorkFailures\"', 'Sum', 300)",
         f"SEARCH('{{{namespace},phase}} MetricName=\"PhaseDuration\"', 'Average', 300)",
     ]
     assert sorted(expressions) == sorted(expected)
@@ -92,3 +94,23 @@ def test_oldest_work_widget_shows_the_alarm_threshold(synthesis: Synthesis) -> N
     for widget in annotated:
         [annotation] = widget["properties"]["annotations"]["horizontal"]
         assert annotation["value"] == synthesis.environment.oldest_message_alarm_seconds
+
+
+def _finisher_schemas() -> dict[str, tuple[str, ...]]:
+    """The dimension names of each metric as the finisher's own metrics code puts them."""
+    metrics = LogMetrics()
+    metrics.bytes_downloaded(1)
+    metrics.work_synced()
+    metrics.work_failed("transfer")
+    metrics.phase_duration("fetch", 1.0)
+    return {name: tuple(sorted(dimensions)) for name, dimensions, _ in metrics.points}
+
+
+def test_finisher_searches_use_the_dimensions_the_finisher_puts(synthesis: Synthesis) -> None:
+    namespace = synthesis.environment.monitoring.namespace
+    expressions = {e["expression"] for e in _expressions(_dashboard(synthesis))}
+    schemas = _finisher_schemas()
+    for name, dimensions in schemas.items():
+        schema = ",".join((namespace, *dimensions))
+        assert any(f"SEARCH('{{{schema}}} MetricName=\"{name}\"'" in e for e in expressions), (name, schema)
+    assert {n: schemas[n] for n in FINISHER_COUNT_METRICS} == FINISHER_COUNT_METRICS

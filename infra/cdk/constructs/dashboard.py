@@ -13,8 +13,9 @@ PERIOD = Duration.minutes(5)
 SERVICE_DIMENSION = {"service": "notify_restore"}
 #: EMF metrics of the notify_restore function (Powertools Metrics, dimension service=notify_restore)
 NOTIFY_METRICS = ("RestoresRouted", "RestoresIgnored", "RestoresUnroutable", "DuplicatesSuppressed")
-#: metrics the finisher puts in the same namespace; PhaseDuration carries a ``phase`` dimension
-FINISHER_COUNT_METRICS = ("WorksSynced", "WorkFailures")
+#: counts the finisher puts in the same namespace (onprem/finisher/metrics.py) and the dimensions each carries:
+#: a SEARCH schema ``{namespace,dim}`` matches only metrics with exactly those dimensions
+FINISHER_COUNT_METRICS: dict[str, tuple[str, ...]] = {"WorksSynced": (), "WorkFailures": ("cause",)}
 WIDGET_WIDTH = 8
 WIDGET_HEIGHT = 6
 
@@ -78,16 +79,23 @@ def region_widgets(region: RegionResources, namespace: str, oldest_alarm_seconds
     return [queues, age, function, outcomes]
 
 
+def search_expression(schema: str, metric_name: str, statistic: str) -> str:
+    """``SEARCH('{schema} MetricName="name"', 'stat', 300)``: the metrics of exactly that dimension schema."""
+    return f"SEARCH('{{{schema}}} MetricName=\"{metric_name}\"', '{statistic}', 300)"
+
+
 def finisher_widgets(namespace: str, metrics_region: str) -> list[cloudwatch.IWidget]:
-    """The finisher's metrics; SEARCH picks them up whatever dimensions the finisher adds."""
-    def search(metric_name: str, statistic: str, label: str) -> cloudwatch.MathExpression:
+    """The finisher's metrics, each found by SEARCH in the schema of the dimensions the finisher puts."""
+    def search(metric_name: str, statistic: str, label: str,
+               dimensions: tuple[str, ...] = ()) -> cloudwatch.MathExpression:
+        schema = ",".join((namespace, *dimensions))
         return cloudwatch.MathExpression(
-            expression=f"SEARCH('{{{namespace}}} MetricName=\"{metric_name}\"', '{statistic}', 300)",
+            expression=search_expression(schema, metric_name, statistic),
             label=label, period=PERIOD, search_region=metrics_region,
         )
     sums = cloudwatch.GraphWidget(
-        title="finisher: works synced, failures", width=WIDGET_WIDTH, height=WIDGET_HEIGHT,
-        left=[search(name, "Sum", name) for name in FINISHER_COUNT_METRICS],
+        title="finisher: works synced, failures by cause", width=WIDGET_WIDTH, height=WIDGET_HEIGHT,
+        left=[search(name, "Sum", name, dimensions) for name, dimensions in FINISHER_COUNT_METRICS.items()],
     )
     downloaded = cloudwatch.GraphWidget(
         title="finisher: bytes downloaded", width=WIDGET_WIDTH, height=WIDGET_HEIGHT,
@@ -95,10 +103,7 @@ def finisher_widgets(namespace: str, metrics_region: str) -> list[cloudwatch.IWi
     )
     phases = cloudwatch.GraphWidget(
         title="finisher: phase duration by phase (s)", width=WIDGET_WIDTH, height=WIDGET_HEIGHT,
-        left=[cloudwatch.MathExpression(
-            expression=f"SEARCH('{{{namespace},phase}} MetricName=\"PhaseDuration\"', 'Average', 300)",
-            label="PhaseDuration", period=PERIOD, search_region=metrics_region,
-        )],
+        left=[search("PhaseDuration", "Average", "PhaseDuration", ("phase",))],
     )
     return [sums, downloaded, phases]
 
