@@ -1,16 +1,21 @@
 """Stream de-bag (one part, ``FetchSettings.stream``) through ``fetch_and_debag`` against a moto S3 server on
 loopback: the same works as the zip on disk from one GET without a Range, every failure named and nothing placed,
-the fallback to the disk path for zips that cannot be streamed, pinning, and a cut stream retried."""
+the fallback to the disk path for zips that cannot be streamed, pinning, and a cut stream retried; the zip
+container's rules while streaming (bombs bounded before the disk fills, the entry count, encrypted and Deflate64
+members named from the one GET, macOS junk skipped)."""
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import io
 import re
 import struct
+import subprocess
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import boto3
 import pytest
@@ -24,15 +29,26 @@ from onprem.finisher.errors import (
     BagInvalid,
     ChecksumMismatch,
     CorruptArchive,
+    EncryptedMember,
     IntegrityError,
     ObjectChanged,
     RetryableError,
     TransferError,
     UnsafeArchive,
+    UnsupportedCompression,
+    ZipBomb,
 )
 from onprem.finisher.fetch import FetchRequest, FetchSettings
 from onprem.finisher.fetch_debag import fetch_and_debag
-from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, read_members, tamper_member, zip_entries
+from tests.fixtures.bags import (
+    add_member,
+    corrupt_one_byte,
+    make_bdrc_bag_zip,
+    read_members,
+    tamper_member,
+    zip_entries,
+)
+from tests.reliability.real_zips import APPLE_DOUBLE, DS_STORE, info_zip_bag, seven_zip_bag
 
 RID, OTHER_RID = "W1NLM4700", "W1NLM4701"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
@@ -392,3 +408,102 @@ def test_a_stream_cut_off_is_a_transfer_error_and_the_next_call_succeeds(s3, buc
     assert result.fetch.checksum_verified == "sha256"
     assert _names(staging) == [RID]
     assert _names(dl) == []
+
+
+# --- the zip container in the stream: bombs, entry count, unreadable members, macOS junk -----------------
+SMALL_STAGING = 6 * 2**20
+FLOOR = 4 * 2**20
+
+
+@pytest.fixture
+def small_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A 6 MiB staging filesystem (tmpfs; root may mount one) or, where mounting is refused, a 6 MiB write limit
+    on the stream's member files: a bomb that wrote past its limit would end as disk full, not as ZipBomb."""
+    folder = tmp_path / "small-staging"
+    folder.mkdir()
+    try:
+        mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={SMALL_STAGING}", "tmpfs", str(folder)],
+                                 capture_output=True, check=False).returncode == 0
+    except OSError:
+        mounted = False
+    if not mounted:
+        monkeypatch.setattr(stream_debag, "open", _limited_open(SMALL_STAGING), raising=False)
+    try:
+        yield folder
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(folder)], check=False)
+
+
+def _limited_open(limit: int) -> Callable[..., Any]:
+    written = [0]
+
+    class LimitedFile:
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            self._file = open(*args, **kwargs)  # closed by the writer (close() passes through)
+
+        def write(self, chunk: bytes) -> int:
+            written[0] += len(chunk)
+            if written[0] > limit:
+                raise OSError(errno.ENOSPC, "No space left on device (injected)")
+            return self._file.write(chunk)
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._file, name)
+
+    return LimitedFile
+
+
+def test_small_members_of_a_bomb_stop_at_the_floor_while_streaming(s3, bucket: str, tmp_path: Path,
+                                                                    small_staging: Path) -> None:
+    """40 MiB of zeros in members under 1 MiB (~40 KiB compressed) on a 6 MiB staging disk: ZipBomb at the
+    4 MiB floor, from the one GET, never disk full."""
+    members = [(f"{RID}/images/{RID}_{n:04d}.tif", bytes(2**20 - 1)) for n in range(40)]
+    zip_path = zip_entries(tmp_path / "bomb.zip", members, compression=zipfile.ZIP_DEFLATED)
+    request = _put(s3, bucket, zip_path.read_bytes())
+    gets = _gets(s3)
+    settings = DebagSettings(workers=2, fsync=False, zip_ratio_floor_bytes=FLOOR)
+    with pytest.raises(ZipBomb, match=rf"^{RID}: member .*: the zip inflates \d+ bytes from \d+ compressed"):
+        fetch_and_debag(s3, request, tmp_path / "dl", small_staging, STREAM, settings)
+    assert gets == [None], "refused from the stream, not downloaded again"
+    _nothing_placed(small_staging)
+
+
+def test_more_entries_than_the_limit_stop_the_stream(s3, bucket: str, tmp_path: Path) -> None:
+    request = _put(s3, bucket, _bag(tmp_path).read_bytes())
+    gets = _gets(s3)
+    settings = DebagSettings(workers=2, fsync=False, max_entries=20)
+    with pytest.raises(ZipBomb, match=r"21 entries or more \(limit 20\)"):
+        fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, settings)
+    assert gets == [None]
+    _nothing_placed(tmp_path / "staging")
+
+
+@pytest.mark.parametrize("case", ["info_zip_encrypted", "seven_zip_deflate64"])
+def test_a_member_no_path_can_read_is_refused_from_the_stream_by_name(s3, bucket: str, tmp_path: Path,
+                                                                      case: str) -> None:
+    if case == "info_zip_encrypted":
+        zip_path, error = info_zip_bag(tmp_path, RID, "-P", "secret"), EncryptedMember
+    else:
+        zip_path, error = seven_zip_bag(tmp_path, RID, "Deflate64"), UnsupportedCompression
+    request = _put(s3, bucket, zip_path.read_bytes())
+    gets = _gets(s3)
+    with pytest.raises(error, match=rf"^{RID}: member "):
+        fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    assert gets == [None], "named at once: the zip is not downloaded again to disk"
+    _nothing_placed(tmp_path / "staging")
+
+
+def test_macos_junk_is_skipped_by_the_stream_and_the_bag_taken(s3, bucket: str, tmp_path: Path) -> None:
+    zip_path = _bag(tmp_path)
+    add_member(zip_path, f"__MACOSX/{RID}.bag/._bagit.txt", APPLE_DOUBLE)
+    add_member(zip_path, f"__MACOSX/{RID}.bag/data/._\x01odd-name.tif", APPLE_DOUBLE)  # never guarded: junk
+    add_member(zip_path, ".DS_Store", DS_STORE)
+    request = _put(s3, bucket, zip_path.read_bytes())
+    gets = _gets(s3)
+    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    assert gets == [None], "streamed: the junk did not send it to the disk path"
+    assert [(w.work_rid, w.fixity_checked, w.files) for w in result.debag.works] == [(RID, True, FILES)]
+    assert _names(tmp_path / "staging") == [RID]
+    for junk in ("__MACOSX", ".DS_Store", "._*"):
+        assert not list((tmp_path / "staging").rglob(junk)), junk
