@@ -36,7 +36,7 @@ from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, tamper_memb
 from tests.integration.moto_endpoint import CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RID, OTHER_RID = "W1NLM4700", "W1NLM4701"
+RID = "W1NLM4700"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 PART = 64 * 1024
 PARTS = FetchSettings(part_size=PART, max_concurrency=4, min_free_bytes=0)
@@ -45,8 +45,8 @@ IMAGE = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0005.tif"
 
 
 def _bag(tmp_path: Path, **kwargs: object) -> Path:
-    """A two-work bag zip of ~12 parts: many members, each a few parts' worth of the download."""
-    return make_bdrc_bag_zip(tmp_path / "build", rids=(RID, OTHER_RID), files_per_work=12, file_size=30_000,
+    """A bag zip of ~12 parts (a fetched zip holds its key's work only): many members, each a few parts' worth."""
+    return make_bdrc_bag_zip(tmp_path / "build", rids=(RID,), files_per_work=24, file_size=30_000,
                              **kwargs)  # type: ignore[arg-type]
 
 
@@ -93,7 +93,7 @@ def test_overlapped_result_is_identical_to_fetch_then_debag(s3, bucket: str, tmp
     assert fetch_progress.bytes_done == request.size and fetch_progress.finished
     assert debag_progress.files_done == 24 and debag_progress.finished
     assert sorted(p.name for p in (tmp_path / "ov-dl").iterdir()) == [f"{RID}.bag.zip", f"{RID}.bag.zip.fetched.json"]
-    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [RID, OTHER_RID]
+    assert sorted(p.name for p in (tmp_path / "ov").iterdir()) == [RID]
 
 
 def test_members_are_extracted_before_the_download_ends(s3, bucket: str, tmp_path: Path) -> None:
@@ -138,7 +138,7 @@ def test_corrupt_member_is_named_and_its_evidence_kept(s3, bucket: str, tmp_path
     staging = tmp_path / "staging"
     with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {RID}.bag/{IMAGE}"):
         fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
-    assert not (staging / RID).exists() and not (staging / OTHER_RID).exists()
+    assert not (staging / RID).exists()
     assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
 
 
@@ -269,7 +269,7 @@ def test_a_zip_already_downloaded_is_debagged_from_disk(s3, bucket: str, tmp_pat
     gets = _gets(s3)
     result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", PARTS, DEBAG)
     assert gets == [] and result.fetch.parts_downloaded == 0
-    assert [w.work_rid for w in result.debag.works] == [RID, OTHER_RID]
+    assert [w.work_rid for w in result.debag.works] == [RID]
 
 
 def test_whole_object_checksum_mismatch_places_nothing_and_discards_the_download(
@@ -281,7 +281,7 @@ def test_whole_object_checksum_mismatch_places_nothing_and_discards_the_download
     with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip"):
         fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
     assert list((tmp_path / "dl").iterdir()) == []
-    assert not (staging / RID).exists() and not (staging / OTHER_RID).exists()
+    assert not (staging / RID).exists()
     assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
 
 
