@@ -71,7 +71,8 @@ class LambdaConfig(_Model):
 class QueuePolicy(_Model):
     max_receive_count: int = Field(default=5, ge=1, le=1000)
     visibility_timeout_s: int = Field(default=900, ge=30, le=43200)
-    retention_days: int = Field(default=14, ge=1, le=14)
+    #: below the DLQ's 14 days (a dead-lettered message keeps its enqueue time), above the restore window
+    retention_days: int = Field(default=12, ge=1, le=14)
 
 
 class FinisherConfig(_Model):

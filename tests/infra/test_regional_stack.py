@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from aws_cdk.assertions import Match
+import pytest
+from aws_cdk import App, RemovalPolicy, Stack
+from aws_cdk.assertions import Match, Template
 
+from config.model import BucketConfig, QueuePolicy, RegionConfig
 from config.routing import RoutingTable
 from infra.cdk.constructs.notify_function import powertools_layer_arn
+from infra.cdk.constructs.work_queues import QueueRetentionError, WorkQueues, restore_window_seconds
 from tests.infra.conftest import Synthesis, only, queue_named, resources_of
 
 FOURTEEN_DAYS = 14 * 86400
@@ -59,9 +63,48 @@ def test_work_queue_is_encrypted_redriven_and_matches_the_finisher_heartbeat(syn
             "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [dlq_id, "Arn"]},
                               "maxReceiveCount": policy.max_receive_count},
         }
+        work_arn = {"Fn::Join": ["", ["arn:", {"Ref": "AWS::Partition"},
+                                      f":sqs:{region.region}:000000000000:{region.queue_name}"]]}
         assert dlq["Properties"] == {"QueueName": region.dlq_name, "SqsManagedSseEnabled": True,
-                                     "MessageRetentionPeriod": FOURTEEN_DAYS}
-        assert dlq["Properties"]["MessageRetentionPeriod"] >= work["Properties"]["MessageRetentionPeriod"]
+                                     "MessageRetentionPeriod": FOURTEEN_DAYS,
+                                     "RedriveAllowPolicy": {"redrivePermission": "byQueue",
+                                                            "sourceQueueArns": [work_arn]}}
+        # a dead-lettered message keeps its enqueue time: the DLQ must keep it strictly longer
+        assert dlq["Properties"]["MessageRetentionPeriod"] > work["Properties"]["MessageRetentionPeriod"]
+
+
+def test_work_queue_keeps_a_message_through_the_restore_window(synthesis: Synthesis) -> None:
+    environment = synthesis.environment
+    window = restore_window_seconds(environment.queues, environment.restore.days)
+    for key, region in synthesis.regions():
+        _, work = queue_named(synthesis.template(key), region.queue_name)
+        assert work["Properties"]["MessageRetentionPeriod"] >= window
+
+
+def _queues(stack_name: str, queue_policy: QueuePolicy, restore_days: int) -> Stack:
+    stack = Stack(App(), stack_name)
+    region = RegionConfig(region="us-east-1", queue_name="works", dlq_name="works-dlq",
+                          buckets=[BucketConfig(name="staging.example.org", collection="BDRC")])
+    WorkQueues(stack, "Queues", region=region, queue_policy=queue_policy, restore_days=restore_days,
+               failure_queue_name="failures", removal_policy=RemovalPolicy.DESTROY)
+    return stack
+
+
+def test_retention_shorter_than_the_restore_window_fails_the_synth() -> None:
+    with pytest.raises(QueueRetentionError, match=r"works: queues.retention_days 10 .* restore window of "
+                                                  r"868500 s \(restore.days 10 \+ max_receive_count 5"):
+        _queues("Short", QueuePolicy(retention_days=10), restore_days=10)
+
+
+def test_retention_as_long_as_the_dlq_fails_the_synth() -> None:
+    with pytest.raises(QueueRetentionError, match="must be below the DLQ's 14 days"):
+        _queues("AsLong", QueuePolicy(retention_days=14), restore_days=5)
+
+
+def test_retention_within_both_bounds_is_taken() -> None:
+    template = Template.from_stack(_queues("Fits", QueuePolicy(retention_days=11), restore_days=10))
+    template.has_resource_properties("AWS::SQS::Queue", {"QueueName": "works",
+                                                         "MessageRetentionPeriod": 11 * 86400})
 
 
 def test_failure_queue_is_encrypted_and_keeps_fourteen_days(synthesis: Synthesis) -> None:

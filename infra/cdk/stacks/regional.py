@@ -29,7 +29,7 @@ class RegionalStack(Stack):
         removal = removal_policy_for(environment)
         name = region.region
         self.queues = WorkQueues(
-            self, "Queues", region=region, queue_policy=environment.queues,
+            self, "Queues", region=region, queue_policy=environment.queues, restore_days=environment.restore.days,
             failure_queue_name=environment.failure_queue_name(name), removal_policy=removal,
         )
         self.notify = NotifyFunction(
