@@ -24,6 +24,7 @@ from rich.table import Table
 from rich.text import Text
 
 from config.loader import EnvironmentConfigError
+from contract.keys import is_rid
 from onprem.finisher.cli_ops import (
     expiring_works,
     ingest_zip,
@@ -239,15 +240,24 @@ def redrive(
 
 @app.command()
 @ledger_errors_in_one_line
-def ingest(ctx: typer.Context, paths: list[Path] = typer.Argument(..., help=".bag.zip / .zip files")) -> None:
+def ingest(
+    ctx: typer.Context, paths: list[Path] = typer.Argument(..., help=".bag.zip / .zip files"),
+    works: list[str] = typer.Option(None, "--work", "-w", metavar="RID",
+                                    help="a work the zip holds (repeat for a zip of several works; each must be "
+                                         "there and no other). Default: the work named by the zip's file name"),
+) -> None:
     """De-bag and sync local zips (no S3, no queue); recorded in the ledger like queued works. A refused zip is
     reported (its cause in the ledger) and the next one is taken; exit 1 when any was refused."""
     settings = ctx.obj.settings()
+    for rid in works or []:
+        if not is_rid(rid):
+            raise typer.BadParameter(f"{rid!r} is not a work RID", param_hint="--work")
+    expected = frozenset(works) if works else None
     ledger = open_ledger(settings)
     failed = 0
     for path in paths:
         try:
-            synced = ingest_zip(settings, AwsClients(settings.endpoint_url), ledger, path)
+            synced = ingest_zip(settings, AwsClients(settings.endpoint_url), ledger, path, expected)
         except LedgerUnavailable:
             raise  # no zip can be recorded: stop here (one line, exit 3)
         except (FinisherError, OSError, ValueError) as err:

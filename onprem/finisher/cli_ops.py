@@ -120,8 +120,12 @@ def _named(err: Exception, rid: str) -> FinisherError:
     return UnexpectedError(rid, f"unexpected {type(err).__name__}: {err}")
 
 
-def ingest_zip(settings: Settings, clients: AwsClients, ledger: Ledger, path: Path) -> list[str]:
+def ingest_zip(settings: Settings, clients: AwsClients, ledger: Ledger, path: Path,
+               expected_rids: frozenset[str] | None = None) -> list[str]:
     """De-bag and sync a local zip with the real stages; returns the synced work RIDs.
+
+    ``expected_rids``: the works the zip must hold, every one of them and no other (None: the work named by the
+    zip's file name alone). A zip of several works is taken only when the operator names each of them.
 
     A refusal is recorded in the ledger (the cause and message; phase ``failed`` unless a retry could help, e.g.
     disk full) before it is raised; an exception nothing named is recorded (phase ``failed``) and raised as
@@ -141,7 +145,8 @@ def ingest_zip(settings: Settings, clients: AwsClients, ledger: Ledger, path: Pa
     stages = load_stages(settings, clients.s3)
     ctx = StageContext(CancelToken(rid), lambda label: make_progress(label, rid))
     try:
-        staged = stages.debag(rid, path, key, ctx)
+        staged = (stages.debag(rid, path, key, ctx, expected_rids=expected_rids) if expected_rids
+                  else stages.debag(rid, path, key, ctx))
         ledger.advance(key, "debagged", works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
         for item in staged:
             synced = stages.sync(item, ctx)

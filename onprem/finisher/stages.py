@@ -152,7 +152,9 @@ class FetchStage(Protocol):
 class DebagStage(Protocol):
     """``version_key`` names the object version (the worker passes the idempotency key): its staging slot."""
 
-    def __call__(self, work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext) -> list[StagedWork]:
+    def __call__(self, work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext, *,
+                 expected_rids: frozenset[str] | None = None) -> list[StagedWork]:
+        """``expected_rids``: the works the zip must hold, exactly (None: ``{work_rid}``, what a fetched key holds)."""
         ...
 
 
@@ -235,12 +237,13 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
                               settings.downloads_dir / staging_slot(work.idempotency_key), fetch_settings, progress)
         return Fetched(result.path, result.size, result.parts_resumed)
 
-    def debag(work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext) -> list[StagedWork]:
+    def debag(work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext, *,
+              expected_rids: frozenset[str] | None = None) -> list[StagedWork]:
         slot = staging_slot(version_key or str(zip_path))
         progress = CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)
         with naming_failures(work_rid, lambda: evidence(work_rid, slot)):
             result = debag_archive(zip_path, work_rid, settings.works_dir / slot, debag_settings, version_tag=slot,
-                                   progress=progress)
+                                   progress=progress, expected_rids=expected_rids)
         return [StagedWork(w.work_rid, w.path) for w in result.works]
 
     def fetch_debag(work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:

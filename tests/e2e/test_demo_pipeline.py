@@ -69,7 +69,7 @@ def test_demo_succeeds_with_every_work_synced_and_verified(demo: DemoRun) -> Non
 
 
 def test_every_restore_event_is_routed_by_the_real_handler_to_its_regions_queue(demo: DemoRun) -> None:
-    assert demo.output.count("routed to bdrc-restore-dev-ap-northeast-2-works") == 2
+    assert demo.output.count("routed to bdrc-restore-dev-ap-northeast-2-works") == 3
     assert demo.output.count("routed to bdrc-restore-dev-us-east-1-works") == 1
 
 
@@ -84,7 +84,7 @@ def test_archive_copies_match_the_bags_manifests(demo: DemoRun) -> None:
     assert [r.files_checked for r in results] == [w.files for s in demo.samples for w in s.works]
 
 
-def test_two_bag_zip_lands_as_two_works_under_their_own_rids(demo: DemoRun) -> None:
+def test_two_works_of_one_bucket_land_under_their_own_rids(demo: DemoRun) -> None:
     archive_root = FinisherPaths(demo.outcome.out_dir).archive_root
     assert (archive_root / "Archive1" / "25" / "W1FPL2025").is_dir()
     assert (archive_root / "Archive1" / "26" / "W1FPL2026").is_dir()

@@ -234,3 +234,22 @@ def test_a_locked_ledger_stops_ingest_within_the_lock_timeout_as_one_line(
     assert result.exit_code == 3
     assert result.output.strip() == f"ledger {path}: locked by another process for 0.5 s (database is locked)"
     assert waited < 5
+
+
+def test_ingest_takes_a_zip_of_several_works_only_when_the_operator_names_each(
+    tmp_path: Path, cli: CliRunner,
+) -> None:
+    rids = ["W1NLM4721", "W1NLM4722"]
+    zip_path = make_bdrc_bag_zip(tmp_path / "bags", rids=rids)
+    refused = cli.invoke(app, ["ingest", str(zip_path)])  # the file name names one work; the zip holds two
+    assert refused.exit_code == 1, refused.output
+    assert "(unexpected_work)" in refused.output
+    assert not (tmp_path / "archive" / archive_relpath_for_rid(rids[1])).exists()
+    one_short = cli.invoke(app, ["ingest", "--work", rids[0], str(zip_path)])
+    assert one_short.exit_code == 1 and "(unexpected_work)" in one_short.output
+    taken = cli.invoke(app, ["ingest", "--work", rids[0], "--work", rids[1], str(zip_path)])
+    assert taken.exit_code == 0, taken.output
+    assert f"synced {', '.join(rids)}" in taken.stdout
+    for rid in rids:
+        assert (tmp_path / "archive" / archive_relpath_for_rid(rid)).is_dir()
+    assert cli.invoke(app, ["ingest", "--work", "W1\n", str(zip_path)]).exit_code == 2

@@ -66,10 +66,11 @@ class SampleSpec:
     image_bytes: int = 64 * 1024
 
 
-#: the demo's three zips: one per dev staging bucket, the FPL one holding two bags
+#: the demo's four zips, one work each (a staging key holds its own work only): two in the FPL bucket
 DEMO_SPECS = (
     SampleSpec("NLM", ("W1NLM4700",)),
-    SampleSpec("FPL", ("W1FPL2025", "W1FPL2026")),
+    SampleSpec("FPL", ("W1FPL2025",)),
+    SampleSpec("FPL", ("W1FPL2026",)),
     SampleSpec("BDRC", ("W22084",), image_groups=3),
 )
 
