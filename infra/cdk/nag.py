@@ -13,13 +13,12 @@ import cdk_nag
 from aws_cdk import Acknowledgment, App, Stack, Validations
 from constructs import IConstruct
 
+from infra.cdk.constructs.restore_events import NOTIFICATIONS_HANDLER_PREFIX
+
 if TYPE_CHECKING:
     from infra.cdk.stacks import EnvironmentStacks
     from infra.cdk.stacks.access import FinisherAccessStack
     from infra.cdk.stacks.regional import RegionalStack
-
-#: CDK's singleton Lambda that applies notification settings to (imported) buckets
-NOTIFICATIONS_HANDLER_PREFIX = "BucketNotificationsHandler"
 
 TERMINAL_QUEUE = ("A terminal queue (dead letters / delivery failures): messages are inspected and redriven by "
                   "a person or `finisher redrive`, so it has no dead-letter queue of its own.")

@@ -282,7 +282,8 @@ def test_notify_role_is_exactly_least_privilege(synthesis: Synthesis) -> None:
         assert "ManagedPolicyArns" not in role
         assert role["AssumeRolePolicyDocument"]["Statement"] == [{
             "Action": "sts:AssumeRole", "Effect": "Allow", "Principal": {"Service": "lambda.amazonaws.com"}}]
-        log_id, _ = only(template, "AWS::Logs::LogGroup")
+        [log_id] = [k for k, g in resources_of(template, "AWS::Logs::LogGroup").items()
+                    if g["Properties"].get("LogGroupName") == f"/aws/lambda/{function['Properties']['FunctionName']}"]
         table_id, _ = only(template, "AWS::DynamoDB::Table")
         work_id, _ = queue_named(template, region.queue_name)
         failures_id, _ = queue_named(template, environment.failure_queue_name(region.region))
@@ -340,3 +341,26 @@ def test_prod_retains_stateful_resources_and_dev_cleans_up(synthesized: dict[str
             template = synthesis.template(key)
             for resource_type in ("AWS::SQS::Queue", "AWS::DynamoDB::Table", "AWS::Logs::LogGroup"):
                 assert {r["DeletionPolicy"] for r in resources_of(template, resource_type).values()} == {policy}
+
+
+def test_notifications_handler_logs_to_a_log_group_that_expires(synthesis: Synthesis) -> None:
+    for key, _region in synthesis.regions():
+        template = synthesis.template(key)
+        [handler] = [f for k, f in resources_of(template, "AWS::Lambda::Function").items()
+                     if k.startswith("BucketNotificationsHandler")]
+        log_ref = handler["Properties"]["LoggingConfig"]["LogGroup"]
+        log_group = template["Resources"][log_ref["Ref"]]
+        assert log_group["Type"] == "AWS::Logs::LogGroup"
+        assert log_group["Properties"]["RetentionInDays"] == 90
+
+
+def test_restore_completions_are_archived_for_replay(synthesis: Synthesis) -> None:
+    days = synthesis.environment.notify.event_archive_days
+    for key, region in synthesis.regions():
+        template = synthesis.template(key)
+        _, rule = only(template, "AWS::Events::Rule")
+        _, archive = only(template, "AWS::Events::Archive")
+        assert archive["Properties"]["RetentionDays"] == days
+        assert archive["Properties"]["EventPattern"] == rule["Properties"]["EventPattern"]
+        assert archive["Properties"]["SourceArn"] == {"Fn::Join": ["", [
+            "arn:", {"Ref": "AWS::Partition"}, f":events:{region.region}:000000000000:event-bus/default"]]}

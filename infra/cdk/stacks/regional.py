@@ -39,7 +39,8 @@ class RegionalStack(Stack):
         self.events = RestoreEvents(
             self, "RestoreEvents", bucket_names=[b.name for b in region.buckets],
             key_suffixes=environment.notify.accepted_suffixes(), function=self.notify.function,
-            failure_queue=self.queues.failure_queue,
+            failure_queue=self.queues.failure_queue, archive_days=environment.notify.event_archive_days,
+            removal_policy=removal,
         )
         self.alarms = RegionAlarms(
             self, "Alarms", topic_name=f"{environment.resource_prefix}-{name}-alarms",
