@@ -18,7 +18,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +33,7 @@ from onprem.finisher.errors import (
     SyncRefused,
     WorkRidRefused,
 )
+from onprem.finisher.sync_hook import HookResult, run_post_sync_hook
 from onprem.finisher.sync_options import SyncOptions, load_sync_options
 from onprem.finisher.sync_verify import verify_archive_copy
 
@@ -88,15 +88,6 @@ class SyncSettings(BaseModel):
     audit_required: bool = False
     timeout_s: float | None = None
     hook_timeout_s: float | None = 600
-
-
-@dataclass(frozen=True)
-class HookResult:
-    work_rid: str
-    args: list[str]
-    exit_code: int
-    output_tail: str
-    duration: float
 
 
 @dataclass(frozen=True)
@@ -297,26 +288,3 @@ def _check_archive_root(archive_root: Path, work_rid: str) -> None:
                                            "created, retried once it is there")
         logger.error("%s", err, extra={"work_rid": work_rid, "cause": err.cause})
         raise err
-
-
-def run_post_sync_hook(hook: Sequence[str], work_rid: str, archive_path: Path, *, log_path: Path | None = None,
-                       timeout_s: float | None = None) -> HookResult:
-    """Run the hook's argument list with ``{work_rid}``/``{archive_path}`` replaced; HookFailed unless it exits 0."""
-    args = [arg.replace("{work_rid}", work_rid).replace("{archive_path}", str(archive_path)) for arg in hook]
-    started = time.monotonic()
-    try:
-        completed = subprocess.run(args, capture_output=True, text=True, errors="replace", timeout=timeout_s,
-                                   check=False)
-    except (OSError, subprocess.TimeoutExpired) as err:
-        raise HookFailed(work_rid, f"post-sync hook {args[0]!r} could not run: {err}") from err
-    output = (completed.stdout + completed.stderr).strip()
-    if log_path is not None:
-        with log_path.open("a", encoding="utf-8") as log:
-            log.write(f"post-sync hook {args} exited {completed.returncode}\n{output}\n")
-    result = HookResult(work_rid=work_rid, args=args, exit_code=completed.returncode,
-                        output_tail="\n".join(output.splitlines()[-_TAIL_LINES:]), duration=time.monotonic() - started)
-    if completed.returncode != 0:
-        raise HookFailed(work_rid, f"post-sync hook {args[0]!r} exited {completed.returncode}: "
-                                   f"{result.output_tail[-300:] or 'no output'}")
-    logger.info("post-sync hook %s ok", args[0], extra={"work_rid": work_rid})
-    return result
