@@ -64,6 +64,9 @@ def log_junk(junk: Sequence[zipfile.ZipInfo], work_rid: str) -> None:
     if not junk:
         return
     files = [info for info in junk if not info.is_dir()]
-    example = (files or list(junk))[0].orig_filename
+    first = (files or list(junk))[0]
+    # junk names are never guarded: shown as UTF-8 where they are (Finder's are, unflagged), escaped by %r
+    raw = first.orig_filename.encode("utf-8" if first.flag_bits & 0x800 else "cp437")
+    example = raw.decode("utf-8", errors="backslashreplace")
     logger.warning("%s: %d macOS entries ignored (__MACOSX/, .DS_Store outside the bag; never extracted), e.g. %r",
                    work_rid, len(junk), example, extra={"work_rid": work_rid, "ignored_entries": len(junk)})

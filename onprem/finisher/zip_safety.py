@@ -162,21 +162,27 @@ def _nfc(text: str) -> str:
     return unicodedata.normalize("NFC", text)
 
 
+def _folders(path: str) -> list[str]:
+    """Every folder of ``path`` (``a/b/c`` → ``a/b``, ``a``): string work, no path object per entry."""
+    parts = path.split("/")
+    return ["/".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
+
+
 def _check_duplicates(members: list[SafeMember], work_rid: str) -> None:
     # NFC-normalized so that two spellings of one name cannot land on the same file
     seen: dict[str, str] = {}
-    files = {_nfc(str(m.path)) for m in members if not m.is_dir}
-    for member in members:
-        key = _nfc(str(member.path))
+    keys = [_nfc(str(m.path)) for m in members]
+    files = {key for key, m in zip(keys, members, strict=True) if not m.is_dir}
+    for key, member in zip(keys, members, strict=True):
         if key in seen and not (member.is_dir and seen[key].endswith("/")):
             raise DuplicateMember(work_rid, f"member {member.name!r} appears more than once "
                                             f"(also as {seen[key]!r})")
         seen[key] = member.name
         if not member.is_dir:
-            for parent in member.path.parents:
-                if _nfc(str(parent)) in files:
+            for folder in _folders(key):
+                if folder in files:
                     raise DuplicateMember(work_rid, f"member {member.name!r} lies under a file of the same "
-                                                    f"name {str(parent)!r}")
+                                                    f"name {folder!r}")
 
 
 def _check_case_twins(members: list[SafeMember], work_rid: str) -> None:
@@ -184,16 +190,17 @@ def _check_case_twins(members: list[SafeMember], work_rid: str) -> None:
     spelled: dict[str, str] = {}
     done: set[str] = set()
     for member in members:
-        for path in (member.path, *member.path.parents):
-            text = str(path)
-            if text == "." or text in done:
+        spelling = _nfc(str(member.path))
+        # casefold keeps every "/", so the folded path splits into the same components
+        parts, folded = spelling.split("/"), _nfc(spelling.casefold()).split("/")
+        for depth in range(len(parts), 0, -1):
+            path = "/".join(parts[:depth])
+            if path in done:
                 break  # its folders were looked at with it
-            done.add(text)
-            spelling = _nfc(text)
-            key = _nfc(spelling.casefold())
-            other = spelled.setdefault(key, spelling)
-            if other != spelling:
-                raise CaseCollision(work_rid, f"member {member.name!r}: {spelling!r} and {other!r} differ only by "
+            done.add(path)
+            other = spelled.setdefault("/".join(folded[:depth]), path)
+            if other != path:
+                raise CaseCollision(work_rid, f"member {member.name!r}: {path!r} and {other!r} differ only by "
                                               "case (one path on a case-insensitive archive)")
 
 
