@@ -22,6 +22,8 @@ class BucketConfig(_Model):
 
     name: str = Field(min_length=3, max_length=63)
     collection: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_-]+$")
+    #: the KMS key of the bucket's default SSE-KMS encryption: the finisher gets kms:Decrypt on it through S3
+    kms_key_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:kms:[a-z0-9-]+:\d{12}:key/[A-Za-z0-9-]+$")
 
 
 class RegionConfig(_Model):
@@ -77,6 +79,23 @@ class QueuePolicy(_Model):
     retention_days: int = Field(default=12, ge=1, le=14)
 
 
+class RolesAnywhereConfig(_Model):
+    """IAM Roles Anywhere for the finisher host: a trust anchor made from this CA, the role trusting it for
+    certificates with this subject CN, a profile (docs/deploy.md)."""
+
+    #: the CA certificate (PEM), as a file (relative paths: from the repository root) or inline
+    ca_certificate_file: Path | None = None
+    ca_certificate_pem: str | None = None
+    #: the finisher host certificate's subject CN (aws:PrincipalTag/x509Subject/CN)
+    certificate_cn: str = Field(min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _one_certificate(self) -> RolesAnywhereConfig:
+        if (self.ca_certificate_file is None) == (self.ca_certificate_pem is None):
+            raise ValueError("roles_anywhere: give exactly one of ca_certificate_file and ca_certificate_pem")
+        return self
+
+
 class FinisherConfig(_Model):
     """On-prem paths and behaviour; every field can be overridden by the finisher's settings (file + env)."""
 
@@ -89,6 +108,15 @@ class FinisherConfig(_Model):
     trusted_role_arn: str | None = None
     #: when set, the finisher role trusts IAM Roles Anywhere through this trust anchor (docs/deploy.md)
     roles_anywhere_trust_anchor_arn: str | None = Field(default=None, pattern=r"^arn:aws[a-z-]*:rolesanywhere:")
+    #: when set, the access stack creates the trust anchor and profile itself (prod; docs/deploy.md)
+    roles_anywhere: RolesAnywhereConfig | None = None
+
+    @model_validator(mode="after")
+    def _one_roles_anywhere(self) -> FinisherConfig:
+        if self.roles_anywhere and self.roles_anywhere_trust_anchor_arn:
+            raise ValueError("finisher: roles_anywhere (a stack-made trust anchor) and "
+                             "roles_anywhere_trust_anchor_arn (an existing one) exclude each other")
+        return self
 
 
 class MonitoringConfig(_Model):

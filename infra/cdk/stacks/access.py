@@ -7,7 +7,7 @@ from aws_cdk import aws_iam as iam
 from constructs import Construct
 
 from config.model import EnvironmentConfig
-from infra.cdk.constructs.finisher_access import FinisherAccess, RegionQueues, finisher_statements
+from infra.cdk.constructs.finisher_access import BucketKey, FinisherAccess, RegionQueues, finisher_statements
 from infra.cdk.constructs.notify_function import key_arns
 
 
@@ -26,6 +26,8 @@ class FinisherAccessStack(Stack):
             bucket_names=bucket_names,
             key_suffixes=environment.notify.accepted_suffixes(),
             namespace=environment.monitoring.namespace,
+            bucket_keys=[BucketKey(r.region, b.kms_key_arn) for r in environment.regions for b in r.buckets
+                         if b.kms_key_arn],
         )
         self.access = FinisherAccess(
             self, "Finisher", policy_name=f"{environment.resource_prefix}-finisher",
@@ -36,3 +38,7 @@ class FinisherAccessStack(Stack):
         principal = self.access.principal
         CfnOutput(self, "FinisherPrincipalArn",
                   value=principal.role_arn if isinstance(principal, iam.Role) else principal.user_arn)
+        # what aws_signing_helper needs on the finisher host (docs/deploy.md)
+        if self.access.trust_anchor is not None and self.access.profile is not None:
+            CfnOutput(self, "RolesAnywhereTrustAnchorArn", value=self.access.trust_anchor.attr_trust_anchor_arn)
+            CfnOutput(self, "RolesAnywhereProfileArn", value=self.access.profile.attr_profile_arn)
