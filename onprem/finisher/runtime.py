@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import socket
 import threading
@@ -19,6 +20,8 @@ from onprem.finisher.settings import Settings
 from onprem.finisher.stages import Stages, TokenRegistry, load_stages
 from onprem.finisher.work_runner import WorkRunner
 from onprem.finisher.worker import Worker
+
+logger = logging.getLogger(__name__)
 
 _RETRIES = Config(retries={"max_attempts": 5, "mode": "adaptive"}, max_pool_connections=32)
 
@@ -76,6 +79,9 @@ def build_worker(settings: Settings, *, clients: AwsClients | None = None, ledge
                  owner: str | None = None) -> Worker:
     """A ready worker; tests pass their own stages, metrics or ledger."""
     settings.ensure_dirs()
+    if not settings.archive_root.is_dir():  # each sync waits for it (ArchiveUnavailable): say so once, at the start
+        logger.error("archive root %s does not exist (not mounted?): works are retried until it is there",
+                     settings.archive_root)
     clients = clients or AwsClients(settings.endpoint_url)
     tokens = TokenRegistry()
     ledger = ledger or open_ledger(settings)

@@ -167,7 +167,9 @@ class Settings:
                             post_sync_hook=o.post_sync_hook, timeout_s=o.sync_timeout, **extra)
 
     def ensure_dirs(self) -> None:
-        for path in (self.archive_root, self.staging_dir, self.state_dir, self.downloads_dir, self.works_dir):
+        """Create the finisher's own folders. Never the archive root: a missing one is an unmounted archive, and
+        creating it would fill the local disk (the sync stage names it: ``ArchiveUnavailable``)."""
+        for path in (self.staging_dir, self.state_dir, self.downloads_dir, self.works_dir):
             path.mkdir(parents=True, exist_ok=True)
 
 

@@ -35,6 +35,7 @@ QUEUE, DLQ = "test-works", "test-works-dlq"
 
 
 def environment(root: Path) -> EnvironmentConfig:
+    (root / "archive").mkdir(parents=True, exist_ok=True)  # the archive is mounted: the finisher never creates it
     return EnvironmentConfig.model_validate({
         "name": "test", "resource_prefix": "test",
         "regions": [{"region": REGION, "queue_name": QUEUE, "dlq_name": DLQ,

@@ -77,6 +77,7 @@ class Bench:
 
     def __post_init__(self) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
+        self.paths.archive_root.mkdir(parents=True, exist_ok=True)  # the finisher never creates it
         for region in self.aws.regions:
             self.sqs(region).set_queue_attributes(
                 QueueUrl=self.aws.queue_url(region), Attributes={"VisibilityTimeout": str(TRIAL_VISIBILITY_S)})

@@ -50,6 +50,7 @@ class SimulatedCrash(BaseException):
 
 
 def _environment(root: Path) -> EnvironmentConfig:
+    (root / "archive").mkdir(parents=True, exist_ok=True)  # the archive is mounted: the finisher never creates it
     return EnvironmentConfig.model_validate({
         "name": "sm", "resource_prefix": "sm",
         "regions": [{"region": REGION, "queue_name": QUEUE, "dlq_name": DLQ,

@@ -258,3 +258,15 @@ def test_the_sweep_looks_into_staging_slots_only_and_removes_empty_ones(tmp_path
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
         "downloads/0123456789abcdef", "downloads/0123456789abcdef/W1NLM4700.bag.zip.part", "works/fedcba9876543210"]
     assert (staged / "scan.part").is_file()
+
+
+def test_the_finisher_makes_its_own_folders_but_never_the_archive_root(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    # an unmounted archive is a missing folder: creating it would fill the local disk under the mount point
+    monkeypatch.setenv("FINISHER_ARCHIVE_ROOT", str(tmp_path / "mnt" / "archive"))
+    monkeypatch.setenv("FINISHER_STAGING_DIR", str(tmp_path / "staging"))
+    monkeypatch.setenv("FINISHER_STATE_DIR", str(tmp_path / "state"))
+    settings = load_settings(env_name="dev")
+    settings.ensure_dirs()
+    assert settings.works_dir.is_dir() and settings.downloads_dir.is_dir() and settings.state_dir.is_dir()
+    assert not (tmp_path / "mnt").exists()

@@ -184,6 +184,7 @@ def run_finisher(
     """
     settings = {**paths.environ(aws.environment.name), **DEMO_FINISHER_ENV, "PYTHONUNBUFFERED": "1",
                 "COLUMNS": "160", **dict(extra_env or {})}
+    paths.archive_root.mkdir(parents=True, exist_ok=True)  # the archive is mounted before a finisher starts
     env = aws.subprocess_env(**settings)
     command = finisher_command(*args)
     process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
