@@ -63,7 +63,7 @@ lint: setup
 	shellcheck bin/*.sh
 
 demo: setup
-	$(VENV)/bin/finisher demo
+	$(PY) -m harness
 
 bench: setup
 	$(PY) -m bench.run

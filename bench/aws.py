@@ -23,7 +23,7 @@ from bench.data import BenchBag
 from config.loader import load_environment
 from contract.keys import staging_key_for_rid
 from contract.restored_work import RestoredWork
-from onprem.finisher.demo.moto_env import LocalAws, local_aws
+from harness.moto_env import LocalAws, local_aws
 
 __all__ = ["BenchAws", "StagedBag", "bench_aws"]
 

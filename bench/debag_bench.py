@@ -5,7 +5,7 @@
 Generates a work of incompressible 5 MiB files, bags it with bagit-python (sha512, as bdrc-bag does), zips it
 stored and deflated, then times, alternating A B C A B C …, per compression:
   baseline  zipfile.extractall + bagit.Bag(path).validate(processes=N)     (what bdrc-bag's debag does)
-  ours      onprem.finisher.debag.debag_archive (default settings: fsync on = one syncfs before placing)
+  ours      onprem.finisher.debag.archive.debag_archive (default settings: fsync on = one syncfs before placing)
   ours-nofs the same with fsync=False (the baseline does not fsync either)
 and prints the median of the repeats per method; JSON goes to bench/results/debag_bench.json.
 """
@@ -30,8 +30,8 @@ import bagit
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from onprem.finisher.debag import debag_archive  # noqa: E402
-from onprem.finisher.debag_model import DebagSettings  # noqa: E402
+from onprem.finisher.debag.archive import debag_archive  # noqa: E402
+from onprem.finisher.debag.model import DebagSettings  # noqa: E402
 from tests.fixtures.bags import zip_tree  # noqa: E402
 
 RID = "W1BENCH00"

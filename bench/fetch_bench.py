@@ -27,7 +27,7 @@ from moto.server import ThreadedMotoServer
 REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object  # noqa: E402
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object  # noqa: E402
 
 KEY = "Archive0/00/W1BENCH00/W1BENCH00.bag.zip"
 

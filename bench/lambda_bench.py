@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.demo.moto_env import patched_environ
+from harness.moto_env import patched_environ
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 REPRODUCE = "python -m bench.lambda_bench --invocations 200 --cold-runs 5"
@@ -168,8 +168,8 @@ def cold_import_seconds(runs: int, *, tracing: bool) -> dict[str, float]:
 def cold_first_invocation(runs: int, *, idempotency: bool) -> dict[str, float]:
     """A fresh interpreter imports the handler and handles one new restore against a loopback moto server."""
     from config.loader import load_environment
-    from onprem.finisher.demo.lambda_runtime import lambda_environment
-    from onprem.finisher.demo.moto_env import local_aws
+    from harness.lambda_runtime import lambda_environment
+    from harness.moto_env import local_aws
 
     imports, firsts = [], []
     with local_aws(load_environment("dev")) as aws, tempfile.TemporaryDirectory() as scratch:

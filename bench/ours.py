@@ -10,7 +10,7 @@ from pathlib import Path
 
 from bench.aws import BenchAws
 from bench.e2e import RunPaths, Transfer
-from onprem.finisher.demo.pipeline import finisher_command
+from harness.pipeline import finisher_command
 
 __all__ = ["OursPipeline"]
 

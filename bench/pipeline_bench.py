@@ -6,7 +6,7 @@ Generates a work of incompressible 5 MiB files bagged with bagit-python (sha512,
 does), uploads it to a moto server running as a child process (not a thread of this one: it would share our
 GIL), then times, alternating A B A B, each mode
   direct    against moto on loopback
-  capped    through bench/proxy.py (also a child process) capping each connection at --rate-mb-s
+  capped    through harness/proxy.py (also a child process) capping each connection at --rate-mb-s
 and, when --part-mib is at least the zip (one part), the stream mode too (the zip never written).
 with production settings (fsync of every part and extracted file, full-object sha256 verified). The sequential
 runs also time their two stages apart, so "sum of stages" vs "slowest stage" can be read off. Medians of the
@@ -35,18 +35,18 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO_ROOT))
 
 from bench.debag_bench import RID, build_bag  # noqa: E402
-from onprem.finisher.debag import debag_archive  # noqa: E402
-from onprem.finisher.debag_model import DebagSettings  # noqa: E402
-from onprem.finisher.demo.moto_server import MotoServer  # noqa: E402
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object  # noqa: E402
-from onprem.finisher.fetch_debag import fetch_and_debag  # noqa: E402
+from harness.moto_server import MotoServer  # noqa: E402
+from onprem.finisher.debag.archive import debag_archive  # noqa: E402
+from onprem.finisher.debag.model import DebagSettings  # noqa: E402
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object  # noqa: E402
+from onprem.finisher.work.wiring import fetch_and_debag  # noqa: E402
 from tests.fixtures.bags import zip_tree  # noqa: E402
 
 BUCKET = "bench-pipeline"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 _PROXY = """
 import sys
-from bench.proxy import ShapingProxy
+from harness.proxy import ShapingProxy
 proxy = ShapingProxy("127.0.0.1", int(sys.argv[1]), rate_bytes_per_s=float(sys.argv[2])).start()
 print(proxy.port, flush=True)
 sys.stdin.read()

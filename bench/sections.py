@@ -11,10 +11,10 @@ from bench.cgroup import CgroupUnavailable, probe_memory_cgroup
 from bench.context import MIB, BenchContext, median
 from bench.e2e import PipelineRun, Transfer
 from bench.ours import OursPipeline
-from bench.proxy import ShapingProxy
 from bench.raw import get_throughput
 from bench.report import Section
 from bench.stage_sections import RANGED_SPAN
+from harness.proxy import ShapingProxy
 
 __all__ = ["SINGLE_STREAM", "cgroup_section", "e2e_section", "proxy_section", "scale_section"]
 

@@ -228,7 +228,7 @@ sync_web() {
     fi
     local args=(--work-rid "$RID")
     if [[ $3 == 1 ]]; then args+=(--replace); fi
-    "${SYNC_PYTHON:-python3}" -m onprem.finisher.webcopy "${args[@]}" "$1" "$2" \
+    "${SYNC_PYTHON:-python3}" -m onprem.finisher.sync.webcopy "${args[@]}" "$1" "$2" \
         || die "$EX_WEB" "web copy to $2/$RID failed (exit $?)"
 }
 

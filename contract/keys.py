@@ -19,6 +19,9 @@ _RID_RE = re.compile(RID_PATTERN, re.ASCII)
 #: C0 and C1 control characters and DEL: never part of a RID, a key or a file name a person has to read
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
+#: a staged work, and its archive copy, keeps its bag's tag files (bagit.txt, manifests) in ``<RID>.bag/``
+STAGED_BAG_SUFFIX = ".bag"
+
 STAGING_DIVISOR = 50
 ARCHIVE_DIVISOR = 25
 #: what a staging bucket holds in a work's folder: its bag, or (where plain zips are accepted) its zip

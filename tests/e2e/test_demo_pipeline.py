@@ -1,7 +1,7 @@
-"""``finisher demo`` end to end: moto server (loopback) → bags staged as DEEP_ARCHIVE → restores requested with
-the finisher CLI → "Object Restore Completed" through the EventBridge rule to the real notify_restore handler →
-``finisher run --drain`` as a separate process → archive re-hashed against the bags' manifests, ledger read with
-``finisher status --json``. Then the harness pieces the reliability tests and benchmarks reuse."""
+"""``python -m harness`` (``make demo``) end to end: moto server (loopback) → bags staged as DEEP_ARCHIVE → restores
+requested with the finisher CLI → "Object Restore Completed" through the EventBridge rule to the real notify_restore
+handler → ``finisher run --drain`` as a separate process → archive re-hashed against the bags' manifests, ledger read
+with ``finisher status --json``. Then the harness pieces the reliability tests and benchmarks reuse."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import io
 import json
 import os
 import subprocess
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,20 +20,20 @@ import pytest
 from rich.console import Console
 
 from config.loader import load_environment
-from onprem.finisher.demo.events import restore_completed_event
-from onprem.finisher.demo.moto_env import MOTO_ACCOUNT, NonLoopbackEndpoint, ensure_loopback, local_aws
-from onprem.finisher.demo.pipeline import (
+from harness.events import restore_completed_event
+from harness.moto_env import MOTO_ACCOUNT, NonLoopbackEndpoint, ensure_loopback, local_aws
+from harness.pipeline import (
     FinisherPaths,
     finisher_command,
     prepare_out_dir,
     stage_sample,
     wait_restored,
 )
-from onprem.finisher.demo.run import DemoOptions, DemoOutcome, run_demo
-from onprem.finisher.demo.sample_bags import DEMO_SPECS, SampleSpec, SampleZip, build_sample_zip
-from onprem.finisher.demo.verify import WorkVerification, verify_work_in_archive
-from onprem.finisher.demo.work_status import history_events, status_problems, status_rows
-from onprem.finisher.ledger import PHASES
+from harness.run import DemoOptions, DemoOutcome, run_demo
+from harness.sample_bags import DEMO_SPECS, SampleSpec, SampleZip, build_sample_zip
+from harness.verify import WorkVerification, verify_work_in_archive
+from harness.work_status import history_events, status_problems, status_rows
+from onprem.finisher.ledger.store import PHASES
 from tests.conftest import load_sample_event
 
 DEV = load_environment("dev")
@@ -40,7 +41,7 @@ DEV = load_environment("dev")
 
 @dataclass
 class DemoRun:
-    """What ``finisher demo`` did, printed, and left in its ledger."""
+    """What ``python -m harness`` (``make demo``) did, printed, and left in its ledger."""
 
     outcome: DemoOutcome
     output: str
@@ -203,7 +204,7 @@ def test_local_aws_refuses_a_non_loopback_server() -> None:
 
 def test_demo_refuses_a_non_loopback_endpoint(tmp_path: Path) -> None:
     env = {**os.environ, "AWS_ENDPOINT_URL": "https://s3.us-east-1.amazonaws.com"}
-    result = subprocess.run(finisher_command("demo", "--out", str(tmp_path / "out")),
+    result = subprocess.run([sys.executable, "-m", "harness", "--out", str(tmp_path / "out")],
                             env=env, capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert "not a loopback address" in result.stdout

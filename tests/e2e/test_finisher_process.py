@@ -23,7 +23,7 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from contract import archive_relpath_for_rid
-from onprem.finisher.ledger import Ledger
+from onprem.finisher.ledger.store import Ledger
 from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.integration.worker_support import BUCKET, DLQ, QUEUE, REGION, environment, stage_object
 
@@ -81,7 +81,7 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cl
 
 
 def finisher(env: dict[str, str], *args: str, **extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "onprem.finisher.cli", *args], env={**env, **extra},
+    return subprocess.Popen([sys.executable, "-m", "onprem.finisher.cli.app", *args], env={**env, **extra},
                             cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -13,8 +13,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.settings import Settings
-from onprem.finisher.stages import StageContext, StagedWork, Stages, real_stages
+from onprem.finisher.work.settings import Settings
+from onprem.finisher.work.stages import StageContext, StagedWork, Stages
+from onprem.finisher.work.wiring import real_stages
 
 
 def slow_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:

@@ -14,11 +14,11 @@ import yaml
 from typer.testing import CliRunner
 
 from contract import archive_relpath_for_rid
-from onprem.finisher.cli import app
-from onprem.finisher.ledger import Ledger
-from onprem.finisher.logging_setup import reset_logging
-from onprem.finisher.queue import WorkQueue
-from onprem.finisher.runtime import AwsClients
+from onprem.finisher.cli.app import app
+from onprem.finisher.ledger.store import Ledger
+from onprem.finisher.logs import reset_logging
+from onprem.finisher.queue.sqs import WorkQueue
+from onprem.finisher.work.clients import AwsClients
 from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.integration.worker_support import (
     BUCKET,

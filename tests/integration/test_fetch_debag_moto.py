@@ -17,9 +17,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from onprem.finisher.arriving_zip import TAIL_PROBE
-from onprem.finisher.debag import debag_archive, temp_dir_for
-from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.debag.archive import debag_archive, temp_dir_for
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
     ChecksumMismatch,
     CorruptArchive,
@@ -28,10 +27,11 @@ from onprem.finisher.errors import (
     ObjectChanged,
     UnsafeMemberPath,
 )
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
-from onprem.finisher.fetch_checksum import RunningChecksum
-from onprem.finisher.fetch_debag import fetch_and_debag
+from onprem.finisher.fetch.checksum import RunningChecksum
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch_debag.arriving import TAIL_PROBE
 from onprem.finisher.progress import CountingProgress
+from onprem.finisher.work.wiring import fetch_and_debag
 from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, tamper_member, zip_entries
 from tests.integration.moto_endpoint import CREDENTIALS
 
@@ -190,10 +190,10 @@ _CHILD = """
 import json, sys, threading, time
 from pathlib import Path
 import boto3
-from onprem.finisher.debag import temp_dir_for
-from onprem.finisher.debag_model import DebagSettings
-from onprem.finisher.fetch import FetchRequest, FetchSettings
-from onprem.finisher.fetch_debag import fetch_and_debag
+from onprem.finisher.debag.archive import temp_dir_for
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings
+from onprem.finisher.work.wiring import fetch_and_debag
 endpoint, dl, staging, bucket, key, etag, size = sys.argv[1:8]
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
 parts = Path(dl) / (Path(key).name + ".part.json")

@@ -16,8 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from onprem.finisher.debag import debag_archive
-from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
     ChecksumMismatch,
     InsufficientSpace,
@@ -25,7 +25,7 @@ from onprem.finisher.errors import (
     ObjectMissing,
     RestoreExpired,
 )
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
 from onprem.finisher.progress import CountingProgress
 from tests.fixtures.bags import make_bdrc_bag_zip, tamper_member
 from tests.integration.moto_endpoint import CREDENTIALS
@@ -105,7 +105,7 @@ _CHILD = """
 import json, sys, threading
 from pathlib import Path
 import boto3
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
 endpoint, dest, bucket, key, etag, version, size = sys.argv[1:8]
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
 journal = Path(dest) / (Path(key).name + ".part.json")

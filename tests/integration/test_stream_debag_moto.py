@@ -22,9 +22,8 @@ import pytest
 from botocore.config import Config
 from urllib3.exceptions import ProtocolError
 
-from onprem.finisher import stream_debag
-from onprem.finisher.debag import debag_archive
-from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
     BagInvalid,
     ChecksumMismatch,
@@ -38,8 +37,9 @@ from onprem.finisher.errors import (
     UnsupportedCompression,
     ZipBomb,
 )
-from onprem.finisher.fetch import FetchRequest, FetchSettings
-from onprem.finisher.fetch_debag import fetch_and_debag
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings
+from onprem.finisher.fetch_debag import stream as stream_debag
+from onprem.finisher.work.wiring import fetch_and_debag
 from tests.fixtures.bags import (
     add_member,
     corrupt_one_byte,

@@ -24,7 +24,7 @@ from onprem.finisher.errors import (
     SyncRefused,
     WorkRidRefused,
 )
-from onprem.finisher.sync import SyncResult, SyncSettings, run_post_sync_hook, sync_work
+from onprem.finisher.sync.stage import SyncResult, SyncSettings, run_post_sync_hook, sync_work
 
 #: rsync, bash and coreutils, but no audit-tool unless a test writes one
 SYSTEM_PATH = os.pathsep.join(dict.fromkeys([str(Path(shutil.which("rsync") or "/usr/bin/rsync").parent), "/usr/bin",
@@ -117,7 +117,7 @@ def test_script_environment_has_the_job_variables(settings: SyncSettings, tmp_pa
 def test_output_goes_to_the_logger_with_the_work_rid(
     settings: SyncSettings, tmp_path: Path, audit_record: Path, caplog: pytest.LogCaptureFixture,
 ) -> None:
-    caplog.set_level(logging.DEBUG, logger="onprem.finisher.sync")
+    caplog.set_level(logging.DEBUG, logger="onprem.finisher.sync.stage")
     sync_work(make_work(tmp_path / "staging", "W1FPL2251", FILES), "W1FPL2251", settings, now=NOW)
     messages = [(r.getMessage(), r.work_rid) for r in caplog.records]
     assert any("copy_mode=link" in message and rid == "W1FPL2251" for message, rid in messages)
@@ -162,7 +162,7 @@ def test_a_works_own_sync_file_never_decides_where_it_goes(
     sync_work(make_work(tmp_path / "staging", "W1FPL2251", FILES), "W1FPL2251", settings, now=NOW)
     (archive_path / "sources/old.txt").write_text("from the previous restore")
     payload = {**FILES, "config/sync.yml": work_file.format(other=other)}
-    caplog.set_level(logging.WARNING, logger="onprem.finisher.sync_options")
+    caplog.set_level(logging.WARNING, logger="onprem.finisher.sync.options")
     result = sync_work(make_work(tmp_path / "staging", "W1FPL2251", payload), "W1FPL2251", settings, now=NOW)
     assert result.archive_path == archive_path and tree(archive_path) == payload
     assert list(other.iterdir()) == []

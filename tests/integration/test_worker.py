@@ -14,12 +14,15 @@ import pytest
 from config.model import EnvironmentConfig
 from contract import RestoredWork, archive_relpath_for_rid, staging_key_for_rid
 from onprem.finisher.errors import BagInvalid, TransferError
-from onprem.finisher.ledger import Ledger
+from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.metrics import LogMetrics
 from onprem.finisher.progress import NullProgress
-from onprem.finisher.runtime import AwsClients, build_worker
-from onprem.finisher.settings import Settings, load_settings
-from onprem.finisher.stages import CancelToken, StageContext, real_stages
+from onprem.finisher.work.cancel import CancelToken
+from onprem.finisher.work.clients import AwsClients
+from onprem.finisher.work.runtime import build_worker
+from onprem.finisher.work.settings import Settings, load_settings
+from onprem.finisher.work.stages import StageContext
+from onprem.finisher.work.wiring import real_stages
 from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.integration.worker_support import (
     BUCKET,

@@ -10,8 +10,8 @@ from pathlib import Path
 import boto3
 import pytest
 
-from onprem.finisher.demo.moto_env import FAKE_CREDENTIALS
-from onprem.finisher.demo.moto_server import MotoServer
+from harness.moto_env import FAKE_CREDENTIALS
+from harness.moto_server import MotoServer
 
 REGION = "us-east-1"
 SMALL_DISK_BYTES = 2 * 2**20

@@ -5,7 +5,7 @@
   retry logic then sees it exactly as it would see AWS's answer. ``inject(client, …)`` hooks one client,
   ``inject_on_new_clients(monkeypatch, …)`` every client created afterwards in this process (the worker's own).
 * Crashes: ``kill_at(checkpoint)`` is the environment that makes the finisher SIGKILL itself at a checkpoint
-  (``onprem.finisher.faults``); ``kill_tree`` kills a process and everything it started, also children in
+  (``onprem.finisher.work.faults``); ``kill_tree`` kills a process and everything it started, also children in
   their own session (syncOneWork.sh, rsync), as the service manager kills a crashed unit's cgroup;
   ``write_rsync_shim`` puts a slow ``rsync`` first on PATH so a test can catch a sync mid-transfer.
 """
@@ -29,7 +29,7 @@ import botocore.session
 import pytest
 from botocore.awsrequest import AWSResponse
 
-from onprem.finisher.faults import KILL_AT_VAR
+from onprem.finisher.work.faults import KILL_AT_VAR
 
 T = TypeVar("T")
 

@@ -27,12 +27,12 @@ from typing import Any
 from config.loader import load_environment
 from contract import RestoredWork, message_attributes
 from contract.keys import archive_relpath_for_rid
-from onprem.finisher.demo.events import restore_expiry
-from onprem.finisher.demo.moto_env import LocalAws, local_aws
-from onprem.finisher.demo.pipeline import FinisherPaths, finisher_command, stage_sample
-from onprem.finisher.demo.sample_bags import SampleSpec, SampleZip, build_sample_zip
-from onprem.finisher.demo.verify import verify_work_in_archive
-from onprem.finisher.demo.work_status import status_rows
+from harness.events import restore_expiry
+from harness.moto_env import LocalAws, local_aws
+from harness.pipeline import FinisherPaths, finisher_command, stage_sample
+from harness.sample_bags import SampleSpec, SampleZip, build_sample_zip
+from harness.verify import verify_work_in_archive
+from harness.work_status import status_rows
 from tests.reliability.inject_boot import BOOT, FAULTS_VAR, REPORT_VAR
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -215,7 +215,7 @@ class Bench:
 
     def ledger_rows(self) -> list[dict[str, Any]]:
         """Every ledger row (rejected messages included), read with the finisher's own Ledger."""
-        from onprem.finisher.ledger import Ledger
+        from onprem.finisher.ledger.store import Ledger
 
         ledger = Ledger(f"sqlite:///{self.paths.state_dir / 'ledger.sqlite'}")
         try:

@@ -1,7 +1,7 @@
 """Fault injection inside a finisher subprocess: ``RELIABILITY_FAULTS`` (JSON) names the faults, this module installs
 them before the CLI starts, and each injection is appended to ``RELIABILITY_FAULTS_REPORT`` (one line each).
 
-    python -c "import tests.reliability.inject_boot as b; b.install_from_env(); from onprem.finisher.cli import \
+    python -c "import tests.reliability.inject_boot as b; b.install_from_env(); from onprem.finisher.cli.app import \
 main; main()" run --drain
 
 Fault specs: ``{"kind": "error", "service": "s3", "operation": "GetObject", "status": 503, "code": "SlowDown",
@@ -26,7 +26,7 @@ from tests.reliability.faults import ErrorInjection, RestoreHeader
 FAULTS_VAR = "RELIABILITY_FAULTS"
 REPORT_VAR = "RELIABILITY_FAULTS_REPORT"
 BOOT = ("import tests.reliability.inject_boot as boot; boot.install_from_env(); "
-        "from onprem.finisher.cli import main; main()")
+        "from onprem.finisher.cli.app import main; main()")
 _LOCK = threading.Lock()
 
 

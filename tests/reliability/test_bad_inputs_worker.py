@@ -17,8 +17,8 @@ import pytest
 
 from config.loader import load_environment
 from contract.keys import archive_relpath_for_rid
-from onprem.finisher.demo.moto_env import local_aws
-from onprem.finisher.demo.pipeline import FinisherPaths
+from harness.moto_env import local_aws
+from harness.pipeline import FinisherPaths
 from tests.reliability.bad_inputs import BAD_ZIPS, BadZip
 from tests.reliability.harness import Bench, StagedWork, spec
 

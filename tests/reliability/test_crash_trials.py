@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from contract.keys import archive_relpath_for_rid
-from onprem.finisher.faults import AFTER_RECEIVE, BEFORE_DELETE, MID_DOWNLOAD, MID_EXTRACT, MID_SYNC
+from onprem.finisher.work.faults import AFTER_RECEIVE, BEFORE_DELETE, MID_DOWNLOAD, MID_EXTRACT, MID_SYNC
 from tests.reliability.faults import kill_at, kill_tree, wait_for, write_rsync_shim
 from tests.reliability.harness import Bench, StagedWork, spec, sync_count, trial_bench
 

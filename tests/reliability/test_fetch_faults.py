@@ -15,9 +15,9 @@ import boto3
 import pytest
 from botocore.config import Config
 
-from bench.proxy import ShapingProxy
+from harness.proxy import ShapingProxy
 from onprem.finisher.errors import RestoreInProgress, RetryableError, TransferError
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
 from tests.reliability.faults import inject, restore_ongoing, slow_down, sqs_throttling, sqs_unavailable
 
 RID = "W1NLM4700"

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from onprem.finisher.ledger import Ledger
-from onprem.finisher.ledger_models import Base
+from onprem.finisher.ledger.models import Base
+from onprem.finisher.ledger.store import Ledger
 
 
 def test_two_finishers_opening_a_fresh_ledger_at_once_both_start(tmp_path: Path) -> None:

@@ -29,13 +29,15 @@ from moto import mock_aws
 
 from config.model import EnvironmentConfig
 from contract import RestoredWork, message_attributes, staging_key_for_rid
-from onprem.finisher import faults
 from onprem.finisher.metrics import NullMetrics
 from onprem.finisher.progress import NullProgress
-from onprem.finisher.queue import ReceivedMessage, WorkQueue
-from onprem.finisher.runtime import AwsClients, build_worker
-from onprem.finisher.settings import load_settings
-from onprem.finisher.stages import StageContext, StagedWork, Stages, Synced, real_stages
+from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
+from onprem.finisher.work import faults
+from onprem.finisher.work.clients import AwsClients
+from onprem.finisher.work.runtime import build_worker
+from onprem.finisher.work.settings import load_settings
+from onprem.finisher.work.stages import StageContext, StagedWork, Stages, Synced
+from onprem.finisher.work.wiring import real_stages
 from tests.fixtures.bags import make_bdrc_bag_zip
 
 REGION = "us-east-1"

@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher.debag import debag_archive
-from onprem.finisher.debag_model import DebagSettings
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object
-from onprem.finisher.fetch_debag import fetch_and_debag
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.work.wiring import fetch_and_debag
 from tests.reliability.real_zips import NAMES, info_zip_bag, macos_zip_bag, seven_zip_bag
 
 SETTINGS = DebagSettings(workers=2, fsync=False)

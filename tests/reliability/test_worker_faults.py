@@ -15,9 +15,9 @@ from typing import Any
 
 import pytest
 
-from bench.proxy import ShapingProxy
 from contract import idempotency_key_for
 from contract.keys import archive_relpath_for_rid
+from harness.proxy import ShapingProxy
 from tests.reliability.bad_inputs import good_zip
 from tests.reliability.harness import Bench, spec, sync_count, trial_bench
 from tests.reliability.inject_boot import injected

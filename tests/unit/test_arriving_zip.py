@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher.arriving_zip import ArrivingZip, central_directory_start
-from onprem.finisher.debag_extract import ExtractionCancelled, MemberExtractor
-from onprem.finisher.debag_model import DebagSettings
-from onprem.finisher.debag_source import SourceUnavailable
+from onprem.finisher.debag.extract import MemberExtractor
+from onprem.finisher.debag.model import DebagSettings, ExtractionCancelled
+from onprem.finisher.debag.safety import check_archive
+from onprem.finisher.debag.source import SourceUnavailable
 from onprem.finisher.errors import CorruptArchive, TransferError
-from onprem.finisher.fetch import Download, FetchRequest
-from onprem.finisher.fetch_journal import DownloadIdentity, FetchJournal
-from onprem.finisher.fetch_s3 import CHUNK_SIZE
+from onprem.finisher.fetch.download import Download, FetchRequest
+from onprem.finisher.fetch.journal import DownloadIdentity, FetchJournal
+from onprem.finisher.fetch.s3 import CHUNK_SIZE
+from onprem.finisher.fetch_debag.arriving import ArrivingZip, central_directory_start
 from onprem.finisher.progress import NullProgress
-from onprem.finisher.zip_safety import check_archive
 from tests.fixtures.bags import zip_entries
 
 RID = "W1NLM4700"

@@ -1,4 +1,4 @@
-"""bench.proxy: the shaping proxy forwards bytes intact, paces each connection, and cuts the ones it is told to."""
+"""harness.proxy: the shaping proxy forwards bytes intact, paces each connection, and cuts the ones it is told to."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from bench.proxy import RatePacer, ShapingProxy
+from harness.proxy import RatePacer, ShapingProxy
 
 PAYLOAD = os.urandom(300_000)
 

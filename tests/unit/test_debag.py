@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher import debag as debag_module
-from onprem.finisher.debag import debag_archive, temp_dir_for
-from onprem.finisher.debag_extract import MemberExtractor
-from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.debag import archive as debag_module
+from onprem.finisher.debag.archive import debag_archive, temp_dir_for
+from onprem.finisher.debag.extract import MemberExtractor
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
     BagIncomplete,
     BagInvalid,

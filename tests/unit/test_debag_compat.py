@@ -11,8 +11,8 @@ from pathlib import Path
 import bagit
 import pytest
 
-from onprem.finisher.debag import debag_archive
-from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import ControlCharacterName, MissingWork, UnexpectedWork
 from tests.fixtures.bags import (
     image_group,

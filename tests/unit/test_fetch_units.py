@@ -15,9 +15,10 @@ from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
 from onprem.finisher.errors import IntegrityError, RestoreExpired, RestoreInProgress, TransferError
-from onprem.finisher.fetch import FetchRequest, FetchSettings, fetch_object, sweep_orphans
-from onprem.finisher.fetch_checksum import file_checksum, full_object_checksum
-from onprem.finisher.fetch_journal import DownloadIdentity, FetchJournal
+from onprem.finisher.fetch.checksum import file_checksum, full_object_checksum
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.journal import DownloadIdentity, FetchJournal
+from onprem.finisher.work.sweep import sweep_orphans
 
 RID = "W1NLM4700"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"

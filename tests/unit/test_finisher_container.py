@@ -31,6 +31,14 @@ def test_dockerfile_runs_as_the_build_arg_user_with_rsync_and_no_credentials() -
     assert "AWS_SECRET_ACCESS_KEY" not in text and "AWS_ACCESS_KEY_ID" not in text
 
 
+def test_the_image_holds_the_product_only_installed_from_the_lock_file() -> None:
+    text = (FINISHER / "Dockerfile").read_text()
+    copied = [line.split()[1] for line in text.splitlines() if line.startswith("COPY ")]
+    assert not [path for path in copied if path.split("/")[0] in {"lambdas", "infra", "harness", "tests", "bench"}]
+    assert "pip install --no-compile -r requirements/finisher.lock" in text
+    assert "pip install --no-compile --no-deps ." in text
+
+
 def test_compose_example_mounts_archive_staging_state_and_aws_config() -> None:
     compose = yaml.safe_load((FINISHER / "compose.example.yml").read_text())
     service = compose["services"]["finisher"]

@@ -8,8 +8,8 @@ from typing import Any
 
 from contract import RestoredWork, staging_key_for_rid
 from onprem.finisher.errors import LeaseLost, UnsafeArchive
-from onprem.finisher.ledger import Ledger
-from onprem.finisher.work_runner import WorkRunner
+from onprem.finisher.ledger.store import Ledger
+from onprem.finisher.work.runner import WorkRunner
 
 
 class _Queue:

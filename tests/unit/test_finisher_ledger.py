@@ -16,7 +16,7 @@ import pytest
 
 from contract import RestoredWork
 from onprem.finisher.errors import LedgerUnavailable
-from onprem.finisher.ledger import Ledger
+from onprem.finisher.ledger.store import Ledger
 
 
 def make_work(rid: str = "W1NLM4700", version: str = "v1") -> RestoredWork:

@@ -8,7 +8,7 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from onprem.finisher.queue import ReceiptHandleInvalid, WorkQueue
+from onprem.finisher.queue.sqs import ReceiptHandleInvalid, WorkQueue
 
 
 @pytest.fixture

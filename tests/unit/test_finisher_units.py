@@ -14,17 +14,17 @@ import pytest
 
 from config.loader import load_environment
 from contract import RestoredWork
-from onprem.finisher.backlog import order_by_restore_expiry, order_for_slots, split_for_slots
 from onprem.finisher.errors import NameTooLong, UndecodableText
-from onprem.finisher.logging_setup import configure_logging, current_work_rid, reset_logging
+from onprem.finisher.fetch.restore import DEFAULT_PRICES, estimate, locate, parse_restore_header, restore_state
+from onprem.finisher.logs import configure_logging, current_work_rid, reset_logging
 from onprem.finisher.metrics import LogMetrics, NullMetrics
 from onprem.finisher.progress import CountingProgress
-from onprem.finisher.restore import estimate, locate, parse_restore_header, restore_state
-from onprem.finisher.settings import DEFAULT_PRICES, load_settings
-from onprem.finisher.stage_failures import named_failure
-from onprem.finisher.stages import CancelToken, CheckingProgress, TokenRegistry, WorkInterrupted
-from onprem.finisher.staging_sweep import sweep_orphans
-from onprem.finisher.work_history import backoff_seconds
+from onprem.finisher.queue.backlog import order_by_restore_expiry, order_for_slots, split_for_slots
+from onprem.finisher.work.cancel import CancelToken, CheckingProgress, TokenRegistry, WorkInterrupted
+from onprem.finisher.work.failures import named_failure
+from onprem.finisher.work.history import backoff_seconds
+from onprem.finisher.work.settings import load_settings
+from onprem.finisher.work.sweep import sweep_orphans
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
 
@@ -201,8 +201,8 @@ class FakeQueue:
 
 
 def test_lookahead_holds_surplus_invisible_and_releases_it_only_at_shutdown() -> None:
-    from onprem.finisher.lookahead import Lookahead
-    from onprem.finisher.queue import ReceivedMessage
+    from onprem.finisher.queue.lookahead import Lookahead
+    from onprem.finisher.queue.sqs import ReceivedMessage
 
     clock = [0.0]
     queue = FakeQueue()

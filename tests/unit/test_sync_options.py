@@ -10,8 +10,7 @@ from pathlib import Path
 import pytest
 
 from onprem.finisher.errors import PermanentError, SyncConfigInvalid
-from onprem.finisher.sync import build_command, build_environment, job_environment
-from onprem.finisher.sync_options import (
+from onprem.finisher.sync.options import (
     SyncOptions,
     allowed_work_options,
     deep_merge,
@@ -19,6 +18,7 @@ from onprem.finisher.sync_options import (
     load_sync_options,
     merge_options,
 )
+from onprem.finisher.sync.stage import build_command, build_environment, job_environment
 
 
 def write(path: Path, text: str) -> Path:
@@ -66,7 +66,7 @@ def test_work_file_sets_only_the_audit_arguments(
                                              "  post: [-p]\n")
     path = write(work_dir / "config" / "sync.yml",
                  "sync:\n  replace: false\n  update_web: false\naudit:\n  pre: [-w, -x]\n")
-    caplog.set_level(logging.WARNING, logger="onprem.finisher.sync_options")
+    caplog.set_level(logging.WARNING, logger="onprem.finisher.sync.options")
     options = load(work_dir, tmp_path / "etc")
     assert options.sync.web == "s3://web/works"
     assert options.sync.replace is True and options.sync.update_web is True

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher.debag import JOURNAL_NAME, debag_archive
-from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.debag.archive import JOURNAL_NAME, debag_archive
+from onprem.finisher.debag.budget import InflateBudget
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.debag.safety import guard_member
 from onprem.finisher.errors import ZipBomb
-from onprem.finisher.settings import load_settings
-from onprem.finisher.zip_budget import InflateBudget
-from onprem.finisher.zip_safety import guard_member
+from onprem.finisher.work.settings import load_settings
 from tests.fixtures.bags import image_group, make_bagit_bag, write_work_tree, zip_entries, zip_tree
 
 RID = "W1NLM4700"

@@ -14,8 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher.debag import debag_archive
-from onprem.finisher.debag_model import DebagSettings
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.budget import SizeGuard
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.debag.safety import guard_member
 from onprem.finisher.errors import (
     BagIncomplete,
     CaseCollision,
@@ -32,8 +34,6 @@ from onprem.finisher.errors import (
     UnsupportedCompression,
     ZipBomb,
 )
-from onprem.finisher.zip_budget import SizeGuard
-from onprem.finisher.zip_safety import guard_member
 from tests.fixtures.bags import add_member, corrupt_one_byte, make_bdrc_bag_zip, truncate_zip, zip_entries
 
 RID = "W1NLM4700"

@@ -1,0 +1,22 @@
+"""The development harness, never part of the product: the demo (``python -m harness``, ``make demo``) runs the
+whole pipeline on a local moto server, and the tests and benchmarks reuse its pieces.
+
+Harness (small API, loopback only)::
+
+    with local_aws(load_environment("dev")) as aws:          # moto_env: server + the environment's resources
+        sample = build_sample_zip(tmp, SampleSpec("NLM", ("W1NLM4700",)))   # sample_bags
+        staged = stage_sample(aws, sample)                   # pipeline: DEEP_ARCHIVE under the staging key
+        run_finisher(aws, FinisherPaths(out), ["run", "--drain"])
+        verify_work_in_archive(FinisherPaths(out).archive_root, sample.works[0])   # verify
+
+- :mod:`.moto_server` — a moto server on 127.0.0.1 (thread or child process) and the loopback guard.
+- :mod:`.moto_env` — ``local_aws(environment)``: every client pointed at the server, resources provisioned.
+- :mod:`.sample_bags` — small but real BDRC bags (bagit, sha512), zipped the way bdrc-bag zips them.
+- :mod:`.events` — the exact EventBridge "Object Restore Completed" event of a restored object.
+- :mod:`.lambda_runtime` — the real notify_restore handler run per region, as Lambda would.
+- :mod:`.pipeline` — the demo's steps without printing (stage, deliver events, run the finisher).
+- :mod:`.work_status` — the finisher CLI's ``request-restore`` arguments and ``status --json`` reading.
+- :mod:`.verify` — re-hash an archive's copies against the bags' manifests.
+- :mod:`.run`, :mod:`.report`, :mod:`.command` — the orchestration and what ``make demo`` prints.
+- :mod:`.proxy` — a loopback TCP proxy shaping each connection (rate cap, resets), for tests and benchmarks.
+"""

@@ -1,0 +1,277 @@
+"""``finisher``: the operator's commands. Formatting only; the work is done by the worker, ledger and restore.
+
+Every message a person reads goes through ``say`` or ``cells`` (plain ``rich.text.Text``, never parsed as markup):
+a file or RID containing ``[/draft]`` or ``[b]`` is printed as it is. Exit codes: 0 done, 1 some work failed or
+was not found, 2 bad settings or arguments, 3 the ledger cannot be used (``LedgerUnavailable``, one line).
+The demo is not one of them: it is the development harness's (``python -m harness``, ``make demo``).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import signal
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from config.loader import EnvironmentConfigError
+from contract.keys import is_rid
+from onprem.finisher.errors import FinisherError, LedgerUnavailable
+from onprem.finisher.logs import configure_logging
+from onprem.finisher.work.clients import AwsClients
+from onprem.finisher.work.ingest import ingest_zip
+from onprem.finisher.work.operator import expiring_works, request_restores, requeue_work, status_document
+from onprem.finisher.work.runtime import build_worker, open_ledger, work_queues
+from onprem.finisher.work.settings import Settings, load_settings
+from onprem.finisher.work.sweep import sweep_orphans
+from onprem.finisher.work.wiring import stages_for
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="Bring restored BDRC works into the archive.")
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CliState:
+    env_name: str | None = None
+    settings_file: Path | None = None
+    log_format: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, **overrides: Any) -> Settings:
+        try:
+            settings = load_settings(env_name=self.env_name, settings_file=self.settings_file,
+                                     log_format=self.log_format, **overrides)
+        except (EnvironmentConfigError, ValueError, OSError) as err:
+            say(err_console(), f"cannot load the settings: {err}", "red")
+            raise typer.Exit(2) from err
+        configure_logging(settings.log_format, settings.log_level)
+        return settings
+
+
+def err_console() -> Console:
+    return Console(stderr=True, highlight=False, soft_wrap=True)  # a message stays one line, whatever its length
+
+
+def out_console() -> Console:
+    return Console(highlight=False, soft_wrap=True)
+
+
+#: exit code of a command whose ledger cannot be used (corrupt, read-only, locked)
+EXIT_LEDGER_UNAVAILABLE = 3
+
+
+def say(console: Console, message: str, style: str = "") -> None:
+    """The one way a message reaches a person: printed as plain text, whatever brackets it holds."""
+    console.print(Text(message, style=style))
+
+
+def cells(*values: object) -> list[Text]:
+    """A table row of plain text cells (a cell string would be parsed as markup)."""
+    return [Text("" if value is None else str(value)) for value in values]
+
+
+def ledger_errors_in_one_line(command: Callable[..., None]) -> Callable[..., None]:
+    """A command whose ledger cannot be used prints that as one line and exits 3, without a traceback."""
+
+    @functools.wraps(command)
+    def run_command(*args: object, **kwargs: object) -> None:
+        try:
+            command(*args, **kwargs)
+        except LedgerUnavailable as err:
+            say(err_console(), str(err), "red")
+            raise typer.Exit(EXIT_LEDGER_UNAVAILABLE) from err
+
+    return run_command
+
+
+@app.callback()
+def main_options(
+    ctx: typer.Context,
+    env: str | None = typer.Option(None, "--env", help="environment (config/<env>.yaml); default $BDRC_ENV or dev"),
+    settings_file: Path | None = typer.Option(None, "--settings-file", help="finisher settings YAML"),
+    log_format: str | None = typer.Option(None, "--log-format", help="auto | json | text"),
+) -> None:
+    ctx.obj = CliState(env, settings_file, log_format)
+
+
+@app.command()
+@ledger_errors_in_one_line
+def run(
+    ctx: typer.Context,
+    drain: bool = typer.Option(False, "--drain", help="exit once every queue is empty and nothing is in flight"),
+    concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="work slots"),
+    wait_seconds: int | None = typer.Option(None, "--wait-seconds", min=0, max=20, help="long-poll wait"),
+) -> None:
+    """Run the worker: long-poll the queues, fetch → de-bag → sync each work, delete its message."""
+    settings = ctx.obj.settings(concurrency=concurrency, wait_time_seconds=wait_seconds)
+    clients = AwsClients(settings.endpoint_url)
+    worker = build_worker(settings, stages_for(settings, clients.s3), clients=clients)
+    sweep_orphans(settings.staging_dir)  # temp files no download or de-bag can resume from
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        if worker.stopping:
+            logger.warning("second signal %d: exiting now; unfinished messages reappear after their visibility "
+                           "timeout and staged partials resume", signum)
+            logging.shutdown()
+            os._exit(1)
+        worker.request_stop()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        summary = worker.run(drain=drain)
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    logger.info("finisher stopped: %s", json.dumps(summary.as_dict()), extra={"summary": summary.as_dict()})
+    if summary.unfinished:
+        logging.shutdown()
+        os._exit(0)  # slot threads still inside a sync script: leave them, their messages come back
+
+
+@app.command("request-restore")
+@ledger_errors_in_one_line
+def request_restore(
+    ctx: typer.Context,
+    targets: list[str] = typer.Argument(None, help="work RIDs or s3://bucket/key"),
+    from_file: Path | None = typer.Option(None, "--from-file", help="one RID or s3:// URL per line"),
+    collection: str | None = typer.Option(None, "--collection", help="look only in this collection's buckets"),
+    tier: str | None = typer.Option(None, "--tier", help="Bulk | Standard (default: the environment's)"),
+    days: int | None = typer.Option(None, "--days", min=1, max=30, help="days the restored copy stays"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="show the cost and ETA, request nothing"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Request Deep Archive restores; prints the cost and ETA estimate before submitting."""
+    settings = ctx.obj.settings(restore_tier=tier, restore_days=days)
+    wanted = list(targets or [])
+    if from_file:
+        lines = from_file.read_text(encoding="utf-8").splitlines()
+        wanted += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+    if not wanted:
+        say(err_console(), "nothing to restore: give RIDs, s3:// URLs or --from-file", "red")
+        raise typer.Exit(2)
+    ledger = open_ledger(settings)
+    report = request_restores(settings, AwsClients(settings.endpoint_url), ledger, wanted, collection=collection,
+                              dry_run=dry_run)
+    if as_json:
+        print(json.dumps(report, default=str))
+    else:
+        console = out_console()
+        say(console, report["estimate_text"])
+        table = Table("work", "bucket", "key", "size", "state", "outcome")
+        for row in report["objects"]:
+            table.add_row(*cells(row["work_rid"], row.get("bucket") or "-", row.get("key") or "-",
+                                 row.get("size") or "-", row.get("state") or "-", row["outcome"]))
+        console.print(table)
+    raise typer.Exit(1 if any(r["outcome"] == "not_found" for r in report["objects"]) else 0)
+
+
+@app.command()
+@ledger_errors_in_one_line
+def status(
+    ctx: typer.Context,
+    rids: list[str] = typer.Argument(None, help="only these works"),
+    phase: str | None = typer.Option(None, "--phase", help="only works in this phase"),
+    expiring: bool = typer.Option(False, "--expiring", help="restored copies at risk of expiring unprocessed"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON"),
+) -> None:
+    """Works and their phases (from the ledger), with restores requested but not yet received."""
+    settings = ctx.obj.settings()
+    ledger = open_ledger(settings)
+    document = (expiring_works(settings, ledger) if expiring
+                else status_document(ledger, list(rids or []), phase))
+    if as_json:
+        print(json.dumps(document, default=str))
+        return
+    table = Table("work", "phase", "attempts", "last cause", "restore expiry", "updated", title="works")
+    for row in document["works"]:
+        table.add_row(*cells(row["work_rid"], row["phase"], row["attempts"], row.get("last_cause"),
+                             row.get("restore_expiry"), row.get("updated_at")))
+    console = out_console()
+    console.print(table)
+    if document.get("pending_restores"):
+        pending = Table("work", "bucket", "tier", "status", "requested", "ready by", title="restores requested")
+        for row in document["pending_restores"]:
+            pending.add_row(*cells(row["work_rid"], row["bucket"], row["tier"], row["status"], row["requested_at"],
+                                   row.get("eta_at")))
+        console.print(pending)
+
+
+@app.command()
+@ledger_errors_in_one_line
+def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID")) -> None:
+    """Re-queue a work from the ledger: its stored message body is sent to its region's queue again."""
+    settings = ctx.obj.settings()
+    try:
+        message_id = requeue_work(settings, AwsClients(settings.endpoint_url), open_ledger(settings), rid)
+    except LookupError as err:
+        say(err_console(), str(err), "red")
+        raise typer.Exit(1) from err
+    say(out_console(), f"{rid}: re-queued as message {message_id}")
+
+
+@app.command()
+def redrive(
+    ctx: typer.Context,
+    region: str | None = typer.Option(None, "--region", help="only this region"),
+    limit: int | None = typer.Option(None, "--limit", min=1, help="at most this many messages per region"),
+) -> None:
+    """Move messages from the DLQ back to the work queue (bodies kept, failure attributes dropped)."""
+    settings = ctx.obj.settings()
+    queues = work_queues(settings, AwsClients(settings.endpoint_url), [region] if region else None)
+    if not queues:
+        say(err_console(), f"no region {region!r} in environment {settings.environment.name}", "red")
+        raise typer.Exit(2)
+    for queue in queues:
+        moved = queue.redrive(limit=limit)
+        say(out_console(), f"{queue.region}: {moved} message(s) moved from {queue.dlq_name} to {queue.queue_name}")
+
+
+@app.command()
+@ledger_errors_in_one_line
+def ingest(
+    ctx: typer.Context, paths: list[Path] = typer.Argument(..., help=".bag.zip / .zip files"),
+    works: list[str] = typer.Option(None, "--work", "-w", metavar="RID",
+                                    help="a work the zip holds (repeat for a zip of several works; each must be "
+                                         "there and no other). Default: the work named by the zip's file name"),
+) -> None:
+    """De-bag and sync local zips (no S3, no queue); recorded in the ledger like queued works. A refused zip is
+    reported (its cause in the ledger) and the next one is taken; exit 1 when any was refused."""
+    settings = ctx.obj.settings()
+    for rid in works or []:
+        if not is_rid(rid):
+            raise typer.BadParameter(f"{rid!r} is not a work RID", param_hint="--work")
+    expected = frozenset(works) if works else None
+    ledger = open_ledger(settings)
+    stages = stages_for(settings, AwsClients(settings.endpoint_url).s3)
+    failed = 0
+    for path in paths:
+        try:
+            synced = ingest_zip(settings, stages, ledger, path, expected)
+        except LedgerUnavailable:
+            raise  # no zip can be recorded: stop here (one line, exit 3)
+        except (FinisherError, OSError, ValueError) as err:
+            failed += 1
+            cause = f" ({err.cause})" if isinstance(err, FinisherError) else ""
+            say(err_console(), f"{path}: {err}{cause}", "red")
+            continue
+        say(out_console(), f"{path.name}: synced {', '.join(synced)}")
+    raise typer.Exit(1 if failed else 0)
+
+
+
+def main() -> None:
+    """The console script's entry point."""
+    app(prog_name="finisher")
+
+
+if __name__ == "__main__":
+    main()

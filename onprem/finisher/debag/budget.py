@@ -1,0 +1,115 @@
+"""Bomb limits: what a zip may declare, and what its members may inflate to while they are being written.
+
+Three bounds, all in ``DebagSettings`` (and ``FINISHER_DEBAG_*`` variables):
+
+- declared, from the central directory (or a local header in the stream) before a byte is inflated: the entry
+  count (``check_entry_count`` reads it from the End of central directory, before zipfile builds one object per
+  entry), each member's size, the sum of sizes, and each member's ratio ``file_size / compress_size``. Deflate
+  cannot pass ~1032:1, so ``max_member_ratio`` sits above that: a blank scan is taken, a lie is refused.
+- per member, while inflating: never a byte past its declared size (``SizeGuard``) — with the declared ratio,
+  that bounds a member's output by its compressed size.
+- per zip, while inflating (``InflateBudget``, one per de-bag shared by every writer thread): bytes inflated so
+  far against compressed bytes taken on so far, once past a floor (small zips of text compress well).
+"""
+
+from __future__ import annotations
+
+import threading
+import zipfile
+from pathlib import Path
+
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.errors import ZipBomb
+
+__all__ = ["InflateBudget", "SizeGuard", "check_declared", "check_entries", "check_entry_count"]
+
+#: average bytes one central-directory entry may take (46 fixed, name, extras): bounds the directory's size by
+#: the entry-count limit, since zipfile reads entries until the declared directory size is used up
+MAX_BYTES_PER_ENTRY = 1024
+
+
+def check_entry_count(zip_path: Path, work_rid: str, settings: DebagSettings) -> None:
+    """Refuse a zip whose End of central directory declares more entries (or a larger directory) than allowed.
+
+    Read before ``zipfile.ZipFile`` parses the directory, so a zip of millions of entries costs one read of its
+    tail, not their memory. An unreadable tail is left for zipfile to report (CorruptArchive).
+    """
+    with open(zip_path, "rb") as f:
+        endrec = zipfile._EndRecData(f)  # type: ignore[attr-defined]
+    if not endrec:
+        return
+    entries = endrec[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
+    size = endrec[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
+    check_entries(entries, work_rid, settings, where=zip_path.name)
+    if size > settings.max_entries * MAX_BYTES_PER_ENTRY:
+        raise ZipBomb(work_rid, f"{zip_path.name}: the central directory takes {size} bytes (limit "
+                                f"{settings.max_entries * MAX_BYTES_PER_ENTRY}: {settings.max_entries} entries)")
+
+
+def check_entries(count: int, work_rid: str, settings: DebagSettings, *, where: str) -> None:
+    """ZipBomb when ``count`` entries pass ``settings.max_entries``."""
+    if count > settings.max_entries:
+        raise ZipBomb(work_rid, f"{where}: {count} entries or more (limit {settings.max_entries})")
+
+
+def check_declared(name: str, file_size: int, compress_size: int, work_rid: str, settings: DebagSettings) -> None:
+    """A member's declared size and ratio, before a byte of it is inflated (central directory or local header)."""
+    if file_size > settings.max_member_bytes:
+        raise ZipBomb(work_rid, f"member {name!r} declares {file_size} bytes (limit {settings.max_member_bytes})")
+    ratio = file_size / max(compress_size, 1)
+    if file_size and ratio > settings.max_member_ratio:
+        raise ZipBomb(work_rid, f"member {name!r} declares a compression ratio of {ratio:.0f} "
+                                f"(limit {settings.max_member_ratio:.0f}; deflate cannot pass ~1032)")
+
+
+class InflateBudget:
+    """The whole zip's bytes inflated so far against compressed bytes taken on so far; thread-safe.
+
+    ``take`` is called with every chunk written: ZipBomb once the total passes ``max_total_bytes``, or passes
+    ``zip_ratio_floor_bytes`` at a ratio over ``max_zip_ratio``. Nothing past the limit is ever written: the
+    chunk that would pass it is refused before it reaches the disk.
+    """
+
+    def __init__(self, work_rid: str, settings: DebagSettings) -> None:
+        self.work_rid, self.settings = work_rid, settings
+        self.inflated = self.compressed = 0
+        self._lock = threading.Lock()
+
+    def take(self, compressed: int, inflated: int, name: str) -> None:
+        """Count ``compressed`` bytes taken on and ``inflated`` bytes about to be written for member ``name``."""
+        settings = self.settings
+        with self._lock:
+            self.compressed += compressed
+            self.inflated += inflated
+            total, taken = self.inflated, self.compressed
+        if total > settings.max_total_bytes:
+            raise ZipBomb(self.work_rid, f"member {name!r}: the zip inflates past {settings.max_total_bytes} bytes")
+        if total > settings.zip_ratio_floor_bytes and total > settings.max_zip_ratio * max(taken, 1):
+            raise ZipBomb(self.work_rid, f"member {name!r}: the zip inflates {total} bytes from {taken} compressed "
+                                         f"(ratio {total / max(taken, 1):.0f}, limit {settings.max_zip_ratio:.0f} "
+                                         f"past {settings.zip_ratio_floor_bytes} bytes)")
+
+
+class SizeGuard:
+    """Counts the bytes actually read from one member; raises ZipBomb past the declared size, a limit or the budget.
+
+    The member's compressed size is taken on by the budget when the guard is made (its bytes are about to be
+    read), so the zip's ratio is measured against every member started so far.
+    """
+
+    def __init__(self, name: str, info: zipfile.ZipInfo, work_rid: str, settings: DebagSettings,
+                 budget: InflateBudget | None = None) -> None:
+        self.limit = min(info.file_size, settings.max_member_bytes)
+        self.name, self.work_rid, self.count = name, work_rid, 0
+        self.budget = budget
+        if budget is not None:
+            budget.take(info.compress_size, 0, name)
+
+    def add(self, nbytes: int) -> None:
+        """Count ``nbytes`` about to be written (call before writing them)."""
+        self.count += nbytes
+        if self.count > self.limit:
+            raise ZipBomb(self.work_rid, f"member {self.name!r} inflates past {self.limit} bytes")
+        if self.budget is not None:
+            self.budget.take(0, nbytes, self.name)
+

@@ -1,0 +1,35 @@
+"""What the fetch stage is asked for: the object a message names, and how to download it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class FetchRequest:
+    """The object a RestoredWork message names; ``etag``/``version_id`` pin the bytes (None: pin what HEAD saw)."""
+
+    work_rid: str
+    bucket: str
+    key: str
+    size: int | None = None
+    etag: str | None = None
+    version_id: str | None = None
+
+
+@dataclass(frozen=True)
+class FetchSettings:
+    part_size: int = 64 * 2**20
+    max_concurrency: int = 8
+    #: free bytes that must remain on the staging filesystem after the download
+    min_free_bytes: int = 2 * 2**30
+    verify_checksum: bool = True
+    #: tries of one part on a transient error (connection reset, short body, 5xx after botocore's retries)
+    part_attempts: int = 3
+    #: overlapped fetch + de-bag on one stream: read the zip's tail ahead with one small ranged GET so members
+    #: are extracted while the stream arrives. One cheap request on S3; off where a ranged GET costs a read of
+    #: the whole object (moto), as the de-bag then simply starts once the stream has brought the tail
+    tail_ahead: bool = True
+    #: overlapped fetch + de-bag of a one-part download: members are cut out of the GET as it streams and the zip
+    #: is never written (fetch_debag/stream.py); off, the zip is written to its ``.part`` file and de-bagged from there
+    stream: bool = True

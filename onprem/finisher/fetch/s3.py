@@ -1,0 +1,235 @@
+"""The two S3 calls of a fetch, with S3's answers turned into the finisher's named errors.
+
+HEAD first (restore state, size, ETag, checksum), then ranged GETs pinned with ``IfMatch`` and ``VersionId``:
+S3 answers 412 when the object was overwritten, so bytes of two versions are never mixed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Generator
+from pathlib import PurePosixPath
+from typing import TYPE_CHECKING, Any
+
+from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
+from botocore.httpchecksum import StreamingChecksumBody
+
+from onprem.finisher.durability import start_writeback
+from onprem.finisher.errors import (
+    IntegrityError,
+    ObjectChanged,
+    ObjectMissing,
+    RestoreExpired,
+    RestoreInProgress,
+    TransferError,
+)
+from onprem.finisher.fetch.checksum import ObjectChecksum, RunningChecksum
+from onprem.finisher.progress import Progress
+
+if TYPE_CHECKING:
+    from onprem.finisher.fetch.journal import DownloadIdentity
+    from onprem.finisher.fetch.request import FetchRequest
+
+logger = logging.getLogger(__name__)
+
+ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
+CHUNK_SIZE = 1 << 20
+#: bytes of a part after which their writeback is started (no wait), so the part's fsync finds little to do
+WRITEBACK_EVERY = 16 << 20
+#: seconds before a message whose restore is still running is looked at again
+RESTORE_RETRY_AFTER = 3600
+
+
+class PartCancelled(Exception):
+    """Another part failed; this one stops (never escapes the fetch stage)."""
+
+
+def _error_code(err: ClientError) -> str:
+    return str(err.response.get("Error", {}).get("Code", ""))
+
+
+def _status(err: ClientError) -> int:
+    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
+
+
+def _translate(err: ClientError, request: FetchRequest, what: str) -> Exception:
+    rid, code, status = request.work_rid, _error_code(err), _status(err)
+    where = f"s3://{request.bucket}/{request.key}"
+    if code in ("PreconditionFailed", "412") or status == 412:
+        pinned = request.etag or "the ETag seen at HEAD"
+        return ObjectChanged(rid, f"{where} no longer has {pinned} ({what}): it was overwritten")
+    if code == "InvalidObjectState":
+        return RestoreExpired(rid, f"{where} is archived and its restored copy is gone ({what}): re-request it")
+    if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or status == 404:
+        version = f" version {request.version_id}" if request.version_id else ""
+        return ObjectMissing(rid, f"{where}{version} does not exist ({what})")
+    return TransferError(rid, f"{what} of {where} failed: {code or status} {err}")
+
+
+def head_object(s3_client: Any, request: FetchRequest) -> dict[str, Any]:
+    """HEAD pinned to the message's ETag/version; raises when the restored copy cannot be read."""
+    kwargs: dict[str, Any] = {"Bucket": request.bucket, "Key": request.key, "ChecksumMode": "ENABLED"}
+    if request.etag:
+        kwargs["IfMatch"] = request.etag if request.etag.startswith('"') else f'"{request.etag}"'
+    if request.version_id:
+        kwargs["VersionId"] = request.version_id
+    try:
+        head = s3_client.head_object(**kwargs)
+    except ClientError as err:
+        raise _translate(err, request, "HEAD") from err
+    except BotoCoreError as err:
+        raise TransferError(request.work_rid, f"HEAD of s3://{request.bucket}/{request.key} failed: {err}") from err
+    restore = head.get("Restore") or ""
+    where = f"s3://{request.bucket}/{request.key}"
+    if 'ongoing-request="true"' in restore:
+        raise RestoreInProgress(request.work_rid, f"restore of {where} is still in progress",
+                                retry_after=RESTORE_RETRY_AFTER)
+    if head.get("StorageClass") in ARCHIVE_CLASSES and not restore:
+        raise RestoreExpired(request.work_rid, f"{where} is in {head['StorageClass']} with no restored copy "
+                                               "(restore expired or never requested): re-request it")
+    if request.size is not None and int(head["ContentLength"]) != request.size:
+        raise ObjectChanged(request.work_rid, f"{where} has {head['ContentLength']} bytes, the message says "
+                                              f"{request.size}: it was overwritten")
+    return head
+
+
+def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, fd: int, start: int,
+                  end: int, progress: Progress, cancelled: threading.Event, attempts: int, *,
+                  running: RunningChecksum | None = None, on_written: Callable[[int, int], None] | None = None,
+                  ) -> None:
+    """GET ``[start, end)`` and ``pwrite`` it at ``start``; transient failures are tried ``attempts`` times.
+
+    Each chunk written is fed to ``running`` (the full-object checksum) and reported as ``on_written(start,
+    offset_reached)``. With a checksum, the whole object is a GET without ``Range`` (S3 checksums come only then): when
+    botocore validated it against ``running``'s checksum, ``running`` is vouched for instead of hashed again.
+    """
+    whole = start == 0 and end == identity.size and running is not None
+    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag}
+    if whole:
+        kwargs["ChecksumMode"] = "ENABLED"
+    else:
+        kwargs["Range"] = f"bytes={start}-{end - 1}"
+    if identity.version_id:
+        kwargs["VersionId"] = identity.version_id
+    for attempt in range(1, attempts + 1):
+        written = 0
+        try:
+            response = s3_client.get_object(**kwargs)
+            body = response["Body"]
+            # botocore checks the whole object against its checksum at the body's end: not hashed twice
+            validated = whole and running is not None and botocore_validated(response, running.checksum)
+            offset = start
+            while chunk := body.read(min(CHUNK_SIZE, end - offset) or 1):
+                if cancelled.is_set():
+                    body.close()
+                    raise PartCancelled(f"part at {start}")
+                if offset + len(chunk) > end:
+                    raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned too many bytes")
+                os.pwrite(fd, chunk, offset)
+                if running is not None and not validated:
+                    running.feed(offset, chunk)
+                offset += len(chunk)
+                written += len(chunk)
+                progress.advance(len(chunk))
+                if on_written is not None:
+                    on_written(start, offset)
+                if offset - start >= WRITEBACK_EVERY and (offset - start) % WRITEBACK_EVERY < len(chunk):
+                    start_writeback(fd, offset - WRITEBACK_EVERY, WRITEBACK_EVERY)  # the part's fsync waits less
+            if offset != end:
+                raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} ended after {written} bytes")
+            if validated:
+                running.vouch()  # type: ignore[union-attr]
+            return
+        except ClientError as err:
+            error = _translate(err, request, f"GET bytes={start}-{end - 1}")
+        except FlexibleChecksumError as err:
+            raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
+                                 f"mismatch for {PurePosixPath(identity.key).name} while downloading: {err}") from err
+        except (BotoCoreError, OSError) as err:
+            if isinstance(err, OSError) and err.errno is not None and err.errno not in (104, 110, 32):
+                raise  # a local write error (disk full, I/O) is not a transfer problem
+            error = TransferError(request.work_rid, f"GET bytes={start}-{end - 1} failed: {err}")
+        except TransferError as err:
+            error = err
+        progress.advance(-written)
+        if not isinstance(error, TransferError) or attempt == attempts:
+            raise error
+        logger.warning("%s: %s (attempt %d/%d)", request.work_rid, error.message, attempt, attempts,
+                       extra={"work_rid": request.work_rid})
+
+
+def stream_object(s3_client: Any, request: FetchRequest, identity: DownloadIdentity,
+                  running: RunningChecksum | None) -> Generator[bytes, None, None]:
+    """The pinned object's bytes in one GET, as they arrive (about 1 MiB at a time); nothing is written here.
+
+    The full-object checksum is checked once the last byte is read: botocore's own check of the GET when it
+    covers ``running``'s checksum (vouched), else ``running`` is fed every chunk. Raises what ``download_part``
+    raises: ObjectChanged/ObjectMissing/RestoreExpired, TransferError (transient), IntegrityError (checksum or
+    size wrong). One attempt: a failed stream is retried as a whole by the caller.
+    """
+    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag,
+                              "ChecksumMode": "ENABLED"}
+    if identity.version_id:
+        kwargs["VersionId"] = identity.version_id
+    what, name = "GET of the whole object", PurePosixPath(identity.key).name
+    offset, body = 0, None
+    try:
+        response = s3_client.get_object(**kwargs)
+        body = response["Body"]
+        validated = running is not None and botocore_validated(response, running.checksum)
+        while chunk := body.read(CHUNK_SIZE):
+            if running is not None and not validated:
+                running.feed(offset, chunk)
+            offset += len(chunk)
+            yield chunk
+    except GeneratorExit:
+        if body is not None:
+            body.close()  # stopped early by the reader: the rest of the object is not wanted
+        raise
+    except ClientError as err:
+        raise _translate(err, request, what) from err
+    except FlexibleChecksumError as err:
+        raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
+                             f"mismatch for {name} while streaming it: {err}") from err
+    except (BotoCoreError, OSError) as err:
+        raise TransferError(request.work_rid, f"{what} of s3://{request.bucket}/{request.key} failed after "
+                                              f"{offset} bytes: {err}") from err
+    if offset != identity.size:
+        raise TransferError(request.work_rid, f"{what} of {name} ended after {offset} of {identity.size} bytes")
+    if running is None:
+        return
+    if validated:
+        running.vouch()
+    elif running.result() != running.checksum.value:
+        raise IntegrityError(request.work_rid, f"{running.checksum.algorithm} mismatch for {name} (expected "
+                             f"{running.checksum.value}, got {running.result()})")
+
+
+def get_range(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, start: int, end: int) -> bytes:
+    """The bytes ``[start, end)`` of the pinned object, in memory (a small read, e.g. a zip's tail)."""
+    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag,
+                              "Range": f"bytes={start}-{end - 1}"}
+    if identity.version_id:
+        kwargs["VersionId"] = identity.version_id
+    try:
+        body = s3_client.get_object(**kwargs)["Body"].read()
+    except ClientError as err:
+        raise _translate(err, request, f"GET bytes={start}-{end - 1}") from err
+    if len(body) != end - start:
+        raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned {len(body)} bytes")
+    return bytes(body)
+
+
+def botocore_validated(response: dict[str, Any], checksum: ObjectChecksum) -> bool:
+    """Whether botocore checked this fully read GET body against ``checksum`` (the object's full checksum).
+
+    botocore wraps a body in a ``StreamingChecksumBody`` when the response carries a (non-composite) checksum
+    header; reading it to its end compares the digest and raises FlexibleChecksumError on a mismatch.
+    """
+    body = response.get("Body")
+    field = {"crc64nvme": "ChecksumCRC64NVME", "crc32c": "ChecksumCRC32C"}.get(
+        checksum.algorithm, f"Checksum{checksum.algorithm.upper()}")
+    return (isinstance(body, StreamingChecksumBody) and getattr(body, "_expected", None) == checksum.value
+            and response.get(field) == checksum.value)

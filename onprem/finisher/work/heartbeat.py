@@ -1,0 +1,87 @@
+"""Keeps a message invisible and the ledger lease alive while its work runs; stops the work when either is lost.
+
+Every ``visibility * fraction`` seconds: renew the lease and extend the message's visibility. A refused
+extension (receipt handle invalid) or a lease taken by someone else cancels the work (``lease_lost``); a
+transient extension failure does not (the lease keeps other finishers off the work meanwhile). SQS caps a
+message's visibility at 12 h from its receive: ``handoff_margin`` before that, the work is asked to stop at its
+next checkpoint (``handoff``) so the worker can hand it on as a continuation message.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+from sqlalchemy.exc import SQLAlchemyError
+
+from onprem.finisher.queue.sqs import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
+from onprem.finisher.work.cancel import CancelToken
+
+logger = logging.getLogger(__name__)
+
+
+class LeaseKeeper(Protocol):
+    """What the heartbeat needs of the ledger (``ledger.store.Ledger``): renew a work's lease."""
+
+    def renew_lease(self, idempotency_key: str, owner: str, ttl_s: float) -> bool: ...
+
+
+class Heartbeat:
+    def __init__(self, queue: WorkQueue, message: ReceivedMessage, ledger: LeaseKeeper, idempotency_key: str,
+                 owner: str, token: CancelToken, *, visibility_s: int, fraction: float, max_visibility_s: int,
+                 handoff_margin_s: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue, self.message, self.ledger, self.key, self.owner = queue, message, ledger, idempotency_key, owner
+        self.token, self.visibility_s, self.max_visibility_s = token, visibility_s, max_visibility_s
+        self.handoff_margin_s, self.clock = handoff_margin_s, clock
+        self.interval = max(visibility_s * fraction, 0.05)
+        self._stop = threading.Event()
+        self.beats = 0
+        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{token.work_rid}", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread.is_alive() and threading.current_thread() is not self._thread:
+            self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        rid = self.token.work_rid
+        while not self._stop.wait(self.interval):
+            remaining_cap = self.max_visibility_s - (self.clock() - self.message.received_monotonic)
+            if remaining_cap <= self.handoff_margin_s and not self.token.is_set():
+                logger.info("%s: %.0f s left before the 12 h visibility cap: handing the work on at its next "
+                            "checkpoint", rid, remaining_cap, extra={"work_rid": rid})
+                self.token.cancel("handoff")
+            # the lease first: while it is ours no other finisher starts this work, even if SQS shows the
+            # message again after a throttled extension
+            try:
+                renewed = self.ledger.renew_lease(self.key, self.owner, self.visibility_s)
+            except SQLAlchemyError as err:  # a busy database: try again at the next beat
+                logger.warning("%s: lease renewal failed: %s", rid, err, extra={"work_rid": rid})
+                renewed = True
+            if not renewed:
+                logger.warning("%s: ledger lease taken by another finisher: stopping the work", rid,
+                               extra={"work_rid": rid})
+                self.token.cancel("lease_lost")
+                return
+            extension = int(min(self.visibility_s, remaining_cap - 1))
+            if extension <= 0:
+                continue
+            try:
+                self.queue.set_visibility(self.message, extension)
+            except ReceiptHandleInvalid as err:
+                logger.warning("%s: visibility extension refused (%s): stopping the work", rid, err,
+                               extra={"work_rid": rid})
+                self.token.cancel("lease_lost")
+                return
+            except (BotoCoreError, ClientError) as err:  # transient: the lease still guards the work
+                logger.warning("%s: visibility extension failed: %s", rid, err, extra={"work_rid": rid})
+                continue
+            self.beats += 1
+            logger.debug("%s: visibility extended by %d s", rid, extension, extra={"work_rid": rid})

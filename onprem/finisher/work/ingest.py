@@ -1,0 +1,73 @@
+"""One hand-delivered zip, start to finish: registered in the ledger, de-bagged, synced — no S3, no queue."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from contract import work_rid_from_key
+from onprem.finisher.errors import FinisherError, PermanentError, UnexpectedError
+from onprem.finisher.ledger.store import Ledger, ingest_key
+from onprem.finisher.progress import make_progress
+from onprem.finisher.work.cancel import CancelToken
+from onprem.finisher.work.failures import named_failure
+from onprem.finisher.work.settings import Settings
+from onprem.finisher.work.stages import StageContext, Stages
+
+logger = logging.getLogger(__name__)
+
+
+def _named(err: Exception, rid: str) -> FinisherError:
+    """``err`` itself when it is named; its named permanent error; else ``unexpected`` (a bug or unforeseen)."""
+    if isinstance(err, FinisherError):
+        return err
+    named = named_failure(err, rid)
+    if named is not None:
+        return named
+    logger.error("%s: unexpected error while ingesting", rid, exc_info=err, extra={"work_rid": rid})
+    return UnexpectedError(rid, f"unexpected {type(err).__name__}: {err}")
+
+
+def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
+               expected_rids: frozenset[str] | None = None) -> list[str]:
+    """De-bag and sync a local zip with ``stages`` (the real ones: ``wiring.stages_for``); returns the synced RIDs.
+
+    ``expected_rids``: the works the zip must hold, every one of them and no other (None: the work named by the
+    zip's file name alone). A zip of several works is taken only when the operator names each of them.
+
+    A refusal is recorded in the ledger (the cause and message; phase ``failed`` unless a retry could help, e.g.
+    disk full) before it is raised; an exception nothing named is recorded (phase ``failed``) and raised as
+    ``unexpected``. The de-bag evidence is kept as for queued works.
+    """
+    path = path.resolve()
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file")
+    rid = work_rid_from_key(path.name)
+    stat = path.stat()
+    key = ingest_key(str(path), stat.st_size, stat.st_mtime_ns)
+    record = ledger.register_ingest(key, rid, str(path), stat.st_size)
+    if record.phase == "synced":
+        logger.info("%s: %s was already ingested", rid, path, extra={"work_rid": rid})
+        return [rid]
+    settings.ensure_dirs()
+    ctx = StageContext(CancelToken(rid), lambda label: make_progress(label, rid))
+    try:
+        staged = (stages.debag(rid, path, key, ctx, expected_rids=expected_rids) if expected_rids
+                  else stages.debag(rid, path, key, ctx))
+        ledger.advance(key, "debagged", works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
+        for item in staged:
+            synced = stages.sync(item, ctx)
+            ledger.note(key, "work_synced", work_rid=item.work_rid,
+                        archive_path=str(synced.archive_path) if synced.archive_path else None)
+    except Exception as err:
+        failure = _named(err, rid)
+        # no retry loop here: an unexpected failure ends this ingest like a permanent one
+        ends = isinstance(failure, (PermanentError, UnexpectedError))
+        ledger.fail(key, failure.cause, str(failure), permanent=ends)
+        if ends and stages.keep_evidence is not None:
+            stages.keep_evidence(rid, key)
+        if failure is err:
+            raise
+        raise failure from err
+    ledger.advance(key, "synced", works=[s.work_rid for s in staged])
+    return [s.work_rid for s in staged]

@@ -1,0 +1,105 @@
+"""The operator's jobs behind the CLI: request restores, read the ledger's status and expiry horizon, requeue a
+work. The CLI formats what these return."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from contract import message_attributes, parse_message
+from onprem.finisher.fetch.restore import check_restore_head, estimate, eta_at, locate, request_restore
+from onprem.finisher.ledger.store import Ledger
+from onprem.finisher.queue.sqs import WorkQueue
+from onprem.finisher.work.clients import AwsClients
+from onprem.finisher.work.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+
+def request_restores(settings: Settings, clients: AwsClients, ledger: Ledger, targets: list[str], *,
+                     collection: str | None, dry_run: bool) -> dict[str, Any]:
+    """Locate each target (HEAD), estimate the whole request, then (unless dry-run) request what needs it."""
+    tier, days, prices = settings.restore_tier, settings.restore_days, settings.restore_prices
+
+    def head(region: str, bucket: str, key: str) -> dict[str, Any] | None:
+        try:
+            return dict(clients.s3(region).head_object(Bucket=bucket, Key=key))
+        except ClientError as err:
+            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+                return None
+            raise
+
+    rows: list[dict[str, Any]] = []
+    to_request = []
+    for target in targets:
+        location = locate(target, settings.environment, head, collection)
+        if location is None:
+            rows.append({"work_rid": target, "outcome": "not_found"})
+            continue
+        state = check_restore_head(clients.s3(location.region), location.bucket, location.key)
+        row = {"work_rid": location.work_rid, "bucket": location.bucket, "key": location.key,
+               "region": location.region, "size": location.size,
+               "state": "archived" if state.status == "expired" else state.status,
+               "restore_expiry": state.expiry.isoformat() if state.expiry else None}
+        if state.status in ("expired",):
+            to_request.append((location, row))
+        else:
+            row["outcome"] = {"available": "already_restored", "in_progress": "already_in_progress",
+                              "not_archived": "not_archived"}[state.status]
+        rows.append(row)
+    quote = estimate([loc.size for loc, _ in to_request], tier, prices)
+    text = f"estimate: {quote.describe()}"
+    for location, row in to_request:
+        if dry_run:
+            row["outcome"] = "dry_run"
+            continue
+        row["outcome"] = request_restore(clients.s3(location.region), location.bucket, location.key, tier, days,
+                                         work_rid=location.work_rid)
+        one = estimate([location.size], tier, prices)
+        ledger.record_restore_request(work_rid=location.work_rid, bucket=location.bucket, key=location.key,
+                                      tier=tier, days=days, collection=location.collection, region=location.region,
+                                      size=location.size, eta_at=eta_at(tier, prices),
+                                      estimated_cost_usd=one.cost_usd)
+        logger.info("%s: restore requested (%s, %d days): %s", location.work_rid, tier, days, row["outcome"],
+                    extra={"work_rid": location.work_rid})
+    return {"tier": tier, "days": days, "dry_run": dry_run, "estimate_text": text,
+            "estimate": {"objects": quote.objects, "total_bytes": quote.total_bytes, "cost_usd": quote.cost_usd,
+                         "eta_hours": quote.eta_hours, "prices_indicative": True},
+            "objects": rows}
+
+
+def status_document(ledger: Ledger, rids: list[str], phase: str | None) -> dict[str, Any]:
+    works = [r.as_json() for r in ledger.works(rids or None, phase)]
+    pending = [r for r in ledger.restore_requests(pending_only=True) if not rids or r["work_rid"] in rids]
+    if phase and phase != "restore_requested":
+        pending = []
+    return {"works": works, "pending_restores": pending}
+
+
+def expiring_works(settings: Settings, ledger: Ledger, now: datetime | None = None) -> dict[str, Any]:
+    """Works not yet synced whose restored copy expires within ``expiring_within_hours``."""
+    now = now or datetime.now(UTC)
+    horizon = (now + timedelta(hours=settings.expiring_within_hours)).replace(tzinfo=None)
+    works = [r.as_json() for r in ledger.works()
+             if r.phase not in ("synced",) and r.restore_expiry is not None and r.restore_expiry <= horizon]
+    return {"works": sorted(works, key=lambda w: w["restore_expiry"]), "pending_restores": [],
+            "horizon": horizon.replace(tzinfo=UTC).isoformat()}
+
+
+def requeue_work(settings: Settings, clients: AwsClients, ledger: Ledger, rid: str) -> str:
+    """Send the stored message body of ``rid``'s latest ledger row to its region's queue again."""
+    record = ledger.latest_for_rid(rid)
+    if record is None or not record.message_body or record.source != "queue":
+        raise LookupError(f"{rid}: no queued work with a stored message in the ledger")
+    work = parse_message(record.message_body)
+    region = next((r for r in settings.environment.regions if r.region == work.region), None)
+    if region is None:
+        raise LookupError(f"{rid}: region {work.region} is not in environment {settings.environment.name}")
+    queue = WorkQueue(clients.client("sqs", region.region), region.region, region.queue_name, region.dlq_name)
+    fresh = work.model_copy(update={"continuation": None}) if record.phase == "failed" else work
+    message_id = queue.send(fresh.to_body(), message_attributes(fresh))
+    ledger.reset_for_retry(record.idempotency_key)
+    return message_id

@@ -1,0 +1,354 @@
+"""One message, start to finish: parse, dedup, lease, restore check, fetch → de-bag → sync, then delete.
+
+Nothing is deleted before the work is synced or proven a duplicate of a synced one. Failures are classified
+by class: RetryableError → the message comes back after a backoff; PermanentError → the cause is recorded and
+the message goes to the DLQ at once. An exception nothing named is ``unexpected`` (retryable) until it has
+happened ``unexpected_attempts`` times; that, and any retryable failure on the message's last receive before
+SQS's maxReceiveCount, goes to the DLQ from here with its cause, so SQS never moves a message without one. After a
+failure that ends the work, its de-bag temp dir is kept as evidence (``Stages.keep_evidence``). Interruptions
+release the message (shutdown), hand it on as a continuation (12 h cap) or leave it alone (lease lost).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from contract import Continuation, ContractError, RestoredWork, message_attributes, parse_message
+from onprem.finisher.errors import (
+    FinisherError,
+    ForeignBucket,
+    PermanentError,
+    RestoreExpired,
+    RetriesExhausted,
+    RetryableError,
+    UnexpectedError,
+)
+from onprem.finisher.fetch.restore import inspect as inspect_object
+from onprem.finisher.fetch.restore import reissue_restore, require_restored
+from onprem.finisher.ledger.store import Ledger, WorkRecord
+from onprem.finisher.logs import current_work_rid
+from onprem.finisher.metrics import Metrics
+from onprem.finisher.progress import Progress
+from onprem.finisher.queue.sqs import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
+from onprem.finisher.work import faults
+from onprem.finisher.work.cancel import CancelToken, TokenRegistry, WorkInterrupted
+from onprem.finisher.work.failures import named_failure
+from onprem.finisher.work.heartbeat import Heartbeat
+from onprem.finisher.work.history import (
+    WorkSuperseded,
+    backoff_seconds,
+    failures_with_cause,
+    last_detail,
+    rid_guess,
+    synced_works,
+)
+from onprem.finisher.work.settings import Settings
+from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkRunner:
+    settings: Settings
+    ledger: Ledger
+    stages: Stages
+    metrics: Metrics
+    s3_client_for: Callable[[str], Any]
+    progress_for: Callable[[str, str], Progress]
+    owner: str
+    tokens: TokenRegistry | None = None
+
+    def process(self, queue: WorkQueue, message: ReceivedMessage) -> str:
+        """Handle one message; returns the outcome (synced, duplicate, retry, failed, released, handed_on …)."""
+        current_work_rid.set(None)
+        try:
+            work = parse_message(message.body)
+        except ContractError as err:
+            return self._reject(queue, message, err)
+        rid, key = work.work_rid, work.idempotency_key
+        current_work_rid.set(rid)  # each slot runs in its own thread: the variable is per thread
+        faults.checkpoint(faults.AFTER_RECEIVE, work_rid=rid)
+        record = self.ledger.register(work, message.body, message_id=message.message_id)
+        if record.phase in ("synced", "superseded"):
+            self.ledger.note(key, "duplicate", message_id=message.message_id)
+            queue.delete(message)
+            logger.info("%s: already synced (same object version): duplicate message deleted", rid,
+                        extra={"work_rid": rid})
+            return "duplicate"
+        if not any(b.name == work.bucket for r in self.settings.environment.regions for b in r.buckets):
+            return self._fail(queue, message, work, ForeignBucket(
+                rid, f"s3://{work.bucket}/{work.key}: {work.bucket} is not a staging bucket of environment "
+                     f"{self.settings.environment.name}: not fetched"))
+        owner = f"{self.owner}/{uuid.uuid4().hex[:8]}"  # per attempt: two slots of one process never share it
+        if not self.ledger.acquire_lease(key, owner, self.settings.visibility_timeout):
+            logger.info("%s: another finisher holds this work: message back in %d s", rid,
+                        self.settings.lease_busy_delay, extra={"work_rid": rid})
+            self._set_visibility(queue, message, self.settings.lease_busy_delay, rid)
+            return "busy"
+        token = CancelToken(rid)
+        if self.tokens is not None:
+            self.tokens.add(token)
+        heartbeat = Heartbeat(queue, message, self.ledger, key, owner, token,
+                              visibility_s=self.settings.visibility_timeout, fraction=self.settings.heartbeat_fraction,
+                              max_visibility_s=self.settings.max_visibility,
+                              handoff_margin_s=self.settings.handoff_margin)
+        heartbeat.start()
+        try:
+            self._run_stages(work, record, token)
+            heartbeat.stop()
+            faults.checkpoint(faults.BEFORE_DELETE, work_rid=rid)
+            try:
+                queue.delete(message)
+            except (ClientError, BotoCoreError) as err:  # redelivered later, then deleted as a duplicate
+                logger.warning("%s: synced but the message could not be deleted: %s", rid, err,
+                               extra={"work_rid": rid})
+            self.metrics.work_synced()
+            return "synced"
+        except WorkSuperseded as superseded:
+            heartbeat.stop()
+            self.ledger.advance(key, "superseded", current_version_id=superseded.current_version_id)
+            queue.delete(message)
+            logger.warning("%s: message names version %s but %s is current (a late event after an overwrite): "
+                           "not synced, message deleted", rid, work.version_id, superseded.current_version_id,
+                           extra={"work_rid": rid})
+            return "superseded"
+        except WorkInterrupted as interrupted:
+            heartbeat.stop()
+            return self._interrupted(queue, message, work, interrupted.reason)
+        except RetryableError as err:
+            heartbeat.stop()
+            return self._retry(queue, message, work, err)
+        except PermanentError as err:
+            heartbeat.stop()
+            return self._fail(queue, message, work, err)
+        except Exception as err:  # a bug or an unforeseen error: retried a few times, then to the DLQ from here
+            heartbeat.stop()
+            named = named_failure(err, rid)
+            if named is not None:
+                return self._fail(queue, message, work, named)
+            logger.exception("%s: unexpected error", rid, extra={"work_rid": rid})
+            return self._retry(queue, message, work, UnexpectedError(rid, f"unexpected {type(err).__name__}: {err}"))
+        finally:
+            heartbeat.stop()
+            self.ledger.release_lease(key, owner)
+            if self.tokens is not None:
+                self.tokens.discard(token)
+
+    # --- the stages -----------------------------------------------------------------------------------
+    def _run_stages(self, work: RestoredWork, record: WorkRecord, token: CancelToken) -> None:
+        rid, key = work.work_rid, work.idempotency_key
+        ctx = StageContext(token, lambda label: self.progress_for(label, rid))
+        staged = self._resumable(record)
+        zip_path = last_detail(record, "downloaded", "path")
+        if staged is None:
+            if record.timestamps["downloaded"] is None or record.phase == "failed":
+                started = time.monotonic()
+                s3 = self.s3_client_for(work.region)
+                state, newer = inspect_object(s3, work)
+                if newer:
+                    raise WorkSuperseded(newer)
+                require_restored(s3, work, state)
+                if record.timestamps["restore_completed"] is None:
+                    self.ledger.advance(key, "restore_completed", storage_class=state.storage_class,
+                                        restore_expiry=state.expiry.isoformat() if state.expiry else None)
+                self.metrics.phase_duration("restore_check", time.monotonic() - started)
+            token.check()
+            if self.stages.fetch_debag is not None and record.timestamps["downloaded"] is None:
+                fetched, staged = self._fetch_and_debag(work, ctx)
+            else:
+                fetched, staged = self._fetch_then_debag(work, ctx)
+            zip_path = str(fetched.path)
+        else:
+            logger.info("%s: resuming from phase debagged (%d work(s) staged)", rid, len(staged),
+                        extra={"work_rid": rid})
+        done = synced_works(self.ledger.get(key))
+        for item in staged:
+            if item.work_rid in done and not item.path.exists():
+                continue
+            token.check()
+            started = time.monotonic()
+            synced = self.stages.sync(item, ctx)
+            self.metrics.phase_duration("sync", time.monotonic() - started)
+            self.ledger.note(key, "work_synced", work_rid=item.work_rid,
+                             archive_path=str(synced.archive_path) if synced.archive_path else None, **synced.details)
+        self.ledger.advance(key, "synced", works=[s.work_rid for s in staged])
+        if zip_path:
+            self.stages.discard_download(Path(zip_path))
+
+    def _fetch_then_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
+        started = time.monotonic()
+        fetched = self.stages.fetch(work, ctx)
+        self._downloaded(work, fetched, "download", started)
+        ctx.cancel.check()
+        started = time.monotonic()
+        staged = self.stages.debag(work.work_rid, fetched.path, work.idempotency_key, ctx)
+        self._debagged(work, staged, "debag", started)
+        return fetched, staged
+
+    def _fetch_and_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
+        assert self.stages.fetch_debag is not None
+        started = time.monotonic()
+        fetched, staged = self.stages.fetch_debag(work, ctx)
+        self._downloaded(work, fetched, "download_debag", started)
+        self._debagged(work, staged, None, started)
+        return fetched, staged
+
+    def _downloaded(self, work: RestoredWork, fetched: Fetched, phase: str, started: float) -> None:
+        self.metrics.phase_duration(phase, time.monotonic() - started)
+        self.metrics.bytes_downloaded(fetched.size)
+        self.ledger.advance(work.idempotency_key, "downloaded", path=str(fetched.path), size=fetched.size,
+                            resumed_parts=fetched.resumed_parts)
+
+    def _debagged(self, work: RestoredWork, staged: list[StagedWork], phase: str | None, started: float) -> None:
+        if phase:
+            self.metrics.phase_duration(phase, time.monotonic() - started)
+        self.ledger.advance(work.idempotency_key, "debagged",
+                            works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
+
+    def _resumable(self, record: WorkRecord) -> list[StagedWork] | None:
+        """The staged works of an earlier run when the ledger says de-bagged and they are all still there."""
+        if record.phase != "debagged":
+            return None
+        works = last_detail(record, "debagged", "works") or []
+        done = synced_works(record)
+        staged = [StagedWork(w["work_rid"], Path(w["path"])) for w in works]
+        if staged and all(s.path.is_dir() or s.work_rid in done for s in staged):
+            return staged
+        return None
+
+    # --- outcomes -------------------------------------------------------------------------------------
+    def _reject(self, queue: WorkQueue, message: ReceivedMessage, err: ContractError) -> str:
+        rid = rid_guess(message.body)
+        self.ledger.record_rejected(message.body, rid, "contract", str(err))
+        queue.to_dlq(message, "contract", str(err))
+        self.metrics.work_failed("contract")
+        logger.error("%s: message %s rejected to the DLQ: %s", rid or "-", message.message_id, err,
+                     extra={"work_rid": rid or "-"})
+        return "rejected"
+
+    def _already_synced(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork,
+                        err: Exception) -> bool:
+        """An error after the work reached the archive (a throttled delete, a lost lease) changes nothing: the
+        ledger keeps 'synced' and the message is deleted now or, failing that, later as a duplicate."""
+        record = self.ledger.get(work.idempotency_key)
+        if record is None or record.phase != "synced":
+            return False
+        logger.warning("%s: already synced; error after the sync ignored: %s", work.work_rid, err,
+                       extra={"work_rid": work.work_rid})
+        try:
+            queue.delete(message)
+        except (ClientError, BotoCoreError) as delete_err:
+            logger.warning("%s: synced but the message could not be deleted: %s", work.work_rid, delete_err,
+                           extra={"work_rid": work.work_rid})
+        return True
+
+    def _retry(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: RetryableError) -> str:
+        rid, key = work.work_rid, work.idempotency_key
+        if self._already_synced(queue, message, work, err):
+            return "synced"
+        last_time = self._no_more_retries(message, work, err)
+        if last_time is not None:
+            return self._fail(queue, message, work, RetriesExhausted(err, last_time))
+        record = self.ledger.fail(key, err.cause, str(err), permanent=False)
+        if isinstance(err, RestoreExpired):
+            self._reissue(work)
+        delay = err.retry_after if err.retry_after is not None else backoff_seconds(
+            record.attempts, self.settings.backoff_base, self.settings.backoff_max)
+        delay = min(delay, self.settings.backoff_max)
+        self._set_visibility(queue, message, delay, rid)
+        self.metrics.work_failed(err.cause)
+        logger.warning("%s (%s): attempt %d, retry in %d s", err, err.cause, record.attempts, delay,
+                       extra={"work_rid": rid, "cause": err.cause})
+        return "retry"
+
+    def _no_more_retries(self, message: ReceivedMessage, work: RestoredWork, err: RetryableError) -> str | None:
+        """Why this retryable failure is the last one (None: retry it): SQS would move the message to the DLQ on
+        its next receive without a reason, or an ``unexpected`` failure has repeated."""
+        limit = self.settings.environment.queues.max_receive_count
+        if message.receive_count >= limit:
+            return (f"receive {message.receive_count} of maxReceiveCount {limit}: moved to the DLQ by the finisher, "
+                    "not retried")
+        if not isinstance(err, UnexpectedError):
+            return None
+        seen = failures_with_cause(self.ledger.get(work.idempotency_key), err.cause) + 1
+        if seen >= self.settings.unexpected_attempts or message.receive_count >= limit - 1:
+            return (f"unexpected failure {seen} time(s), receive {message.receive_count} of maxReceiveCount {limit}: "
+                    "moved to the DLQ by the finisher, not retried")
+        return None
+
+    def _reissue(self, work: RestoredWork) -> None:
+        tier, days = self.settings.restore_tier, self.settings.restore_days
+        try:
+            outcome = reissue_restore(self.s3_client_for(work.region), work, tier, days)
+        except FinisherError as err:
+            logger.error("%s: could not re-request the restore: %s", work.work_rid, err,
+                         extra={"work_rid": work.work_rid})
+            return
+        self.ledger.record_restore_request(work_rid=work.work_rid, bucket=work.bucket, key=work.key, tier=tier,
+                                           days=days, collection=work.collection, region=work.region,
+                                           size=work.size, status="reissued")
+        self.ledger.note(work.idempotency_key, "restore_reissued", tier=tier, days=days, outcome=outcome)
+
+    def _fail(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: PermanentError) -> str:
+        if self._already_synced(queue, message, work, err):
+            return "synced"
+        self.ledger.fail(work.idempotency_key, err.cause, str(err), permanent=True)
+        self._keep_evidence(work)
+        queue.to_dlq(message, err.cause, str(err))
+        self.metrics.work_failed(err.cause)
+        logger.error("%s (%s): moved to the DLQ", err, err.cause, extra={"work_rid": work.work_rid,
+                                                                          "cause": err.cause})
+        return "failed"
+
+    def _keep_evidence(self, work: RestoredWork) -> None:
+        if self.stages.keep_evidence is None:
+            return
+        try:
+            self.stages.keep_evidence(work.work_rid, work.idempotency_key)
+        except OSError as err:  # evidence is a courtesy: the failure is recorded and the message moves regardless
+            logger.warning("%s: could not keep the de-bag evidence: %s", work.work_rid, err,
+                           extra={"work_rid": work.work_rid})
+
+    def _interrupted(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, reason: str) -> str:
+        rid, key = work.work_rid, work.idempotency_key
+        record = self.ledger.get(key)
+        phase = record.phase if record else "received"
+        if reason == "lease_lost":
+            if self._already_synced(queue, message, work, RuntimeError(f"{rid}: lease lost after the sync")):
+                return "synced"
+            self.ledger.fail(key, "lease_lost", f"{rid}: message or lease lost in phase {phase}: stopped",
+                             permanent=False)
+            return "lease_lost"
+        if reason == "handoff":
+            hop = (work.continuation.hop if work.continuation else 0) + 1
+            if hop > self.settings.max_hops:
+                return self._fail(queue, message, work, PermanentError(
+                    rid, f"handed on {hop - 1} times without finishing (max_hops {self.settings.max_hops})",
+                    cause="too_many_hops"))
+            continuation = Continuation(hop=hop, phase=phase, previous_message_id=message.message_id,
+                                        handed_on_at=datetime.now(UTC))
+            following = work.model_copy(update={"continuation": continuation})
+            new_id = queue.hand_on(message, following.to_body(), message_attributes(following))
+            self.ledger.note(key, "handed_on", hop=hop, phase=phase, new_message_id=new_id)
+            logger.info("%s: handed on as continuation %d in phase %s", rid, hop, phase, extra={"work_rid": rid})
+            return "handed_on"
+        released = queue.release(message)
+        self.ledger.note(key, "released", reason=reason, phase=phase, message_released=released)
+        logger.info("%s: released in phase %s (%s)", rid, phase, reason, extra={"work_rid": rid})
+        return "released"
+
+    def _set_visibility(self, queue: WorkQueue, message: ReceivedMessage, seconds: int, rid: str) -> None:
+        try:
+            queue.set_visibility(message, seconds)
+        except (ReceiptHandleInvalid, ClientError, BotoCoreError) as err:
+            logger.warning("%s: could not set the message's visibility: %s", rid, err, extra={"work_rid": rid})

@@ -1,0 +1,99 @@
+"""The seam between the worker and the stages: what a stage call gets and gives, and the narrow protocols.
+
+The worker (``runner.py``) knows only these; ``wiring.py`` binds them to the real fetch, de-bag and sync stages.
+Each object version (idempotency key) gets its own staging slot, ``<downloads>/<slot>/`` and ``<works>/<slot>/``
+(``staging_slot``): two objects with the same RID in two buckets never share a download, a de-bag temp dir or a
+staged work folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from contract import RestoredWork
+from onprem.finisher.progress import Progress
+from onprem.finisher.work.cancel import CancelToken
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What every stage call gets: the cancel token and a progress reporter per label."""
+
+    cancel: CancelToken
+    progress: Callable[[str], Progress]
+
+
+@dataclass(frozen=True)
+class Fetched:
+    path: Path
+    size: int
+    resumed_parts: int = 0
+
+
+@dataclass(frozen=True)
+class StagedWork:
+    work_rid: str
+    path: Path
+
+
+@dataclass(frozen=True)
+class Synced:
+    work_rid: str
+    archive_path: Path | None
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+class FetchStage(Protocol):
+    def __call__(self, work: RestoredWork, ctx: StageContext) -> Fetched: ...
+
+
+class DebagStage(Protocol):
+    """``version_key`` names the object version (the worker passes the idempotency key): its staging slot."""
+
+    def __call__(self, work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext, *,
+                 expected_rids: frozenset[str] | None = None) -> list[StagedWork]:
+        """``expected_rids``: the works the zip must hold, exactly (None: ``{work_rid}``, what a fetched key holds)."""
+        ...
+
+
+class SyncStage(Protocol):
+    def __call__(self, staged: StagedWork, ctx: StageContext) -> Synced: ...
+
+
+class FetchDebagStage(Protocol):
+    """Download and de-bag overlapped (members extracted while the rest of the zip arrives)."""
+
+    def __call__(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]: ...
+
+
+class DiscardDownload(Protocol):
+    def __call__(self, zip_path: Path) -> None: ...
+
+
+class KeepEvidence(Protocol):
+    """After a failure that ends the work: its de-bag temp dir kept as evidence or removed (DebagSettings)."""
+
+    def __call__(self, work_rid: str, version_key: str) -> None: ...
+
+
+@dataclass(frozen=True)
+class Stages:
+    fetch: FetchStage
+    debag: DebagStage
+    sync: SyncStage
+    discard_download: DiscardDownload
+    #: where the de-bag stage puts works (``<works_dir>/<slot>/<RID>``): the worker resumes from what is there
+    works_dir: Path
+    #: when set, used instead of fetch then de-bag for a work not yet downloaded
+    fetch_debag: FetchDebagStage | None = None
+    #: when set, called once a work has failed for good (permanent, or unexpected for the last time)
+    keep_evidence: KeepEvidence | None = None
+
+
+def staging_slot(version_key: str) -> str:
+    """The staging folder name of one object version: 16 hex digits of its key's SHA-256."""
+    return hashlib.sha256(version_key.encode("utf-8")).hexdigest()[:16]

@@ -1,0 +1,74 @@
+"""Start-up sweep of the staging root: temp files no download or de-bag can resume from.
+
+Looked at: the staging root, each folder in it (``downloads``, ``works``) and each staging slot in those (one per
+object version: ``downloads/<slot>/``, ``works/<slot>/``). Kept: a ``.part`` with its journal (resumable),
+``.debag-<RID>-<version>`` dirs (resumable) and ``.debag-failed-…`` evidence, all until they are older than
+``max_age_seconds``; evidence is never swept. A slot left empty is removed after the grace period.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from onprem.finisher.fetch.journal import JOURNAL_SUFFIX, PART_SUFFIX, TMP_SUFFIX
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_AGE = 7 * 24 * 3600
+#: an incomplete pair younger than this may be another finisher's download that is just starting (shared staging)
+DEFAULT_GRACE = 3600
+_DEBAG_TEMP, _DEBAG_FAILED = ".debag-", ".debag-failed-"
+#: a staging slot's name (stages.staging_slot): only these are looked into, never a staged work's own folders
+_SLOT = re.compile(r"[0-9a-f]{16}")
+
+
+def sweep_orphans(staging_root: Path, *, max_age_seconds: float = DEFAULT_MAX_AGE,
+                  grace_seconds: float = DEFAULT_GRACE, now: Callable[[], float] = time.time) -> list[Path]:
+    """Remove orphan temp files under ``staging_root`` (one level down as well); return what was removed."""
+    if not staging_root.is_dir():
+        return []
+    removed: list[Path] = []
+    tops = [p for p in staging_root.iterdir() if p.is_dir() and not p.name.startswith(".")]
+    slots = [p for top in tops for p in top.iterdir() if p.is_dir() and _SLOT.fullmatch(p.name)]
+    for folder in [staging_root, *tops, *slots]:
+        for path in sorted(folder.iterdir()):
+            if _is_orphan(path, now() - max_age_seconds) and _older_than(path, now() - grace_seconds):
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
+                removed.append(path)
+    for slot in slots:
+        if _older_than(slot, now() - grace_seconds) and not any(slot.iterdir()):
+            slot.rmdir()
+            removed.append(slot)
+    for path in removed:
+        logger.info("swept orphan temp file %s", path, extra={"path": str(path)})
+    return removed
+
+
+def _older_than(path: Path, cutoff: float) -> bool:
+    try:
+        return path.stat().st_mtime < cutoff
+    except FileNotFoundError:
+        return False
+
+
+def _is_orphan(path: Path, cutoff: float) -> bool:
+    name = path.name
+    if name.endswith(JOURNAL_SUFFIX + TMP_SUFFIX):
+        return True
+    if name.endswith(PART_SUFFIX):
+        journal = path.with_name(name + ".json")
+        return not journal.exists() or journal.stat().st_mtime < cutoff
+    if name.endswith(JOURNAL_SUFFIX):
+        part = path.with_name(name.removesuffix(".json"))
+        return not part.exists() or path.stat().st_mtime < cutoff
+    if path.is_dir() and name.startswith(_DEBAG_TEMP) and not name.startswith(_DEBAG_FAILED):
+        return path.stat().st_mtime < cutoff
+    return False

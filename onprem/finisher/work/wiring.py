@@ -1,0 +1,152 @@
+"""The composition of the real stages: fetch, de-bag (or both overlapped) and sync bound to the settings.
+
+The one module that knows every stage package; the CLI builds the worker's stages here. An exception a stage lets
+through that a retry cannot fix (a name too long for the filesystem, text that does not decode) becomes its named
+permanent error here (``naming_failures``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from contract import RestoredWork
+from onprem.finisher.debag.archive import debag_archive, keep_or_remove_evidence, temp_dir_for
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.fetch.download import DONE_SUFFIX, FetchResult, fetch_object, open_download
+from onprem.finisher.fetch.request import FetchRequest, FetchSettings
+from onprem.finisher.fetch_debag import overlapped
+from onprem.finisher.fetch_debag.overlapped import FetchedAndDebagged
+from onprem.finisher.fetch_debag.stream import StreamUnsupported, stream_and_debag
+from onprem.finisher.progress import NullProgress, Progress
+from onprem.finisher.sync.stage import sync_work
+from onprem.finisher.work import faults
+from onprem.finisher.work.cancel import CheckingProgress
+from onprem.finisher.work.failures import naming_failures
+from onprem.finisher.work.settings import Settings
+from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages, Synced, staging_slot
+
+logger = logging.getLogger(__name__)
+
+
+def stages_for(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
+    """The real stages, or those of ``settings.stages_factory`` (``module:function``: tests inject theirs in a
+    finisher process this way)."""
+    if not settings.stages_factory:
+        return real_stages(settings, s3_client_for)
+    module_name, _, function_name = settings.stages_factory.partition(":")
+    factory = getattr(importlib.import_module(module_name), function_name or "real_stages")
+    return factory(settings, s3_client_for)
+
+
+def _discard(zip_path: Path) -> None:
+    zip_path.unlink(missing_ok=True)
+    zip_path.with_name(zip_path.name + DONE_SUFFIX).unlink(missing_ok=True)
+    _remove_empty_slot(zip_path.parent)
+
+
+def _remove_empty_slot(folder: Path) -> None:
+    if len(folder.name) == 16:  # a staging slot (staging_slot); never the downloads or works folder itself
+        with contextlib.suppress(OSError):  # not empty (another file of this version): the sweep takes it later
+            folder.rmdir()
+
+
+def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
+    """The fetch, de-bag (or both overlapped: ``fetch_and_debag``) and sync stages bound to the settings;
+    ``s3_client_for(region)`` gives an S3 client. Each object version works in its own staging slot."""
+    fetch_settings, debag_settings, sync_settings = (settings.fetch_settings(), settings.debag_settings(),
+                                                      settings.sync_settings())
+    _warm_s3_clients(s3_client_for, sorted({r.region for r in settings.environment.regions}))
+
+    def evidence(work_rid: str, slot: str) -> None:
+        keep_or_remove_evidence(temp_dir_for(settings.works_dir / slot, work_rid, slot), work_rid, debag_settings)
+
+    def keep_evidence(work_rid: str, version_key: str) -> None:
+        evidence(work_rid, staging_slot(version_key))
+
+    def fetch(work: RestoredWork, ctx: StageContext) -> Fetched:
+        request = FetchRequest(work.work_rid, work.bucket, work.key, work.size, work.etag, work.version_id)
+        progress = CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD)
+        result = fetch_object(s3_client_for(work.region), request,
+                              settings.downloads_dir / staging_slot(work.idempotency_key), fetch_settings, progress)
+        return Fetched(result.path, result.size, result.parts_resumed)
+
+    def debag(work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext, *,
+              expected_rids: frozenset[str] | None = None) -> list[StagedWork]:
+        slot = staging_slot(version_key or str(zip_path))
+        progress = CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)
+        with naming_failures(work_rid, lambda: evidence(work_rid, slot)):
+            result = debag_archive(zip_path, work_rid, settings.works_dir / slot, debag_settings, version_tag=slot,
+                                   progress=progress, expected_rids=expected_rids)
+        return [StagedWork(w.work_rid, w.path) for w in result.works]
+
+    def fetch_debag(work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
+        request = FetchRequest(work.work_rid, work.bucket, work.key, work.size, work.etag, work.version_id)
+        slot = staging_slot(work.idempotency_key)
+        with naming_failures(work.work_rid, lambda: evidence(work.work_rid, slot)):
+            result = fetch_and_debag(
+                s3_client_for(work.region), request, settings.downloads_dir / slot, settings.works_dir / slot,
+                fetch_settings, debag_settings,
+                fetch_progress=CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD),
+                debag_progress=CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT),
+                version_tag=slot)
+        return (Fetched(result.fetch.path, result.fetch.size, result.fetch.parts_resumed),
+                [StagedWork(w.work_rid, w.path) for w in result.debag.works])
+
+    def sync(staged: StagedWork, ctx: StageContext) -> Synced:
+        ctx.cancel.check()
+        faults.checkpoint(faults.MID_SYNC, work_rid=staged.work_rid)
+        result = sync_work(staged.path, staged.work_rid, sync_settings)
+        _remove_empty_slot(staged.path.parent)
+        return Synced(staged.work_rid, result.archive_path,
+                      {"copy_mode": result.copy_mode, "log": str(result.log_path),
+                       "seconds": round(result.duration, 3)})
+
+    return Stages(fetch=fetch, debag=debag, sync=sync, discard_download=_discard, works_dir=settings.works_dir,
+                  fetch_debag=fetch_debag if settings.fetch_debag_overlap else None, keep_evidence=keep_evidence)
+
+
+def _warm_s3_clients(s3_client_for: Callable[[str], Any], regions: list[str]) -> None:
+    """Create each region's S3 client now, on a side thread, not inside the first work's fetch (~0.2 s each)."""
+
+    def warm() -> None:
+        for region in regions:
+            with contextlib.suppress(Exception):  # the fetch makes (and reports) its own client on first use
+                s3_client_for(region)
+
+    threading.Thread(target=warm, name="warm-s3-clients", daemon=True).start()
+
+
+def fetch_and_debag(
+    s3_client: Any, request: FetchRequest, download_dir: Path, staging_dir: Path,
+    fetch_settings: FetchSettings | None = None, debag_settings: DebagSettings | None = None, *,
+    fetch_progress: Progress | None = None, debag_progress: Progress | None = None, version_tag: str | None = None,
+    free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free,
+) -> FetchedAndDebagged:
+    """Download and de-bag overlapped: a one-part download (``FetchSettings.stream``) de-bagged from its GET, the
+    zip never written (``fetch_debag.stream``); any other, or a zip the stream cannot read front to back, written
+    to its ``.part`` file and de-bagged while it arrives (``fetch_debag.overlapped``). One HEAD either way."""
+    fetch_settings = fetch_settings or FetchSettings()
+    debag_settings = debag_settings or DebagSettings()
+    fetch_progress = fetch_progress or NullProgress()
+    download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
+    if (not isinstance(download, FetchResult) and fetch_settings.stream and download.parts_total == 1
+            and not download.journal.done):
+        try:
+            fetched, debagged = stream_and_debag(
+                s3_client, download, staging_dir, fetch_settings, debag_settings, fetch_progress=fetch_progress,
+                debag_progress=debag_progress, version_tag=version_tag or download.identity.etag)
+            return FetchedAndDebagged(fetched, debagged)
+        except StreamUnsupported as why:
+            logger.info("%s: %s: the zip is downloaded to disk and de-bagged from there", request.work_rid, why,
+                        extra={"work_rid": request.work_rid})
+            download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
+    return overlapped.fetch_and_debag(s3_client, request, download_dir, staging_dir, fetch_settings, debag_settings,
+                                      fetch_progress=fetch_progress, debag_progress=debag_progress,
+                                      version_tag=version_tag, free_bytes=free_bytes, download=download)

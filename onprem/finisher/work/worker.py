@@ -1,0 +1,177 @@
+"""The worker loop: long-poll every region's queue, fill N work slots (earliest restore expiry first), shut down
+gracefully.
+
+One message per slot. A first SIGTERM/SIGINT stops receiving and lets in-flight works finish within the grace
+period; after it they are interrupted at their next checkpoint and their messages released (visibility 0).
+``drain`` runs until the queues are empty and nothing is in flight (tests, the demo).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from onprem.finisher.errors import LedgerUnavailable
+from onprem.finisher.queue.lookahead import Lookahead
+from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
+from onprem.finisher.work.cancel import TokenRegistry
+from onprem.finisher.work.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+#: SQS returns at most 10 messages per receive
+RECEIVE_BATCH = 10
+DRAIN_WAIT_S = 2
+
+
+@dataclass
+class RunSummary:
+    outcomes: Counter[str] = field(default_factory=Counter)
+    unfinished: int = 0
+    left_in_queues: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {"outcomes": dict(self.outcomes), "unfinished": self.unfinished, "left_in_queues": self.left_in_queues}
+
+
+class MessageProcessor(Protocol):
+    """One message, start to finish (``runner.WorkRunner``): returns the outcome (synced, retry, failed …)."""
+
+    def process(self, queue: WorkQueue, message: ReceivedMessage) -> str: ...
+
+
+class Worker:
+    def __init__(self, settings: Settings, queues: list[WorkQueue], runner: MessageProcessor,
+                 tokens: TokenRegistry) -> None:
+        self.settings, self.queues, self.runner, self.tokens = settings, queues, runner, tokens
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self.summary = RunSummary()
+
+    def request_stop(self) -> None:
+        """First signal: stop receiving; in-flight works get the grace period."""
+        if not self._stop.is_set():
+            logger.info("stop requested: no new work; %.0f s grace for the works in flight",
+                        self.settings.grace_period)
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    def run(self, *, drain: bool = False) -> RunSummary:
+        slots = self.settings.concurrency
+        pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
+        in_flight: set[Future[str]] = set()
+        lookahead = Lookahead(self.settings.backlog_lookahead, self.settings.visibility_timeout,
+                              self.settings.heartbeat_fraction, self.settings.max_visibility,
+                              self.settings.handoff_margin, self.settings.environment.queues.max_receive_count)
+        idle_since: float | None = None
+        logger.info("finisher started: %d slot(s), queues %s%s", slots, ", ".join(q.queue_name for q in self.queues),
+                    " (drain)" if drain else "")
+        try:
+            while not self._stop.is_set():
+                lookahead.keep_invisible()
+                in_flight = {f for f in in_flight if not f.done()}
+                free = slots - len(in_flight)
+                if free <= 0:
+                    wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                    continue
+                received = self._receive_all(free + lookahead.room(), drain, quick=len(lookahead) > 0)
+                if self._stop.is_set():
+                    for queue, message in received:
+                        queue.release(message)
+                    break
+                for item in lookahead.choose(received, free):
+                    in_flight.add(pool.submit(self._process, item.queue, item.message))
+                if received or in_flight or len(lookahead):
+                    idle_since = None
+                    if not received:
+                        wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
+                    continue
+                if not drain:
+                    if self.settings.wait_time_seconds == 0:
+                        self._stop.wait(1.0)  # no long poll to pace the loop
+                    continue
+                idle_since = idle_since or time.monotonic()
+                if self._drained(time.monotonic() - idle_since):
+                    break
+        finally:
+            self._stop.set()
+            lookahead.release_all()
+            self._finish(pool, in_flight)
+        return self.summary
+
+    def _receive_all(self, wanted: int, drain: bool, *, quick: bool) -> list[tuple[WorkQueue, ReceivedMessage]]:
+        """Up to ``wanted`` messages from the queues in turn; ``quick`` (messages already held): no waiting."""
+        received: list[tuple[WorkQueue, ReceivedMessage]] = []
+        for queue in self.queues:
+            if wanted - len(received) <= 0 or self._stop.is_set():
+                break
+            # a drain only needs to see whether anything is left: no long wait on an empty queue
+            wait_s = self.settings.wait_time_seconds
+            wait_s = 0 if quick else min(wait_s, DRAIN_WAIT_S) if drain else wait_s
+            try:
+                batch = queue.receive(min(RECEIVE_BATCH, wanted - len(received)), wait_s,
+                                      self.settings.visibility_timeout)
+            except (BotoCoreError, ClientError) as err:
+                logger.warning("%s: receive failed: %s", queue.queue_name, err)
+                self._stop.wait(min(5.0, max(self.settings.wait_time_seconds, 1)))
+                continue
+            received += [(queue, message) for message in batch]
+        return received
+
+    def _process(self, queue: WorkQueue, message: ReceivedMessage) -> str:
+        try:
+            outcome = self.runner.process(queue, message)
+        except LedgerUnavailable as err:  # one line, not a traceback per message: the operator must act on it
+            logger.error("message %s: %s: it comes back after its visibility timeout", message.message_id, err)
+            outcome = "ledger_unavailable"
+        except Exception:  # the slot survives anything; the message comes back after its visibility timeout
+            logger.exception("message %s: unhandled error in its slot", message.message_id)
+            outcome = "error"
+        with self._lock:
+            self.summary.outcomes[outcome] += 1
+        return outcome
+
+    def _drained(self, idle_s: float) -> bool:
+        """Drain ends when every queue is empty (nothing visible, in flight or delayed), or after a long idle."""
+        depths = {}
+        for queue in self.queues:
+            try:
+                depths[queue.queue_name] = queue.depth()
+            except (BotoCoreError, ClientError) as err:
+                logger.warning("%s: cannot read the queue depth: %s", queue.queue_name, err)
+                return idle_s >= self.settings.drain_idle_limit
+        self.summary.left_in_queues = depths
+        pending = sum(d["visible"] + d["in_flight"] + d["delayed"] for d in depths.values())
+        if pending == 0:
+            logger.info("drained: all queues empty")
+            return True
+        if idle_s >= self.settings.drain_idle_limit:
+            logger.warning("drain stops after %.0f s idle with messages still hidden (backoff): %s", idle_s, depths)
+            return True
+        self._stop.wait(min(1.0, max(self.settings.wait_time_seconds, 0.2)))
+        return False
+
+    def _finish(self, pool: ThreadPoolExecutor, in_flight: set[Future[str]]) -> None:
+        running = {f for f in in_flight if not f.done()}
+        if running:
+            logger.info("waiting up to %.0f s for %d work(s) in flight", self.settings.grace_period, len(running))
+            _, running = wait(running, timeout=self.settings.grace_period)
+        if running:
+            cancelled = self.tokens.cancel_all("shutdown")
+            logger.info("grace period over: %d work(s) asked to stop at their next checkpoint", cancelled)
+            _, running = wait(running, timeout=max(self.settings.grace_period, 5.0))
+        self.summary.unfinished = len(running)
+        if running:
+            logger.warning("%d work(s) still busy (e.g. inside the sync script): their messages reappear after "
+                           "the visibility timeout", len(running))
+        pool.shutdown(wait=not running, cancel_futures=True)
