@@ -69,7 +69,7 @@ def _hooks(specs: list[dict[str, Any]]) -> list[tuple[str, Any]]:
 
 
 def _limit_debag_writes(limit: int) -> None:
-    from onprem.finisher import debag_extract
+    from onprem.finisher.debag import extract as debag_extract
 
     written = [0]
     real_open = open
