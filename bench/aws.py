@@ -19,10 +19,10 @@ from pathlib import Path
 import yaml
 from boto3.s3.transfer import TransferConfig
 
-from bench.data import BenchBag
 from config.loader import load_environment
 from contract.keys import staging_key_for_rid
 from contract.restored_work import RestoredWork
+from harness.bags import StreamedBag
 from harness.moto_env import LocalAws, local_aws
 
 __all__ = ["BenchAws", "StagedBag", "bench_aws"]
@@ -32,7 +32,7 @@ __all__ = ["BenchAws", "StagedBag", "bench_aws"]
 class StagedBag:
     """A generated bag uploaded to the staging bucket under its staging key."""
 
-    bag: BenchBag
+    bag: StreamedBag
     bucket: str
     key: str
     size: int
@@ -60,7 +60,7 @@ class BenchAws:
     def s3(self) -> object:
         return self.local.client("s3", self.region)
 
-    def stage(self, bag: BenchBag) -> StagedBag:
+    def stage(self, bag: StreamedBag) -> StagedBag:
         """Upload ``bag`` in one PUT (STANDARD: already readable, as a completed restore is)."""
         key = staging_key_for_rid(bag.work_rid)
         s3 = self.local.client("s3", self.region)

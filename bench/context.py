@@ -11,10 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from bench.aws import BenchAws, StagedBag
-from bench.data import make_bag_zip
 from bench.e2e import BaselinePipeline, Pipeline, PipelineRun, Transfer, run_pipeline
 from bench.ours import OursPipeline
 from bench.report import Report
+from harness.bags import make_streamed_bag_zip
 
 __all__ = ["BagSpec", "BenchContext", "BenchOptions", "median"]
 
@@ -94,8 +94,8 @@ class BenchContext:
         if name not in self._staged:
             staged = []
             for spec in self.bag_specs(name):
-                bag = make_bag_zip(self.scratch / "bags", spec.work_rid, total_bytes=spec.total_bytes,
-                                   file_bytes=spec.file_bytes)
+                bag = make_streamed_bag_zip(self.scratch / "bags", spec.work_rid, total_bytes=spec.total_bytes,
+                                             file_bytes=spec.file_bytes)
                 staged.append(self.aws.stage(bag))
                 bag.path.unlink()  # the server holds it now; keep the scratch disk for the runs
             self._staged[name] = staged

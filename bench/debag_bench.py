@@ -1,9 +1,9 @@
 """De-bag benchmark: our single-pass de-bag vs extract-then-validate, on the same generated bag, same run.
 
-    .venv/bin/python bench/debag_bench.py --size-mib 256
+    .venv/bin/python -m bench.debag_bench --size-mib 256
 
-Generates a work of incompressible 5 MiB files, bags it with bagit-python (sha512, as bdrc-bag does), zips it
-stored and deflated, then times, alternating A B C A B C …, per compression:
+Generates a work of incompressible 5 MiB files (``harness.bags``), bags it with bagit-python (sha512, as bdrc-bag
+does), zips it stored and deflated, then times, alternating A B C A B C …, per compression:
   baseline  zipfile.extractall + bagit.Bag(path).validate(processes=N)     (what bdrc-bag's debag does)
   ours      onprem.finisher.debag.archive.debag_archive (default settings: fsync on = one syncfs before placing)
   ours-nofs the same with fsync=False (the baseline does not fsync either)
@@ -27,23 +27,18 @@ from pathlib import Path
 
 import bagit
 
+from harness.bags import make_bagit_bag, write_work_tree, zip_tree
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.model import DebagSettings
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from onprem.finisher.debag.archive import debag_archive  # noqa: E402
-from onprem.finisher.debag.model import DebagSettings  # noqa: E402
-from tests.fixtures.bags import zip_tree  # noqa: E402
-
 RID = "W1BENCH00"
 
 
 def build_bag(root: Path, size_mib: int, file_mib: int, algorithms: list[str]) -> Path:
-    work = root / RID
-    images = work / f"{RID}-I1KG1" / "images"
-    images.mkdir(parents=True)
-    for i in range(max(1, size_mib // file_mib)):
-        (images / f"{RID}-I1KG1_{i:04d}.tif").write_bytes(os.urandom(file_mib * 2**20))
-    bagit.make_bag(str(work), {"BDRC-RID": RID}, processes=os.cpu_count() or 1, checksums=algorithms)
+    """Bag ``root/{RID}`` in place: ``size_mib // file_mib`` incompressible files of ``file_mib`` MiB (at least one)."""
+    work = write_work_tree(root, RID, files_per_work=max(1, size_mib // file_mib), file_size=file_mib * 2**20)
+    make_bagit_bag(work, algorithms, processes=os.cpu_count() or 1)
     return work
 
 
@@ -113,7 +108,7 @@ def main() -> int:
     for row in results:
         print(f"{row['compression']:<11} {row['method']:<13} {row['median_s']:>9.2f} {row['mib_per_s']:>8.1f}  "
               f"{row['runs_s']}")
-    command = " ".join(["bench/debag_bench.py", *sys.argv[1:]])
+    command = " ".join(["-m", "bench.debag_bench", *sys.argv[1:]])
     print(f"\nreproduce: .venv/bin/python {command}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"size_mib": args.size_mib, "file_mib": args.file_mib, "workers": args.workers,

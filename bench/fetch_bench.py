@@ -1,6 +1,6 @@
 """Fetch benchmark: our ranged, journaled GETs vs s3transfer's download_file, same object, same moto server.
 
-    .venv/bin/python bench/fetch_bench.py --size-mib 64
+    .venv/bin/python -m bench.fetch_bench --size-mib 64
 
 Loopback moto (a Python server) is the bottleneck here, so this measures our overhead (per-part fsync +
 journal, checksum pass) against s3transfer's under the same conditions, not S3 throughput. Alternates
@@ -24,11 +24,9 @@ import boto3
 from boto3.s3.transfer import TransferConfig
 from moto.server import ThreadedMotoServer
 
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object  # noqa: E402
-
 KEY = "Archive0/00/W1BENCH00/W1BENCH00.bag.zip"
 
 
@@ -86,7 +84,7 @@ def main() -> int:
         results.append({"method": name, "median_s": round(median, 3), "mib_per_s": round(args.size_mib / median, 1),
                         "runs_s": [round(r, 3) for r in runs]})
         print(f"{name:<11} {median:>9.2f} {args.size_mib / median:>8.1f}  {results[-1]['runs_s']}")
-    print(f"\nreproduce: .venv/bin/python {' '.join(['bench/fetch_bench.py', *sys.argv[1:]])}")
+    print(f"\nreproduce: .venv/bin/python {' '.join(['-m', 'bench.fetch_bench', *sys.argv[1:]])}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"size_mib": args.size_mib, "part_mib": args.part_mib,
                                      "concurrency": args.concurrency, "results": results}, indent=2) + "\n")

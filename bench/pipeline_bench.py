@@ -1,6 +1,6 @@
 """Pipeline benchmark: fetch then de-bag (sequential) vs ``fetch_and_debag`` (overlapped), same bag, same server.
 
-    .venv/bin/python bench/pipeline_bench.py --size-mib 256 --rate-mb-s 40
+    .venv/bin/python -m bench.pipeline_bench --size-mib 256 --rate-mb-s 40
 
 Generates a work of incompressible 5 MiB files bagged with bagit-python (sha512, zipped stored, as bdrc-bag
 does), uploads it to a moto server running as a child process (not a thread of this one: it would share our
@@ -31,17 +31,15 @@ from pathlib import Path
 
 import boto3
 
+from bench.debag_bench import RID, build_bag
+from harness.bags import zip_tree
+from harness.moto_server import MotoServer
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.work.wiring import fetch_and_debag
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT))
-
-from bench.debag_bench import RID, build_bag  # noqa: E402
-from harness.moto_server import MotoServer  # noqa: E402
-from onprem.finisher.debag.archive import debag_archive  # noqa: E402
-from onprem.finisher.debag.model import DebagSettings  # noqa: E402
-from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object  # noqa: E402
-from onprem.finisher.work.wiring import fetch_and_debag  # noqa: E402
-from tests.fixtures.bags import zip_tree  # noqa: E402
-
 BUCKET = "bench-pipeline"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 _PROXY = """
@@ -152,7 +150,7 @@ def main() -> int:
         print(f"{network:<8} {mode:<11} {row['median_total_s']:>9.2f} {row['mib_per_s']:>7.1f} "
               f"{row.get('median_fetch_s', float('nan')):>8.2f} {row.get('median_debag_s', float('nan')):>9.2f}"
               f"  {row['runs_s']}")
-    print(f"\nreproduce: .venv/bin/python {' '.join(['bench/pipeline_bench.py', *sys.argv[1:]])}")
+    print(f"\nreproduce: .venv/bin/python {' '.join(['-m', 'bench.pipeline_bench', *sys.argv[1:]])}")
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps({"size_mib": round(size_mib, 1), "file_mib": args.file_mib,
                                      "part_mib": args.part_mib, "concurrency": args.concurrency,

@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from bench.context import MIB, BenchContext, median
-from bench.data import make_bag_zip
 from bench.raw import disk_write_throughput, get_throughput, hash_throughput
+from harness.bags import make_streamed_bag_zip, zip_tree
 
 __all__ = ["RANGED_SPAN", "debag_section", "lambda_section", "raw_section"]
 
@@ -69,8 +69,6 @@ def debag_section(ctx: BenchContext) -> None:
     except ImportError as err:
         section.notes.append(f"not run: bench/debag_bench.py could not be imported ({err})")
         return
-    from tests.fixtures.bags import zip_tree
-
     o = ctx.options
     scratch = Path(tempfile.mkdtemp(prefix="debag-", dir=ctx.scratch))
     try:
@@ -81,8 +79,8 @@ def debag_section(ctx: BenchContext) -> None:
                                 compression=mode), payload)
                 for name, mode in (("stored", zipfile.ZIP_STORED), ("deflated", zipfile.ZIP_DEFLATED))}
         shutil.rmtree(scratch / "build")
-        small = make_bag_zip(scratch / "small", rid, total_bytes=o.small_files * o.small_kib * 1024,
-                             file_bytes=o.small_kib * 1024)
+        small = make_streamed_bag_zip(scratch / "small", rid, total_bytes=o.small_files * o.small_kib * 1024,
+                                      file_bytes=o.small_kib * 1024)
         zips[f"stored, {small.files} x {o.small_kib} KiB"] = (small.path, small.payload_bytes)
         methods = {
             "extract-then-validate": lambda z, out: debag_bench.run_baseline(z, out, o.workers),

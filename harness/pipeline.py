@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from harness.bags import SampleZip
 from harness.events import (
     RestoreNotCompleted,
     as_delivered,
@@ -28,7 +29,6 @@ from harness.events import (
 )
 from harness.lambda_runtime import Invocation, invoke_notify_restore
 from harness.moto_env import MOTO_ACCOUNT, LocalAws
-from harness.sample_bags import SampleZip
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.text import Text
 
 from config.loader import load_environment
+from harness.bags import SampleSpec, build_sample_zip
 from harness.moto_env import LocalAws, local_aws, refuse_configured_endpoints
 from harness.pipeline import (
     FinisherPaths,
@@ -29,7 +30,6 @@ from harness.pipeline import (
     stage_sample,
 )
 from harness.report import archive_tree, human_bytes
-from harness.sample_bags import DEMO_SPECS, SampleSpec, build_sample_zip
 from harness.verify import WorkVerification, verify_work_in_archive
 from harness.work_status import request_restore_args, status_problems
 
@@ -38,6 +38,13 @@ STEPS = 7
 TEXT_LOGS = {"FINISHER_LOG_FORMAT": "text"}
 #: bagit logs a line per tag file it verifies: kept in finisher.log, not on the screen
 BAGIT_CHATTER = "Verifying checksum for file"
+#: the demo's four zips, one work each (a staging key holds its own work only): two in the FPL bucket
+DEMO_SPECS = (
+    SampleSpec("NLM", ("W1NLM4700",)),
+    SampleSpec("FPL", ("W1FPL2025",)),
+    SampleSpec("FPL", ("W1FPL2026",)),
+    SampleSpec("BDRC", ("W22084",), image_groups=3),
+)
 
 
 @dataclass(frozen=True)

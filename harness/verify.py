@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 
 from contract.keys import archive_relpath_for_rid
-from harness.sample_bags import SampleWork, sha512_of
+from harness.bags import SampleWork
 
 
 @dataclass(frozen=True)
@@ -22,6 +23,15 @@ class WorkVerification:
     @property
     def ok(self) -> bool:
         return not self.problems
+
+
+def sha512_of(path: Path, chunk: int = 1 << 20) -> str:
+    """The sha512 of the file at ``path``, read in ``chunk``-byte blocks."""
+    digest = hashlib.sha512()
+    with path.open("rb") as stream:
+        while block := stream.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def verify_work_in_archive(archive_root: Path, work: SampleWork) -> WorkVerification:

@@ -20,6 +20,7 @@ import pytest
 from rich.console import Console
 
 from config.loader import load_environment
+from harness.bags import SampleSpec, SampleZip, build_sample_zip
 from harness.events import restore_completed_event
 from harness.moto_env import MOTO_ACCOUNT, NonLoopbackEndpoint, ensure_loopback, local_aws
 from harness.pipeline import (
@@ -29,8 +30,7 @@ from harness.pipeline import (
     stage_sample,
     wait_restored,
 )
-from harness.run import DemoOptions, DemoOutcome, run_demo
-from harness.sample_bags import DEMO_SPECS, SampleSpec, SampleZip, build_sample_zip
+from harness.run import DEMO_SPECS, DemoOptions, DemoOutcome, run_demo
 from harness.verify import WorkVerification, verify_work_in_archive
 from harness.work_status import history_events, status_problems, status_rows
 from onprem.finisher.ledger.store import PHASES

@@ -23,8 +23,8 @@ import yaml
 from moto.server import ThreadedMotoServer
 
 from contract import archive_relpath_for_rid
+from harness.bags import make_bdrc_bag_zip
 from onprem.finisher.ledger.store import Ledger
-from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.integration.worker_support import BUCKET, DLQ, QUEUE, REGION, environment, stage_object
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -14,12 +14,12 @@ import yaml
 from typer.testing import CliRunner
 
 from contract import archive_relpath_for_rid
+from harness.bags import make_bdrc_bag_zip
 from onprem.finisher.cli.app import app
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.logs import reset_logging
 from onprem.finisher.queue.sqs import WorkQueue
 from onprem.finisher.work.clients import AwsClients
-from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.integration.worker_support import (
     BUCKET,
     DLQ,

@@ -17,6 +17,8 @@ from pathlib import Path
 import boto3
 import pytest
 
+from harness.bags import make_bdrc_bag_zip, zip_entries
+from harness.zip_edits import corrupt_one_byte, tamper_member
 from onprem.finisher.debag.archive import debag_archive, temp_dir_for
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
@@ -32,7 +34,6 @@ from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_ob
 from onprem.finisher.fetch_debag.arriving import TAIL_PROBE
 from onprem.finisher.progress import CountingProgress
 from onprem.finisher.work.wiring import fetch_and_debag
-from tests.fixtures.bags import corrupt_one_byte, make_bdrc_bag_zip, tamper_member, zip_entries
 from tests.integration.moto_endpoint import CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -16,6 +16,8 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from harness.bags import make_bdrc_bag_zip
+from harness.zip_edits import tamper_member
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
@@ -27,7 +29,6 @@ from onprem.finisher.errors import (
 )
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
 from onprem.finisher.progress import CountingProgress
-from tests.fixtures.bags import make_bdrc_bag_zip, tamper_member
 from tests.integration.moto_endpoint import CREDENTIALS
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -22,6 +22,8 @@ import pytest
 from botocore.config import Config
 from urllib3.exceptions import ProtocolError
 
+from harness.bags import make_bdrc_bag_zip, zip_entries
+from harness.zip_edits import add_member, corrupt_one_byte, read_members, tamper_member
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
@@ -40,14 +42,6 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings
 from onprem.finisher.fetch_debag import stream as stream_debag
 from onprem.finisher.work.wiring import fetch_and_debag
-from tests.fixtures.bags import (
-    add_member,
-    corrupt_one_byte,
-    make_bdrc_bag_zip,
-    read_members,
-    tamper_member,
-    zip_entries,
-)
 from tests.reliability.real_zips import APPLE_DOUBLE, DS_STORE, info_zip_bag, seven_zip_bag
 
 RID, OTHER_RID = "W1NLM4700", "W1NLM4701"

@@ -13,6 +13,7 @@ import pytest
 
 from config.model import EnvironmentConfig
 from contract import RestoredWork, archive_relpath_for_rid, staging_key_for_rid
+from harness.bags import make_bdrc_bag_zip
 from onprem.finisher.errors import BagInvalid, TransferError
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.metrics import LogMetrics
@@ -23,7 +24,6 @@ from onprem.finisher.work.runtime import build_worker
 from onprem.finisher.work.settings import Settings, load_settings
 from onprem.finisher.work.stages import StageContext
 from onprem.finisher.work.wiring import real_stages
-from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.integration.worker_support import (
     BUCKET,
     DLQ,

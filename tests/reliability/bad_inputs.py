@@ -19,6 +19,7 @@ from pathlib import Path
 
 import bagit
 
+from harness.zip_edits import add_member, corrupt_one_byte, drop_member, tamper_member, truncate_zip
 from onprem.finisher.errors import (
     BagIncomplete,
     BagInvalid,
@@ -36,7 +37,6 @@ from onprem.finisher.errors import (
     WeakChecksums,
     ZipBomb,
 )
-from tests.fixtures.bags import add_member, corrupt_one_byte, drop_member, tamper_member, truncate_zip
 from tests.reliability.bad_inputs_bags import CASES as BAG_CASES
 from tests.reliability.bad_inputs_names import CASES as NAME_CASES
 from tests.reliability.bad_zip import BadZip, edit_member, good_zip, payload_member, with_member

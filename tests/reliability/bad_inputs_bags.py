@@ -10,6 +10,8 @@ import codecs
 import hashlib
 from pathlib import Path
 
+from harness.bags import make_bdrc_bag_zip, make_plain_work_zip
+from harness.zip_edits import edit_tag_file, read_members
 from onprem.finisher.errors import (
     BagDeclarationInvalid,
     BagRidMismatch,
@@ -19,7 +21,6 @@ from onprem.finisher.errors import (
     UnexpectedWork,
     UnsafeManifestPath,
 )
-from tests.fixtures.bags import edit_tag_file, make_bdrc_bag_zip, make_plain_work_zip, read_members
 from tests.reliability.bad_zip import FILE_SIZE, FILES, BadZip, good_zip
 
 

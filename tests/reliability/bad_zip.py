@@ -12,8 +12,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from harness.bags import make_bdrc_bag_zip
+from harness.zip_edits import read_members, rewrite_zip
 from onprem.finisher.errors import FinisherError
-from tests.fixtures.bags import make_bdrc_bag_zip, read_members, rewrite_zip
 
 FILES, FILE_SIZE = 2, 2048
 

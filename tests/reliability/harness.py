@@ -27,10 +27,10 @@ from typing import Any
 from config.loader import load_environment
 from contract import RestoredWork, message_attributes
 from contract.keys import archive_relpath_for_rid
+from harness.bags import SampleSpec, SampleZip, build_sample_zip
 from harness.events import restore_expiry
 from harness.moto_env import LocalAws, local_aws
 from harness.pipeline import FinisherPaths, finisher_command, stage_sample
-from harness.sample_bags import SampleSpec, SampleZip, build_sample_zip
 from harness.verify import verify_work_in_archive
 from harness.work_status import status_rows
 from tests.reliability.inject_boot import BOOT, FAULTS_VAR, REPORT_VAR

@@ -20,7 +20,7 @@ import unicodedata
 import zipfile
 from pathlib import Path
 
-from tests.fixtures.bags import make_bagit_bag, write_work_tree
+from harness.bags import make_bagit_bag, write_work_tree
 
 #: payload file names (under ``sources/``) no ASCII-only tool would keep
 NAMES = ("བོད་ཡིག.tif", "dpe cha ཀ་ཁ.txt", "café.txt", "漢字.txt")

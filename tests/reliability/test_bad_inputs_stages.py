@@ -14,12 +14,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.bags import make_bdrc_bag_zip
 from onprem.finisher.debag import extract as debag_extract
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import InsufficientSpace, PermanentError, RetryableError
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
-from tests.fixtures.bags import make_bdrc_bag_zip
 from tests.reliability.bad_inputs import BAD_ZIPS, BadZip, unicode_names_zip
 
 FETCH = FetchSettings(part_size=256 * 1024, max_concurrency=2, min_free_bytes=0)

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from contract.keys import archive_relpath_for_rid
-from tests.fixtures.bags import make_bagit_bag, write_work_tree, zip_tree
+from harness.bags import make_bagit_bag, write_work_tree, zip_tree
 from tests.reliability.harness import Bench, trial_bench
 
 #: somewhere a bag would like its work to go: must stay empty

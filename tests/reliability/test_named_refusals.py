@@ -19,11 +19,11 @@ import pytest
 
 from harness.moto_env import local_aws
 from harness.pipeline import FinisherPaths
+from harness.zip_edits import truncate_zip
 from onprem.finisher.progress import Progress
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import StageContext, Stages, staging_slot
 from onprem.finisher.work.wiring import real_stages
-from tests.fixtures.bags import truncate_zip
 from tests.reliability.bad_zip import good_zip
 from tests.reliability.harness import DEV, REPO_ROOT, Bench, StagedWork
 

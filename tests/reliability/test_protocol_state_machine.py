@@ -29,6 +29,7 @@ from moto import mock_aws
 
 from config.model import EnvironmentConfig
 from contract import RestoredWork, message_attributes, staging_key_for_rid
+from harness.bags import make_bdrc_bag_zip
 from onprem.finisher.metrics import NullMetrics
 from onprem.finisher.progress import NullProgress
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
@@ -38,7 +39,6 @@ from onprem.finisher.work.runtime import build_worker
 from onprem.finisher.work.settings import load_settings
 from onprem.finisher.work.stages import StageContext, StagedWork, Stages, Synced
 from onprem.finisher.work.wiring import real_stages
-from tests.fixtures.bags import make_bdrc_bag_zip
 
 REGION = "us-east-1"
 BUCKET = "glacier.staging.sm.test.bdrc.org"

@@ -27,11 +27,11 @@ from pathlib import Path
 import bagit
 import pytest
 
+from harness.bags import write_work_tree, zip_tree
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
 from onprem.finisher.work.wiring import fetch_and_debag
-from tests.fixtures.bags import write_work_tree, zip_tree
 
 RID = "W1REAL0001"
 SETTINGS = DebagSettings(workers=2, fsync=False, require_strong_checksums=True)

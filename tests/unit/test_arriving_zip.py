@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.bags import zip_entries
 from onprem.finisher.debag.extract import MemberExtractor
 from onprem.finisher.debag.model import DebagSettings, ExtractionCancelled
 from onprem.finisher.debag.safety import check_archive
@@ -20,7 +21,6 @@ from onprem.finisher.fetch.journal import DownloadIdentity, FetchJournal
 from onprem.finisher.fetch.s3 import CHUNK_SIZE
 from onprem.finisher.fetch_debag.arriving import ArrivingZip, central_directory_start
 from onprem.finisher.progress import NullProgress
-from tests.fixtures.bags import zip_entries
 
 RID = "W1NLM4700"
 

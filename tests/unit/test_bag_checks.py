@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.bags import make_bdrc_bag_zip, make_plain_work_zip
+from harness.zip_edits import edit_tag_file, read_members, rewrite_zip
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
@@ -22,7 +24,6 @@ from onprem.finisher.errors import (
     TagManifestIncomplete,
     UnsafeManifestPath,
 )
-from tests.fixtures.bags import edit_tag_file, make_bdrc_bag_zip, make_plain_work_zip, read_members, rewrite_zip
 
 RID = "W1NLM4700"
 SETTINGS = DebagSettings(workers=2, fsync=False)

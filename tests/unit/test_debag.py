@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.bags import make_bdrc_bag_zip, make_plain_work_zip
+from harness.zip_edits import add_member, drop_member, read_members, rewrite_zip, tamper_member
 from onprem.finisher.debag import archive as debag_module
 from onprem.finisher.debag.archive import debag_archive, temp_dir_for
 from onprem.finisher.debag.extract import MemberExtractor
@@ -24,15 +26,6 @@ from onprem.finisher.errors import (
     WeakChecksums,
 )
 from onprem.finisher.progress import CountingProgress
-from tests.fixtures.bags import (
-    add_member,
-    drop_member,
-    make_bdrc_bag_zip,
-    make_plain_work_zip,
-    read_members,
-    rewrite_zip,
-    tamper_member,
-)
 
 RID = "W1NLM4700"
 SETTINGS = DebagSettings(workers=2, fsync=False)

@@ -11,10 +11,7 @@ from pathlib import Path
 import bagit
 import pytest
 
-from onprem.finisher.debag.archive import debag_archive
-from onprem.finisher.debag.model import DebagSettings
-from onprem.finisher.errors import ControlCharacterName, MissingWork, UnexpectedWork
-from tests.fixtures.bags import (
+from harness.bags import (
     image_group,
     make_bdrc_bag_zip,
     make_bdrc_tool_zip,
@@ -22,6 +19,9 @@ from tests.fixtures.bags import (
     write_work_tree,
     zip_tree,
 )
+from onprem.finisher.debag.archive import debag_archive
+from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.errors import ControlCharacterName, MissingWork, UnexpectedWork
 
 RID = "W1NLM4700"
 SETTINGS = DebagSettings(workers=2, fsync=False)

@@ -10,13 +10,13 @@ from pathlib import Path
 
 import pytest
 
+from harness.bags import image_group, make_bagit_bag, write_work_tree, zip_entries, zip_tree
 from onprem.finisher.debag.archive import JOURNAL_NAME, debag_archive
 from onprem.finisher.debag.budget import InflateBudget
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.debag.safety import guard_member
 from onprem.finisher.errors import ZipBomb
 from onprem.finisher.work.settings import load_settings
-from tests.fixtures.bags import image_group, make_bagit_bag, write_work_tree, zip_entries, zip_tree
 
 RID = "W1NLM4700"
 MIB = 2**20

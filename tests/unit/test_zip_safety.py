@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.bags import make_bdrc_bag_zip, zip_entries
+from harness.zip_edits import add_member, corrupt_one_byte, truncate_zip
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.budget import SizeGuard
 from onprem.finisher.debag.model import DebagSettings
@@ -34,7 +36,6 @@ from onprem.finisher.errors import (
     UnsupportedCompression,
     ZipBomb,
 )
-from tests.fixtures.bags import add_member, corrupt_one_byte, make_bdrc_bag_zip, truncate_zip, zip_entries
 
 RID = "W1NLM4700"
 SETTINGS = DebagSettings(workers=2, fsync=False)

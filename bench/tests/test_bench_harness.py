@@ -12,20 +12,29 @@ from pathlib import Path
 
 import bagit
 
-from bench.data import make_bag_zip
+from bench.debag_bench import build_bag
 from bench.e2e import RunPaths, Transfer
 from bench.measure import MeasuredProcess
 from bench.ours import OursPipeline
 from bench.run import main as bench_main
+from harness.bags import make_streamed_bag_zip
 
 
 def test_generated_bag_is_a_valid_bagit_bag_of_the_requested_size(tmp_path: Path) -> None:
-    bag = make_bag_zip(tmp_path, "W1BENCH01", total_bytes=3 * 2**20 + 7, file_bytes=2**20)
+    bag = make_streamed_bag_zip(tmp_path, "W1BENCH01", total_bytes=3 * 2**20 + 7, file_bytes=2**20)
     assert (bag.files, bag.payload_bytes) == (4, 3 * 2**20 + 7)
     with zipfile.ZipFile(bag.path) as zf:
         assert {i.compress_type for i in zf.infolist()} == {zipfile.ZIP_STORED}
         zf.extractall(tmp_path / "out")
     bagit.Bag(str(tmp_path / "out" / "W1BENCH01.bag")).validate()
+
+
+def test_debag_bench_bag_is_a_valid_bagit_bag_of_whole_files(tmp_path: Path) -> None:
+    work = build_bag(tmp_path, size_mib=3, file_mib=1, algorithms=["sha512", "md5"])
+    payload = sorted(p for p in (work / "data").rglob("*") if p.is_file())
+    assert [p.stat().st_size for p in payload] == [2**20] * 3
+    assert {p.name for p in work.glob("manifest-*.txt")} == {"manifest-sha512.txt", "manifest-md5.txt"}
+    bagit.Bag(str(work)).validate()
 
 
 def test_measured_process_reports_the_bytes_its_tree_wrote(tmp_path: Path) -> None:
