@@ -157,6 +157,21 @@ verify_copy() {
     fi
 }
 
+can_hard_link() {
+    # $1 source, $2 archive parent: one real link of a source file, since one file system seen through two mounts
+    # (two bind mounts of a container) has one device number but refuses links across them (EXDEV)
+    local probe first
+    first=$(find "$1" -type f -print -quit)
+    [[ -n $first ]] || return 1
+    probe="$2/.$RID.linkprobe.$$"
+    if ln -- "$first" "$probe" 2>/dev/null; then
+        rm -f -- "$probe"
+        return 0
+    fi
+    say "hard links from $1 to $2 fail (another file system or mount): copying instead"
+    return 1
+}
+
 sync_archive() {
     # $1 source, $2 archive parent, $3 replace (0|1)
     local src=$1 archive_parent=$2 replace=$3
@@ -175,7 +190,7 @@ sync_archive() {
 
     TMP_DIR="$parent/.$RID.syncing.$$"
     local copy_mode='copy' rsync_opts=(-a)
-    if [[ ${SYNC_FORCE_COPY:-0} != 1 && $(stat -c %d -- "$src") == "$(stat -c %d -- "$parent")" ]]; then
+    if [[ ${SYNC_FORCE_COPY:-0} != 1 ]] && can_hard_link "$src" "$parent"; then
         copy_mode="link"
         rsync_opts+=("--link-dest=$src")
     elif [[ -d $TARGET ]]; then

@@ -93,9 +93,20 @@ def ledger_errors_in_one_line(command: Callable[..., None]) -> Callable[..., Non
     return run_command
 
 
+def print_version(wanted: bool) -> None:
+    """``--version``: the installed distribution's version, then exit (checked first, before any settings)."""
+    if wanted:
+        from importlib.metadata import version
+
+        say(out_console(), f"finisher {version('bdrc-restore')}")
+        raise typer.Exit(0)
+
+
 @app.callback()
 def main_options(
     ctx: typer.Context,
+    _version: bool = typer.Option(False, "--version", is_eager=True, callback=print_version,
+                                  help="print the version and exit"),
     env: str | None = typer.Option(None, "--env", help="environment (config/<env>.yaml); default $BDRC_ENV or dev"),
     settings_file: Path | None = typer.Option(None, "--settings-file", help="finisher settings YAML"),
     log_format: str | None = typer.Option(None, "--log-format", help="auto | json | text"),
