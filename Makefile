@@ -12,11 +12,39 @@ export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
 export AWS_EC2_METADATA_DISABLED := true
 
-.PHONY: help setup debs test lint demo bench synth lambda-asset lock clean
+# The finisher's image (make image; make test builds it and runs tests/container against it). Our own dockerd when
+# none answers on DOCKER_HOST (bin/dev-dockerd.sh: its data root outside the clone, so layers and the base survive).
+IMAGE ?= bdrc-finisher:dev
+LOCAL_BASE_IMAGE := bdrc-restore/debian:bookworm-minbase
+# a site with a registry: BASE_IMAGE=python:3.11-slim-bookworm (then no debootstrap)
+BASE_IMAGE ?= $(LOCAL_BASE_IMAGE)
+APP_UID ?= 1000
+APP_GID ?= 1000
+CONTAINER_DEB_PACKAGES := docker.io debootstrap
+export DOCKER_HOST ?= unix:///run/bdrc-restore-docker/docker.sock
+# the host's pip index settings go into the build (file:// indexes are not reachable from it)
+PIP_INDEX_URL ?= $(shell $(PY_BOOT) -m pip config get global.index-url 2>/dev/null)
+PIP_EXTRA_INDEX_URL ?= $(filter http://% https://%,$(shell $(PY_BOOT) -m pip config get global.extra-index-url 2>/dev/null))
+PIP_TRUSTED_HOST ?= $(shell $(PY_BOOT) -m pip config get global.trusted-host 2>/dev/null)
+# PEM files of extra CA certificates (a TLS-inspecting proxy) trusted inside the build and by the image;
+# default: the host's own additions to its CA bundle
+EXTRA_CA_CERTS ?= $(wildcard /usr/local/share/ca-certificates/*.crt)
+IMAGE_BUILD_ARGS = --build-arg BASE_IMAGE=$(BASE_IMAGE) --build-arg APP_UID=$(APP_UID) --build-arg APP_GID=$(APP_GID) \
+  $(if $(strip $(PIP_INDEX_URL)),--build-arg PIP_INDEX_URL="$(strip $(PIP_INDEX_URL))") \
+  $(if $(strip $(PIP_EXTRA_INDEX_URL)),--build-arg PIP_EXTRA_INDEX_URL="$(strip $(PIP_EXTRA_INDEX_URL))") \
+  $(if $(strip $(PIP_TRUSTED_HOST)),--build-arg PIP_TRUSTED_HOST="$(strip $(PIP_TRUSTED_HOST))") \
+  $(if $(strip $(EXTRA_CA_CERTS)),--build-arg EXTRA_CA_CERTS="$$(cat $(EXTRA_CA_CERTS))")
+# one shell line: the base made when missing, then the image (the legacy builder: Debian's dockerd has no buildx)
+BUILD_IMAGE = { [ "$(BASE_IMAGE)" != "$(LOCAL_BASE_IMAGE)" ] || bin/base-image.sh $(LOCAL_BASE_IMAGE) bookworm; } \
+  && DOCKER_BUILDKIT=0 docker build -q --network host -f onprem/finisher/Dockerfile $(IMAGE_BUILD_ARGS) -t $(IMAGE) . \
+  && docker image inspect --format '$(IMAGE): {{.Size}} bytes' $(IMAGE)
+
+.PHONY: help setup debs container-debs image test lint demo bench synth lambda-asset lock clean
 
 help:
 	@echo "make demo   - set up, then run the whole pipeline end to end on a local moto server"
-	@echo "make test   - set up, then ruff + shellcheck + the whole pytest suite"
+	@echo "make test   - set up, then ruff + shellcheck + the image + the whole pytest suite (tests/container too)"
+	@echo "make image  - build the finisher's container image (IMAGE=$(IMAGE), BASE_IMAGE, APP_UID, APP_GID)"
 	@echo "make lint   - ruff, shellcheck, cfn-lint on synthesized templates"
 	@echo "make synth  - cdk synth for env=dev and env=prod (offline)"
 	@echo "make bench  - benchmarks (bench/), table on stdout, JSON under bench/results/"
@@ -53,10 +81,19 @@ lock:
 lambda-asset: $(STAMP)
 	$(PY) -m infra.cdk.lambda_asset build/lambda/notify_restore
 
-test: setup
+# docker and debootstrap, for the image and its tests; installed only when missing
+container-debs:
+	@$(MAKE) --no-print-directory debs DEB_PACKAGES="$(CONTAINER_DEB_PACKAGES)"
+
+# the daemon started here (when none answers) is stopped afterwards by its PID, whatever the build's outcome
+image: container-debs
+	bin/dev-dockerd.sh start || exit 1; trap 'bin/dev-dockerd.sh stop' EXIT; $(BUILD_IMAGE)
+
+test: setup container-debs
 	$(VENV)/bin/ruff check .
 	shellcheck bin/*.sh
-	$(PY) -m pytest -q
+	bin/dev-dockerd.sh start || exit 1; trap 'bin/dev-dockerd.sh stop' EXIT; \
+	  $(BUILD_IMAGE) && BDRC_FINISHER_IMAGE=$(IMAGE) $(PY) -m pytest -q
 
 lint: setup
 	$(VENV)/bin/ruff check .

@@ -39,6 +39,32 @@ def test_the_image_holds_the_product_only_installed_from_the_lock_file() -> None
     assert "pip install --no-compile --no-deps ." in text
 
 
+def test_the_build_context_is_the_product_only() -> None:
+    ignored = (FINISHER.parents[1] / ".dockerignore").read_text().split()
+    assert ignored[ignored.index("*"):][:1] == ["*"]  # everything excluded, then the product let in
+    assert {"!contract", "!config", "!onprem", "!bin/syncOneWork.sh", "!requirements/finisher.lock"} <= set(ignored)
+
+
+def test_compose_stop_grace_outlasts_the_finishers_shutdown() -> None:
+    service = yaml.safe_load((FINISHER / "compose.example.yml").read_text())["services"]["finisher"]
+    grace = float(service["environment"]["FINISHER_GRACE_PERIOD"])
+    stop_grace = float(str(service["stop_grace_period"]).removesuffix("s"))
+    # work/worker.py: the grace period for works in flight, then max(grace, 5 s) for them to reach a checkpoint
+    assert stop_grace >= grace + max(grace, 5.0) + 10, (stop_grace, grace)
+    assert service["init"] is True and service["read_only"] is True
+
+
+def test_finisher_version_prints_the_installed_version() -> None:
+    from importlib.metadata import version
+
+    from typer.testing import CliRunner
+
+    from onprem.finisher.cli import app
+
+    result = CliRunner().invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.output.strip() == f"finisher {version('bdrc-restore')}"
+
+
 def test_compose_example_mounts_archive_staging_state_and_aws_config() -> None:
     compose = yaml.safe_load((FINISHER / "compose.example.yml").read_text())
     service = compose["services"]["finisher"]
