@@ -2,19 +2,15 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
+from contract import ObjectHead, StorageClass
 from contract.restored_work import normalize_etag
 from lambdas.notify_restore.errors import RestoredObjectChanged, RestoreStillOngoing
 from lambdas.notify_restore.events import RestoreCompletion
-
-_ONGOING_RE = re.compile(r'ongoing-request="(?P<ongoing>true|false)"')
-_EXPIRY_RE = re.compile(r'expiry-date="(?P<expiry>[^"]+)"')
 
 
 @dataclass(frozen=True)
@@ -22,7 +18,7 @@ class HeadFacts:
     """What HEAD adds to the event: the stored checksums and the restored copy's expiry."""
 
     restore_expiry: datetime | None = None
-    storage_class: str | None = None
+    storage_class: StorageClass | str | None = None
     checksum_sha256: str | None = None
     checksum_crc64nvme: str | None = None
 
@@ -42,31 +38,21 @@ def head_facts(response: Mapping[str, Any], completion: RestoreCompletion, work_
     RestoredObjectChanged when the ETag or size is not the one the event announced.
     """
     where = f"{work_rid}: s3://{completion.bucket}/{completion.key}"
-    restore = str(response.get("Restore") or "")
-    ongoing = _ONGOING_RE.search(restore)
-    if ongoing and ongoing.group("ongoing") == "true":
+    head = ObjectHead.from_response(response)  # the header read by contract.s3, as the finisher reads it
+    if head.restore.ongoing:
         raise RestoreStillOngoing(f"{where}: HEAD says the restore is still ongoing — retried later")
-    etag = normalize_etag(str(response.get("ETag", "")))
+    etag = normalize_etag(head.etag)
     if etag and etag != normalize_etag(completion.etag):
         raise RestoredObjectChanged(f"{where}: ETag is now {etag}, the event announced {completion.etag}")
-    size = response.get("ContentLength")
-    if size is not None and int(size) != completion.size:
-        raise RestoredObjectChanged(f"{where}: size is now {size}, the event announced {completion.size}")
-    expiry = _EXPIRY_RE.search(restore)
-    sha256 = response.get("ChecksumSHA256")
+    if response.get("ContentLength") is not None and head.size != completion.size:
+        raise RestoredObjectChanged(f"{where}: size is now {head.size}, the event announced {completion.size}")
+    sha256 = head.checksums.get("ChecksumSHA256")
     # a multipart upload's composite SHA-256 ("…-N") is not the digest of the whole object: not usable as one
-    if sha256 and (response.get("ChecksumType") == "COMPOSITE" or "-" in str(sha256)):
+    if sha256 and (head.checksums.get("ChecksumType") == "COMPOSITE" or "-" in sha256):
         sha256 = None
     return HeadFacts(
-        restore_expiry=_http_date(expiry.group("expiry")) if expiry else None,
-        storage_class=response.get("StorageClass"),
+        restore_expiry=head.restore.expiry,
+        storage_class=head.restore.storage_class,
         checksum_sha256=sha256 or None,
-        checksum_crc64nvme=response.get("ChecksumCRC64NVME") or None,
+        checksum_crc64nvme=head.checksums.get("ChecksumCRC64NVME") or None,
     )
-
-
-def _http_date(text: str) -> datetime | None:
-    try:
-        return parsedate_to_datetime(text)
-    except (TypeError, ValueError):
-        return None

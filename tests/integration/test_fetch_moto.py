@@ -1,4 +1,5 @@
-"""Fetch against a real moto S3 server on loopback: verify, resume after SIGKILL, pinning, restore states."""
+"""Fetch against a real moto S3 server on loopback: verify, resume after SIGKILL, pinning, restore states; and
+one HEAD per attempt through the worker with the real stages (in-process moto)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 
 import boto3
@@ -28,12 +30,18 @@ from onprem.finisher.errors import (
     RestoreExpired,
 )
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
-from onprem.finisher.progress import CountingProgress
+from onprem.finisher.metrics import LogMetrics
+from onprem.finisher.progress import CountingProgress, NullProgress
+from onprem.finisher.work.clients import AwsClients
+from onprem.finisher.work.runtime import build_worker
+from onprem.finisher.work.wiring import real_stages
 from tests.integration.moto_endpoint import CREDENTIALS
+from tests.integration.worker_support import REGION, aws, send, stage_object, worker_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RID = "W1NLM4700"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
+__all__ = ["aws"]  # the worker's in-process moto fixture
 SMALL_PARTS = FetchSettings(part_size=256 * 1024, max_concurrency=4, min_free_bytes=0)
 
 
@@ -226,3 +234,24 @@ def test_fetched_bag_with_a_changed_byte_is_rejected_naming_the_file(s3, bucket:
     with pytest.raises(ChecksumMismatch, match=rf"^{RID}: checksum mismatch for {member} \(sha256 expected"):
         debag_archive(fetched.path, RID, staging, DebagSettings(workers=2, fsync=False), version_tag=fetched.etag)
     assert not (staging / RID).exists() and fetched.path.exists()
+
+
+
+@pytest.mark.parametrize("overrides", [
+    pytest.param({}, id="one-part-streamed"),
+    pytest.param({"fetch_part_size": 8192}, id="parts-overlapped"),
+    pytest.param({"fetch_stream": False}, id="one-part-overlapped"),
+    pytest.param({"fetch_debag_overlap": False}, id="fetch-then-debag"),
+])
+def test_one_attempt_makes_exactly_one_head(tmp_path: Path, aws: AwsClients, overrides: dict[str, object]) -> None:
+    settings = worker_settings(tmp_path, min_free_bytes=0, **overrides)
+    work = stage_object(aws, make_bdrc_bag_zip(tmp_path / "bags", rids=[RID], file_size=20000), RID)
+    heads: list[dict[str, object]] = []
+    aws.s3(REGION).meta.events.register("before-call.s3.HeadObject", lambda params, **_: heads.append(params))
+    send(aws, work)
+    summary = build_worker(settings, clients=aws, stages=real_stages(settings, aws.s3), metrics=LogMetrics(),
+                           progress_for=lambda label, rid: NullProgress()).run(drain=True)
+    assert summary.outcomes == Counter({"synced": 1})
+    # the restore check's HEAD (with checksums) is the one the download pins to: no second HEAD
+    assert len(heads) == 1, heads
+    assert heads[0]["headers"].get("x-amz-checksum-mode") == "ENABLED"

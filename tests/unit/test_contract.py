@@ -1,16 +1,21 @@
 from __future__ import annotations
 
+import ast
 import json
+import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import jsonschema
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+import contract.s3
 from contract import (
     InvalidMessage,
     RestoredWork,
+    StorageClass,
     UnsupportedSchemaVersion,
     idempotency_key_for,
     message_attributes,
@@ -181,3 +186,22 @@ def test_message_round_trip(rid, size, etag, version, expiry) -> None:
     )
     assert work.work_rid == rid
     assert parse_message(work.to_body()) == work
+
+
+def test_the_s3_vocabulary_imports_only_the_standard_library() -> None:
+    # the Lambda's asset carries contract/ as it is, beside Powertools: no boto3/botocore import may creep in
+    tree = ast.parse(Path(contract.s3.__file__).read_text(encoding="utf-8"))
+    imported = {alias.name.split(".")[0] for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module.split(".")[0] for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom) and node.module}
+    assert imported <= set(sys.stdlib_module_names) | {"__future__"}, imported
+
+
+def test_a_storage_class_member_travels_as_its_plain_name() -> None:
+    work = RestoredWork.build(collection="NLM", bucket="glacier.staging.nlm.bdrc.org",
+                              key=staging_key_for_rid("W1NLM4700"), region="us-east-1", size=5, etag="abc",
+                              event_time=datetime(2026, 11, 20, tzinfo=UTC), source_event_id="e",
+                              storage_class=StorageClass.DEEP_ARCHIVE)
+    assert json.loads(work.to_body())["storage_class"] == "DEEP_ARCHIVE"
+    assert parse_message(work.to_body()).storage_class == "DEEP_ARCHIVE"

@@ -7,6 +7,7 @@ import hashlib
 import io
 import os
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import boto3
@@ -14,6 +15,7 @@ import pytest
 from botocore.response import StreamingBody
 from botocore.stub import ANY, Stubber
 
+from contract import ObjectHead
 from onprem.finisher.errors import IntegrityError, RestoreExpired, RestoreInProgress, TransferError
 from onprem.finisher.fetch.checksum import file_checksum, full_object_checksum
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
@@ -62,6 +64,40 @@ def test_get_refused_as_invalid_object_state_is_restore_expired(stubbed, tmp_pat
     stubber.add_client_error("get_object", "InvalidObjectState", "The operation is not valid", 403)
     with pytest.raises(RestoreExpired, match="restored copy is gone"):
         fetch_object(client, _request(), tmp_path, SETTINGS)
+
+
+def _pinned(size: int, **head: object) -> FetchRequest:
+    """A request carrying the attempt's HEAD (the worker's restore check made it)."""
+    return replace(_request(size), head=ObjectHead.from_response({"ContentLength": size, "ETag": ETAG, **head}))
+
+
+def test_a_download_pinned_to_the_attempts_head_does_not_head_again(stubbed, tmp_path: Path) -> None:
+    client, stubber = stubbed
+    _get(stubber, b"abcd")  # the stubber refuses any call not queued: a HEAD here would fail the test
+    assert fetch_object(client, _pinned(4), tmp_path, SETTINGS).path.read_bytes() == b"abcd"
+    stubber.assert_no_pending_responses()
+
+
+@pytest.mark.parametrize(("head", "message"), [
+    ({"ETag": '"ffffffffffffffffffffffffffffffff"'}, 'ETag "ffff.*the message says'),
+    ({"VersionId": "v2"}, "HEAD saw version v2, the message says v1"),
+    ({"ContentLength": 5}, "5 bytes, the message says 4"),
+])
+def test_the_attempts_head_still_has_to_match_the_message(stubbed, tmp_path: Path, head: dict[str, object],
+                                                          message: str) -> None:
+    from onprem.finisher.errors import ObjectChanged
+
+    client, _ = stubbed
+    request = replace(_pinned(4, **head), version_id="v1")
+    with pytest.raises(ObjectChanged, match=message):
+        fetch_object(client, request, tmp_path, SETTINGS)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_an_attempts_head_of_an_unrestored_copy_is_restore_expired(stubbed, tmp_path: Path) -> None:
+    client, _ = stubbed
+    with pytest.raises(RestoreExpired, match="DEEP_ARCHIVE with no restored copy"):
+        fetch_object(client, _pinned(4, StorageClass="DEEP_ARCHIVE"), tmp_path, SETTINGS)
 
 
 def test_size_differing_from_the_message_is_object_changed(stubbed, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Pure pieces of the finisher: backlog order, backoff, restore header and estimates, settings, metrics, logs."""
+"""Pure pieces of the finisher: backlog order, backoff, restore estimates, settings, metrics, logs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import pytest
 from config.loader import load_environment
 from contract import RestoredWork
 from onprem.finisher.errors import NameTooLong, UndecodableText
-from onprem.finisher.fetch.restore import DEFAULT_PRICES, estimate, locate, parse_restore_header, restore_state
+from onprem.finisher.fetch.restore import DEFAULT_PRICES, estimate, locate
 from onprem.finisher.logs import configure_logging, current_work_rid, reset_logging
 from onprem.finisher.metrics import LogMetrics, NullMetrics
 from onprem.finisher.progress import CountingProgress
@@ -61,15 +61,6 @@ def test_split_for_slots_takes_what_slots_allow() -> None:
 
 def test_backoff_is_exponential_and_capped() -> None:
     assert [backoff_seconds(n, 30, 200) for n in (1, 2, 3, 4, 5)] == [30, 60, 120, 200, 200]
-
-
-def test_restore_header_parsing() -> None:
-    ongoing, expiry = parse_restore_header('ongoing-request="false", expiry-date="Fri, 04 Dec 2026 00:00:00 GMT"')
-    assert not ongoing and expiry == datetime(2026, 12, 4, tzinfo=UTC)
-    assert parse_restore_header('ongoing-request="true"') == (True, None)
-    assert restore_state({"StorageClass": "DEEP_ARCHIVE", "ContentLength": 5}).status == "expired"
-    assert restore_state({"StorageClass": "DEEP_ARCHIVE", "Restore": 'ongoing-request="true"'}).status == "in_progress"
-    assert restore_state({"ContentLength": 5}).status == "not_archived"
 
 
 def test_estimate_uses_the_price_table() -> None:

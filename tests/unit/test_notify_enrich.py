@@ -174,6 +174,18 @@ def test_head_of_an_ongoing_restore_raises_so_the_event_is_retried(completion: R
         head_facts(_head(completion, Restore='ongoing-request="true"'), completion, "W1NLM4700")
 
 
+def test_an_ongoing_restore_written_with_spaces_is_still_ongoing(completion: RestoreCompletion) -> None:
+    with pytest.raises(RestoreStillOngoing):
+        head_facts(_head(completion, Restore=' ongoing-request = "true" '), completion, "W1NLM4700")
+
+
+def test_a_storage_class_s3_adds_later_is_passed_on_as_sent(completion: RestoreCompletion) -> None:
+    facts = head_facts(_head(completion, StorageClass="A_CLASS_S3_ADDS_LATER"), completion, "W1NLM4700")
+    assert facts.storage_class == "A_CLASS_S3_ADDS_LATER"
+    assert restored_work(dataclasses.replace(completion, storage_class=None), NLM_ROUTE, facts).storage_class == \
+        "A_CLASS_S3_ADDS_LATER"
+
+
 def test_composite_sha256_is_not_taken_as_the_object_digest(completion: RestoreCompletion) -> None:
     facts = head_facts(_head(completion, ChecksumSHA256="c2hh-12", ChecksumType="COMPOSITE"), completion, "W1")
     assert facts.checksum_sha256 is None

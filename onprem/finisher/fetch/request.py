@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from contract import ObjectHead, RestoredWork
+
 
 @dataclass(frozen=True)
 class FetchRequest:
@@ -15,6 +17,17 @@ class FetchRequest:
     size: int | None = None
     etag: str | None = None
     version_id: str | None = None
+    #: the attempt's HEAD (the worker's restore check): the download pins to it instead of HEADing again
+    head: ObjectHead | None = None
+
+    @classmethod
+    def of(cls, work: RestoredWork, head: ObjectHead | None = None) -> FetchRequest:
+        """The request for a message's object version, pinned to ``head`` when the attempt already HEADed it."""
+        return cls(work.work_rid, work.bucket, work.key, work.size, work.etag, work.version_id, head)
+
+    @property
+    def where(self) -> str:
+        return f"s3://{self.bucket}/{self.key}"
 
 
 @dataclass(frozen=True)

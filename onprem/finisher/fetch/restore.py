@@ -1,42 +1,37 @@
 """Restores: where a work is, its restore state (HEAD), (re-)requesting it, and the cost and ETA of a request.
 
-``restore.py`` owns requesting and re-requesting; the fetch stage only reads. The worker calls
-``require_restored`` before a download and ``reissue_restore`` when a restored copy has expired.
+``restore.py`` owns requesting and re-requesting; the fetch stage only reads. The worker calls ``inspect`` (the
+attempt's one HEAD, which the download then pins to) before a download and ``reissue_restore`` when a restored
+copy has expired. The header and the storage classes are read by ``contract.s3``, as in the Lambda.
 """
 
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from email.utils import parsedate_to_datetime
-from typing import Any, Literal
+from typing import Any
 
-from botocore.exceptions import BotoCoreError, ClientError
+from botocore.exceptions import ClientError
 from pydantic import BaseModel, ConfigDict
 
 from config.model import EnvironmentConfig
-from contract import RestoredWork, staging_key_for_rid, work_rid_from_key
-from onprem.finisher.errors import ObjectMissing, RestoreExpired, RestoreInProgress, TransferError
+from contract import (
+    ObjectHead,
+    RestoredWork,
+    RestoreState,
+    S3ErrorCode,
+    S3ErrorResponse,
+    restore_state,
+    staging_key_for_rid,
+    work_rid_from_key,
+)
+from onprem.finisher.errors import ObjectMissing, TransferError
+from onprem.finisher.fetch.request import FetchRequest
+from onprem.finisher.fetch.s3 import head_object
 
 logger = logging.getLogger(__name__)
-
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
-#: seconds before a work whose restore is running (or was re-requested) is looked at again
-RESTORE_RETRY_AFTER = 3600
-_EXPIRY_RE = re.compile(r'expiry-date="([^"]+)"')
-
-RestoreStatus = Literal["available", "in_progress", "expired", "not_archived"]
-
-
-@dataclass(frozen=True)
-class RestoreState:
-    status: RestoreStatus
-    storage_class: str | None
-    size: int
-    expiry: datetime | None
 
 
 @dataclass(frozen=True)
@@ -78,83 +73,32 @@ DEFAULT_PRICES = {
 }
 
 
-def parse_restore_header(header: str | None) -> tuple[bool, datetime | None]:
-    """``(ongoing, expiry)`` of an ``x-amz-restore`` header (``ongoing-request="false", expiry-date="…"``)."""
-    if not header:
-        return False, None
-    ongoing = 'ongoing-request="true"' in header
-    match = _EXPIRY_RE.search(header)
-    expiry = parsedate_to_datetime(match.group(1)).astimezone(UTC) if match else None
-    return ongoing, expiry
-
-
-def restore_state(head: dict[str, Any]) -> RestoreState:
-    storage_class = head.get("StorageClass")
-    ongoing, expiry = parse_restore_header(head.get("Restore"))
-    size = int(head.get("ContentLength", 0))
-    if storage_class not in ARCHIVE_CLASSES:
-        return RestoreState("not_archived", storage_class, size, None)
-    if ongoing:
-        return RestoreState("in_progress", storage_class, size, None)
-    if head.get("Restore"):
-        return RestoreState("available", storage_class, size, expiry)
-    return RestoreState("expired", storage_class, size, None)
-
-
 def check_restore_head(s3_client: Any, bucket: str, key: str) -> RestoreState:
     """The restore state of the current version of ``bucket/key`` (for the CLI, before any message exists)."""
     return restore_state(s3_client.head_object(Bucket=bucket, Key=key))
 
 
-def check_restore(s3_client: Any, work: RestoredWork) -> RestoreState:
-    """HEAD the message's object version; ObjectMissing when it is gone, TransferError on a transient error."""
-    kwargs: dict[str, Any] = {"Bucket": work.bucket, "Key": work.key}
-    if work.version_id:
-        kwargs["VersionId"] = work.version_id
-    try:
-        head = s3_client.head_object(**kwargs)
-    except ClientError as err:
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if code == "InvalidObjectState":
-            return RestoreState("expired", "DEEP_ARCHIVE", work.size, None)
-        if code in ("404", "NoSuchKey", "NotFound", "NoSuchVersion"):
-            raise ObjectMissing(work.work_rid, f"s3://{work.bucket}/{work.key} does not exist") from err
-        raise TransferError(work.work_rid, f"HEAD s3://{work.bucket}/{work.key} failed: {code} {err}") from err
-    except BotoCoreError as err:
-        raise TransferError(work.work_rid, f"HEAD s3://{work.bucket}/{work.key} failed: {err}") from err
-    return restore_state(head)
+def inspect(s3_client: Any, work: RestoredWork) -> tuple[ObjectHead, str | None]:
+    """The attempt's one HEAD (checksums asked for): the message's version as the fetch will pin to it, and the
+    current version id when it is not the message's (a late event after an overwrite: nothing to pin).
 
-
-def inspect(s3_client: Any, work: RestoredWork) -> tuple[RestoreState, str | None]:
-    """One HEAD of the key's current version: the restore state of the message's version, and the current
-    version id when it is not the message's (a late event after an overwrite). Without a version id in the
-    message, the version it names is HEADed (the fetch's ETag pin guards against an overwrite)."""
+    A message with a version id HEADs the key's current version; when that is refused (a delete marker is
+    current, or no s3:GetObject on the key) the message's version is HEADed instead. Without a version id the
+    version the message names is HEADed, pinned by ``If-Match`` (412: ObjectChanged). Raises what
+    ``fetch.s3.head_object`` raises.
+    """
+    request = FetchRequest.of(work)
     if not work.version_id:
-        return check_restore(s3_client, work), None
+        return head_object(s3_client, request), None
     try:
-        head = s3_client.head_object(Bucket=work.bucket, Key=work.key)
-    except ClientError:
-        # a delete marker is current, or HEAD of the key is refused: look at the message's version itself
-        return check_restore(s3_client, work), None
-    except BotoCoreError as err:
-        raise TransferError(work.work_rid, f"HEAD s3://{work.bucket}/{work.key} failed: {err}") from err
-    current = head.get("VersionId")
-    if current and current not in ("null", work.version_id):
-        return restore_state(head), str(current)
-    return restore_state(head), None
-
-
-def require_restored(s3_client: Any, work: RestoredWork, state: RestoreState | None = None) -> RestoreState:
-    """The state when the bytes can be read now; RestoreInProgress / RestoreExpired otherwise."""
-    state = state or check_restore(s3_client, work)
-    where = f"s3://{work.bucket}/{work.key}"
-    if state.status == "in_progress":
-        raise RestoreInProgress(work.work_rid, f"restore of {where} is still in progress",
-                                retry_after=RESTORE_RETRY_AFTER)
-    if state.status == "expired":
-        raise RestoreExpired(work.work_rid, f"{where} is in {state.storage_class} with no restored copy: the "
-                                            "restore expired", retry_after=RESTORE_RETRY_AFTER)
-    return state
+        head = head_object(s3_client, request, current_version=True)
+    except (ObjectMissing, TransferError) as err:
+        logger.debug("%s: HEAD of the current version refused (%s): the message's version is HEADed", work.work_rid,
+                     err, extra={"work_rid": work.work_rid})
+        return head_object(s3_client, request), None
+    if head.version_id and head.version_id not in ("null", work.version_id):
+        return head, head.version_id
+    return head, None
 
 
 def request_restore(s3_client: Any, bucket: str, key: str, tier: str, days: int, *,
@@ -167,12 +111,12 @@ def request_restore(s3_client: Any, bucket: str, key: str, tier: str, days: int,
     try:
         s3_client.restore_object(**kwargs)
     except ClientError as err:
-        code = str(err.response.get("Error", {}).get("Code", ""))
-        if code == "RestoreAlreadyInProgress":
+        reply = S3ErrorResponse.of(err.response)
+        if reply.code == S3ErrorCode.RESTORE_ALREADY_IN_PROGRESS:
             return "already_in_progress"
-        if code in ("NoSuchKey", "404", "NoSuchVersion"):
+        if reply.missing:
             raise ObjectMissing(work_rid, f"s3://{bucket}/{key} does not exist: cannot restore it") from err
-        raise TransferError(work_rid, f"RestoreObject s3://{bucket}/{key} failed: {code} {err}") from err
+        raise TransferError(work_rid, f"RestoreObject s3://{bucket}/{key} failed: {reply.describe()} {err}") from err
     return "requested"
 
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from contract import RestoredWork
+from contract import ObjectHead, RestoredWork
 from onprem.finisher.progress import Progress
 from onprem.finisher.work.cancel import CancelToken
 
@@ -25,6 +25,8 @@ class StageContext:
 
     cancel: CancelToken
     progress: Callable[[str], Progress]
+    #: the attempt's HEAD of the message's object (the restore check's): the fetch pins to it, never HEADs again
+    head: ObjectHead | None = None
 
 
 @dataclass(frozen=True)
