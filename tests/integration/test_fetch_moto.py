@@ -236,7 +236,6 @@ def test_fetched_bag_with_a_changed_byte_is_rejected_naming_the_file(s3, bucket:
     assert not (staging / RID).exists() and fetched.path.exists()
 
 
-
 @pytest.mark.parametrize("overrides", [
     pytest.param({}, id="one-part-streamed"),
     pytest.param({"fetch_part_size": 8192}, id="parts-overlapped"),
