@@ -2,10 +2,35 @@
 
 Every error carries the work RID and a cause a person can act on. The worker only needs the class:
 ``RetryableError`` → return the message to the queue with a backoff; ``PermanentError`` → record the
-cause and send the message to the DLQ at once.
+cause and send the message to the DLQ at once. Each class also says what a failure leaves on disk (``cleanup``).
+The ``ControlFlow`` family at the end is not a failure: a signal between parts of the finisher.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Cleanup(StrEnum):
+    """What a failure of a class leaves on disk (``FinisherError.cleanup``, applied by ``debag.archive.clean_up``)."""
+
+    RESUME = "resume"  #: the de-bag temp dir, its journal and the partial download kept: the retry resumes
+    EVIDENCE = "evidence"  #: the de-bag temp dir kept as ``.debag-failed-…`` (removed if keep_evidence is off)
+    DISCARD = "discard"  #: as EVIDENCE, and the partial download removed: its bytes are not the object's
+    PURGE = "purge"  #: the partial download and the temp dir removed: bytes of a version that is gone
+
+    @property
+    def removes_download(self) -> bool:
+        return self in (Cleanup.DISCARD, Cleanup.PURGE)
+
+
+class Cause(StrEnum):
+    """The failure causes the worker writes or branches on itself (every other one is its class's ``cause``)."""
+
+    CONTRACT = "contract"
+    LEASE_LOST = "lease_lost"
+    TOO_MANY_HOPS = "too_many_hops"
+    UNEXPECTED = "unexpected"
 
 
 class FinisherError(Exception):
@@ -13,6 +38,8 @@ class FinisherError(Exception):
 
     #: a short machine-readable cause used for metrics and the ledger (``checksum_mismatch`` …)
     cause: str = "error"
+    #: what the failure leaves on disk; a retryable failure leaves everything for the retry to resume
+    cleanup: Cleanup = Cleanup.RESUME
 
     def __init__(self, work_rid: str | None, message: str, *, cause: str | None = None) -> None:
         self.work_rid = work_rid or "-"
@@ -39,6 +66,7 @@ class PermanentError(FinisherError):
     """A condition a retry cannot fix (bad bag, unsafe zip, contract error): goes to the DLQ with the reason."""
 
     cause = "permanent"
+    cleanup = Cleanup.EVIDENCE
 
 
 # --- fetch -------------------------------------------------------------------------------------------
@@ -56,6 +84,7 @@ class ObjectChanged(PermanentError):
     """The object's ETag/version no longer matches the message: an overwritten object is never mixed in."""
 
     cause = "object_changed"
+    cleanup = Cleanup.PURGE
 
 
 class InsufficientSpace(RetryableError):
@@ -70,6 +99,7 @@ class IntegrityError(RetryableError):
     """Downloaded bytes do not match the object's size or stored checksum (re-downloaded on retry)."""
 
     cause = "download_integrity"
+    cleanup = Cleanup.DISCARD
 
 
 # --- de-bag ------------------------------------------------------------------------------------------
@@ -147,13 +177,7 @@ class ArchiveCopyMissing(ArchiveCopyMismatch):
 
 # --- contract / queue --------------------------------------------------------------------------------
 class ContractError(PermanentError):
-    cause = "contract"
-
-
-class LeaseLost(RetryableError):
-    """The message's receipt handle or the ledger lease is no longer ours: stop the work safely."""
-
-    cause = "lease_lost"
+    cause = Cause.CONTRACT
 
 
 # --- fetch (details) ---------------------------------------------------------------------------------
@@ -161,6 +185,7 @@ class ObjectMissing(PermanentError):
     """The object (or the version named in the message) does not exist in the bucket."""
 
     cause = "object_missing"
+    cleanup = Cleanup.PURGE
 
 
 # --- de-bag (details): each zip safety rule and each bag rule has its own name ------------------------
@@ -311,7 +336,13 @@ class UnexpectedError(RetryableError):
     """An exception no stage names (a bug, an unforeseen condition): retried ``unexpected_attempts`` times at most,
     then moved to the DLQ by the finisher itself with this cause."""
 
-    cause = "unexpected"
+    cause = Cause.UNEXPECTED
+
+
+class TooManyHops(PermanentError):
+    """A work handed on ``max_hops`` times (each near the 12 h visibility cap) without finishing."""
+
+    cause = Cause.TOO_MANY_HOPS
 
 
 class RetriesExhausted(PermanentError):
@@ -352,3 +383,56 @@ class LedgerUnavailable(FinisherError):
 
     def __str__(self) -> str:
         return self.message
+
+
+# --- control flow: not a failure, a signal between parts of the finisher (never a FinisherError) -----------
+class ControlFlow(Exception):
+    """Not a failure: a signal between parts of the finisher. No stage records it, no cleanup policy applies."""
+
+
+class InterruptReason(StrEnum):
+    """Why the worker stops a work (``CancelToken.cancel``)."""
+
+    SHUTDOWN = "shutdown"  #: the finisher stops: the message is released
+    HANDOFF = "handoff"  #: near the 12 h visibility cap: handed on as a continuation
+    LEASE_LOST = "lease_lost"  #: the receipt handle or the ledger lease is no longer ours: left alone
+
+
+class WorkInterrupted(ControlFlow):
+    """The worker asked a stage to stop; partial downloads and de-bag journals stay resumable."""
+
+    def __init__(self, work_rid: str, reason: InterruptReason) -> None:
+        self.work_rid, self.reason = work_rid, InterruptReason(reason)
+        super().__init__(f"{work_rid}: interrupted ({self.reason})")
+
+
+class WorkSuperseded(ControlFlow):
+    """The message names an older version of its object: the archive must not go back to it."""
+
+    def __init__(self, current_version_id: str) -> None:
+        self.current_version_id = current_version_id
+        super().__init__(current_version_id)
+
+
+class SourceUnavailable(ControlFlow):
+    """The bytes of a member will not arrive (e.g. the download failed); ``cause`` is the source's error."""
+
+    def __init__(self, cause: BaseException) -> None:
+        super().__init__(str(cause))
+        self.cause = cause
+
+
+class StreamUnsupported(ControlFlow):
+    """This zip cannot be de-bagged from a stream (the reason is the message); read it from disk instead."""
+
+
+class ExtractionCancelled(ControlFlow):
+    """Another member failed: this one stops early (never escapes the de-bag stage)."""
+
+
+class PartCancelled(ControlFlow):
+    """Another part failed; this one stops (never escapes the fetch stage)."""
+
+
+class ReceiptHandleInvalid(ControlFlow):
+    """The message is no longer ours (its handle expired or another receiver got it)."""

@@ -12,10 +12,9 @@ import pytest
 
 from harness.bags import zip_entries
 from onprem.finisher.debag.extract import MemberExtractor
-from onprem.finisher.debag.model import DebagSettings, ExtractionCancelled
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.debag.safety import check_archive
-from onprem.finisher.debag.source import SourceUnavailable
-from onprem.finisher.errors import CorruptArchive, TransferError
+from onprem.finisher.errors import CorruptArchive, ExtractionCancelled, SourceUnavailable, TransferError
 from onprem.finisher.fetch.download import Download, FetchRequest
 from onprem.finisher.fetch.journal import DownloadIdentity, FetchJournal
 from onprem.finisher.fetch.s3 import CHUNK_SIZE

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from contract import RestoredWork, staging_key_for_rid
-from onprem.finisher.errors import LeaseLost, UnsafeArchive
+from onprem.finisher.errors import TransferError, UnsafeArchive
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.work.runner import WorkRunner
 
@@ -51,7 +51,7 @@ def _events(ledger: Ledger, work: RestoredWork) -> list[str]:
 def test_retryable_error_after_sync_keeps_synced_and_deletes(tmp_path: Path) -> None:
     runner, ledger, work = _runner(tmp_path)
     queue = _Queue()
-    outcome = runner._retry(queue, object(), work, LeaseLost(work.work_rid, "receipt handle invalid"))  # type: ignore[arg-type]
+    outcome = runner._retry(queue, object(), work, TransferError(work.work_rid, "connection reset"))  # type: ignore[arg-type]
     assert outcome == "synced"
     assert queue.calls == ["delete"]
     assert _events(ledger, work)[-1] == "synced"

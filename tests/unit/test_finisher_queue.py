@@ -8,7 +8,8 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from onprem.finisher.queue.sqs import ReceiptHandleInvalid, WorkQueue
+from onprem.finisher.errors import ReceiptHandleInvalid
+from onprem.finisher.queue.sqs import WorkQueue
 
 
 @pytest.fixture

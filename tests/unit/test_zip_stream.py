@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from onprem.finisher.debag.zip_stream import ChunkReader, LocalHeader, StreamUnsupported, read_local_header
-from onprem.finisher.errors import CorruptArchive, EncryptedMember, UnsupportedCompression
+from onprem.finisher.debag.zip_stream import ChunkReader, LocalHeader, read_local_header
+from onprem.finisher.errors import CorruptArchive, EncryptedMember, StreamUnsupported, UnsupportedCompression
 
 RID = "W1NLM4700"
 MIB = 2**20

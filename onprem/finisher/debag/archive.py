@@ -26,7 +26,7 @@ import re
 import shutil
 import time
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from onprem.finisher.debag.budget import check_entry_count
@@ -45,14 +45,21 @@ from onprem.finisher.debag.model import (
 )
 from onprem.finisher.debag.safety import check_archive
 from onprem.finisher.debag.schedule import extract_members
-from onprem.finisher.debag.source import CompleteZip, MemberSource, SourceUnavailable
+from onprem.finisher.debag.source import CompleteZip, MemberSource
 from onprem.finisher.debag.verify import verify_work
 from onprem.finisher.durability import sync_filesystem
-from onprem.finisher.errors import CorruptArchive, FinisherError, InsufficientSpace, NonUtf8MemberName
+from onprem.finisher.errors import (
+    Cleanup,
+    CorruptArchive,
+    FinisherError,
+    InsufficientSpace,
+    NonUtf8MemberName,
+    SourceUnavailable,
+)
 from onprem.finisher.progress import NullProgress, Progress
 
-__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "debag_archive", "debag_members", "keep_or_remove_evidence",
-           "read_central_directory", "temp_dir_for"]
+__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "clean_up", "debag_archive", "debag_members",
+           "keep_or_remove_evidence", "read_central_directory", "temp_dir_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -117,10 +124,10 @@ def debag_members(
     try:
         plans = plan_works(members, work_rid, allow_plain_zip=plain_zip_allowed(zip_name, settings.allow_plain_zip),
                            expected_rids=expected_rids, zip_name=zip_name)
-    except FinisherError:
+    except FinisherError as err:
         if extractor is not None:
             extractor.close()  # a stream de-bag's members are written already: kept as evidence below
-        keep_or_remove_evidence(temp_dir, work_rid, settings)
+        clean_up(err, temp_dir, work_rid, settings)
         raise
     temp_dir.mkdir(parents=True, exist_ok=True)
     journal = VerifiedJournal(temp_dir / JOURNAL_NAME)
@@ -136,10 +143,10 @@ def debag_members(
         _place(plans, temp_dir, staging_dir)
     except SourceUnavailable as err:
         raise err.cause from None
-    except FinisherError:
+    except FinisherError as err:
         journal.close()
         extractor.close()
-        keep_or_remove_evidence(temp_dir, work_rid, settings)
+        clean_up(err, temp_dir, work_rid, settings)
         raise
     except OSError as err:
         if err.errno == errno.ENOSPC:
@@ -174,7 +181,24 @@ def _place(plans: list[WorkPlan], temp_dir: Path, staging_dir: Path) -> None:
         os.rename(temp_dir / plan.work_rid, final)
 
 
+def clean_up(err: BaseException, temp_dir: Path, work_rid: str, settings: DebagSettings, *,
+             discard_download: Callable[[], None] | None = None) -> None:
+    """Leave on disk what ``err``'s class says (``FinisherError.cleanup``): RESUME keeps the temp dir and the
+    download; EVIDENCE keeps the temp dir as evidence (``keep_or_remove_evidence``); DISCARD does that and calls
+    ``discard_download``; PURGE removes the temp dir and calls ``discard_download``. Anything else (a control-flow
+    signal, a kill, a bug) is RESUME: ``work.failures.naming_failures`` keeps the evidence of what it names."""
+    policy = err.cleanup if isinstance(err, FinisherError) else Cleanup.RESUME
+    if policy is Cleanup.PURGE:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+    elif policy in (Cleanup.EVIDENCE, Cleanup.DISCARD):
+        keep_or_remove_evidence(temp_dir, work_rid, settings)
+    if policy.removes_download and discard_download is not None:
+        discard_download()
+
+
 def keep_or_remove_evidence(temp_dir: Path, work_rid: str, settings: DebagSettings) -> None:
+    """The temp dir renamed ``.debag-failed-<RID>-<version>-<epoch>`` (never swept), or removed when
+    ``settings.keep_evidence`` is off."""
     if not temp_dir.exists():
         return
     if not settings.keep_evidence:

@@ -15,9 +15,9 @@ import zlib
 from pathlib import Path
 
 from onprem.finisher.debag.budget import InflateBudget, SizeGuard
-from onprem.finisher.debag.model import DebagSettings, ExtractionCancelled, MemberDigest, SafeMember, zip_mtime
+from onprem.finisher.debag.model import DebagSettings, MemberDigest, SafeMember, zip_mtime
 from onprem.finisher.durability import start_writeback
-from onprem.finisher.errors import CorruptArchive
+from onprem.finisher.errors import CorruptArchive, ExtractionCancelled
 from onprem.finisher.progress import Progress
 
 CHUNK_SIZE = 1 << 20

@@ -126,10 +126,6 @@ class WorkPlan:
         return PurePosixPath(f"{self.work_rid}{BAG_SUFFIX}")
 
 
-class ExtractionCancelled(Exception):
-    """Another member failed: this one stops early (never escapes the de-bag stage)."""
-
-
 @dataclass(frozen=True)
 class MemberDigest:
     """A member written to ``target`` with its size and hex digests."""

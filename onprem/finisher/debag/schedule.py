@@ -21,7 +21,6 @@ from onprem.finisher.debag.journal import VerifiedJournal
 from onprem.finisher.debag.model import (
     BagManifest,
     DebagSettings,
-    ExtractionCancelled,
     Extractor,
     ManifestLoader,
     MemberDigest,
@@ -31,7 +30,7 @@ from onprem.finisher.debag.model import (
     nfc,
 )
 from onprem.finisher.debag.source import MemberSource
-from onprem.finisher.errors import BagInvalid
+from onprem.finisher.errors import BagInvalid, ExtractionCancelled
 from onprem.finisher.progress import Progress
 
 logger = logging.getLogger(__name__)

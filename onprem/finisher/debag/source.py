@@ -15,14 +15,6 @@ from typing import Protocol
 from onprem.finisher.debag.model import SafeMember
 
 
-class SourceUnavailable(Exception):
-    """The bytes of a member will not arrive (e.g. the download failed); ``cause`` is the source's error."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
 class MemberSource(Protocol):
     """The file members are read from (``path``, opened with zipfile) and when they may be read."""
 

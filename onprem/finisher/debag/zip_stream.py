@@ -17,9 +17,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 from onprem.finisher.debag.safety import refuse_unreadable
-from onprem.finisher.errors import CorruptArchive
+from onprem.finisher.errors import CorruptArchive, StreamUnsupported
 
-__all__ = ["ChunkReader", "LocalHeader", "StreamUnsupported", "read_local_header"]
+__all__ = ["ChunkReader", "LocalHeader", "read_local_header"]
 
 LOCAL_SIGNATURE = b"PK\x03\x04"
 _LOCAL = struct.Struct("<4sHHHHHIIIHH")
@@ -27,10 +27,6 @@ _DATA_DESCRIPTOR = 0x08
 _UTF8 = 0x800
 _ZIP64_EXTRA = 0x0001
 _ZIP64_MARK = 0xFFFFFFFF
-
-
-class StreamUnsupported(Exception):
-    """This zip cannot be de-bagged from a stream (the reason is the message); read it from disk instead."""
 
 
 @dataclass(frozen=True)

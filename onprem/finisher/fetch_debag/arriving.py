@@ -16,9 +16,8 @@ import zipfile
 from collections.abc import Callable, Iterable
 from pathlib import Path
 
-from onprem.finisher.debag.model import ExtractionCancelled, SafeMember
-from onprem.finisher.debag.source import SourceUnavailable
-from onprem.finisher.errors import CorruptArchive
+from onprem.finisher.debag.model import SafeMember
+from onprem.finisher.errors import CorruptArchive, ExtractionCancelled, SourceUnavailable
 from onprem.finisher.fetch.download import Download
 from onprem.finisher.fetch.s3 import CHUNK_SIZE
 

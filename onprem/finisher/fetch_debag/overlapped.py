@@ -30,8 +30,9 @@ Multi-bag zips: a bag's members are journaled once its manifests (often at the e
 they are extracted and hashed before that all the same.
 
 Resume after a crash: from the part journal (parts not downloaded again) and from the de-bag's member journal
-(members not extracted again). A failed download stops the de-bag with the download's own error and leaves
-its temp dir for the next run; ObjectChanged/ObjectMissing discard both, as the bytes can never be used.
+(members not extracted again). A failed download stops the de-bag with the download's own error; what stays
+on disk is its class's ``cleanup`` (``debag.archive.clean_up``): a transfer error leaves the temp dir for the next
+run, IntegrityError discards the download, ObjectChanged/ObjectMissing both, as the bytes can never be used.
 """
 
 from __future__ import annotations
@@ -46,10 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.debag.archive import debag_archive, debag_members, read_central_directory, temp_dir_for
+from onprem.finisher.debag.archive import clean_up, debag_archive, debag_members, read_central_directory, temp_dir_for
 from onprem.finisher.debag.model import DebagResult, DebagSettings, SafeMember
-from onprem.finisher.debag.source import SourceUnavailable
-from onprem.finisher.errors import IntegrityError, ObjectChanged, ObjectMissing
+from onprem.finisher.errors import FinisherError, IntegrityError, SourceUnavailable
 from onprem.finisher.fetch.download import (
     Download,
     FetchRequest,
@@ -127,12 +127,8 @@ def fetch_and_debag(
                                          version_tag=version_tag, progress=debag_progress, archive=download.dest)
             finally:
                 run.stop.set()  # a no-op once the download is done; else the de-bag failed and the parts stop
-    except (ObjectChanged, ObjectMissing):
-        discard_partial(download)  # only now: no thread reads the .part file any more
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
-    except IntegrityError:
-        discard_partial(download)
+    except FinisherError as err:  # only now: no thread reads the .part file any more
+        clean_up(err, temp_dir, rid, debag_settings, discard_download=lambda: discard_partial(download))
         raise
     assert run.finished is not None  # settle() ran: debag_members places nothing without it
     return FetchedAndDebagged(run.finished, debagged)

@@ -48,23 +48,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.debag.archive import debag_members, keep_or_remove_evidence, read_central_directory, temp_dir_for
+from onprem.finisher.debag.archive import clean_up, debag_members, read_central_directory, temp_dir_for
 from onprem.finisher.debag.budget import InflateBudget, check_declared, check_entries
 from onprem.finisher.debag.journal import file_digests
 from onprem.finisher.debag.junk import is_junk_name, is_macosx_name
 from onprem.finisher.debag.model import DebagResult, DebagSettings, MemberDigest, SafeMember, zip_mtime
 from onprem.finisher.debag.safety import raw_name
 from onprem.finisher.debag.source import CompleteZip
-from onprem.finisher.debag.zip_stream import ChunkReader, LocalHeader, StreamUnsupported, read_local_header
+from onprem.finisher.debag.zip_stream import ChunkReader, LocalHeader, read_local_header
 from onprem.finisher.durability import start_writeback
 from onprem.finisher.errors import (
     CorruptArchive,
     FinisherError,
     InsufficientSpace,
     IntegrityError,
-    ObjectChanged,
-    ObjectMissing,
-    UnsafeArchive,
+    StreamUnsupported,
     ZipBomb,
 )
 from onprem.finisher.fetch.download import Download, FetchResult, FetchSettings, discard_partial
@@ -72,7 +70,7 @@ from onprem.finisher.fetch.s3 import stream_object
 from onprem.finisher.fetch_debag.arriving import central_directory_start
 from onprem.finisher.progress import Progress
 
-__all__ = ["StreamUnsupported", "StreamedExtractor", "stream_and_debag"]
+__all__ = ["StreamedExtractor", "stream_and_debag"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,31 +110,23 @@ def stream_and_debag(
     stream_dir = temp_dir / STREAM_DIR
     shutil.rmtree(stream_dir, ignore_errors=True)
     stream_dir.mkdir(parents=True)
+    # the .part holds no member (at most the central directory): any failure discards it, a next attempt streams
+    # the zip again; a member file in .stream is named by its offset, of no use to a reader or a resume
     try:
         written, cd_start = _stream_members(s3_client, download, stream_dir, debag_settings, fetch_progress)
-    except (ObjectChanged, ObjectMissing):
-        discard_partial(download)
-        shutil.rmtree(temp_dir, ignore_errors=True)  # bytes of a version that is gone can never be used
-        raise
-    except (UnsafeArchive, CorruptArchive):
+    except (FinisherError, StreamUnsupported) as err:
         shutil.rmtree(stream_dir, ignore_errors=True)
-        keep_or_remove_evidence(temp_dir, rid, debag_settings)
-        discard_partial(download)
-        raise
-    except (StreamUnsupported, IntegrityError):
-        shutil.rmtree(stream_dir, ignore_errors=True)
+        clean_up(err, temp_dir, rid, debag_settings)
         discard_partial(download)
         raise
     fetched = _fetched(download, fetch_progress)
     try:
         members = read_central_directory(download.part_path, rid, debag_settings)
         _check_against_local_headers(members, written, cd_start, download, rid)
-    except StreamUnsupported:
-        shutil.rmtree(stream_dir, ignore_errors=True)
-        discard_partial(download)
-        raise
-    except FinisherError:
-        keep_or_remove_evidence(temp_dir, rid, debag_settings)
+    except (FinisherError, StreamUnsupported) as err:
+        if isinstance(err, StreamUnsupported):
+            shutil.rmtree(stream_dir, ignore_errors=True)  # read from disk next: the members are written again
+        clean_up(err, temp_dir, rid, debag_settings)  # a refusal's evidence holds .stream: the members as read
         discard_partial(download)
         raise
     extractor = StreamedExtractor(written, debag_progress)

@@ -4,15 +4,43 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-#: the milestones of a work, in order; each has a ``<phase>_at`` column
-PHASES = ("restore_requested", "received", "restore_completed", "downloaded", "debagged", "synced")
-FAILED = "failed"
-PHASE_COLUMNS = {"restore_requested", "restore_completed", "downloaded", "debagged", "synced"}
+
+class Phase(StrEnum):
+    """A work's ``phase`` column (and the history event that reached it); stored and shown as its value."""
+
+    RESTORE_REQUESTED = "restore_requested"
+    RECEIVED = "received"
+    RESTORE_COMPLETED = "restore_completed"
+    DOWNLOADED = "downloaded"
+    DEBAGGED = "debagged"
+    SYNCED = "synced"
+    FAILED = "failed"  #: a permanent failure (or a rejected message): ``finisher retry`` sends it again
+    SUPERSEDED = "superseded"  #: the message named a version overwritten since: never synced, done
+
+
+class Event(StrEnum):
+    """A history entry that does not change the phase (``Ledger.note``, ``Ledger.fail``)."""
+
+    RETRY = "retry"
+    DUPLICATE = "duplicate"
+    WORK_SYNCED = "work_synced"
+    RELEASED = "released"
+    HANDED_ON = "handed_on"
+    RESTORE_REISSUED = "restore_reissued"
+    REQUEUED = "requeued"
+
+
+#: the milestones of a work, in order
+PHASES = (Phase.RESTORE_REQUESTED, Phase.RECEIVED, Phase.RESTORE_COMPLETED, Phase.DOWNLOADED, Phase.DEBAGGED,
+          Phase.SYNCED)
+#: the milestones with a ``<phase>_at`` column
+PHASE_COLUMNS = frozenset(PHASES) - {Phase.RECEIVED}
 
 
 def utcnow() -> datetime:
@@ -88,7 +116,7 @@ class WorkRecord:
 
     idempotency_key: str
     work_rid: str
-    phase: str
+    phase: Phase
     source: str
     collection: str | None
     region: str | None
@@ -127,7 +155,7 @@ class WorkRecord:
 
 def snapshot(row: WorkRow) -> WorkRecord:
     return WorkRecord(
-        idempotency_key=row.idempotency_key, work_rid=row.work_rid, phase=row.phase, source=row.source,
+        idempotency_key=row.idempotency_key, work_rid=row.work_rid, phase=Phase(row.phase), source=row.source,
         collection=row.collection, region=row.region, bucket=row.bucket, key=row.key, version_id=row.version_id,
         size=row.size, message_body=row.message_body, restore_expiry=row.restore_expiry,
         timestamps={name: getattr(row, f"{name}_at") for name in sorted(PHASE_COLUMNS)},

@@ -28,10 +28,11 @@ from onprem.finisher.ledger.engine import (
     unavailable,
 )
 from onprem.finisher.ledger.models import (
-    FAILED,
     PHASE_COLUMNS,
     PHASES,
     Base,
+    Event,
+    Phase,
     RestoreRequestRow,
     WorkRecord,
     WorkRow,
@@ -40,8 +41,8 @@ from onprem.finisher.ledger.models import (
     utcnow,
 )
 
-__all__ = ["FAILED", "PHASES", "Ledger", "LedgerUnavailable", "WorkRecord", "_switch_to_wal", "ingest_key",
-           "make_engine", "utcnow"]
+__all__ = ["PHASES", "Event", "Ledger", "LedgerUnavailable", "Phase", "WorkRecord", "_switch_to_wal",
+           "ingest_key", "make_engine", "utcnow"]
 
 _CREATE_ATTEMPTS = 5
 
@@ -140,14 +141,14 @@ class Ledger:
             RestoreRequestRow.bucket == work.bucket, RestoreRequestRow.key == work.key)).one_or_none()
         history = []
         if request is not None:
-            history.append(_event("restore_requested", tier=request.tier, days=request.days,
+            history.append(_event(Phase.RESTORE_REQUESTED, tier=request.tier, days=request.days,
                                   at_request=request.requested_at.isoformat()))
             request.status = "processed"
-        history.append(_event("received", message_id=message_id, source_event_id=work.source_event_id))
+        history.append(_event(Phase.RECEIVED, message_id=message_id, source_event_id=work.source_event_id))
         row = WorkRow(
             idempotency_key=work.idempotency_key, work_rid=work.work_rid, source="queue",
             collection=work.collection, region=work.region, bucket=work.bucket, key=work.key,
-            version_id=work.version_id, etag=work.etag, size=work.size, message_body=body, phase="received",
+            version_id=work.version_id, etag=work.etag, size=work.size, message_body=body, phase=Phase.RECEIVED,
             restore_expiry=naive_utc(work.restore_expiry),
             restore_requested_at=request.requested_at if request else None, created_at=now, updated_at=now,
             history=history, attempts=0, hops=work.continuation.hop if work.continuation else 0,
@@ -162,8 +163,8 @@ class Ledger:
             if row is None:
                 now = utcnow()
                 row = WorkRow(idempotency_key=idempotency_key, work_rid=work_rid, source="ingest", key=path,
-                              size=size, phase="received", created_at=now, updated_at=now,
-                              history=[_event("received", path=path)], attempts=0, hops=0)
+                              size=size, phase=Phase.RECEIVED, created_at=now, updated_at=now,
+                              history=[_event(Phase.RECEIVED, path=path)], attempts=0, hops=0)
                 session.add(row)
                 session.flush()
             return snapshot(row)
@@ -176,11 +177,11 @@ class Ledger:
             if row is None:
                 now = utcnow()
                 row = WorkRow(idempotency_key=key, work_rid=work_rid or "-", source="rejected", message_body=body,
-                              phase=FAILED, created_at=now, updated_at=now, history=[], attempts=0, hops=0)
+                              phase=Phase.FAILED, created_at=now, updated_at=now, history=[], attempts=0, hops=0)
                 session.add(row)
             row.last_cause, row.last_error, row.updated_at = cause, message, utcnow()
             row.attempts += 1
-            row.history = [*row.history, _event("failed", cause=cause, error=message, permanent=True)]
+            row.history = [*row.history, _event(Phase.FAILED, cause=cause, error=message, permanent=True)]
             session.flush()
             return snapshot(row)
 
@@ -189,7 +190,7 @@ class Ledger:
             row = session.scalars(sa.select(WorkRow).where(WorkRow.idempotency_key == idempotency_key)).one_or_none()
             return snapshot(row) if row else None
 
-    def advance(self, idempotency_key: str, phase: str, **details: Any) -> WorkRecord:
+    def advance(self, idempotency_key: str, phase: Phase, **details: Any) -> WorkRecord:
         """Record that ``phase`` was reached (its timestamp, the current phase, a history entry)."""
         with self._session() as session:
             row = self._row(session, idempotency_key)
@@ -197,7 +198,7 @@ class Ledger:
             if phase in PHASE_COLUMNS:
                 setattr(row, f"{phase}_at", now)
             row.phase, row.updated_at = phase, now
-            if phase == "synced":
+            if phase == Phase.SYNCED:
                 row.last_error = row.last_cause = None
             row.history = [*row.history, _event(phase, **details)]
             return snapshot(row)
@@ -207,7 +208,7 @@ class Ledger:
         with self._session() as session:
             row = self._row(session, idempotency_key)
             row.updated_at = utcnow()
-            if event == "handed_on":
+            if event == Event.HANDED_ON:
                 row.hops = int(details.get("hop", row.hops + 1))
             if "restore_expiry" in details and details["restore_expiry"] is not None:
                 row.restore_expiry = naive_utc(datetime.fromisoformat(str(details["restore_expiry"])))
@@ -222,13 +223,13 @@ class Ledger:
         """
         with self._session() as session:
             row = self._row(session, idempotency_key)
-            if row.phase == "synced":
+            if row.phase == Phase.SYNCED:
                 return snapshot(row)
             row.attempts += 1
             row.last_cause, row.last_error, row.updated_at = cause, message, utcnow()
             if permanent:
-                row.phase = FAILED
-            row.history = [*row.history, _event("failed" if permanent else "retry", cause=cause, error=message,
+                row.phase = Phase.FAILED
+            row.history = [*row.history, _event(Phase.FAILED if permanent else Event.RETRY, cause=cause, error=message,
                                                 attempt=row.attempts)]
             return snapshot(row)
 
@@ -236,13 +237,13 @@ class Ledger:
         """``finisher retry``: a failed work goes back to ``received`` (its message body is sent again)."""
         with self._session() as session:
             row = self._row(session, idempotency_key)
-            if row.phase == FAILED:
-                row.phase = "received"
-            row.history = [*row.history, _event("requeued", by="cli")]
+            if row.phase == Phase.FAILED:
+                row.phase = Phase.RECEIVED
+            row.history = [*row.history, _event(Event.REQUEUED, by="cli")]
             row.updated_at = utcnow()
             return snapshot(row)
 
-    def works(self, rids: list[str] | None = None, phase: str | None = None) -> list[WorkRecord]:
+    def works(self, rids: list[str] | None = None, phase: Phase | None = None) -> list[WorkRecord]:
         with self._session() as session:
             query = sa.select(WorkRow).order_by(WorkRow.work_rid, WorkRow.created_at)
             if rids:

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from onprem.finisher.errors import ReceiptHandleInvalid
 from onprem.finisher.queue.backlog import order_for_slots
-from onprem.finisher.queue.sqs import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
+from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 
 logger = logging.getLogger(__name__)
 

@@ -13,6 +13,8 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from onprem.finisher.errors import ReceiptHandleInvalid
+
 logger = logging.getLogger(__name__)
 
 #: SQS refuses a visibility timeout beyond 12 h
@@ -21,10 +23,6 @@ _INVALID_HANDLE_CODES = frozenset({
     "ReceiptHandleIsInvalid", "InvalidParameterValue", "AWS.SimpleQueueService.MessageNotInflight",
     "MessageNotInflight",
 })
-
-
-class ReceiptHandleInvalid(Exception):
-    """The message is no longer ours (its handle expired or another receiver got it)."""
 
 
 @dataclass(frozen=True)

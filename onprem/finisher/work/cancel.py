@@ -1,8 +1,8 @@
 """Cooperative cancellation: the worker sets a work's ``CancelToken`` (heartbeat, shutdown, hand-on), a stage's
 progress reporter checks it between units of work and raises ``WorkInterrupted``.
 
-``WorkInterrupted`` is not a FinisherError, so no stage mistakes it for a failure: partial downloads and de-bag
-journals stay resumable.
+``WorkInterrupted`` is a ``ControlFlow`` signal, not a FinisherError, so no stage mistakes it for a failure: partial
+downloads and de-bag journals stay resumable.
 """
 
 from __future__ import annotations
@@ -10,16 +10,11 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+from onprem.finisher.errors import InterruptReason, WorkInterrupted
 from onprem.finisher.progress import Progress
 from onprem.finisher.work import faults
 
-
-class WorkInterrupted(Exception):
-    """The worker asked a stage to stop (shutdown, hand-on before the 12 h cap, lease lost)."""
-
-    def __init__(self, work_rid: str, reason: str) -> None:
-        self.work_rid, self.reason = work_rid, reason
-        super().__init__(f"{work_rid}: interrupted ({reason})")
+__all__ = ["CancelToken", "CheckingProgress", "InterruptReason", "TokenRegistry", "WorkInterrupted"]
 
 
 class CancelToken:
@@ -28,17 +23,18 @@ class CancelToken:
     def __init__(self, work_rid: str) -> None:
         self.work_rid = work_rid
         self._event = threading.Event()
-        self._reason: str | None = None
+        self._reason: InterruptReason | None = None
         self._lock = threading.Lock()
 
-    def cancel(self, reason: str) -> None:
+    def cancel(self, reason: InterruptReason) -> None:
+        """The first reason wins (a shutdown after a lost lease is still a lost lease)."""
         with self._lock:
             if self._reason is None:
-                self._reason = reason
+                self._reason = InterruptReason(reason)
                 self._event.set()
 
     @property
-    def reason(self) -> str | None:
+    def reason(self) -> InterruptReason | None:
         return self._reason
 
     def is_set(self) -> bool:
@@ -46,7 +42,7 @@ class CancelToken:
 
     def check(self) -> None:
         if self._event.is_set():
-            raise WorkInterrupted(self.work_rid, self._reason or "shutdown")
+            raise WorkInterrupted(self.work_rid, self._reason or InterruptReason.SHUTDOWN)
 
     def wait(self, timeout: float) -> bool:
         return self._event.wait(timeout)
@@ -67,7 +63,7 @@ class TokenRegistry:
         with self._lock:
             self._tokens.discard(token)
 
-    def cancel_all(self, reason: str) -> int:
+    def cancel_all(self, reason: InterruptReason) -> int:
         with self._lock:
             tokens = list(self._tokens)
         for token in tokens:

@@ -18,7 +18,8 @@ from typing import Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.exc import SQLAlchemyError
 
-from onprem.finisher.queue.sqs import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
+from onprem.finisher.errors import InterruptReason, ReceiptHandleInvalid
+from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work.cancel import CancelToken
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ class Heartbeat:
             if remaining_cap <= self.handoff_margin_s and not self.token.is_set():
                 logger.info("%s: %.0f s left before the 12 h visibility cap: handing the work on at its next "
                             "checkpoint", rid, remaining_cap, extra={"work_rid": rid})
-                self.token.cancel("handoff")
+                self.token.cancel(InterruptReason.HANDOFF)
             # the lease first: while it is ours no other finisher starts this work, even if SQS shows the
             # message again after a throttled extension
             try:
@@ -68,7 +69,7 @@ class Heartbeat:
             if not renewed:
                 logger.warning("%s: ledger lease taken by another finisher: stopping the work", rid,
                                extra={"work_rid": rid})
-                self.token.cancel("lease_lost")
+                self.token.cancel(InterruptReason.LEASE_LOST)
                 return
             extension = int(min(self.visibility_s, remaining_cap - 1))
             if extension <= 0:
@@ -78,7 +79,7 @@ class Heartbeat:
             except ReceiptHandleInvalid as err:
                 logger.warning("%s: visibility extension refused (%s): stopping the work", rid, err,
                                extra={"work_rid": rid})
-                self.token.cancel("lease_lost")
+                self.token.cancel(InterruptReason.LEASE_LOST)
                 return
             except (BotoCoreError, ClientError) as err:  # transient: the lease still guards the work
                 logger.warning("%s: visibility extension failed: %s", rid, err, extra={"work_rid": rid})

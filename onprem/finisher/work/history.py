@@ -1,19 +1,11 @@
-"""Small pure helpers of the work runner: backoff, what the ledger history says, an outcome that is not a failure."""
+"""Small pure helpers of the work runner: backoff and what the ledger history says."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
-from onprem.finisher.ledger.store import WorkRecord
-
-
-class WorkSuperseded(Exception):
-    """The message names an older version of its object: the archive must not go back to it."""
-
-    def __init__(self, current_version_id: str) -> None:
-        self.current_version_id = current_version_id
-        super().__init__(current_version_id)
+from onprem.finisher.ledger.store import Event, Phase, WorkRecord
 
 
 def backoff_seconds(attempt: int, base: int, cap: int) -> int:
@@ -31,11 +23,11 @@ def last_detail(record: WorkRecord | None, event: str, name: str) -> Any:
 def failures_with_cause(record: WorkRecord | None, cause: str) -> int:
     """How many failed attempts of the work's history had ``cause`` (retried or not)."""
     return sum(1 for e in (record.history if record else [])
-               if e.get("event") in ("retry", "failed") and e.get("cause") == cause)
+               if e.get("event") in (Event.RETRY, Phase.FAILED) and e.get("cause") == cause)
 
 
 def synced_works(record: WorkRecord | None) -> set[str]:
-    return {e["work_rid"] for e in (record.history if record else []) if e.get("event") == "work_synced"}
+    return {e["work_rid"] for e in (record.history if record else []) if e.get("event") == Event.WORK_SYNCED}
 
 
 def rid_guess(body: str) -> str | None:

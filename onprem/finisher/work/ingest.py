@@ -7,7 +7,7 @@ from pathlib import Path
 
 from contract import work_rid_from_key
 from onprem.finisher.errors import FinisherError, PermanentError, UnexpectedError
-from onprem.finisher.ledger.store import Ledger, ingest_key
+from onprem.finisher.ledger.store import Event, Ledger, Phase, ingest_key
 from onprem.finisher.progress import make_progress
 from onprem.finisher.work.cancel import CancelToken
 from onprem.finisher.work.failures import named_failure
@@ -46,7 +46,7 @@ def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
     stat = path.stat()
     key = ingest_key(str(path), stat.st_size, stat.st_mtime_ns)
     record = ledger.register_ingest(key, rid, str(path), stat.st_size)
-    if record.phase == "synced":
+    if record.phase == Phase.SYNCED:
         logger.info("%s: %s was already ingested", rid, path, extra={"work_rid": rid})
         return [rid]
     settings.ensure_dirs()
@@ -54,10 +54,10 @@ def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
     try:
         staged = (stages.debag(rid, path, key, ctx, expected_rids=expected_rids) if expected_rids
                   else stages.debag(rid, path, key, ctx))
-        ledger.advance(key, "debagged", works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
+        ledger.advance(key, Phase.DEBAGGED, works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
         for item in staged:
             synced = stages.sync(item, ctx)
-            ledger.note(key, "work_synced", work_rid=item.work_rid,
+            ledger.note(key, Event.WORK_SYNCED, work_rid=item.work_rid,
                         archive_path=str(synced.archive_path) if synced.archive_path else None)
     except Exception as err:
         failure = _named(err, rid)
@@ -69,5 +69,5 @@ def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
         if failure is err:
             raise
         raise failure from err
-    ledger.advance(key, "synced", works=[s.work_rid for s in staged])
+    ledger.advance(key, Phase.SYNCED, works=[s.work_rid for s in staged])
     return [s.work_rid for s in staged]

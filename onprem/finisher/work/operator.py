@@ -9,9 +9,9 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from contract import S3ErrorResponse, message_attributes, parse_message
+from contract import message_attributes, parse_message
 from onprem.finisher.fetch.restore import check_restore_head, estimate, eta_at, locate, request_restore
-from onprem.finisher.ledger.store import Ledger
+from onprem.finisher.ledger.store import Ledger, Phase
 from onprem.finisher.queue.sqs import WorkQueue
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.settings import Settings
@@ -28,7 +28,7 @@ def request_restores(settings: Settings, clients: AwsClients, ledger: Ledger, ta
         try:
             return dict(clients.s3(region).head_object(Bucket=bucket, Key=key))
         except ClientError as err:
-            if S3ErrorResponse.of(err.response).missing:
+            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
                 return None
             raise
 
@@ -71,10 +71,10 @@ def request_restores(settings: Settings, clients: AwsClients, ledger: Ledger, ta
             "objects": rows}
 
 
-def status_document(ledger: Ledger, rids: list[str], phase: str | None) -> dict[str, Any]:
+def status_document(ledger: Ledger, rids: list[str], phase: Phase | None) -> dict[str, Any]:
     works = [r.as_json() for r in ledger.works(rids or None, phase)]
     pending = [r for r in ledger.restore_requests(pending_only=True) if not rids or r["work_rid"] in rids]
-    if phase and phase != "restore_requested":
+    if phase and phase != Phase.RESTORE_REQUESTED:
         pending = []
     return {"works": works, "pending_restores": pending}
 
@@ -84,7 +84,7 @@ def expiring_works(settings: Settings, ledger: Ledger, now: datetime | None = No
     now = now or datetime.now(UTC)
     horizon = (now + timedelta(hours=settings.expiring_within_hours)).replace(tzinfo=None)
     works = [r.as_json() for r in ledger.works()
-             if r.phase not in ("synced",) and r.restore_expiry is not None and r.restore_expiry <= horizon]
+             if r.phase != Phase.SYNCED and r.restore_expiry is not None and r.restore_expiry <= horizon]
     return {"works": sorted(works, key=lambda w: w["restore_expiry"]), "pending_restores": [],
             "horizon": horizon.replace(tzinfo=UTC).isoformat()}
 
@@ -99,7 +99,7 @@ def requeue_work(settings: Settings, clients: AwsClients, ledger: Ledger, rid: s
     if region is None:
         raise LookupError(f"{rid}: region {work.region} is not in environment {settings.environment.name}")
     queue = WorkQueue(clients.client("sqs", region.region), region.region, region.queue_name, region.dlq_name)
-    fresh = work.model_copy(update={"continuation": None}) if record.phase == "failed" else work
+    fresh = work.model_copy(update={"continuation": None}) if record.phase == Phase.FAILED else work
     message_id = queue.send(fresh.to_body(), message_attributes(fresh))
     ledger.reset_for_retry(record.idempotency_key)
     return message_id

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,34 +24,34 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from contract import Continuation, ContractError, RestoredWork, message_attributes, parse_message
 from onprem.finisher.errors import (
+    Cause,
+    Cleanup,
     FinisherError,
     ForeignBucket,
+    InterruptReason,
     PermanentError,
+    ReceiptHandleInvalid,
     RestoreExpired,
     RetriesExhausted,
     RetryableError,
+    TooManyHops,
     UnexpectedError,
+    WorkInterrupted,
+    WorkSuperseded,
 )
 from onprem.finisher.fetch.restore import inspect as inspect_object
-from onprem.finisher.fetch.restore import reissue_restore
-from onprem.finisher.fetch.s3 import require_restored
-from onprem.finisher.ledger.store import Ledger, WorkRecord
+from onprem.finisher.fetch.restore import reissue_restore, require_restored
+from onprem.finisher.ledger.store import Event, Ledger, Phase, WorkRecord
 from onprem.finisher.logs import current_work_rid
 from onprem.finisher.metrics import Metrics
 from onprem.finisher.progress import Progress
-from onprem.finisher.queue.sqs import ReceiptHandleInvalid, ReceivedMessage, WorkQueue
+from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work import faults
-from onprem.finisher.work.cancel import CancelToken, TokenRegistry, WorkInterrupted
+from onprem.finisher.work.cancel import CancelToken, TokenRegistry
 from onprem.finisher.work.failures import named_failure
 from onprem.finisher.work.heartbeat import Heartbeat
-from onprem.finisher.work.history import (
-    WorkSuperseded,
-    backoff_seconds,
-    failures_with_cause,
-    last_detail,
-    rid_guess,
-    synced_works,
-)
+from onprem.finisher.work.history import backoff_seconds, failures_with_cause, last_detail, rid_guess, synced_works
+from onprem.finisher.work.outcome import Outcome
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages
 
@@ -69,8 +69,8 @@ class WorkRunner:
     owner: str
     tokens: TokenRegistry | None = None
 
-    def process(self, queue: WorkQueue, message: ReceivedMessage) -> str:
-        """Handle one message; returns the outcome (synced, duplicate, retry, failed, released, handed_on …)."""
+    def process(self, queue: WorkQueue, message: ReceivedMessage) -> Outcome:
+        """Handle one message; returns how it ended."""
         current_work_rid.set(None)
         try:
             work = parse_message(message.body)
@@ -80,12 +80,12 @@ class WorkRunner:
         current_work_rid.set(rid)  # each slot runs in its own thread: the variable is per thread
         faults.checkpoint(faults.AFTER_RECEIVE, work_rid=rid)
         record = self.ledger.register(work, message.body, message_id=message.message_id)
-        if record.phase in ("synced", "superseded"):
-            self.ledger.note(key, "duplicate", message_id=message.message_id)
+        if record.phase in (Phase.SYNCED, Phase.SUPERSEDED):
+            self.ledger.note(key, Event.DUPLICATE, message_id=message.message_id)
             queue.delete(message)
             logger.info("%s: already synced (same object version): duplicate message deleted", rid,
                         extra={"work_rid": rid})
-            return "duplicate"
+            return Outcome.DUPLICATE
         if not any(b.name == work.bucket for r in self.settings.environment.regions for b in r.buckets):
             return self._fail(queue, message, work, ForeignBucket(
                 rid, f"s3://{work.bucket}/{work.key}: {work.bucket} is not a staging bucket of environment "
@@ -95,7 +95,7 @@ class WorkRunner:
             logger.info("%s: another finisher holds this work: message back in %d s", rid,
                         self.settings.lease_busy_delay, extra={"work_rid": rid})
             self._set_visibility(queue, message, self.settings.lease_busy_delay, rid)
-            return "busy"
+            return Outcome.BUSY
         token = CancelToken(rid)
         if self.tokens is not None:
             self.tokens.add(token)
@@ -114,15 +114,15 @@ class WorkRunner:
                 logger.warning("%s: synced but the message could not be deleted: %s", rid, err,
                                extra={"work_rid": rid})
             self.metrics.work_synced()
-            return "synced"
+            return Outcome.SYNCED
         except WorkSuperseded as superseded:
             heartbeat.stop()
-            self.ledger.advance(key, "superseded", current_version_id=superseded.current_version_id)
+            self.ledger.advance(key, Phase.SUPERSEDED, current_version_id=superseded.current_version_id)
             queue.delete(message)
             logger.warning("%s: message names version %s but %s is current (a late event after an overwrite): "
                            "not synced, message deleted", rid, work.version_id, superseded.current_version_id,
                            extra={"work_rid": rid})
-            return "superseded"
+            return Outcome.SUPERSEDED
         except WorkInterrupted as interrupted:
             heartbeat.stop()
             return self._interrupted(queue, message, work, interrupted.reason)
@@ -150,21 +150,21 @@ class WorkRunner:
         rid, key = work.work_rid, work.idempotency_key
         ctx = StageContext(token, lambda label: self.progress_for(label, rid))
         staged = self._resumable(record)
-        zip_path = last_detail(record, "downloaded", "path")
+        zip_path = last_detail(record, Phase.DOWNLOADED, "path")
         if staged is None:
-            if record.timestamps["downloaded"] is None or record.phase == "failed":
+            if record.timestamps[Phase.DOWNLOADED] is None or record.phase == Phase.FAILED:
                 started = time.monotonic()
-                head, newer = inspect_object(self.s3_client_for(work.region), work)
+                s3 = self.s3_client_for(work.region)
+                state, newer = inspect_object(s3, work)
                 if newer:
                     raise WorkSuperseded(newer)
-                state = require_restored(rid, f"s3://{work.bucket}/{work.key}", head.restore)
-                if record.timestamps["restore_completed"] is None:
-                    self.ledger.advance(key, "restore_completed", storage_class=state.storage_class,
+                require_restored(s3, work, state)
+                if record.timestamps[Phase.RESTORE_COMPLETED] is None:
+                    self.ledger.advance(key, Phase.RESTORE_COMPLETED, storage_class=state.storage_class,
                                         restore_expiry=state.expiry.isoformat() if state.expiry else None)
                 self.metrics.phase_duration("restore_check", time.monotonic() - started)
-                ctx = replace(ctx, head=head)  # the fetch pins to this HEAD: one HEAD per attempt
             token.check()
-            if self.stages.fetch_debag is not None and record.timestamps["downloaded"] is None:
+            if self.stages.fetch_debag is not None and record.timestamps[Phase.DOWNLOADED] is None:
                 fetched, staged = self._fetch_and_debag(work, ctx)
             else:
                 fetched, staged = self._fetch_then_debag(work, ctx)
@@ -180,9 +180,9 @@ class WorkRunner:
             started = time.monotonic()
             synced = self.stages.sync(item, ctx)
             self.metrics.phase_duration("sync", time.monotonic() - started)
-            self.ledger.note(key, "work_synced", work_rid=item.work_rid,
+            self.ledger.note(key, Event.WORK_SYNCED, work_rid=item.work_rid,
                              archive_path=str(synced.archive_path) if synced.archive_path else None, **synced.details)
-        self.ledger.advance(key, "synced", works=[s.work_rid for s in staged])
+        self.ledger.advance(key, Phase.SYNCED, works=[s.work_rid for s in staged])
         if zip_path:
             self.stages.discard_download(Path(zip_path))
 
@@ -207,20 +207,20 @@ class WorkRunner:
     def _downloaded(self, work: RestoredWork, fetched: Fetched, phase: str, started: float) -> None:
         self.metrics.phase_duration(phase, time.monotonic() - started)
         self.metrics.bytes_downloaded(fetched.size)
-        self.ledger.advance(work.idempotency_key, "downloaded", path=str(fetched.path), size=fetched.size,
+        self.ledger.advance(work.idempotency_key, Phase.DOWNLOADED, path=str(fetched.path), size=fetched.size,
                             resumed_parts=fetched.resumed_parts)
 
     def _debagged(self, work: RestoredWork, staged: list[StagedWork], phase: str | None, started: float) -> None:
         if phase:
             self.metrics.phase_duration(phase, time.monotonic() - started)
-        self.ledger.advance(work.idempotency_key, "debagged",
+        self.ledger.advance(work.idempotency_key, Phase.DEBAGGED,
                             works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
 
     def _resumable(self, record: WorkRecord) -> list[StagedWork] | None:
         """The staged works of an earlier run when the ledger says de-bagged and they are all still there."""
-        if record.phase != "debagged":
+        if record.phase != Phase.DEBAGGED:
             return None
-        works = last_detail(record, "debagged", "works") or []
+        works = last_detail(record, Phase.DEBAGGED, "works") or []
         done = synced_works(record)
         staged = [StagedWork(w["work_rid"], Path(w["path"])) for w in works]
         if staged and all(s.path.is_dir() or s.work_rid in done for s in staged):
@@ -228,21 +228,21 @@ class WorkRunner:
         return None
 
     # --- outcomes -------------------------------------------------------------------------------------
-    def _reject(self, queue: WorkQueue, message: ReceivedMessage, err: ContractError) -> str:
+    def _reject(self, queue: WorkQueue, message: ReceivedMessage, err: ContractError) -> Outcome:
         rid = rid_guess(message.body)
-        self.ledger.record_rejected(message.body, rid, "contract", str(err))
-        queue.to_dlq(message, "contract", str(err))
-        self.metrics.work_failed("contract")
+        self.ledger.record_rejected(message.body, rid, Cause.CONTRACT, str(err))
+        queue.to_dlq(message, Cause.CONTRACT, str(err))
+        self.metrics.work_failed(Cause.CONTRACT)
         logger.error("%s: message %s rejected to the DLQ: %s", rid or "-", message.message_id, err,
                      extra={"work_rid": rid or "-"})
-        return "rejected"
+        return Outcome.REJECTED
 
     def _already_synced(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork,
                         err: Exception) -> bool:
         """An error after the work reached the archive (a throttled delete, a lost lease) changes nothing: the
         ledger keeps 'synced' and the message is deleted now or, failing that, later as a duplicate."""
         record = self.ledger.get(work.idempotency_key)
-        if record is None or record.phase != "synced":
+        if record is None or record.phase != Phase.SYNCED:
             return False
         logger.warning("%s: already synced; error after the sync ignored: %s", work.work_rid, err,
                        extra={"work_rid": work.work_rid})
@@ -253,10 +253,10 @@ class WorkRunner:
                            extra={"work_rid": work.work_rid})
         return True
 
-    def _retry(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: RetryableError) -> str:
+    def _retry(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: RetryableError) -> Outcome:
         rid, key = work.work_rid, work.idempotency_key
         if self._already_synced(queue, message, work, err):
-            return "synced"
+            return Outcome.SYNCED
         last_time = self._no_more_retries(message, work, err)
         if last_time is not None:
             return self._fail(queue, message, work, RetriesExhausted(err, last_time))
@@ -270,7 +270,7 @@ class WorkRunner:
         self.metrics.work_failed(err.cause)
         logger.warning("%s (%s): attempt %d, retry in %d s", err, err.cause, record.attempts, delay,
                        extra={"work_rid": rid, "cause": err.cause})
-        return "retry"
+        return Outcome.RETRY
 
     def _no_more_retries(self, message: ReceivedMessage, work: RestoredWork, err: RetryableError) -> str | None:
         """Why this retryable failure is the last one (None: retry it): SQS would move the message to the DLQ on
@@ -298,18 +298,19 @@ class WorkRunner:
         self.ledger.record_restore_request(work_rid=work.work_rid, bucket=work.bucket, key=work.key, tier=tier,
                                            days=days, collection=work.collection, region=work.region,
                                            size=work.size, status="reissued")
-        self.ledger.note(work.idempotency_key, "restore_reissued", tier=tier, days=days, outcome=outcome)
+        self.ledger.note(work.idempotency_key, Event.RESTORE_REISSUED, tier=tier, days=days, outcome=outcome)
 
-    def _fail(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: PermanentError) -> str:
+    def _fail(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: PermanentError) -> Outcome:
         if self._already_synced(queue, message, work, err):
-            return "synced"
+            return Outcome.SYNCED
         self.ledger.fail(work.idempotency_key, err.cause, str(err), permanent=True)
-        self._keep_evidence(work)
+        if err.cleanup in (Cleanup.EVIDENCE, Cleanup.DISCARD):  # PURGE: nothing of a version that is gone is kept
+            self._keep_evidence(work)
         queue.to_dlq(message, err.cause, str(err))
         self.metrics.work_failed(err.cause)
         logger.error("%s (%s): moved to the DLQ", err, err.cause, extra={"work_rid": work.work_rid,
                                                                           "cause": err.cause})
-        return "failed"
+        return Outcome.FAILED
 
     def _keep_evidence(self, work: RestoredWork) -> None:
         if self.stages.keep_evidence is None:
@@ -320,33 +321,33 @@ class WorkRunner:
             logger.warning("%s: could not keep the de-bag evidence: %s", work.work_rid, err,
                            extra={"work_rid": work.work_rid})
 
-    def _interrupted(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, reason: str) -> str:
+    def _interrupted(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork,
+                     reason: InterruptReason) -> Outcome:
         rid, key = work.work_rid, work.idempotency_key
         record = self.ledger.get(key)
-        phase = record.phase if record else "received"
-        if reason == "lease_lost":
+        phase = record.phase if record else Phase.RECEIVED
+        if reason == InterruptReason.LEASE_LOST:
             if self._already_synced(queue, message, work, RuntimeError(f"{rid}: lease lost after the sync")):
-                return "synced"
-            self.ledger.fail(key, "lease_lost", f"{rid}: message or lease lost in phase {phase}: stopped",
+                return Outcome.SYNCED
+            self.ledger.fail(key, Cause.LEASE_LOST, f"{rid}: message or lease lost in phase {phase}: stopped",
                              permanent=False)
-            return "lease_lost"
-        if reason == "handoff":
+            return Outcome.LEASE_LOST
+        if reason == InterruptReason.HANDOFF:
             hop = (work.continuation.hop if work.continuation else 0) + 1
             if hop > self.settings.max_hops:
-                return self._fail(queue, message, work, PermanentError(
-                    rid, f"handed on {hop - 1} times without finishing (max_hops {self.settings.max_hops})",
-                    cause="too_many_hops"))
+                return self._fail(queue, message, work, TooManyHops(
+                    rid, f"handed on {hop - 1} times without finishing (max_hops {self.settings.max_hops})"))
             continuation = Continuation(hop=hop, phase=phase, previous_message_id=message.message_id,
                                         handed_on_at=datetime.now(UTC))
             following = work.model_copy(update={"continuation": continuation})
             new_id = queue.hand_on(message, following.to_body(), message_attributes(following))
-            self.ledger.note(key, "handed_on", hop=hop, phase=phase, new_message_id=new_id)
+            self.ledger.note(key, Event.HANDED_ON, hop=hop, phase=phase, new_message_id=new_id)
             logger.info("%s: handed on as continuation %d in phase %s", rid, hop, phase, extra={"work_rid": rid})
-            return "handed_on"
+            return Outcome.HANDED_ON
         released = queue.release(message)
-        self.ledger.note(key, "released", reason=reason, phase=phase, message_released=released)
+        self.ledger.note(key, Event.RELEASED, reason=reason, phase=phase, message_released=released)
         logger.info("%s: released in phase %s (%s)", rid, phase, reason, extra={"work_rid": rid})
-        return "released"
+        return Outcome.RELEASED
 
     def _set_visibility(self, queue: WorkQueue, message: ReceivedMessage, seconds: int, rid: str) -> None:
         try:

@@ -18,10 +18,11 @@ from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from onprem.finisher.errors import LedgerUnavailable
+from onprem.finisher.errors import InterruptReason, LedgerUnavailable
 from onprem.finisher.queue.lookahead import Lookahead
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work.cancel import TokenRegistry
+from onprem.finisher.work.outcome import Outcome
 from onprem.finisher.work.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -133,10 +134,10 @@ class Worker:
             outcome = self.runner.process(queue, message)
         except LedgerUnavailable as err:  # one line, not a traceback per message: the operator must act on it
             logger.error("message %s: %s: it comes back after its visibility timeout", message.message_id, err)
-            outcome = "ledger_unavailable"
+            outcome = Outcome.LEDGER_UNAVAILABLE
         except Exception:  # the slot survives anything; the message comes back after its visibility timeout
             logger.exception("message %s: unhandled error in its slot", message.message_id)
-            outcome = "error"
+            outcome = Outcome.ERROR
         with self._lock:
             self.summary.outcomes[outcome] += 1
         return outcome
@@ -167,7 +168,7 @@ class Worker:
             logger.info("waiting up to %.0f s for %d work(s) in flight", self.settings.grace_period, len(running))
             _, running = wait(running, timeout=self.settings.grace_period)
         if running:
-            cancelled = self.tokens.cancel_all("shutdown")
+            cancelled = self.tokens.cancel_all(InterruptReason.SHUTDOWN)
             logger.info("grace period over: %d work(s) asked to stop at their next checkpoint", cancelled)
             _, running = wait(running, timeout=max(self.settings.grace_period, 5.0))
         self.summary.unfinished = len(running)
