@@ -22,7 +22,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -36,7 +36,7 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch.checksum import ObjectChecksum, RunningChecksum, full_object_checksum
 from onprem.finisher.fetch.journal import JOURNAL_SUFFIX, PART_SUFFIX, DownloadIdentity, FetchJournal
 from onprem.finisher.fetch.request import FetchRequest, FetchSettings
-from onprem.finisher.fetch.s3 import download_part, head_object
+from onprem.finisher.fetch.s3 import download_part, head_object, require_pinned
 from onprem.finisher.progress import NullProgress, Progress
 
 __all__ = ["Download", "FetchRequest", "FetchResult", "FetchSettings", "check_space", "complete_download",
@@ -133,16 +133,19 @@ def fetch_object(
 
 def open_download(s3_client: Any, request: FetchRequest, dest_dir: Path, settings: FetchSettings, *,
                   free_bytes: Callable[[Path], int] = _free_bytes) -> Download | FetchResult:
-    """HEAD, pin, load the part journal and check space; a FetchResult when the file is already downloaded.
+    """Pin to the attempt's HEAD (``request.head``, else HEAD here), load the part journal and check space; a
+    FetchResult when the file is already downloaded. Raises what ``require_pinned`` raises.
 
     When it returns a Download, the ``.part`` file exists at the object's full size.
     """
     rid = request.work_rid
-    head = head_object(s3_client, request)
-    etag = _quoted(request.etag or head["ETag"])
-    version_id = request.version_id or head.get("VersionId")
-    size = int(head["ContentLength"])
-    checksum, checksum_note = full_object_checksum(head) if settings.verify_checksum else (None, "not requested")
+    head = require_pinned(request, request.head or head_object(s3_client, request))
+    request = replace(request, head=head)  # a Download re-opened from its request pins to the same HEAD
+    etag = _quoted(request.etag or head.etag)
+    version_id = request.version_id or head.version_id
+    size = head.size
+    checksum, checksum_note = (full_object_checksum({"ETag": head.etag, **head.checksums})
+                               if settings.verify_checksum else (None, "not requested"))
     identity = DownloadIdentity(request.bucket, request.key, etag, version_id, size, settings.part_size)
     dest_dir.mkdir(parents=True, exist_ok=True)
     dest = dest_dir / PurePosixPath(request.key).name

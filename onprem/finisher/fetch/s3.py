@@ -1,7 +1,9 @@
-"""The two S3 calls of a fetch, with S3's answers turned into the finisher's named errors.
+"""The S3 calls of a fetch, with S3's answers turned into the finisher's named errors.
 
-HEAD first (restore state, size, ETag, checksum), then ranged GETs pinned with ``IfMatch`` and ``VersionId``:
-S3 answers 412 when the object was overwritten, so bytes of two versions are never mixed.
+One HEAD per attempt (``head_object``: restore state, size, ETag, checksums, read through ``contract.s3``), made
+by the worker's restore check and checked against the message (``require_pinned``); then ranged GETs pinned with
+``IfMatch`` and ``VersionId``: S3 answers 412 when the object was overwritten, so bytes of two versions are never
+mixed.
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
 from botocore.httpchecksum import StreamingChecksumBody
 
+from contract import ObjectHead, RestoreState, RestoreStatus, S3ErrorCode, S3ErrorResponse
+from contract.restored_work import normalize_etag
 from onprem.finisher.durability import start_writeback
 from onprem.finisher.errors import (
     IntegrityError,
@@ -35,7 +39,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
-ARCHIVE_CLASSES = frozenset({"GLACIER", "DEEP_ARCHIVE"})
 CHUNK_SIZE = 1 << 20
 #: bytes of a part after which their writeback is started (no wait), so the part's fsync finds little to do
 WRITEBACK_EVERY = 16 << 20
@@ -43,52 +46,66 @@ WRITEBACK_EVERY = 16 << 20
 RESTORE_RETRY_AFTER = 3600
 
 
-def _error_code(err: ClientError) -> str:
-    return str(err.response.get("Error", {}).get("Code", ""))
-
-
-def _status(err: ClientError) -> int:
-    return int(err.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0))
-
-
 def _translate(err: ClientError, request: FetchRequest, what: str) -> Exception:
-    rid, code, status = request.work_rid, _error_code(err), _status(err)
-    where = f"s3://{request.bucket}/{request.key}"
-    if code in ("PreconditionFailed", "412") or status == 412:
+    rid, reply, where = request.work_rid, S3ErrorResponse.of(err.response), request.where
+    if reply.precondition_failed:
         pinned = request.etag or "the ETag seen at HEAD"
         return ObjectChanged(rid, f"{where} no longer has {pinned} ({what}): it was overwritten")
-    if code == "InvalidObjectState":
+    if reply.code == S3ErrorCode.INVALID_OBJECT_STATE:
         return RestoreExpired(rid, f"{where} is archived and its restored copy is gone ({what}): re-request it")
-    if code in ("NoSuchKey", "NoSuchVersion", "404", "NotFound") or status == 404:
+    if reply.missing:
         version = f" version {request.version_id}" if request.version_id else ""
         return ObjectMissing(rid, f"{where}{version} does not exist ({what})")
-    return TransferError(rid, f"{what} of {where} failed: {code or status} {err}")
+    return TransferError(rid, f"{what} of {where} failed: {reply.describe()} {err}")
 
 
-def head_object(s3_client: Any, request: FetchRequest) -> dict[str, Any]:
-    """HEAD pinned to the message's ETag/version; raises when the restored copy cannot be read."""
+def head_object(s3_client: Any, request: FetchRequest, *, current_version: bool = False) -> ObjectHead:
+    """HEAD with checksums, of the message's version pinned to its ETag (412: ObjectChanged) or, with
+    ``current_version``, of the key's current version (to see whether the message's is still current).
+
+    Raises ObjectChanged, ObjectMissing, RestoreExpired or TransferError (named from S3's answer); says nothing
+    about the restore state (``require_pinned`` does).
+    """
     kwargs: dict[str, Any] = {"Bucket": request.bucket, "Key": request.key, "ChecksumMode": "ENABLED"}
-    if request.etag:
+    if request.etag and not current_version:
         kwargs["IfMatch"] = request.etag if request.etag.startswith('"') else f'"{request.etag}"'
-    if request.version_id:
+    if request.version_id and not current_version:
         kwargs["VersionId"] = request.version_id
     try:
-        head = s3_client.head_object(**kwargs)
+        return ObjectHead.from_response(s3_client.head_object(**kwargs))
     except ClientError as err:
         raise _translate(err, request, "HEAD") from err
     except BotoCoreError as err:
-        raise TransferError(request.work_rid, f"HEAD of s3://{request.bucket}/{request.key} failed: {err}") from err
-    restore = head.get("Restore") or ""
-    where = f"s3://{request.bucket}/{request.key}"
-    if 'ongoing-request="true"' in restore:
-        raise RestoreInProgress(request.work_rid, f"restore of {where} is still in progress",
+        raise TransferError(request.work_rid, f"HEAD of {request.where} failed: {err}") from err
+
+
+def require_restored(work_rid: str, where: str, state: RestoreState) -> RestoreState:
+    """``state`` when the bytes can be read now; RestoreInProgress / RestoreExpired otherwise."""
+    if state.status == RestoreStatus.IN_PROGRESS:
+        raise RestoreInProgress(work_rid, f"restore of {where} is still in progress",
                                 retry_after=RESTORE_RETRY_AFTER)
-    if head.get("StorageClass") in ARCHIVE_CLASSES and not restore:
-        raise RestoreExpired(request.work_rid, f"{where} is in {head['StorageClass']} with no restored copy "
-                                               "(restore expired or never requested): re-request it")
-    if request.size is not None and int(head["ContentLength"]) != request.size:
-        raise ObjectChanged(request.work_rid, f"{where} has {head['ContentLength']} bytes, the message says "
-                                              f"{request.size}: it was overwritten")
+    if state.status == RestoreStatus.EXPIRED:
+        raise RestoreExpired(work_rid, f"{where} is in {state.storage_class} with no restored copy (restore expired "
+                                       "or never requested): re-request it", retry_after=RESTORE_RETRY_AFTER)
+    return state
+
+
+def require_pinned(request: FetchRequest, head: ObjectHead) -> ObjectHead:
+    """``head`` when its bytes can be read and are the message's: restored, same ETag, version and size.
+
+    Raises RestoreInProgress / RestoreExpired, or ObjectChanged naming what differs from the message.
+    """
+    rid, where = request.work_rid, request.where
+    require_restored(rid, where, head.restore)
+    if request.etag and head.etag and normalize_etag(head.etag) != normalize_etag(request.etag):
+        raise ObjectChanged(rid, f"{where} has ETag {head.etag}, the message says {request.etag}: it was "
+                                 "overwritten")
+    if request.version_id and head.version_id not in (None, "null", request.version_id):
+        raise ObjectChanged(rid, f"{where} HEAD saw version {head.version_id}, the message says "
+                                 f"{request.version_id}")
+    if request.size is not None and head.size != request.size:
+        raise ObjectChanged(rid, f"{where} has {head.size} bytes, the message says {request.size}: it was "
+                                 "overwritten")
     return head
 
 
@@ -191,7 +208,7 @@ def stream_object(s3_client: Any, request: FetchRequest, identity: DownloadIdent
         raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
                              f"mismatch for {name} while streaming it: {err}") from err
     except (BotoCoreError, OSError) as err:
-        raise TransferError(request.work_rid, f"{what} of s3://{request.bucket}/{request.key} failed after "
+        raise TransferError(request.work_rid, f"{what} of {request.where} failed after "
                                               f"{offset} bytes: {err}") from err
     if offset != identity.size:
         raise TransferError(request.work_rid, f"{what} of {name} ended after {offset} of {identity.size} bytes")

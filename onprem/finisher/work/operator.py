@@ -9,7 +9,7 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
-from contract import message_attributes, parse_message
+from contract import S3ErrorResponse, message_attributes, parse_message
 from onprem.finisher.fetch.restore import check_restore_head, estimate, eta_at, locate, request_restore
 from onprem.finisher.ledger.store import Ledger, Phase
 from onprem.finisher.queue.sqs import WorkQueue
@@ -28,7 +28,7 @@ def request_restores(settings: Settings, clients: AwsClients, ledger: Ledger, ta
         try:
             return dict(clients.s3(region).head_object(Bucket=bucket, Key=key))
         except ClientError as err:
-            if str(err.response.get("Error", {}).get("Code")) in ("404", "NoSuchKey", "NotFound"):
+            if S3ErrorResponse.of(err.response).missing:
                 return None
             raise
 

@@ -15,7 +15,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,8 @@ from onprem.finisher.errors import (
     WorkSuperseded,
 )
 from onprem.finisher.fetch.restore import inspect as inspect_object
-from onprem.finisher.fetch.restore import reissue_restore, require_restored
+from onprem.finisher.fetch.restore import reissue_restore
+from onprem.finisher.fetch.s3 import require_restored
 from onprem.finisher.ledger.store import Event, Ledger, Phase, WorkRecord
 from onprem.finisher.logs import current_work_rid
 from onprem.finisher.metrics import Metrics
@@ -154,15 +155,15 @@ class WorkRunner:
         if staged is None:
             if record.timestamps[Phase.DOWNLOADED] is None or record.phase == Phase.FAILED:
                 started = time.monotonic()
-                s3 = self.s3_client_for(work.region)
-                state, newer = inspect_object(s3, work)
+                head, newer = inspect_object(self.s3_client_for(work.region), work)
                 if newer:
                     raise WorkSuperseded(newer)
-                require_restored(s3, work, state)
+                state = require_restored(rid, f"s3://{work.bucket}/{work.key}", head.restore)
                 if record.timestamps[Phase.RESTORE_COMPLETED] is None:
                     self.ledger.advance(key, Phase.RESTORE_COMPLETED, storage_class=state.storage_class,
                                         restore_expiry=state.expiry.isoformat() if state.expiry else None)
                 self.metrics.phase_duration("restore_check", time.monotonic() - started)
+                ctx = replace(ctx, head=head)  # the fetch pins to this HEAD: one HEAD per attempt
             token.check()
             if self.stages.fetch_debag is not None and record.timestamps[Phase.DOWNLOADED] is None:
                 fetched, staged = self._fetch_and_debag(work, ctx)

@@ -72,7 +72,7 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
         evidence(work_rid, staging_slot(version_key))
 
     def fetch(work: RestoredWork, ctx: StageContext) -> Fetched:
-        request = FetchRequest(work.work_rid, work.bucket, work.key, work.size, work.etag, work.version_id)
+        request = FetchRequest.of(work, ctx.head)  # pinned to the restore check's HEAD
         progress = CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD)
         result = fetch_object(s3_client_for(work.region), request,
                               settings.downloads_dir / staging_slot(work.idempotency_key), fetch_settings, progress)
@@ -88,7 +88,7 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
         return [StagedWork(w.work_rid, w.path) for w in result.works]
 
     def fetch_debag(work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
-        request = FetchRequest(work.work_rid, work.bucket, work.key, work.size, work.etag, work.version_id)
+        request = FetchRequest.of(work, ctx.head)  # pinned to the restore check's HEAD
         slot = staging_slot(work.idempotency_key)
         with naming_failures(work.work_rid, lambda: evidence(work.work_rid, slot)):
             result = fetch_and_debag(
@@ -132,7 +132,8 @@ def fetch_and_debag(
 ) -> FetchedAndDebagged:
     """Download and de-bag overlapped: a one-part download (``FetchSettings.stream``) de-bagged from its GET, the
     zip never written (``fetch_debag.stream``); any other, or a zip the stream cannot read front to back, written
-    to its ``.part`` file and de-bagged while it arrives (``fetch_debag.overlapped``). One HEAD either way."""
+    to its ``.part`` file and de-bagged while it arrives (``fetch_debag.overlapped``). One HEAD either way, none
+    when ``request.head`` carries the attempt's HEAD."""
     fetch_settings = fetch_settings or FetchSettings()
     debag_settings = debag_settings or DebagSettings()
     fetch_progress = fetch_progress or NullProgress()
@@ -147,7 +148,9 @@ def fetch_and_debag(
         except StreamUnsupported as why:
             logger.info("%s: %s: the zip is downloaded to disk and de-bagged from there", request.work_rid, why,
                         extra={"work_rid": request.work_rid})
-            download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
+            # download.request carries the HEAD already made: the re-open does not HEAD again
+            download = open_download(s3_client, download.request, download_dir, fetch_settings,
+                                     free_bytes=free_bytes)
     return overlapped.fetch_and_debag(s3_client, request, download_dir, staging_dir, fetch_settings, debag_settings,
                                       fetch_progress=fetch_progress, debag_progress=debag_progress,
                                       version_tag=version_tag, free_bytes=free_bytes, download=download)
