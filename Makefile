@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
 STAMP := $(VENV)/.installed
 UV_VERSION := 0.13.9
-DEB_PACKAGES := rsync zip unzip p7zip-full shellcheck
+DEB_PACKAGES := rsync zip unzip p7zip-full shellcheck postgresql
 NODE_CDK := node_modules/.bin/cdk
 export JSII_SILENCE_WARNING_DEPRECATED_NODE_VERSION := 1
 export JSII_SILENCE_WARNING_UNTESTED_NODE_VERSION := 1
@@ -68,13 +68,14 @@ $(STAMP): pyproject.toml requirements/dev.lock
 	$(PIP) install -q --no-deps -e .
 	touch $(STAMP)
 
-# dev.lock: everything make test, demo, bench and synth need; finisher.lock: the finisher alone (its container).
+# dev.lock: everything make test, demo, bench and synth need; finisher.lock: the finisher alone with its PostgreSQL
+# ledger extra (its container, which may run on one of several hosts sharing a server ledger).
 lock:
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	$(PIP) install -q uv==$(UV_VERSION)
 	$(VENV)/bin/uv pip compile -q pyproject.toml --all-extras --python-version 3.11 \
 	  --custom-compile-command "make lock" -o requirements/dev.lock
-	$(VENV)/bin/uv pip compile -q pyproject.toml --python-version 3.11 -c requirements/dev.lock \
+	$(VENV)/bin/uv pip compile -q pyproject.toml --extra postgres --python-version 3.11 -c requirements/dev.lock \
 	  --custom-compile-command "make lock" -o requirements/finisher.lock
 
 # The Lambda's deployment asset: handler + the shared contract (Powertools comes from the managed layer).
