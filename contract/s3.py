@@ -40,6 +40,8 @@ class S3ErrorCode(StrEnum):
     """The ``Error.Code`` values the pipeline branches on. A HEAD has no error body: botocore then gives the HTTP
     status as the code (``"404"``, ``"412"``)."""
 
+    ACCESS_DENIED = "AccessDenied"
+    ACCESS_DENIED_STATUS = "403"
     NO_SUCH_BUCKET = "NoSuchBucket"
     NO_SUCH_KEY = "NoSuchKey"
     NO_SUCH_VERSION = "NoSuchVersion"
@@ -54,6 +56,7 @@ class S3ErrorCode(StrEnum):
 _MISSING_CODES = frozenset({S3ErrorCode.NO_SUCH_KEY, S3ErrorCode.NO_SUCH_VERSION, S3ErrorCode.NOT_FOUND,
                             S3ErrorCode.NOT_FOUND_STATUS})
 _PRECONDITION_CODES = frozenset({S3ErrorCode.PRECONDITION_FAILED, S3ErrorCode.PRECONDITION_FAILED_STATUS})
+_FORBIDDEN_CODES = frozenset({S3ErrorCode.ACCESS_DENIED, S3ErrorCode.ACCESS_DENIED_STATUS})
 
 
 class RestoreStatus(StrEnum):
@@ -175,6 +178,13 @@ class S3ErrorResponse:
     def missing(self) -> bool:
         """The key or version does not exist (a missing bucket is not a missing object: a setting is wrong)."""
         return self.code in _MISSING_CODES or (self.status == 404 and self.code != S3ErrorCode.NO_SUCH_BUCKET)
+
+    @property
+    def forbidden(self) -> bool:
+        """S3 refused the request (403 AccessDenied; a HEAD's bare 403). Without ``s3:ListBucket`` on the bucket
+        S3 answers a missing key this way too, so it means "missing or not permitted". A 403 with another code
+        (``InvalidObjectState``, a credential error on a GET) is not this."""
+        return self.code in _FORBIDDEN_CODES
 
     @property
     def precondition_failed(self) -> bool:

@@ -3,7 +3,9 @@
 One HEAD per attempt (``head_object``: restore state, size, ETag, checksums, read through ``contract.s3``), made
 by the worker's restore check and checked against the message (``require_pinned``); then ranged GETs pinned with
 ``IfMatch`` and ``VersionId``: S3 answers 412 when the object was overwritten, so bytes of two versions are never
-mixed.
+mixed. A 403 (``AccessDenied``, or a HEAD's bare 403) is ``ObjectMissing`` "missing or not permitted", named
+with the bucket and key: permanent, never retried as a transfer error (the finisher has no ``s3:ListBucket``, so
+S3 answers a missing key 403, not 404).
 """
 
 from __future__ import annotations
@@ -44,6 +46,8 @@ CHUNK_SIZE = 1 << 20
 WRITEBACK_EVERY = 16 << 20
 #: seconds before a message whose restore is still running is looked at again
 RESTORE_RETRY_AFTER = 3600
+#: the cause of an ObjectMissing raised on a 403: the key is missing, or outside the finisher's policy
+MISSING_OR_FORBIDDEN = "object_missing_or_forbidden"
 
 
 def _translate(err: ClientError, request: FetchRequest, what: str) -> Exception:
@@ -53,8 +57,13 @@ def _translate(err: ClientError, request: FetchRequest, what: str) -> Exception:
         return ObjectChanged(rid, f"{where} no longer has {pinned} ({what}): it was overwritten")
     if reply.code == S3ErrorCode.INVALID_OBJECT_STATE:
         return RestoreExpired(rid, f"{where} is archived and its restored copy is gone ({what}): re-request it")
+    version = f" version {request.version_id}" if request.version_id else ""
+    if reply.forbidden:
+        # the finisher holds no s3:ListBucket, so S3 answers a missing key 403 as well: a retry cannot help
+        return ObjectMissing(rid, f"{where}{version} is missing or not permitted ({what}: 403 {reply.describe()}; "
+                                  "without s3:ListBucket S3 refuses a missing key the same way)",
+                             cause=MISSING_OR_FORBIDDEN)
     if reply.missing:
-        version = f" version {request.version_id}" if request.version_id else ""
         return ObjectMissing(rid, f"{where}{version} does not exist ({what})")
     return TransferError(rid, f"{what} of {where} failed: {reply.describe()} {err}")
 

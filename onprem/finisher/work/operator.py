@@ -22,13 +22,14 @@ logger = logging.getLogger(__name__)
 def request_restores(settings: Settings, clients: AwsClients, ledger: Ledger, targets: list[str], *,
                      collection: str | None, dry_run: bool) -> dict[str, Any]:
     """Locate each target (HEAD), estimate the whole request, then (unless dry-run) request what needs it."""
-    tier, days, prices = settings.restore_tier, settings.restore_days, settings.restore_prices
+    tier, days, prices = settings.restore.tier, settings.restore.days, settings.restore.prices
 
     def head(region: str, bucket: str, key: str) -> dict[str, Any] | None:
         try:
             return dict(clients.s3(region).head_object(Bucket=bucket, Key=key))
         except ClientError as err:
-            if S3ErrorResponse.of(err.response).missing:
+            reply = S3ErrorResponse.of(err.response)
+            if reply.missing or reply.forbidden:  # 403: missing, or a key outside the policy (no s3:ListBucket)
                 return None
             raise
 
@@ -82,7 +83,7 @@ def status_document(ledger: Ledger, rids: list[str], phase: Phase | None) -> dic
 def expiring_works(settings: Settings, ledger: Ledger, now: datetime | None = None) -> dict[str, Any]:
     """Works not yet synced whose restored copy expires within ``expiring_within_hours``."""
     now = now or datetime.now(UTC)
-    horizon = (now + timedelta(hours=settings.expiring_within_hours)).replace(tzinfo=None)
+    horizon = (now + timedelta(hours=settings.restore.expiring_within_hours)).replace(tzinfo=None)
     works = [r.as_json() for r in ledger.works()
              if r.phase != Phase.SYNCED and r.restore_expiry is not None and r.restore_expiry <= horizon]
     return {"works": sorted(works, key=lambda w: w["restore_expiry"]), "pending_restores": [],
