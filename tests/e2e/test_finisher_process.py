@@ -1,7 +1,7 @@
 """The finisher as a separate process against a loopback moto server: SIGTERM mid-work, restart, two finishers.
 
-The subprocesses run the real stages slowed down by ``test_finisher_process_stages.slow_stages`` (named by
-FINISHER_STAGES_FACTORY).
+The subprocesses run the real stages slowed down by ``test_finisher_process_stages.slow_stages`` (that module's
+``main``: the finisher's CLI given those stages).
 """
 
 from __future__ import annotations
@@ -74,15 +74,16 @@ def server(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Cl
         "AWS_DEFAULT_REGION": REGION, "BDRC_ENV_FILE": str(env_file), "PYTHONPATH": str(REPO_ROOT),
         "FINISHER_WAIT_TIME_SECONDS": "1", "FINISHER_VISIBILITY_TIMEOUT": "30", "FINISHER_MIN_FREE_BYTES": "0",
         "FINISHER_LOG_FORMAT": "json", "FINISHER_LEASE_BUSY_DELAY": "1", "FINISHER_DRAIN_IDLE_LIMIT": "10",
-        "FINISHER_STAGES_FACTORY": "tests.e2e.test_finisher_process_stages:slow_stages", "PYTHONUNBUFFERED": "1",
+        "PYTHONUNBUFFERED": "1",
     })
     yield clients, env
     moto.stop()
 
 
 def finisher(env: dict[str, str], *args: str, **extra: str) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, "-m", "onprem.finisher.cli.app", *args], env={**env, **extra},
-                            cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    command = [sys.executable, "-m", "tests.e2e.test_finisher_process_stages", *args]
+    return subprocess.Popen(command, env={**env, **extra}, cwd=REPO_ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
 
 
 def wait_for(predicate: Callable[[], Any], deadline_s: float, what: str) -> Any:

@@ -1,4 +1,5 @@
-"""Stages for the finisher processes of test_finisher_process.py (light imports: loaded in each subprocess).
+"""The finisher processes of test_finisher_process.py: ``python -m tests.e2e.test_finisher_process_stages run …``
+is ``finisher run …`` on these stages (``cli.app.main(stages_for=slow_stages)``).
 
 The real stages with a slow, interruptible prelude to the de-bag: it works in small units for
 FINISHER_TEST_SLOW_S seconds, checking the cancel token, and appends ``start``/``end`` lines to
@@ -13,8 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from onprem.finisher.cli import app as cli
+from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.work.settings import Settings
-from onprem.finisher.work.stages import StageContext, StagedWork, Stages
+from onprem.finisher.work.stages import StageContext, Stages
 from onprem.finisher.work.wiring import real_stages
 
 
@@ -41,3 +44,12 @@ def slow_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
 
     return Stages(fetch=real.fetch, debag=debag, sync=real.sync, discard_download=real.discard_download,
                   works_dir=real.works_dir)
+
+
+def main() -> None:
+    """``finisher`` on the slow stages (each subprocess of test_finisher_process.py runs this)."""
+    cli.main(stages_for=slow_stages)
+
+
+if __name__ == "__main__":
+    main()

@@ -21,13 +21,14 @@ from moto import mock_aws
 
 from config.model import EnvironmentConfig
 from contract import RestoredWork, archive_relpath_for_rid, message_attributes, staging_key_for_rid
+from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.metrics import LogMetrics
 from onprem.finisher.progress import NullProgress
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.runtime import build_worker
 from onprem.finisher.work.settings import Settings, load_settings
-from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages, Synced
+from onprem.finisher.work.stages import Fetched, StageContext, Stages, Synced
 from onprem.finisher.work.worker import Worker
 
 REGION = "us-east-1"

@@ -136,13 +136,14 @@ class Bench:
         return self.aws.subprocess_env(**settings)
 
     def start(self, args: Sequence[str], env: Mapping[str, str] | None = None,
-              faults: Sequence[Mapping[str, Any]] = ()) -> subprocess.Popen[str]:
-        """Start a finisher command; ``faults`` are installed inside it (see inject_boot.py)."""
+              faults: Sequence[Mapping[str, Any]] = (), entry: str | None = None) -> subprocess.Popen[str]:
+        """Start a finisher command; ``faults`` are installed inside it (see inject_boot.py); ``entry``: a module
+        run instead of the console script (``python -m``: a test's ``cli.app.main(stages_for=…)``)."""
         log = (self.paths.root / "finisher.log").open("a", encoding="utf-8")
         log.write(f"--- finisher {' '.join(args)} {dict(env or {})} faults={list(faults)}\n")
         log.flush()
         environ = self.environ(env)
-        command = finisher_command(*args)
+        command = [sys.executable, "-m", entry, *args] if entry else finisher_command(*args)
         if faults:
             environ.update({FAULTS_VAR: json.dumps(list(faults)), REPORT_VAR: str(self.fault_report)})
             command = [sys.executable, "-c", BOOT, *args]
@@ -153,9 +154,9 @@ class Bench:
         return self.paths.root / "faults-injected.txt"
 
     def run(self, args: Sequence[str], env: Mapping[str, str] | None = None,
-            timeout_s: float = 120.0, faults: Sequence[Mapping[str, Any]] = ()) -> int:
+            timeout_s: float = 120.0, faults: Sequence[Mapping[str, Any]] = (), entry: str | None = None) -> int:
         """Run a finisher command to its end; returns its exit code (-9 when it killed itself)."""
-        process = self.start(args, env, faults)
+        process = self.start(args, env, faults, entry)
         try:
             return process.wait(timeout=timeout_s)
         except subprocess.TimeoutExpired:

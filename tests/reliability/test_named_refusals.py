@@ -20,6 +20,7 @@ import pytest
 from harness.moto_env import local_aws
 from harness.pipeline import FinisherPaths
 from harness.zip_edits import truncate_zip
+from onprem.finisher.cli import app as cli
 from onprem.finisher.progress import Progress
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import StageContext, Stages, staging_slot
@@ -28,7 +29,6 @@ from tests.reliability.bad_zip import good_zip
 from tests.reliability.harness import DEV, REPO_ROOT, Bench, StagedWork
 
 BUG_RID, CORRUPT_RID = "W9BUG01", "W9CUT01"
-FACTORY = f"{__name__}:stages_with_a_bug"
 
 
 class BuggyProgress:
@@ -56,7 +56,7 @@ def _buggy(ctx: StageContext) -> StageContext:
 
 
 def stages_with_a_bug(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
-    """The real stages (``FINISHER_STAGES_FACTORY``), whose de-bag progress has a bug for ``BUG_RID`` only."""
+    """The real stages, whose de-bag progress has a bug for ``BUG_RID`` only (the finisher process's, by ``main``)."""
     stages = real_stages(settings, s3_client_for)
     assert stages.fetch_debag is not None
     fetch_debag, debag = stages.fetch_debag, stages.debag
@@ -90,8 +90,8 @@ def drained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Drained]:
         bug = bench.stage_zip(good_zip(root / "build", BUG_RID), BUG_RID)
         corrupt = bench.stage_zip(_truncated(root / "build", CORRUPT_RID), CORRUPT_RID)
         # the finisher process imports the factory from this module: the repository on its path
-        code = bench.run(["run", "--drain"], env={"FINISHER_STAGES_FACTORY": FACTORY, "PYTHONPATH": str(REPO_ROOT),
-                                                  "FINISHER_UNEXPECTED_ATTEMPTS": "2"}, timeout_s=120)
+        code = bench.run(["run", "--drain"], env={"PYTHONPATH": str(REPO_ROOT), "FINISHER_UNEXPECTED_ATTEMPTS": "2"},
+                         timeout_s=120, entry=__name__)
         dlq = {json.loads(m["Body"])["work_rid"]: m for m in bench.dlq_messages()}
         yield Drained(bench, bug, corrupt, code, dlq, bench.status())
 
@@ -134,3 +134,12 @@ def test_a_permanent_refusal_is_tried_once_and_never_downloaded_again(drained: D
     assert (row["phase"], row["last_cause"], row["attempts"]) == ("failed", "corrupt_zip", 1)
     assert [e["event"] for e in row["history"]].count("failed") == 1
     assert not any(e["event"] == "retry" for e in row["history"])
+
+
+def main() -> None:
+    """``finisher`` with the buggy stages: what the drained fixture's finisher process runs (``python -m``)."""
+    cli.main(stages_for=stages_with_a_bug)
+
+
+if __name__ == "__main__":
+    main()

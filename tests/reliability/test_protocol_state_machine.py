@@ -30,6 +30,7 @@ from moto import mock_aws
 from config.model import EnvironmentConfig
 from contract import RestoredWork, message_attributes, staging_key_for_rid
 from harness.bags import make_bdrc_bag_zip
+from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.metrics import NullMetrics
 from onprem.finisher.progress import NullProgress
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
@@ -37,7 +38,7 @@ from onprem.finisher.work import faults
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.runtime import build_worker
 from onprem.finisher.work.settings import load_settings
-from onprem.finisher.work.stages import StageContext, StagedWork, Stages, Synced
+from onprem.finisher.work.stages import StageContext, Stages, Synced
 from onprem.finisher.work.wiring import real_stages
 
 REGION = "us-east-1"
@@ -148,7 +149,7 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
     @rule(pick=st.integers(0, 9), crash=st.one_of(st.none(), st.sampled_from(faults.CHECKPOINTS)))
     def process_one(self, pick: int, crash: str | None) -> None:
         """Receive a batch, process the message Hypothesis picks (order is SQS's business), release the others."""
-        batch = self.queue.receive(10, 0, self.settings.visibility_timeout)
+        batch = self.queue.receive(10, 0, self.settings.worker.visibility_timeout)
         if not batch:
             return
         chosen = batch[pick % len(batch)]
@@ -205,7 +206,7 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
         for _ in range(40):
             self.visibility_expires()
             self.redrive()
-            batch = self.queue.receive(10, 0, self.settings.visibility_timeout)
+            batch = self.queue.receive(10, 0, self.settings.worker.visibility_timeout)
             if not batch and self.queue.depth()["dlq"] == 0:
                 return
             for message in batch:

@@ -94,21 +94,22 @@ def test_settings_precedence_env_file_then_env_vars_then_flags(tmp_path: Path,
     monkeypatch.delenv("FINISHER_LEDGER_URL", raising=False)
     monkeypatch.delenv("FINISHER_STATE_DIR", raising=False)
     settings = load_settings(env_name="dev", settings_file=settings_file, wait_time_seconds=1)
-    assert (settings.concurrency, settings.grace_period, settings.wait_time_seconds) == (5, 9.0, 1)
-    assert settings.staging_dir == Path("/srv/staging") and settings.visibility_timeout == 900
+    worker = settings.worker
+    assert (worker.concurrency, worker.grace_period, worker.wait_time_seconds) == (5, 9.0, 1)
+    assert settings.staging_dir == Path("/srv/staging") and worker.visibility_timeout == 900
     assert settings.ledger_url == "sqlite:///.state/dev/state/ledger.sqlite"
-    assert settings.restore_tier == "Bulk" and settings.restore_days == 5
-    assert settings.fetch_settings().part_size == 64 * 2**20
-    assert settings.sync_settings().archive_root == Path(".state/dev/archive")
-    assert load_settings(env_name="dev", settings_file=settings_file, concurrency=3).concurrency == 3
+    assert settings.restore.tier == "Bulk" and settings.restore.days == 5
+    assert settings.fetch.part_size == 64 * 2**20
+    assert settings.sync.archive_root == Path(".state/dev/archive")
+    assert load_settings(env_name="dev", settings_file=settings_file, concurrency=3).worker.concurrency == 3
 
 
 def test_the_tail_read_ahead_is_on_unless_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     settings_file = tmp_path / "finisher.yml"
     settings_file.write_text("staging_dir: /srv/staging\n")
-    assert load_settings(env_name="dev", settings_file=settings_file).fetch_settings().tail_ahead is True
+    assert load_settings(env_name="dev", settings_file=settings_file).fetch.tail_ahead is True
     monkeypatch.setenv("FINISHER_FETCH_TAIL_AHEAD", "false")
-    assert load_settings(env_name="dev", settings_file=settings_file).fetch_settings().tail_ahead is False
+    assert load_settings(env_name="dev", settings_file=settings_file).fetch.tail_ahead is False
 
 
 def test_metrics_sinks() -> None:

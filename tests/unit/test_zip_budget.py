@@ -132,7 +132,7 @@ def test_the_limits_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setenv("FINISHER_DEBAG_ZIP_RATIO_FLOOR_BYTES", str(16 * MIB))
     monkeypatch.setenv("FINISHER_DEBAG_MAX_MEMBER_RATIO", "1200")
     monkeypatch.setenv("FINISHER_DEBAG_MAX_PATH_BYTES", "3000")
-    debag = load_settings(env_name="dev").debag_settings()
+    debag = load_settings(env_name="dev").debag
     assert (debag.max_entries, debag.max_zip_ratio, debag.zip_ratio_floor_bytes) == (20000, 50, 16 * MIB)
     assert (debag.max_member_ratio, debag.max_path_bytes) == (1200, 3000)
     assert debag.max_member_bytes == DebagSettings().max_member_bytes, "unset: the default"

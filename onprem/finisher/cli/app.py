@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,17 +26,23 @@ from rich.text import Text
 from config.loader import EnvironmentConfigError
 from contract.keys import is_rid
 from onprem.finisher.errors import FinisherError, LedgerUnavailable
+from onprem.finisher.ledger.migrate import upgrade as upgrade_ledger
 from onprem.finisher.logs import configure_logging
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.ingest import ingest_zip
 from onprem.finisher.work.operator import expiring_works, request_restores, requeue_work, status_document
 from onprem.finisher.work.runtime import build_worker, open_ledger, work_queues
 from onprem.finisher.work.settings import Settings, load_settings
+from onprem.finisher.work.stages import Stages
 from onprem.finisher.work.sweep import sweep_orphans
-from onprem.finisher.work.wiring import stages_for
+from onprem.finisher.work.wiring import real_stages
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="Bring restored BDRC works into the archive.")
 logger = logging.getLogger(__name__)
+
+
+#: what builds the stages of ``run`` and ``ingest``: the real ones, or a test's given to ``main``
+StagesFor = Callable[[Settings, Callable[[str], Any]], Stages]
 
 
 @dataclass
@@ -44,7 +50,7 @@ class CliState:
     env_name: str | None = None
     settings_file: Path | None = None
     log_format: str | None = None
-    overrides: dict[str, Any] = field(default_factory=dict)
+    stages_for: StagesFor = real_stages
 
     def settings(self, **overrides: Any) -> Settings:
         try:
@@ -111,7 +117,8 @@ def main_options(
     settings_file: Path | None = typer.Option(None, "--settings-file", help="finisher settings YAML"),
     log_format: str | None = typer.Option(None, "--log-format", help="auto | json | text"),
 ) -> None:
-    ctx.obj = CliState(env, settings_file, log_format)
+    state = ctx.ensure_object(CliState)  # main() may have made it, with the stages to use
+    state.env_name, state.settings_file, state.log_format = env, settings_file, log_format
 
 
 @app.command()
@@ -125,7 +132,7 @@ def run(
     """Run the worker: long-poll the queues, fetch → de-bag → sync each work, delete its message."""
     settings = ctx.obj.settings(concurrency=concurrency, wait_time_seconds=wait_seconds)
     clients = AwsClients(settings.endpoint_url)
-    worker = build_worker(settings, stages_for(settings, clients.s3), clients=clients)
+    worker = build_worker(settings, ctx.obj.stages_for(settings, clients.s3), clients=clients)
     sweep_orphans(settings.staging_dir)  # temp files no download or de-bag can resume from
 
     def on_signal(signum: int, _frame: Any) -> None:
@@ -229,6 +236,20 @@ def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID"
     say(out_console(), f"{rid}: re-queued as message {message_id}")
 
 
+ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
+app.add_typer(ledger_app, name="ledger")
+
+
+@ledger_app.command("upgrade")
+@ledger_errors_in_one_line
+def ledger_upgrade(ctx: typer.Context) -> None:
+    """Migrate the ledger to the schema revision this finisher knows (once per release, from any one host)."""
+    settings = ctx.obj.settings()
+    done = upgrade_ledger(settings.ledger_url, lock_timeout_s=settings.ledger_lock_timeout)
+    state = f"{done.before or 'none'} → {done.after}" if done.changed else f"{done.after}, already current"
+    say(out_console(), f"ledger {done.location}: schema revision {state}")
+
+
 @app.command()
 def redrive(
     ctx: typer.Context,
@@ -262,7 +283,7 @@ def ingest(
             raise typer.BadParameter(f"{rid!r} is not a work RID", param_hint="--work")
     expected = frozenset(works) if works else None
     ledger = open_ledger(settings)
-    stages = stages_for(settings, AwsClients(settings.endpoint_url).s3)
+    stages = ctx.obj.stages_for(settings, AwsClients(settings.endpoint_url).s3)
     failed = 0
     for path in paths:
         try:
@@ -279,9 +300,9 @@ def ingest(
 
 
 
-def main() -> None:
-    """The console script's entry point."""
-    app(prog_name="finisher")
+def main(stages_for: StagesFor = real_stages) -> None:
+    """The console script's entry point; ``stages_for`` builds the stages (a test's own in a finisher process)."""
+    app(prog_name="finisher", obj=CliState(stages_for=stages_for))
 
 
 if __name__ == "__main__":

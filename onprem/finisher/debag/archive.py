@@ -35,11 +35,11 @@ from onprem.finisher.debag.journal import VerifiedJournal
 from onprem.finisher.debag.layout import plain_zip_allowed, plan_works
 from onprem.finisher.debag.manifest import load_work_manifest
 from onprem.finisher.debag.model import (
-    DebaggedWork,
     DebagResult,
     DebagSettings,
     Extractor,
     SafeMember,
+    StagedWork,
     WorkPlan,
     zip_mtime,
 )
@@ -58,7 +58,7 @@ from onprem.finisher.errors import (
 )
 from onprem.finisher.progress import NullProgress, Progress
 
-__all__ = ["DebagResult", "DebagSettings", "DebaggedWork", "clean_up", "debag_archive", "debag_members",
+__all__ = ["DebagResult", "DebagSettings", "StagedWork", "clean_up", "debag_archive", "debag_members",
            "keep_or_remove_evidence", "read_central_directory", "temp_dir_for"]
 
 logger = logging.getLogger(__name__)

@@ -9,12 +9,13 @@ import threading
 import time
 import unicodedata
 import zipfile
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Protocol
+from typing import Any, Protocol
 
 import bagit
+from pydantic import BaseModel, ConfigDict, Field
 
 from contract.keys import STAGED_BAG_SUFFIX
 
@@ -22,33 +23,34 @@ from contract.keys import STAGED_BAG_SUFFIX
 STRONG_ALGORITHMS = frozenset({"sha256", "sha512"})
 
 
-@dataclass(frozen=True)
-class DebagSettings:
-    """Limits and policies of one de-bag; the defaults suit BDRC works (zips up to ~20 GB)."""
+class DebagSettings(BaseModel):
+    """Limits and policies of one de-bag; the defaults suit BDRC works (zips up to ~20 GB) and live here only."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     #: largest declared or actual size of one member
-    max_member_bytes: int = 8 * 2**30
+    max_member_bytes: int = Field(default=8 * 2**30, ge=0)
     #: largest sum of declared member sizes in one zip
-    max_total_bytes: int = 64 * 2**30
+    max_total_bytes: int = Field(default=64 * 2**30, ge=0)
     #: largest declared uncompressed/compressed ratio of one member, at any size: above deflate's ceiling (~1032),
     #: so a blank scan is taken and a lying header is refused; with actual bytes never past the declared size,
     #: it bounds what a member writes by its compressed size
-    max_member_ratio: float = 1100.0
+    max_member_ratio: float = Field(default=1100.0, ge=1)
     #: largest ratio of the whole zip, bytes inflated so far against compressed bytes taken on so far ...
-    max_zip_ratio: float = 200.0
+    max_zip_ratio: float = Field(default=200.0, ge=1)
     #: ... applied once this much has been inflated (small zips of text compress very well)
-    zip_ratio_floor_bytes: int = 64 * 2**20
+    zip_ratio_floor_bytes: int = Field(default=64 * 2**20, ge=0)
     #: most entries (files, folders, junk) in one zip: bounds the memory and time of the central directory
-    max_entries: int = 100_000
+    max_entries: int = Field(default=100_000, ge=1)
     #: longest member path in UTF-8 bytes: PATH_MAX (4096) less room for the staging dir and the temp dirs
-    max_path_bytes: int = 4096 - 512
+    max_path_bytes: int = Field(default=4096 - 512, ge=1, le=4096)
     #: reject bags whose manifests use only md5/sha1 (else accept them with a warning)
     require_strong_checksums: bool = False
     #: accept zips without a bag (extracted safely, reported as "no fixity available"); never a zip named
     #: ``*.bag.zip``, which must hold a bag (NoBagInZip): only a hand-delivered ``RID.zip`` may be plain
     allow_plain_zip: bool = True
     #: threads extracting and hashing members in parallel
-    workers: int = field(default_factory=lambda: os.cpu_count() or 2)
+    workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)
     #: keep the temp dir of a failed de-bag (renamed ``.debag-failed-…``) for inspection
     keep_evidence: bool = True
     #: flush the extracted files to storage (one syncfs) before the works move into place, so a placed work
@@ -60,17 +62,36 @@ class DebagSettings:
 
 
 @dataclass(frozen=True)
-class DebaggedWork:
-    """One work placed in the staging layout: ``path`` = ``<staging>/<work_rid>``."""
+class StagedWork:
+    """One work placed in the staging layout (``path`` = ``<staging>/<work_rid>``): one shape from the de-bag that
+    made it, through the ledger's ``debagged`` detail (``to_detail``/``from_detail``), to the sync that takes it,
+    in this attempt or a resumed one.
+
+    Beyond ``work_rid`` and ``path`` the fields describe what the de-bag verified; their defaults say "not known"
+    (a ``debagged`` entry written before they were recorded, or a stage that only places files)."""
 
     work_rid: str
     path: Path
-    bag: bool
-    algorithms: tuple[str, ...]
-    files: int
-    bytes: int
-    fixity_checked: bool
+    bag: bool = False
+    algorithms: tuple[str, ...] = ()
+    files: int = 0
+    bytes: int = 0
+    fixity_checked: bool = False
     warnings: tuple[str, ...] = ()
+
+    def to_detail(self) -> dict[str, Any]:
+        """The work as the ledger's history stores it (JSON: a path as text, tuples as lists)."""
+        return {"work_rid": self.work_rid, "path": str(self.path), "bag": self.bag,
+                "algorithms": list(self.algorithms), "files": self.files, "bytes": self.bytes,
+                "fixity_checked": self.fixity_checked, "warnings": list(self.warnings)}
+
+    @classmethod
+    def from_detail(cls, detail: Mapping[str, Any]) -> StagedWork:
+        """The work a ``to_detail`` entry describes; an older entry's missing fields take the defaults."""
+        return cls(work_rid=str(detail["work_rid"]), path=Path(detail["path"]), bag=bool(detail.get("bag", False)),
+                   algorithms=tuple(detail.get("algorithms") or ()), files=int(detail.get("files", 0)),
+                   bytes=int(detail.get("bytes", 0)), fixity_checked=bool(detail.get("fixity_checked", False)),
+                   warnings=tuple(detail.get("warnings") or ()))
 
 
 @dataclass(frozen=True)
@@ -78,7 +99,7 @@ class DebagResult:
     """What a de-bag produced from one zip."""
 
     archive: Path
-    works: list[DebaggedWork]
+    works: list[StagedWork]
     members_resumed: int = 0
 
     @property

@@ -8,17 +8,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from onprem.finisher.debag.model import BagManifest, DebaggedWork, MemberDigest, WorkPlan, nfc
+from onprem.finisher.debag.model import BagManifest, MemberDigest, StagedWork, WorkPlan, nfc
 from onprem.finisher.errors import BagIncomplete, ChecksumMismatch, OxumMismatch
 
 NO_FIXITY = "no fixity available: plain zip without a bag"
 
 
 def verify_work(plan: WorkPlan, manifest: BagManifest | None, digests: dict[str, MemberDigest],
-                temp_dir: Path, staging_dir: Path) -> DebaggedWork:
+                temp_dir: Path, staging_dir: Path) -> StagedWork:
     """Raise a BagInvalid subclass naming the work and file, or describe the verified work."""
     sizes = [digests[item.member.name].size for item in plan.payload]
-    work = DebaggedWork(
+    work = StagedWork(
         work_rid=plan.work_rid, path=staging_dir / plan.work_rid, bag=plan.bag,
         algorithms=manifest.algorithms if manifest else (), files=len(sizes), bytes=sum(sizes),
         fixity_checked=manifest is not None,

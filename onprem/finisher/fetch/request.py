@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from pydantic import BaseModel, ConfigDict, Field
+
 from contract import ObjectHead, RestoredWork
 
 
@@ -30,15 +32,19 @@ class FetchRequest:
         return f"s3://{self.bucket}/{self.key}"
 
 
-@dataclass(frozen=True)
-class FetchSettings:
-    part_size: int = 64 * 2**20
-    max_concurrency: int = 8
+class FetchSettings(BaseModel):
+    """How the fetch stage downloads one object; the defaults suit BDRC zips over a WAN (the one place they live)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: bytes of one ranged GET: the unit of parallelism and of resume (a killed download keeps its finished parts)
+    part_size: int = Field(default=64 * 2**20, ge=1)
+    max_concurrency: int = Field(default=8, ge=1)
     #: free bytes that must remain on the staging filesystem after the download
-    min_free_bytes: int = 2 * 2**30
+    min_free_bytes: int = Field(default=2 * 2**30, ge=0)
     verify_checksum: bool = True
     #: tries of one part on a transient error (connection reset, short body, 5xx after botocore's retries)
-    part_attempts: int = 3
+    part_attempts: int = Field(default=3, ge=1)
     #: overlapped fetch + de-bag on one stream: read the zip's tail ahead with one small ranged GET so members
     #: are extracted while the stream arrives. One cheap request on S3; off where a ranged GET costs a read of
     #: the whole object (moto), as the de-bag then simply starts once the stream has brought the tail

@@ -13,6 +13,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Protocol
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -31,14 +32,33 @@ class LeaseKeeper(Protocol):
     def renew_lease(self, idempotency_key: str, owner: str, ttl_s: float) -> bool: ...
 
 
+@dataclass(frozen=True)
+class HeldLease:
+    """The lease one attempt holds on a work: renewed by the heartbeat under ``owner``."""
+
+    ledger: LeaseKeeper
+    idempotency_key: str
+    owner: str
+
+
+@dataclass(frozen=True)
+class BeatTiming:
+    """How often the heartbeat beats and how far it extends (``WorkerSettings``: visibility_timeout,
+    heartbeat_fraction, max_visibility, handoff_margin)."""
+
+    visibility_s: int
+    fraction: float
+    max_visibility_s: int
+    handoff_margin_s: int
+
+
 class Heartbeat:
-    def __init__(self, queue: WorkQueue, message: ReceivedMessage, ledger: LeaseKeeper, idempotency_key: str,
-                 owner: str, token: CancelToken, *, visibility_s: int, fraction: float, max_visibility_s: int,
-                 handoff_margin_s: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.queue, self.message, self.ledger, self.key, self.owner = queue, message, ledger, idempotency_key, owner
-        self.token, self.visibility_s, self.max_visibility_s = token, visibility_s, max_visibility_s
-        self.handoff_margin_s, self.clock = handoff_margin_s, clock
-        self.interval = max(visibility_s * fraction, 0.05)
+    def __init__(self, queue: WorkQueue, message: ReceivedMessage, lease: HeldLease, token: CancelToken,
+                 timing: BeatTiming, clock: Callable[[], float] = time.monotonic) -> None:
+        self.queue, self.message, self.lease, self.token, self.clock = queue, message, lease, token, clock
+        self.visibility_s, self.max_visibility_s = timing.visibility_s, timing.max_visibility_s
+        self.handoff_margin_s = timing.handoff_margin_s
+        self.interval = max(timing.visibility_s * timing.fraction, 0.05)
         self._stop = threading.Event()
         self.beats = 0
         self._thread = threading.Thread(target=self._run, name=f"heartbeat-{token.work_rid}", daemon=True)
@@ -62,7 +82,7 @@ class Heartbeat:
             # the lease first: while it is ours no other finisher starts this work, even if SQS shows the
             # message again after a throttled extension
             try:
-                renewed = self.ledger.renew_lease(self.key, self.owner, self.visibility_s)
+                renewed = self.lease.ledger.renew_lease(self.lease.idempotency_key, self.lease.owner, self.visibility_s)
             except SQLAlchemyError as err:  # a busy database: try again at the next beat
                 logger.warning("%s: lease renewal failed: %s", rid, err, extra={"work_rid": rid})
                 renewed = True

@@ -1,10 +1,12 @@
-"""Small pure helpers of the work runner: backoff and what the ledger history says."""
+"""Small pure helpers of the work runner: backoff and what the ledger history says (the staged works of its
+``debagged`` entry read back in their one shape, ``StagedWork``)."""
 
 from __future__ import annotations
 
 import json
 from typing import Any
 
+from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.ledger.store import Event, Phase, WorkRecord
 
 
@@ -24,6 +26,11 @@ def failures_with_cause(record: WorkRecord | None, cause: str) -> int:
     """How many failed attempts of the work's history had ``cause`` (retried or not)."""
     return sum(1 for e in (record.history if record else [])
                if e.get("event") in (Event.RETRY, Phase.FAILED) and e.get("cause") == cause)
+
+
+def staged_works(record: WorkRecord | None) -> list[StagedWork]:
+    """The works the last ``debagged`` entry of the history placed in staging (``StagedWork.to_detail``)."""
+    return [StagedWork.from_detail(detail) for detail in last_detail(record, Phase.DEBAGGED, "works") or []]
 
 
 def synced_works(record: WorkRecord | None) -> set[str]:

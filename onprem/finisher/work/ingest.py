@@ -54,7 +54,7 @@ def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
     try:
         staged = (stages.debag(rid, path, key, ctx, expected_rids=expected_rids) if expected_rids
                   else stages.debag(rid, path, key, ctx))
-        ledger.advance(key, Phase.DEBAGGED, works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
+        ledger.advance(key, Phase.DEBAGGED, works=[s.to_detail() for s in staged])
         for item in staged:
             synced = stages.sync(item, ctx)
             ledger.note(key, Event.WORK_SYNCED, work_rid=item.work_rid,

@@ -50,8 +50,15 @@ from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work import faults
 from onprem.finisher.work.cancel import CancelToken, TokenRegistry
 from onprem.finisher.work.failures import named_failure
-from onprem.finisher.work.heartbeat import Heartbeat
-from onprem.finisher.work.history import backoff_seconds, failures_with_cause, last_detail, rid_guess, synced_works
+from onprem.finisher.work.heartbeat import BeatTiming, Heartbeat, HeldLease
+from onprem.finisher.work.history import (
+    backoff_seconds,
+    failures_with_cause,
+    last_detail,
+    rid_guess,
+    staged_works,
+    synced_works,
+)
 from onprem.finisher.work.outcome import Outcome
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages
@@ -92,18 +99,18 @@ class WorkRunner:
                 rid, f"s3://{work.bucket}/{work.key}: {work.bucket} is not a staging bucket of environment "
                      f"{self.settings.environment.name}: not fetched"))
         owner = f"{self.owner}/{uuid.uuid4().hex[:8]}"  # per attempt: two slots of one process never share it
-        if not self.ledger.acquire_lease(key, owner, self.settings.visibility_timeout):
+        if not self.ledger.acquire_lease(key, owner, self.settings.worker.visibility_timeout):
             logger.info("%s: another finisher holds this work: message back in %d s", rid,
-                        self.settings.lease_busy_delay, extra={"work_rid": rid})
-            self._set_visibility(queue, message, self.settings.lease_busy_delay, rid)
+                        self.settings.worker.lease_busy_delay, extra={"work_rid": rid})
+            self._set_visibility(queue, message, self.settings.worker.lease_busy_delay, rid)
             return Outcome.BUSY
         token = CancelToken(rid)
         if self.tokens is not None:
             self.tokens.add(token)
-        heartbeat = Heartbeat(queue, message, self.ledger, key, owner, token,
-                              visibility_s=self.settings.visibility_timeout, fraction=self.settings.heartbeat_fraction,
-                              max_visibility_s=self.settings.max_visibility,
-                              handoff_margin_s=self.settings.handoff_margin)
+        knobs = self.settings.worker
+        heartbeat = Heartbeat(queue, message, HeldLease(self.ledger, key, owner), token,
+                              BeatTiming(knobs.visibility_timeout, knobs.heartbeat_fraction, knobs.max_visibility,
+                                         knobs.handoff_margin))
         heartbeat.start()
         try:
             self._run_stages(work, record, token)
@@ -214,16 +221,14 @@ class WorkRunner:
     def _debagged(self, work: RestoredWork, staged: list[StagedWork], phase: str | None, started: float) -> None:
         if phase:
             self.metrics.phase_duration(phase, time.monotonic() - started)
-        self.ledger.advance(work.idempotency_key, Phase.DEBAGGED,
-                            works=[{"work_rid": s.work_rid, "path": str(s.path)} for s in staged])
+        self.ledger.advance(work.idempotency_key, Phase.DEBAGGED, works=[s.to_detail() for s in staged])
 
     def _resumable(self, record: WorkRecord) -> list[StagedWork] | None:
         """The staged works of an earlier run when the ledger says de-bagged and they are all still there."""
         if record.phase != Phase.DEBAGGED:
             return None
-        works = last_detail(record, Phase.DEBAGGED, "works") or []
+        staged = staged_works(record)
         done = synced_works(record)
-        staged = [StagedWork(w["work_rid"], Path(w["path"])) for w in works]
         if staged and all(s.path.is_dir() or s.work_rid in done for s in staged):
             return staged
         return None
@@ -265,8 +270,8 @@ class WorkRunner:
         if isinstance(err, RestoreExpired):
             self._reissue(work)
         delay = err.retry_after if err.retry_after is not None else backoff_seconds(
-            record.attempts, self.settings.backoff_base, self.settings.backoff_max)
-        delay = min(delay, self.settings.backoff_max)
+            record.attempts, self.settings.worker.backoff_base, self.settings.worker.backoff_max)
+        delay = min(delay, self.settings.worker.backoff_max)
         self._set_visibility(queue, message, delay, rid)
         self.metrics.work_failed(err.cause)
         logger.warning("%s (%s): attempt %d, retry in %d s", err, err.cause, record.attempts, delay,
@@ -283,13 +288,13 @@ class WorkRunner:
         if not isinstance(err, UnexpectedError):
             return None
         seen = failures_with_cause(self.ledger.get(work.idempotency_key), err.cause) + 1
-        if seen >= self.settings.unexpected_attempts or message.receive_count >= limit - 1:
+        if seen >= self.settings.worker.unexpected_attempts or message.receive_count >= limit - 1:
             return (f"unexpected failure {seen} time(s), receive {message.receive_count} of maxReceiveCount {limit}: "
                     "moved to the DLQ by the finisher, not retried")
         return None
 
     def _reissue(self, work: RestoredWork) -> None:
-        tier, days = self.settings.restore_tier, self.settings.restore_days
+        tier, days = self.settings.restore.tier, self.settings.restore.days
         try:
             outcome = reissue_restore(self.s3_client_for(work.region), work, tier, days)
         except FinisherError as err:
@@ -335,9 +340,9 @@ class WorkRunner:
             return Outcome.LEASE_LOST
         if reason == InterruptReason.HANDOFF:
             hop = (work.continuation.hop if work.continuation else 0) + 1
-            if hop > self.settings.max_hops:
+            if hop > self.settings.worker.max_hops:
                 return self._fail(queue, message, work, TooManyHops(
-                    rid, f"handed on {hop - 1} times without finishing (max_hops {self.settings.max_hops})"))
+                    rid, f"handed on {hop - 1} times without finishing (max_hops {self.settings.worker.max_hops})"))
             continuation = Continuation(hop=hop, phase=phase, previous_message_id=message.message_id,
                                         handed_on_at=datetime.now(UTC))
             following = work.model_copy(update={"continuation": continuation})

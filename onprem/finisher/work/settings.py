@@ -1,51 +1,50 @@
-"""The finisher's typed settings: the environment config plus finisher overrides (a local file, then env vars).
+"""The finisher's typed settings: one pydantic model per owner, composed by ``Settings``, each default defined once.
 
-Precedence, lowest first: ``config/<env>.yaml`` (``BDRC_ENV`` / ``BDRC_ENV_FILE``) → the optional settings file
-(``FINISHER_SETTINGS_FILE``, YAML) → ``FINISHER_*`` environment variables → explicit overrides (CLI flags).
+Who owns what: ``WorkerSettings`` (here: the worker loop and the runner of one message), ``RestoreSettings`` (here:
+restore requests and the estimate), ``FetchSettings`` (``fetch/request.py``), ``DebagSettings``
+(``debag/model.py``), ``SyncSettings`` (``sync/stage.py``); ``Settings`` holds them with the paths, the ledger, the
+logs and the environment file's model (``config.model.EnvironmentConfig``, shared with the CDK, kept as it is).
+
+Precedence, lowest first: the owning model's default, or ``config/<env>.yaml`` (``BDRC_ENV`` / ``BDRC_ENV_FILE``)
+for what the environment file says → the optional settings file (``FINISHER_SETTINGS_FILE``, YAML) →
+``FINISHER_*`` environment variables → explicit overrides (CLI flags, keywords of ``load_settings``). The operator's
+names are flat and documented (docs/operations.md): ``ROUTES`` says where each one lands.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.loader import load_environment
-from config.model import EnvironmentConfig
+from config.model import EnvironmentConfig, RestoreTier
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.fetch.request import FetchSettings
 from onprem.finisher.fetch.restore import DEFAULT_PRICES, TierPrice
 from onprem.finisher.sync.stage import SyncSettings
 
 SETTINGS_FILE_VAR = "FINISHER_SETTINGS_FILE"
-#: DebagSettings fields an operator may set as ``FINISHER_DEBAG_<FIELD>`` (``debag_<field>`` in the settings file)
-_DEBAG_LIMITS = ("max_member_bytes", "max_total_bytes", "max_member_ratio", "max_zip_ratio", "zip_ratio_floor_bytes",
-                 "max_entries", "max_path_bytes")
+ENV_PREFIX = "FINISHER_"
 
 
-class FinisherOverrides(BaseSettings):
-    """What an operator may set per host; None = the environment file's value."""
+class WorkerSettings(BaseModel):
+    """The worker loop and the runner of one message: slots, visibility and heartbeat, hand-off, backoff."""
 
-    model_config = SettingsConfigDict(env_prefix="FINISHER_", extra="ignore", frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
-    archive_root: Path | None = None
-    staging_dir: Path | None = None
-    state_dir: Path | None = None
-    ledger_url: str | None = None
-    #: seconds a ledger write waits for a lock held by another process before LedgerUnavailable
-    ledger_lock_timeout: float = Field(default=10.0, ge=0, le=600)
-    #: an ``unexpected`` failure (an exception no stage names) is retried this many times in all, then sent to the
-    #: DLQ by the finisher with its cause (never left to SQS's maxReceiveCount, which moves it without one)
-    unexpected_attempts: int = Field(default=3, ge=1)
-    concurrency: int | None = Field(default=None, ge=1, le=64)
-    visibility_timeout: int | None = Field(default=None, ge=1, le=43200)
+    #: work slots, one message each (default: the environment file's ``finisher.concurrency``)
+    concurrency: int = Field(ge=1, le=64)
+    #: receive visibility and lease TTL (default: the environment file's ``queues.visibility_timeout_s``)
+    visibility_timeout: int = Field(ge=1, le=43200)
     wait_time_seconds: int = Field(default=20, ge=0, le=20)
+    #: the heartbeat extends the visibility every ``visibility_timeout · heartbeat_fraction`` seconds
     heartbeat_fraction: float = Field(default=1 / 3, gt=0, lt=1)
+    #: seconds in-flight works get after SIGTERM before they are interrupted and released
     grace_period: float = Field(default=30.0, ge=0)
     max_hops: int = Field(default=20, ge=1)
     #: a work is handed on as a continuation this long before SQS's 12 h visibility cap
@@ -59,41 +58,92 @@ class FinisherOverrides(BaseSettings):
     backlog_lookahead: int = Field(default=8, ge=0, le=50)
     #: ``run --drain`` gives up waiting for messages hidden by a backoff after this many idle seconds
     drain_idle_limit: float = Field(default=300, ge=0)
+    #: an ``unexpected`` failure (an exception no stage names) is retried this many times in all, then sent to the
+    #: DLQ by the finisher with its cause (never left to SQS's maxReceiveCount, which moves it without one)
+    unexpected_attempts: int = Field(default=3, ge=1)
+
+
+class RestoreSettings(BaseModel):
+    """Restore requests (``request-restore`` and the automatic re-request of an expired copy) and their estimate."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    #: default: the environment file's ``restore:``
+    tier: RestoreTier
+    days: int = Field(ge=1, le=30)
+    prices: dict[str, TierPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
+    #: restored copies expiring sooner than this are listed by ``status --expiring``
+    expiring_within_hours: float = 48
+
+
+class Settings(BaseModel):
+    """Everything resolved: the environment, the finisher's own paths and logs, and each owner's settings."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    environment: EnvironmentConfig
+    archive_root: Path
+    staging_dir: Path
+    state_dir: Path
+    #: any SQLAlchemy URL (default ``sqlite:///<state_dir>/ledger.sqlite``)
+    ledger_url: str
+    #: seconds a ledger write waits for a lock held by another process before LedgerUnavailable
+    ledger_lock_timeout: float = Field(default=10.0, ge=0, le=600)
+    #: S3/SQS endpoint (default ``AWS_ENDPOINT_URL``), e.g. a local moto server
+    endpoint_url: str | None = None
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
     metrics: bool = False
-    endpoint_url: str | None = None
-    restore_tier: Literal["Bulk", "Standard"] | None = None
-    restore_days: int | None = Field(default=None, ge=1, le=30)
-    restore_prices: dict[str, TierPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
-    #: restored copies expiring sooner than this are listed by ``status --expiring``
-    expiring_within_hours: float = 48
-    fetch_part_size: int = Field(default=64 * 2**20, ge=5 * 2**10)
-    fetch_concurrency: int = Field(default=8, ge=1)
-    #: read a zip's tail ahead of one streamed GET (overlapped mode); see FetchSettings.tail_ahead
-    fetch_tail_ahead: bool = True
-    #: de-bag a one-part download straight from its GET, the zip never written; see FetchSettings.stream
-    fetch_stream: bool = True
-    min_free_bytes: int = Field(default=2 * 2**30, ge=0)
-    debag_workers: int | None = Field(default=None, ge=1)
-    #: bomb and name limits of the de-bag (None = DebagSettings' default): FINISHER_DEBAG_MAX_ENTRIES …
-    debag_max_member_bytes: int | None = Field(default=None, ge=0)
-    debag_max_total_bytes: int | None = Field(default=None, ge=0)
-    debag_max_member_ratio: float | None = Field(default=None, ge=1)
-    debag_max_zip_ratio: float | None = Field(default=None, ge=1)
-    debag_zip_ratio_floor_bytes: int | None = Field(default=None, ge=0)
-    debag_max_entries: int | None = Field(default=None, ge=1)
-    debag_max_path_bytes: int | None = Field(default=None, ge=1, le=4096)
-    require_strong_checksums: bool = False
     #: de-bag while downloading (fetch_debag/) instead of one after the other
     fetch_debag_overlap: bool = True
-    sync_script: Path | None = None
-    sync_config_dir: Path | None = None
-    post_sync_hook: list[str] | None = None
-    sync_timeout: float | None = None
-    #: ``module:function`` returning the stages instead of the real ones (``wiring.stages_for``: tests inject
-    #: theirs into a finisher process this way); None: the real fetch, de-bag and sync, wired explicitly
-    stages_factory: str | None = None
+    worker: WorkerSettings
+    restore: RestoreSettings
+    fetch: FetchSettings = FetchSettings()
+    debag: DebagSettings = Field(default_factory=DebagSettings)
+    sync: SyncSettings
+
+    @property
+    def downloads_dir(self) -> Path:
+        return self.staging_dir / "downloads"
+
+    @property
+    def works_dir(self) -> Path:
+        return self.staging_dir / "works"
+
+    def ensure_dirs(self) -> None:
+        """Create the finisher's own folders. Never the archive root: a missing one is an unmounted archive, and
+        creating it would fill the local disk (the sync stage names it: ``ArchiveUnavailable``)."""
+        for path in (self.staging_dir, self.state_dir, self.downloads_dir, self.works_dir):
+            path.mkdir(parents=True, exist_ok=True)
+
+
+#: the owner of each section of ``Settings`` (None: ``Settings`` itself)
+SECTIONS: dict[str | None, type[BaseModel]] = {
+    None: Settings, "worker": WorkerSettings, "restore": RestoreSettings, "fetch": FetchSettings,
+    "debag": DebagSettings, "sync": SyncSettings,
+}
+#: every operator name (``FINISHER_<NAME>``, ``<name>`` in the settings file, a keyword of ``load_settings``) →
+#: the section and field it sets; its type, bounds and default are the owning model's
+ROUTES: dict[str, tuple[str | None, str]] = {
+    **{name: (None, name) for name in ("archive_root", "staging_dir", "state_dir", "ledger_url", "ledger_lock_timeout",
+                                       "endpoint_url", "log_format", "log_level", "metrics", "fetch_debag_overlap")},
+    **{name: ("worker", name) for name in WorkerSettings.model_fields},
+    "restore_tier": ("restore", "tier"), "restore_days": ("restore", "days"), "restore_prices": ("restore", "prices"),
+    "expiring_within_hours": ("restore", "expiring_within_hours"),
+    "fetch_part_size": ("fetch", "part_size"), "fetch_concurrency": ("fetch", "max_concurrency"),
+    "min_free_bytes": ("fetch", "min_free_bytes"), "fetch_tail_ahead": ("fetch", "tail_ahead"),
+    "fetch_stream": ("fetch", "stream"),
+    "debag_workers": ("debag", "workers"), "require_strong_checksums": ("debag", "require_strong_checksums"),
+    **{f"debag_{name}": ("debag", name) for name in ("max_member_bytes", "max_total_bytes", "max_member_ratio",
+                                                     "max_zip_ratio", "zip_ratio_floor_bytes", "max_entries",
+                                                     "max_path_bytes")},
+    "sync_script": ("sync", "script_path"), "sync_config_dir": ("sync", "config_dir"),
+    "post_sync_hook": ("sync", "post_sync_hook"), "sync_timeout": ("sync", "timeout_s"),
+}
+
+
+class _OverridesSource(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
 
     @classmethod
     def settings_customise_sources(
@@ -105,58 +155,15 @@ class FinisherOverrides(BaseSettings):
         return env_settings, init_settings
 
 
-@dataclass(frozen=True)
-class Settings:
-    """Everything resolved: the environment plus the effective finisher values."""
+def _optional(section: str | None, name: str) -> Any:
+    return (SECTIONS[section].model_fields[name].annotation | None, None)
 
-    environment: EnvironmentConfig
-    overrides: FinisherOverrides
-    archive_root: Path
-    staging_dir: Path
-    state_dir: Path
-    ledger_url: str
-    concurrency: int
-    visibility_timeout: int
-    restore_tier: str
-    restore_days: int
-    endpoint_url: str | None
 
-    def __getattr__(self, name: str) -> Any:
-        # the remaining knobs are read straight from the overrides (wait_time_seconds, grace_period …)
-        return getattr(self.overrides, name)
-
-    @property
-    def downloads_dir(self) -> Path:
-        return self.staging_dir / "downloads"
-
-    @property
-    def works_dir(self) -> Path:
-        return self.staging_dir / "works"
-
-    def fetch_settings(self) -> FetchSettings:
-        o = self.overrides
-        return FetchSettings(part_size=o.fetch_part_size, max_concurrency=o.fetch_concurrency,
-                             min_free_bytes=o.min_free_bytes, tail_ahead=o.fetch_tail_ahead,
-                             stream=o.fetch_stream)
-
-    def debag_settings(self) -> DebagSettings:
-        o = self.overrides
-        extra: dict[str, Any] = {"workers": o.debag_workers} if o.debag_workers else {}
-        extra.update({name: value for name in _DEBAG_LIMITS if (value := getattr(o, f"debag_{name}")) is not None})
-        return DebagSettings(require_strong_checksums=o.require_strong_checksums, **extra)
-
-    def sync_settings(self) -> SyncSettings:
-        o = self.overrides
-        extra: dict[str, Any] = {"script_path": o.sync_script} if o.sync_script else {}
-        return SyncSettings(archive_root=self.archive_root, log_dir=self.state_dir / "logs",
-                            web_parent=self.environment.finisher.web_destination, config_dir=o.sync_config_dir,
-                            post_sync_hook=o.post_sync_hook, timeout_s=o.sync_timeout, **extra)
-
-    def ensure_dirs(self) -> None:
-        """Create the finisher's own folders. Never the archive root: a missing one is an unmounted archive, and
-        creating it would fill the local disk (the sync stage names it: ``ArchiveUnavailable``)."""
-        for path in (self.staging_dir, self.state_dir, self.downloads_dir, self.works_dir):
-            path.mkdir(parents=True, exist_ok=True)
+#: what an operator set, by flat name; None = not set (the owner's default, or the environment file's value).
+#: Generated from ROUTES, so a name's type is the owning field's and no default is repeated here
+FinisherOverrides: type[BaseSettings] = create_model(
+    "FinisherOverrides", __base__=_OverridesSource,
+    **{flat: _optional(section, name) for flat, (section, name) in ROUTES.items()})
 
 
 def _settings_file(path: Path | None) -> dict[str, Any]:
@@ -169,21 +176,51 @@ def _settings_file(path: Path | None) -> dict[str, Any]:
     return document
 
 
+def _sections(chosen: dict[str, Any]) -> dict[str | None, dict[str, Any]]:
+    sections: dict[str | None, dict[str, Any]] = {section: {} for section in SECTIONS}
+    for flat, value in chosen.items():
+        section, name = ROUTES[flat]
+        sections[section][name] = value
+    return sections
+
+
+def _build(model: type[BaseModel], values: dict[str, Any], section: str | None) -> Any:
+    """``model(**values)``; a refused value is named as the operator set it (``FINISHER_FETCH_PART_SIZE``)."""
+    try:
+        return model(**values)
+    except ValidationError as err:
+        flat = {(s, n): f for f, (s, n) in ROUTES.items()}
+        names = [f"{ENV_PREFIX}{flat.get((section, str(e['loc'][0])), str(e['loc'][0])).upper()}: {e['msg']}"
+                 for e in err.errors()]
+        raise ValueError(f"invalid finisher settings: {'; '.join(names)}") from err
+
+
 def load_settings(environment: EnvironmentConfig | None = None, *, env_name: str | None = None,
                   settings_file: Path | None = None, **overrides: Any) -> Settings:
-    """Resolve the settings; ``overrides`` (CLI flags, tests) beat everything else."""
+    """Resolve the settings; ``overrides`` (CLI flags, tests; the flat names of ``ROUTES``) beat everything else.
+    None means "not given"; an unknown name is a TypeError."""
+    unknown = sorted(set(overrides) - set(ROUTES))
+    if unknown:
+        raise TypeError(f"load_settings: unknown setting(s) {', '.join(unknown)}")
     environment = environment or load_environment(env_name)
-    base = FinisherOverrides(**_settings_file(settings_file))
-    finisher_overrides = base.model_copy(update={k: v for k, v in overrides.items() if v is not None})
-    o, f = finisher_overrides, environment.finisher
-    state_dir = Path(o.state_dir or f.state_dir)
-    return Settings(
-        environment=environment, overrides=o,
-        archive_root=Path(o.archive_root or f.archive_root), staging_dir=Path(o.staging_dir or f.staging_dir),
-        state_dir=state_dir, ledger_url=o.ledger_url or f"sqlite:///{state_dir / 'ledger.sqlite'}",
-        concurrency=o.concurrency or f.concurrency,
-        visibility_timeout=o.visibility_timeout or environment.queues.visibility_timeout_s,
-        restore_tier=o.restore_tier or environment.restore.tier,
-        restore_days=o.restore_days or environment.restore.days,
-        endpoint_url=o.endpoint_url or os.environ.get("AWS_ENDPOINT_URL") or None,
-    )
+    chosen = FinisherOverrides(**_settings_file(settings_file)).model_dump(exclude_none=True)
+    chosen.update({name: value for name, value in overrides.items() if value is not None})
+    top, f = _sections(chosen), environment.finisher
+    base = top[None]
+    state_dir = Path(base.pop("state_dir", f.state_dir))
+    archive_root = Path(base.pop("archive_root", f.archive_root))
+    worker = {"concurrency": f.concurrency, "visibility_timeout": environment.queues.visibility_timeout_s,
+              **top["worker"]}
+    restore = {"tier": environment.restore.tier, "days": environment.restore.days, **top["restore"]}
+    sync = {"archive_root": archive_root, "log_dir": state_dir / "logs", "web_parent": f.web_destination,
+            **top["sync"]}
+    endpoint_url = base.pop("endpoint_url", None) or os.environ.get("AWS_ENDPOINT_URL") or None
+    return _build(Settings, {
+        "environment": environment, "archive_root": archive_root, "state_dir": state_dir,
+        "staging_dir": Path(base.pop("staging_dir", f.staging_dir)),
+        "ledger_url": base.pop("ledger_url", f"sqlite:///{state_dir / 'ledger.sqlite'}"),
+        "endpoint_url": endpoint_url, **base,
+        "worker": _build(WorkerSettings, worker, "worker"), "restore": _build(RestoreSettings, restore, "restore"),
+        "fetch": _build(FetchSettings, top["fetch"], "fetch"), "debag": _build(DebagSettings, top["debag"], "debag"),
+        "sync": _build(SyncSettings, sync, "sync"),
+    }, None)

@@ -1,6 +1,8 @@
 """The seam between the worker and the stages: what a stage call gets and gives, and the narrow protocols.
 
-The worker (``runner.py``) knows only these; ``wiring.py`` binds them to the real fetch, de-bag and sync stages.
+The worker (``runner.py``) knows only these and the one shape of a staged work (``debag.model.StagedWork``: what
+the de-bag returns, the ledger's ``debagged`` detail holds and the sync takes); ``wiring.py`` binds them to the
+real fetch, de-bag and sync stages.
 Each object version (idempotency key) gets its own staging slot, ``<downloads>/<slot>/`` and ``<works>/<slot>/``
 (``staging_slot``): two objects with the same RID in two buckets never share a download, a de-bag temp dir or a
 staged work folder.
@@ -15,6 +17,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from contract import ObjectHead, RestoredWork
+from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.progress import Progress
 from onprem.finisher.work.cancel import CancelToken
 
@@ -34,12 +37,6 @@ class Fetched:
     path: Path
     size: int
     resumed_parts: int = 0
-
-
-@dataclass(frozen=True)
-class StagedWork:
-    work_rid: str
-    path: Path
 
 
 @dataclass(frozen=True)

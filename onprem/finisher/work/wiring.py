@@ -1,6 +1,7 @@
 """The composition of the real stages: fetch, de-bag (or both overlapped) and sync bound to the settings.
 
-The one module that knows every stage package; the CLI builds the worker's stages here. An exception a stage lets
+The one module that knows every stage package; the CLI builds the worker's stages here (``real_stages``: a test
+hands a finisher process its own through ``cli.app.main(stages_for=…)``). An exception a stage lets
 through that a retry cannot fix (a name too long for the filesystem, text that does not decode) becomes its named
 permanent error here (``naming_failures``).
 """
@@ -8,7 +9,6 @@ permanent error here (``naming_failures``).
 from __future__ import annotations
 
 import contextlib
-import importlib
 import logging
 import shutil
 import threading
@@ -18,7 +18,7 @@ from typing import Any
 
 from contract import RestoredWork
 from onprem.finisher.debag.archive import debag_archive, keep_or_remove_evidence, temp_dir_for
-from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.debag.model import DebagSettings, StagedWork
 from onprem.finisher.errors import StreamUnsupported
 from onprem.finisher.fetch.download import DONE_SUFFIX, FetchResult, fetch_object, open_download
 from onprem.finisher.fetch.request import FetchRequest, FetchSettings
@@ -31,19 +31,9 @@ from onprem.finisher.work import faults
 from onprem.finisher.work.cancel import CheckingProgress
 from onprem.finisher.work.failures import naming_failures
 from onprem.finisher.work.settings import Settings
-from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages, Synced, staging_slot
+from onprem.finisher.work.stages import Fetched, StageContext, Stages, Synced, staging_slot
 
 logger = logging.getLogger(__name__)
-
-
-def stages_for(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
-    """The real stages, or those of ``settings.stages_factory`` (``module:function``: tests inject theirs in a
-    finisher process this way)."""
-    if not settings.stages_factory:
-        return real_stages(settings, s3_client_for)
-    module_name, _, function_name = settings.stages_factory.partition(":")
-    factory = getattr(importlib.import_module(module_name), function_name or "real_stages")
-    return factory(settings, s3_client_for)
 
 
 def _discard(zip_path: Path) -> None:
@@ -61,8 +51,7 @@ def _remove_empty_slot(folder: Path) -> None:
 def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
     """The fetch, de-bag (or both overlapped: ``fetch_and_debag``) and sync stages bound to the settings;
     ``s3_client_for(region)`` gives an S3 client. Each object version works in its own staging slot."""
-    fetch_settings, debag_settings, sync_settings = (settings.fetch_settings(), settings.debag_settings(),
-                                                      settings.sync_settings())
+    fetch_settings, debag_settings, sync_settings = settings.fetch, settings.debag, settings.sync
     _warm_s3_clients(s3_client_for, sorted({r.region for r in settings.environment.regions}))
 
     def evidence(work_rid: str, slot: str) -> None:
@@ -85,7 +74,7 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
         with naming_failures(work_rid, lambda: evidence(work_rid, slot)):
             result = debag_archive(zip_path, work_rid, settings.works_dir / slot, debag_settings, version_tag=slot,
                                    progress=progress, expected_rids=expected_rids)
-        return [StagedWork(w.work_rid, w.path) for w in result.works]
+        return result.works
 
     def fetch_debag(work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
         request = FetchRequest.of(work, ctx.head)  # pinned to the restore check's HEAD
@@ -98,7 +87,7 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
                 debag_progress=CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT),
                 version_tag=slot)
         return (Fetched(result.fetch.path, result.fetch.size, result.fetch.parts_resumed),
-                [StagedWork(w.work_rid, w.path) for w in result.debag.works])
+                result.debag.works)
 
     def sync(staged: StagedWork, ctx: StageContext) -> Synced:
         ctx.cancel.check()

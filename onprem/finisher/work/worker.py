@@ -60,7 +60,7 @@ class Worker:
         """First signal: stop receiving; in-flight works get the grace period."""
         if not self._stop.is_set():
             logger.info("stop requested: no new work; %.0f s grace for the works in flight",
-                        self.settings.grace_period)
+                        self.settings.worker.grace_period)
         self._stop.set()
 
     @property
@@ -68,12 +68,12 @@ class Worker:
         return self._stop.is_set()
 
     def run(self, *, drain: bool = False) -> RunSummary:
-        slots = self.settings.concurrency
+        slots = self.settings.worker.concurrency
         pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix="slot")
         in_flight: set[Future[str]] = set()
-        lookahead = Lookahead(self.settings.backlog_lookahead, self.settings.visibility_timeout,
-                              self.settings.heartbeat_fraction, self.settings.max_visibility,
-                              self.settings.handoff_margin, self.settings.environment.queues.max_receive_count)
+        lookahead = Lookahead(self.settings.worker.backlog_lookahead, self.settings.worker.visibility_timeout,
+                              self.settings.worker.heartbeat_fraction, self.settings.worker.max_visibility,
+                              self.settings.worker.handoff_margin, self.settings.environment.queues.max_receive_count)
         idle_since: float | None = None
         logger.info("finisher started: %d slot(s), queues %s%s", slots, ", ".join(q.queue_name for q in self.queues),
                     " (drain)" if drain else "")
@@ -98,7 +98,7 @@ class Worker:
                         wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
                 if not drain:
-                    if self.settings.wait_time_seconds == 0:
+                    if self.settings.worker.wait_time_seconds == 0:
                         self._stop.wait(1.0)  # no long poll to pace the loop
                     continue
                 idle_since = idle_since or time.monotonic()
@@ -117,14 +117,14 @@ class Worker:
             if wanted - len(received) <= 0 or self._stop.is_set():
                 break
             # a drain only needs to see whether anything is left: no long wait on an empty queue
-            wait_s = self.settings.wait_time_seconds
+            wait_s = self.settings.worker.wait_time_seconds
             wait_s = 0 if quick else min(wait_s, DRAIN_WAIT_S) if drain else wait_s
             try:
                 batch = queue.receive(min(RECEIVE_BATCH, wanted - len(received)), wait_s,
-                                      self.settings.visibility_timeout)
+                                      self.settings.worker.visibility_timeout)
             except (BotoCoreError, ClientError) as err:
                 logger.warning("%s: receive failed: %s", queue.queue_name, err)
-                self._stop.wait(min(5.0, max(self.settings.wait_time_seconds, 1)))
+                self._stop.wait(min(5.0, max(self.settings.worker.wait_time_seconds, 1)))
                 continue
             received += [(queue, message) for message in batch]
         return received
@@ -150,27 +150,28 @@ class Worker:
                 depths[queue.queue_name] = queue.depth()
             except (BotoCoreError, ClientError) as err:
                 logger.warning("%s: cannot read the queue depth: %s", queue.queue_name, err)
-                return idle_s >= self.settings.drain_idle_limit
+                return idle_s >= self.settings.worker.drain_idle_limit
         self.summary.left_in_queues = depths
         pending = sum(d["visible"] + d["in_flight"] + d["delayed"] for d in depths.values())
         if pending == 0:
             logger.info("drained: all queues empty")
             return True
-        if idle_s >= self.settings.drain_idle_limit:
+        if idle_s >= self.settings.worker.drain_idle_limit:
             logger.warning("drain stops after %.0f s idle with messages still hidden (backoff): %s", idle_s, depths)
             return True
-        self._stop.wait(min(1.0, max(self.settings.wait_time_seconds, 0.2)))
+        self._stop.wait(min(1.0, max(self.settings.worker.wait_time_seconds, 0.2)))
         return False
 
     def _finish(self, pool: ThreadPoolExecutor, in_flight: set[Future[str]]) -> None:
         running = {f for f in in_flight if not f.done()}
         if running:
-            logger.info("waiting up to %.0f s for %d work(s) in flight", self.settings.grace_period, len(running))
-            _, running = wait(running, timeout=self.settings.grace_period)
+            logger.info("waiting up to %.0f s for %d work(s) in flight", self.settings.worker.grace_period,
+                        len(running))
+            _, running = wait(running, timeout=self.settings.worker.grace_period)
         if running:
             cancelled = self.tokens.cancel_all(InterruptReason.SHUTDOWN)
             logger.info("grace period over: %d work(s) asked to stop at their next checkpoint", cancelled)
-            _, running = wait(running, timeout=max(self.settings.grace_period, 5.0))
+            _, running = wait(running, timeout=max(self.settings.worker.grace_period, 5.0))
         self.summary.unfinished = len(running)
         if running:
             logger.warning("%d work(s) still busy (e.g. inside the sync script): their messages reappear after "
