@@ -1,4 +1,4 @@
-"""Shared fixtures: the sample events of ../shared/events (with an in-repo copy as fallback)."""
+"""Shared fixtures: the sample events of ../shared/events (with an in-repo copy as fallback), the ledger backends."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+# the ledger's backends (SQLite, a session's PostgreSQL cluster) for every test that takes ``ledger_url``
+from tests.ledger_backends import ledger_backend, ledger_url, new_ledger_url, postgres_cluster  # noqa: F401
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 _EVENT_DIRS = (REPO_ROOT.parent / "shared" / "events", REPO_ROOT / "tests" / "data" / "events")

@@ -1,51 +1,54 @@
-"""Two finishers starting at once on a fresh state directory (or a fresh server database) both start.
+"""Finishers starting at once on a fresh state directory (or a fresh server database) all start, and the ledger's
+tables are made once, at the head revision.
 
-The ledger creates its tables on first open; two processes that both find them missing both try to create them.
-A barrier in SQLAlchemy's ``before_create`` event holds each opener until the other has also found the tables
-missing, so the race happens every time instead of one start in five.
+Each opener that finds the database empty looks again under the schema lock (SQLite ``BEGIN IMMEDIATE``,
+PostgreSQL's advisory lock) before it creates anything: a barrier releases four openers at the same moment, and
+SQLAlchemy's ``before_create`` event counts the table creations.
 """
 
 from __future__ import annotations
 
 import threading
-from pathlib import Path
 
 import sqlalchemy as sa
 
 from onprem.finisher.ledger.models import Base
+from onprem.finisher.ledger.schema import HEAD, VERSION_TABLE
 from onprem.finisher.ledger.store import Ledger
 
+OPENERS = 4
 
-def test_two_finishers_opening_a_fresh_ledger_at_once_both_start(tmp_path: Path) -> None:
-    barrier = threading.Barrier(2, timeout=10)
-    waited = threading.local()
 
-    def after_the_check(*_: object, **__: object) -> None:
-        if not getattr(waited, "done", False):  # only the first creation attempt of each opener waits
-            waited.done = True
-            barrier.wait()
-
-    url = f"sqlite:///{tmp_path / 'ledger.sqlite'}"
+def test_finishers_opening_a_fresh_ledger_at_once_all_start_and_create_it_once(ledger_url: str) -> None:
+    barrier = threading.Barrier(OPENERS, timeout=10)
+    creations: list[str] = []
     errors: list[BaseException] = []
+
+    def count_creation(*_: object, **__: object) -> None:
+        creations.append(threading.current_thread().name)
 
     def open_ledger() -> None:
         try:
-            Ledger(url).close()
+            barrier.wait()
+            Ledger(ledger_url).close()
         except Exception as err:  # noqa: BLE001 - collected for the assertion
             errors.append(err)
 
-    sa.event.listen(Base.metadata, "before_create", after_the_check)
+    sa.event.listen(Base.metadata, "before_create", count_creation)
     try:
-        openers = [threading.Thread(target=open_ledger) for _ in range(2)]
+        openers = [threading.Thread(target=open_ledger, name=f"opener-{i}") for i in range(OPENERS)]
         for opener in openers:
             opener.start()
         for opener in openers:
             opener.join(timeout=30)
     finally:
-        sa.event.remove(Base.metadata, "before_create", after_the_check)
+        sa.event.remove(Base.metadata, "before_create", count_creation)
     assert errors == []
-    ledger = Ledger(url)
+    assert len(creations) == 1
+    ledger = Ledger(ledger_url)
     try:
         assert ledger.works() == []
+        with ledger.engine.connect() as connection:
+            assert list(connection.execute(sa.select(VERSION_TABLE.c.version_num)).scalars()) == [HEAD]
     finally:
         ledger.close()

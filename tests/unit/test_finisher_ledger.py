@@ -1,10 +1,10 @@
-"""The ledger on a real SQLite file: registration, dedup key, phases and history, leases, restore requests, and
-the named error of a database that cannot be used (corrupt, read-only, locked)."""
+"""The ledger on both backends (a real SQLite file, a database in the session's PostgreSQL cluster): registration,
+dedup key, phases and history, leases, restore requests, the (bucket, key) index, and the named error of a
+database that cannot be used (locked on both; corrupt or read-only files on SQLite, the only one with files)."""
 
 from __future__ import annotations
 
 import os
-import sqlite3
 import subprocess
 import threading
 import time
@@ -13,9 +13,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 
 from contract import RestoredWork
 from onprem.finisher.errors import LedgerUnavailable
+from onprem.finisher.ledger.models import RestoreRequestRow, WorkRow
 from onprem.finisher.ledger.store import Ledger
 
 
@@ -27,11 +29,14 @@ def make_work(rid: str = "W1NLM4700", version: str = "v1") -> RestoredWork:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> Ledger:
-    return Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+def ledger(ledger_url: str) -> Iterator[Ledger]:
+    opened = Ledger(ledger_url)
+    yield opened
+    opened.close()
 
 
-def test_sqlite_ledger_uses_wal(ledger: Ledger) -> None:
+def test_sqlite_ledger_uses_wal(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
     with ledger.engine.connect() as connection:
         assert connection.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
 
@@ -81,8 +86,8 @@ def test_lease_is_exclusive_until_released_or_expired(ledger: Ledger) -> None:
     assert ledger.acquire_lease(key, "host-a:1", 60)
 
 
-def test_concurrent_lease_attempts_from_two_ledgers_have_one_winner(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'shared.sqlite'}"
+def test_concurrent_lease_attempts_from_eight_ledgers_have_one_winner(ledger_url: str) -> None:
+    url = ledger_url
     work = make_work()
     Ledger(url).register(work, work.to_body())
     ledgers = [Ledger(url) for _ in range(8)]
@@ -98,6 +103,8 @@ def test_concurrent_lease_attempts_from_two_ledgers_have_one_winner(tmp_path: Pa
         thread.start()
     for thread in threads:
         thread.join()
+    for each in ledgers:
+        each.close()
     assert sorted(wins) == [False] * 7 + [True]
 
 
@@ -114,6 +121,36 @@ def test_restore_request_is_linked_to_the_work_when_its_message_arrives(ledger: 
 def test_rejected_message_is_recorded_with_its_cause(ledger: Ledger) -> None:
     record = ledger.record_rejected("not json", None, "contract", "message body is not JSON")
     assert (record.phase, record.last_cause, record.source) == ("failed", "contract", "rejected")
+
+
+def test_rejected_message_with_an_overlong_rid_is_recorded_not_unavailable(ledger: Ledger) -> None:
+    # PostgreSQL enforces VARCHAR(100): the RID read from a bad message was a DataError, hence LedgerUnavailable
+    record = ledger.record_rejected('{"work_rid": "W' + "1" * 299 + '"}', "W" + "1" * 299, "contract", "bad RID")
+    assert (record.phase, record.work_rid) == ("failed", "W" + "1" * 99)
+
+
+def test_the_longest_s3_names_fit_the_bucket_key_unique_index(ledger: Ledger) -> None:
+    bucket = "b" * 63  # S3's longest bucket name; the column holds 255
+    key = "Archive0/00/" + "ཀ" * 337  # 3-byte UTF-8 characters: 12 + 1011 = 1023 bytes, S3's limit is 1024
+    ledger.record_restore_request(work_rid="W1", bucket=bucket, key=key, tier="Bulk", days=5)
+    ledger.record_restore_request(work_rid="W1", bucket=bucket, key=key, tier="Bulk", days=7)  # the same row
+    ledger.record_restore_request(work_rid="W2", bucket="b" * 255, key="k" * 1024, tier="Bulk", days=5)
+    assert [(r["work_rid"], r["times_requested"], r["days"]) for r in ledger.restore_requests()] == [
+        ("W1", 2, 7), ("W2", 1, 5)]
+    with ledger.engine.begin() as connection, pytest.raises(sa.exc.IntegrityError):
+        connection.execute(sa.insert(RestoreRequestRow).values(
+            work_rid="W3", bucket=bucket, key=key, tier="Bulk", days=1, status="requested", times_requested=1,
+            requested_at=datetime(2026, 1, 1)))
+
+
+def test_lease_times_on_a_server_ledger_are_the_servers_clock(ledger: Ledger) -> None:
+    work = make_work()
+    ledger.register(work, work.to_body())
+    assert ledger.acquire_lease(work.idempotency_key, "host-a:1", 3600)
+    with ledger.engine.connect() as connection:
+        heartbeat, expires = connection.execute(sa.select(WorkRow.lease_heartbeat_at, WorkRow.lease_expires_at)).one()
+    assert (expires - heartbeat).total_seconds() == 3600
+    assert abs((heartbeat - datetime.now(UTC).replace(tzinfo=None)).total_seconds()) < 5
 
 
 # --- a database that cannot be used -------------------------------------------------------------------
@@ -175,19 +212,27 @@ def test_a_read_only_connection_is_named_too(tmp_path: Path) -> None:
         ledger.check_writable()
 
 
-def test_a_lock_held_by_another_process_is_waited_on_for_the_lock_timeout_only(tmp_path: Path) -> None:
-    path = _made(tmp_path)
-    holder = sqlite3.connect(path, isolation_level=None)
-    holder.execute("BEGIN EXCLUSIVE")
-    try:
-        ledger = Ledger(f"sqlite:///{path}", lock_timeout_s=0.5)
+def test_a_lock_held_by_another_process_is_waited_on_for_the_lock_timeout_only(ledger_url: str) -> None:
+    made = Ledger(ledger_url)
+    made.register(make_work(), make_work().to_body())
+    made.close()
+    ledger = Ledger(ledger_url, lock_timeout_s=0.5)
+    holder = sa.create_engine(ledger_url, poolclass=sa.NullPool)
+    with holder.connect() as connection:
+        if connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN EXCLUSIVE")
+        else:  # the row's lock, as another host's transaction in the middle of a lease would hold it
+            connection.execute(sa.select(WorkRow.id).with_for_update())
         started = time.monotonic()
         with pytest.raises(LedgerUnavailable) as caught:
             ledger.advance(make_work().idempotency_key, "restore_completed")
         waited = time.monotonic() - started
-    finally:
-        holder.execute("ROLLBACK")
-        holder.close()
-    assert str(caught.value) == f"ledger {path}: locked by another process for 0.5 s (database is locked)"
+        connection.rollback()
+    holder.dispose()
+    location = ledger_url.removeprefix("sqlite:///")
+    expected = ("database is locked" if ledger_url.startswith("sqlite")
+                else "canceling statement due to lock timeout")
+    assert str(caught.value).startswith(f"ledger {location}: locked by another process for 0.5 s ({expected}")
     assert 0.4 <= waited < 3
     assert ledger.advance(make_work().idempotency_key, "restore_completed").phase == "restore_completed"
+    ledger.close()

@@ -6,7 +6,7 @@ import sqlite3
 
 import pytest
 
-from onprem.finisher.ledger.store import _switch_to_wal
+from onprem.finisher.ledger.engine import _switch_to_wal
 
 
 class _Cursor:

@@ -1,0 +1,1 @@
+"""The ledger's Alembic migrations: ``env.py`` (run by ``finisher ledger upgrade``), one module per revision."""
