@@ -109,7 +109,9 @@ def test_docker_stop_mid_sync_exits_within_the_grace_and_the_work_is_synced_once
     exit_code = docker("inspect", "--format", "{{.State.ExitCode}}", name).stdout.strip()
     assert stopped_in < 20 and exit_code == "0", (stopped_in, exit_code, docker("logs", name).stderr[-3000:])
 
-    drained = site.run("run", "--drain", timeout=180)
+    # the stopped finisher leaves its message in flight and its lease held until they expire (10 s here): the
+    # restart's drain waits for the redelivery instead of giving up after the default 5 s of idle receives
+    drained = site.run("run", "--drain", timeout=180, FINISHER_DRAIN_IDLE_LIMIT="40")
     assert drained.returncode == 0, drained.stderr[-3000:]
     assert site.depth() == {"visible": 0, "in_flight": 0}
     record = Ledger(f"sqlite:///{site.host_dir('state') / 'ledger.sqlite'}").get(work.idempotency_key)
