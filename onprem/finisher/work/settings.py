@@ -85,9 +85,11 @@ class Settings(BaseModel):
     archive_root: Path
     staging_dir: Path
     state_dir: Path
-    #: any SQLAlchemy URL (default ``sqlite:///<state_dir>/ledger.sqlite``)
+    #: ``sqlite:///…`` (default ``sqlite:///<state_dir>/ledger.sqlite``) or ``postgresql+psycopg://…`` for a ledger
+    #: shared by several hosts (docs/deploy.md, "Several hosts"); any other database is refused at start
     ledger_url: str
-    #: seconds a ledger write waits for a lock held by another process before LedgerUnavailable
+    #: seconds a ledger call waits for a lock held by another process (PostgreSQL: also for a server that is away,
+    #: reconnecting with backoff) before LedgerUnavailable
     ledger_lock_timeout: float = Field(default=10.0, ge=0, le=600)
     #: S3/SQS endpoint (default ``AWS_ENDPOINT_URL``), e.g. a local moto server
     endpoint_url: str | None = None
