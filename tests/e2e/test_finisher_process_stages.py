@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.cli import app as cli
+from onprem.finisher.cli.app import main as finisher_main
 from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import StageContext, Stages
@@ -48,7 +48,7 @@ def slow_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
 
 def main() -> None:
     """``finisher`` on the slow stages (each subprocess of test_finisher_process.py runs this)."""
-    cli.main(stages_for=slow_stages)
+    finisher_main(stages_for=slow_stages)
 
 
 if __name__ == "__main__":

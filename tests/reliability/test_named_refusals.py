@@ -20,7 +20,7 @@ import pytest
 from harness.moto_env import local_aws
 from harness.pipeline import FinisherPaths
 from harness.zip_edits import truncate_zip
-from onprem.finisher.cli import app as cli
+from onprem.finisher.cli.app import main as finisher_main
 from onprem.finisher.progress import Progress
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import StageContext, Stages, staging_slot
@@ -138,7 +138,7 @@ def test_a_permanent_refusal_is_tried_once_and_never_downloaded_again(drained: D
 
 def main() -> None:
     """``finisher`` with the buggy stages: what the drained fixture's finisher process runs (``python -m``)."""
-    cli.main(stages_for=stages_with_a_bug)
+    finisher_main(stages_for=stages_with_a_bug)
 
 
 if __name__ == "__main__":

@@ -30,7 +30,7 @@ def _named(err: Exception, rid: str) -> FinisherError:
 
 def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
                expected_rids: frozenset[str] | None = None) -> list[str]:
-    """De-bag and sync a local zip with ``stages`` (the real ones: ``wiring.stages_for``); returns the synced RIDs.
+    """De-bag and sync a local zip with ``stages`` (the real ones: ``wiring.real_stages``); returns the synced RIDs.
 
     ``expected_rids``: the works the zip must hold, every one of them and no other (None: the work named by the
     zip's file name alone). A zip of several works is taken only when the operator names each of them.

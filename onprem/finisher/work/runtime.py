@@ -51,7 +51,7 @@ def build_worker(settings: Settings, stages: Stages, *, clients: AwsClients | No
                  ledger: Ledger | None = None, metrics: Metrics | None = None,
                  progress_for: Callable[[str, str], Progress] = default_progress,
                  owner: str | None = None) -> Worker:
-    """A ready worker on ``stages`` (the real ones: ``wiring.stages_for``); tests pass their own, or metrics."""
+    """A ready worker on ``stages`` (the real ones: ``wiring.real_stages``); tests pass their own, or metrics."""
     settings.ensure_dirs()
     if not settings.archive_root.is_dir():  # each sync waits for it (ArchiveUnavailable): say so once, at the start
         logger.error("archive root %s does not exist (not mounted?): works are retried until it is there",
