@@ -27,7 +27,6 @@ from config.loader import EnvironmentConfigError
 from contract.keys import is_rid
 from onprem.finisher.errors import FinisherError, LedgerUnavailable
 from onprem.finisher.ledger.migrate import upgrade as upgrade_ledger
-from onprem.finisher.ledger.migrate import upgrade as upgrade_ledger
 from onprem.finisher.logs import configure_logging
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.ingest import ingest_zip
@@ -235,20 +234,6 @@ def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID"
         say(err_console(), str(err), "red")
         raise typer.Exit(1) from err
     say(out_console(), f"{rid}: re-queued as message {message_id}")
-
-
-ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
-app.add_typer(ledger_app, name="ledger")
-
-
-@ledger_app.command("upgrade")
-@ledger_errors_in_one_line
-def ledger_upgrade(ctx: typer.Context) -> None:
-    """Migrate the ledger to the schema revision this finisher knows (once per release, from any one host)."""
-    settings = ctx.obj.settings()
-    done = upgrade_ledger(settings.ledger_url, lock_timeout_s=settings.ledger_lock_timeout)
-    state = f"{done.before or 'none'} → {done.after}" if done.changed else f"{done.after}, already current"
-    say(out_console(), f"ledger {done.location}: schema revision {state}")
 
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
