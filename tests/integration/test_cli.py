@@ -253,3 +253,12 @@ def test_ingest_takes_a_zip_of_several_works_only_when_the_operator_names_each(
     for rid in rids:
         assert (tmp_path / "archive" / archive_relpath_for_rid(rid)).is_dir()
     assert cli.invoke(app, ["ingest", "--work", "W1\n", str(zip_path)]).exit_code == 2
+
+
+def test_a_drain_that_cannot_read_its_queue_exits_4_naming_it(tmp_path: Path, cli: CliRunner,
+                                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FINISHER_DRAIN_IDLE_LIMIT", "1")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:9")  # nothing listens there: every receive fails
+    monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
+    result = cli.invoke(app, ["run", "--drain"])
+    assert result.exit_code == 4, result.output

@@ -461,3 +461,23 @@ def test_one_rid_in_two_buckets_shares_no_download_temp_dir_or_staged_folder(tmp
     assert fetched_first.path.read_bytes() == first_zip.read_bytes()
     images = sorted(p.stat().st_size for p in staged_first.path.rglob("*.tif"))
     assert images == [1000, 1000]
+
+
+def test_a_drain_whose_receives_are_refused_has_not_drained_its_queue(tmp_path: Path, aws: AwsClients) -> None:
+    # found by running the finisher with IAM enforced: AccessDenied on every receive ended as "drained", exit 0
+    from tests.reliability.faults import ErrorInjection
+
+    settings = worker_settings(tmp_path)
+    send(aws, stage_object(aws, make_zip(tmp_path / "bags", RID), RID))
+    refused = ErrorInjection("sqs", "ReceiveMessage", 10**6, 403, "AccessDenied", protocol="json")
+    worker = make_worker(settings, aws, FileStages(settings, aws))
+    for queue in worker.queues:
+        queue.sqs.meta.events.register(refused.event_name, refused)
+    summary = worker.run(drain=True)
+    for queue in worker.queues:
+        queue.sqs.meta.events.unregister(refused.event_name, refused)
+    assert refused.injected > 0
+    assert QUEUE in summary.queue_errors and "AccessDenied" in summary.queue_errors[QUEUE]
+    assert summary.outcomes == Counter()
+    depth = queue_depth(aws)
+    assert depth["visible"] + depth["in_flight"] == 1 and queue_messages(aws, DLQ) == []  # still queued, untouched

@@ -2,7 +2,8 @@
 
 Every message a person reads goes through ``say`` or ``cells`` (plain ``rich.text.Text``, never parsed as markup):
 a file or RID containing ``[/draft]`` or ``[b]`` is printed as it is. Exit codes: 0 done, 1 some work failed or
-was not found, 2 bad settings or arguments, 3 the ledger cannot be used (``LedgerUnavailable``, one line).
+was not found, 2 bad settings or arguments, 3 the ledger cannot be used (``LedgerUnavailable``, one line), 4 ``run
+--drain`` could not read a queue (refused or unreachable: its messages were not looked at).
 The demo is not one of them: it is the development harness's (``python -m harness``, ``make demo``).
 """
 
@@ -73,6 +74,8 @@ def out_console() -> Console:
 
 #: exit code of a command whose ledger cannot be used (corrupt, read-only, locked)
 EXIT_LEDGER_UNAVAILABLE = 3
+#: ``run --drain`` could not read a queue (permissions, endpoint): its messages were not looked at
+EXIT_QUEUE_UNREACHABLE = 4
 
 
 def say(console: Console, message: str, style: str = "") -> None:
@@ -150,6 +153,10 @@ def run(
         for signum, handler in previous.items():
             signal.signal(signum, handler)
     logger.info("finisher stopped: %s", json.dumps(summary.as_dict()), extra={"summary": summary.as_dict()})
+    if drain and summary.queue_errors:  # refused receives are not empty queues: the drain did not happen
+        for queue_name, error in summary.queue_errors.items():
+            logger.error("%s: not drained: %s", queue_name, error)
+        raise typer.Exit(EXIT_QUEUE_UNREACHABLE)
     if summary.unfinished:
         logging.shutdown()
         os._exit(0)  # slot threads still inside a sync script: leave them, their messages come back

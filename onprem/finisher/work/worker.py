@@ -37,9 +37,13 @@ class RunSummary:
     outcomes: Counter[str] = field(default_factory=Counter)
     unfinished: int = 0
     left_in_queues: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: queue name → the last error that kept it from being read (receive or depth), cleared by a good receive:
+    #: a drain that could not read a queue has not drained it
+    queue_errors: dict[str, str] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, object]:
-        return {"outcomes": dict(self.outcomes), "unfinished": self.unfinished, "left_in_queues": self.left_in_queues}
+        return {"outcomes": dict(self.outcomes), "unfinished": self.unfinished, "left_in_queues": self.left_in_queues,
+                "queue_errors": self.queue_errors}
 
 
 class MessageProcessor(Protocol):
@@ -124,8 +128,10 @@ class Worker:
                                       self.settings.worker.visibility_timeout)
             except (BotoCoreError, ClientError) as err:
                 logger.warning("%s: receive failed: %s", queue.queue_name, err)
+                self.summary.queue_errors[queue.queue_name] = f"receive failed: {err}"
                 self._stop.wait(min(5.0, max(self.settings.worker.wait_time_seconds, 1)))
                 continue
+            self.summary.queue_errors.pop(queue.queue_name, None)
             received += [(queue, message) for message in batch]
         return received
 
@@ -150,9 +156,12 @@ class Worker:
                 depths[queue.queue_name] = queue.depth()
             except (BotoCoreError, ClientError) as err:
                 logger.warning("%s: cannot read the queue depth: %s", queue.queue_name, err)
+                self.summary.queue_errors[queue.queue_name] = f"cannot read the queue depth: {err}"
                 return idle_s >= self.settings.worker.drain_idle_limit
         self.summary.left_in_queues = depths
         pending = sum(d["visible"] + d["in_flight"] + d["delayed"] for d in depths.values())
+        if pending == 0 and self.summary.queue_errors:
+            return idle_s >= self.settings.worker.drain_idle_limit  # refused receives are not empty queues
         if pending == 0:
             logger.info("drained: all queues empty")
             return True
