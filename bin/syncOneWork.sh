@@ -27,6 +27,9 @@ Audits the work at workPath (RID = its last path component, a whole RID), then s
                      s3://bucket/prefix); requires -s. Skipped when NO_REFRESH_WEB=Yes.
   -W                 replace the content of webParent/{RID}/ (objects not in images/ are deleted).
   -s successWorkList append the RID to this file when every step asked for succeeded.
+                     Then, with -a, the marker archiveParent/.sync-locks/{RID}.synced records the digest of the
+                     work's {RID}.bag/manifest-*.txt: a later sync of the same staged work finds the archive copy
+                     already in place (under the work's lock, the copy checked) and syncs nothing, appends nothing.
   -h                 this help.
   No -a and no -w: only the audit runs.
 
@@ -39,9 +42,15 @@ Environment:
   SYNC_FORCE_COPY=1    copy even when workPath and the archive share a filesystem (tests, benchmarks)
   SYNC_PYTHON          python with boto3 for the web copy (default python3); honours AWS_ENDPOINT_URL
   syncLogTempDir       when set, rsync's own log goes to syncLogTempDir/{RID}-rsync.log
+  SYNC_LOCK_WAIT       seconds to wait for the work's lock held by another sync (default 0: exit $EX_BUSY at once)
 
 Output: "syncOneWork: {RID}: archive: copy_mode=link|copy path=…" tells whether the payload was hard-linked
-(staging and archive on one filesystem: no second copy) or copied (one rsync pass).
+(staging and archive on one filesystem: no second copy) or copied (one rsync pass); "archive: already synced
+(marker …) path=…" that the marker matched and nothing was copied.
+
+Signals: SIGTERM or SIGINT put the archive back as it was (a half-built copy removed, a moved-aside previous
+copy renamed back) and exit 143 or 130, except once the copy is in place and the success list is being
+written: that last step finishes and the script exits 0. A closed stdout (SIGPIPE) never stops a sync.
 
 Exit codes:
   $EX_OK   success
@@ -61,11 +70,12 @@ EOF
 
 RID=-
 STEP=setup
-say() { printf '%s: %s: %s: %s\n' "$PROG" "$RID" "$STEP" "$*"; }
+# output never stops the sync: a finisher killed with -9 closes our stdout, and the sync must still finish
+say() { printf '%s: %s: %s: %s\n' "$PROG" "$RID" "$STEP" "$*" 2>/dev/null || true; }
 die() {
     local code=$1
     shift
-    printf '%s: ERROR: %s: %s: %s\n' "$PROG" "$RID" "$STEP" "$*" >&2
+    printf '%s: ERROR: %s: %s: %s\n' "$PROG" "$RID" "$STEP" "$*" >&2 || true
     exit "$code"
 }
 
@@ -93,6 +103,15 @@ is_work() {
 
 has_files() { [[ -n $(find "$1" -type f -print -quit) ]]; }
 
+# The digest the marker records: sha256 of the bag's manifest-*.txt (C order); empty when the work has none.
+manifest_digest() {
+    local manifests=()
+    mapfile -t manifests < <(LC_ALL=C find "$1/$RID.bag" -maxdepth 1 -type f -name 'manifest-*.txt' 2>/dev/null \
+        | LC_ALL=C sort)
+    [[ ${#manifests[@]} -gt 0 ]] || return 0
+    cat -- "${manifests[@]}" | sha256sum | cut -d' ' -f1
+}
+
 run_audit() {
     # $1: phase (pre|post), $2: options string, $3: path
     local opts=()
@@ -112,6 +131,9 @@ run_audit() {
 TMP_DIR=
 PREV_DIR=
 TARGET=
+MARKER=
+DIGEST=
+ALREADY_SYNCED=0
 
 on_exit() {
     # an interrupted swap puts the previous version back; a half-built copy is removed
@@ -185,8 +207,23 @@ sync_archive() {
     (cd -- "$archive_parent" 2>/dev/null && mkdir -p -- "$bucket_dir" .sync-locks) \
         || die "$EX_NO_ARCHIVE" "archive root $archive_parent is gone or $parent cannot be created"
     exec 9>"$archive_parent/.sync-locks/$RID.lock"
-    flock -n 9 || die "$EX_BUSY" "another sync of $RID holds $archive_parent/.sync-locks/$RID.lock"
+    if ! flock -n 9; then
+        local lock_wait=${SYNC_LOCK_WAIT:-0}
+        [[ $lock_wait != 0 ]] || die "$EX_BUSY" "another sync of $RID holds $archive_parent/.sync-locks/$RID.lock"
+        say "another sync of $RID holds its lock: waiting up to ${lock_wait} s"
+        flock -w "$lock_wait" 9 || die "$EX_BUSY" "another sync of $RID held $archive_parent/.sync-locks/$RID.lock for ${lock_wait} s"
+    fi
     recover_stale "$parent"
+    MARKER="$archive_parent/.sync-locks/$RID.synced"
+    DIGEST=$(manifest_digest "$src")
+    if [[ -n $DIGEST && -f $MARKER && $(<"$MARKER") == "$DIGEST" && -d $TARGET ]] \
+        && verify_copy "$src" "$TARGET" "$replace" quick 2>/dev/null; then
+        ALREADY_SYNCED=1
+        say "already synced (marker $DIGEST) path=$TARGET"
+        return 0
+    fi
+    # from here the archive copy changes: no marker may vouch for it until this sync has finished
+    rm -f -- "$MARKER"
 
     TMP_DIR="$parent/.$RID.syncing.$$"
     local copy_mode='copy' rsync_opts=(-a)
@@ -294,21 +331,35 @@ main() {
     trap on_exit EXIT
     trap 'exit 130' INT
     trap 'exit 143' TERM
+    trap '' PIPE
 
     STEP=audit-pre
     run_audit pre "${LOCAL_AUDIT_OPTIONS:-}" "$work_path" || die "$EX_AUDIT_PRE" "audit-tool failed on $work_path"
 
     if [[ -n $archive_parent ]]; then
         sync_archive "$work_path" "$archive_parent" "$replace_archive"
+        if [[ $ALREADY_SYNCED == 1 ]]; then
+            # the earlier run that wrote the marker did every step, its success list line included
+            STEP="done"
+            say "ok"
+            return 0
+        fi
         STEP=audit-post
         run_audit post "${REPO_AUDIT_OPTIONS:-}" "$TARGET" || die "$EX_AUDIT_POST" "audit-tool failed on $TARGET"
     fi
     if [[ -n $web_parent ]]; then
         sync_web "$work_path" "${web_parent%/}" "$replace_web"
     fi
+    # the copy is in place: the success line and the marker are written together, a stop now waits for both
+    trap '' TERM INT
     if [[ -n $success_list ]]; then
         STEP=success-list
         printf '%s\n' "$RID" >>"$success_list" || die "$EX_SUCCESS_LIST" "cannot append to $success_list"
+    fi
+    if [[ -n $MARKER && -n $DIGEST ]]; then
+        STEP=marker
+        printf '%s\n' "$DIGEST" >"$MARKER.tmp.$$" && mv -f -- "$MARKER.tmp.$$" "$MARKER" \
+            || say "could not write $MARKER (a restart would sync this work again)"
     fi
     STEP="done"
     say "ok"

@@ -13,10 +13,7 @@ import logging
 import os
 import re
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
@@ -29,10 +26,13 @@ from contract.keys import archive_relpath_for_rid, control_characters, is_rid
 from onprem.finisher.errors import (
     ArchiveUnavailable,
     HookFailed,
+    InterruptReason,
     SyncFailed,
     SyncRefused,
+    WorkInterrupted,
     WorkRidRefused,
 )
+from onprem.finisher.sync.group import CancelSignal, OwnedGroup
 from onprem.finisher.sync.hook import HookResult, run_post_sync_hook
 from onprem.finisher.sync.options import SyncOptions, load_sync_options
 from onprem.finisher.sync.verify import verify_archive_copy
@@ -65,6 +65,8 @@ PERMANENT_EXITS = frozenset({2, 3, 6})
 #: the archive root is missing (not mounted): retried, with its own cause
 EXIT_NO_ARCHIVE = 11
 _COPY_MODE_RE = re.compile(r": archive: copy_mode=(link|rename|copy) path=(.+)$")
+#: the script's line when its marker says the archive copy is already this staged work (a restart after a stop)
+_ALREADY_RE = re.compile(r": archive: already synced \(marker [0-9a-f]+\) path=(.+)$")
 _TAIL_LINES = 20
 
 
@@ -88,6 +90,11 @@ class SyncSettings(BaseModel):
     audit_required: bool = False
     timeout_s: float | None = None
     hook_timeout_s: float | None = 600
+    #: after a stop, how long the script's process group has between SIGTERM (its trap rolls the archive back)
+    #: and SIGKILL; the worker's shutdown waits this long, plus a margin, for the works it interrupted
+    terminate_timeout_s: float = 10.0
+    #: how long the script waits for the work's lock (an earlier run's sync, orphaned by a kill -9, finishing)
+    lock_wait_s: float = 900.0
 
 
 @dataclass(frozen=True)
@@ -103,6 +110,8 @@ class SyncResult:
     #: files of the archive copy checked against the staged work and its manifests, and how many were re-hashed
     verified_files: int = 0
     rehashed_files: int = 0
+    #: the archive copy was already this staged work (the script's marker): recorded as synced, nothing copied
+    already_synced: bool = False
 
 
 def job_environment(work_rid: str, log_dir: Path, now: datetime) -> dict[str, str]:
@@ -154,56 +163,48 @@ class _ScriptRun:
     exit_code: int = -1
     tail: list[str] = field(default_factory=list)
     copy_mode_line: re.Match[str] | None = None
-    timed_out: threading.Event = field(default_factory=threading.Event)
+    #: the script found the archive copy already identical (its marker, under the work's lock): nothing synced
+    already_synced: bool = False
+    #: why the finisher stopped the script's group ("cancelled", "timed out"), None when it ended by itself
+    stopped_because: str | None = None
 
 
-def _stream(args: list[str], env: dict[str, str], log_path: Path, work_rid: str, timeout_s: float | None) -> _ScriptRun:
-    """Run ``args`` in its own process group, copying each output line to ``log_path`` and the logger."""
+def _stream(args: list[str], env: dict[str, str], log_path: Path, work_rid: str, settings: SyncSettings,
+            cancel: CancelSignal | None) -> _ScriptRun:
+    """Run ``args`` in a process group the finisher owns (sync/group.py), copying each output line to
+    ``log_path`` and the logger; returns once the script and every child of it are gone."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     run = _ScriptRun()
-    with log_path.open("a", encoding="utf-8") as log, subprocess.Popen(
-        args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env, text=True, errors="replace",
-        start_new_session=True,
-    ) as proc:
-        # SIGTERM lets the script's trap put the archive back as it was
-        timer = threading.Timer(timeout_s, _terminate, (proc, run.timed_out)) if timeout_s else None
-        if timer:
-            timer.start()
+    with log_path.open("a", encoding="utf-8") as log:
+        group = OwnedGroup(args, env=env, cancel=cancel, terminate_timeout_s=settings.terminate_timeout_s,
+                           timeout_s=settings.timeout_s, label=f"{work_rid}: syncOneWork.sh")
         try:
-            assert proc.stdout is not None
-            for raw_line in proc.stdout:
+            assert group.proc.stdout is not None
+            for raw_line in group.proc.stdout:
                 log.write(raw_line)
                 log.flush()
                 line = raw_line.rstrip("\n")
                 run.tail = [*run.tail[-(_TAIL_LINES - 1):], line]
                 run.copy_mode_line = _COPY_MODE_RE.search(line) or run.copy_mode_line
+                run.already_synced = run.already_synced or _ALREADY_RE.search(line) is not None
                 level = logging.WARNING if ": ERROR: " in line else logging.DEBUG
                 logger.log(level, line, extra={"work_rid": work_rid})
-            run.exit_code = proc.wait()
-            return run
         except BaseException:
-            _terminate(proc)
-            proc.wait()
+            group.kill_now()
             raise
-        finally:
-            if timer:
-                timer.cancel()
-
-
-def _terminate(proc: subprocess.Popen[str], timed_out: threading.Event | None = None) -> None:
-    if timed_out is not None:
-        timed_out.set()
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return
+        run.exit_code = group.wait()
+        run.stopped_because = group.stopped_because
+        if run.stopped_because:
+            log.write(f"finisher: syncOneWork.sh {run.stopped_because}: its process group stopped, exit "
+                      f"{run.exit_code}\n")
+    return run
 
 
 def _sync_failed(work_rid: str, run: _ScriptRun, log_path: Path,
                  timeout_s: float | None) -> SyncFailed | SyncRefused | ArchiveUnavailable:
     exit_code = run.exit_code
     meaning = EXIT_MEANINGS.get(exit_code, "killed by a signal" if exit_code < 0 else "unexpected exit code")
-    if run.timed_out.is_set():
+    if run.stopped_because == "timed out":
         meaning = f"timed out after {timeout_s:g} s, terminated"
     errors = [line for line in run.tail if ": ERROR: " in line]
     detail = f": {errors[-1]}" if errors else ""
@@ -220,7 +221,7 @@ def _sync_failed(work_rid: str, run: _ScriptRun, log_path: Path,
 
 
 def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: datetime | None = None,
-              run_hook: bool = True) -> SyncResult:
+              run_hook: bool = True, cancel: CancelSignal | None = None) -> SyncResult:
     """Sync the staged work ``work_dir`` (named after ``work_rid``) into ``archive_root/Archive{n}/{NN}/{RID}``.
 
     Returns only when the archive copy is at that path and equals the staged work and its bag's manifests
@@ -230,6 +231,14 @@ def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: dat
     named after it; ArchiveUnavailable (retryable) when the archive root does not exist; a non-zero exit raises
     SyncFailed or SyncRefused (``exit_code``, ``log_path``) and the staging copy stays unless
     keep_staging_on_failure is off. SyncConfigInvalid when a sync options file is invalid.
+
+    The script runs in a process group the finisher owns: once ``cancel`` is set (a shutdown past its grace), the
+    group gets SIGTERM (the script's trap rolls a half-synced target back), SIGKILL after
+    ``terminate_timeout_s``, and this returns only when no process of it is left, raising ``WorkInterrupted``
+    (``cancel.check()``) with the staging copy kept for the restart. A script that finished anyway counts as done.
+    ``already_synced`` in the result: the script's marker said the archive copy is this staged work (the sync
+    of a run stopped or killed after the copy was in place), so nothing was copied and the success list is not
+    appended again.
     """
     _check_work_rid(work_dir, work_rid)
     _check_archive_root(settings.archive_root, work_rid)
@@ -240,10 +249,16 @@ def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: dat
     success_list.parent.mkdir(parents=True, exist_ok=True)
     args = build_command(settings.script_path, work_dir, settings.archive_root, options, success_list)
     env = build_environment(options, job_env, audit_required=settings.audit_required)
+    env["SYNC_LOCK_WAIT"] = f"{settings.lock_wait_s:g}"
     logger.info("syncing %s: %s", work_rid, " ".join(args[1:]), extra={"work_rid": work_rid})
     started = time.monotonic()
-    run = _stream(args, env, log_path, work_rid, settings.timeout_s)
+    run = _stream(args, env, log_path, work_rid, settings, cancel)
     duration = time.monotonic() - started
+    if run.exit_code != 0 and run.stopped_because == "cancelled" and cancel is not None:
+        logger.warning("%s: sync stopped (exit %d): the archive is as it was, the staging copy kept", work_rid,
+                       run.exit_code, extra={"work_rid": work_rid})
+        cancel.check()
+        raise WorkInterrupted(work_rid, InterruptReason.SHUTDOWN)
     if run.exit_code != 0:
         if not settings.keep_staging_on_failure:
             shutil.rmtree(work_dir, ignore_errors=True)
@@ -258,13 +273,15 @@ def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: dat
     shutil.rmtree(work_dir)
     result = SyncResult(work_rid=work_rid, exit_code=0, log_path=log_path, archive_path=archive_path,
                         copy_mode=copy_mode, duration=duration, staging_removed=True,  # type: ignore[arg-type]
-                        verified_files=check.files, rehashed_files=check.rehashed)
-    logger.info("synced %s in %.1f s (copy_mode=%s) to %s: %d file(s) verified, %d re-hashed", work_rid, duration,
-                copy_mode, archive_path, check.files, check.rehashed, extra={"work_rid": work_rid})
+                        verified_files=check.files, rehashed_files=check.rehashed, already_synced=run.already_synced)
+    logger.info("synced %s in %.1f s (copy_mode=%s%s) to %s: %d file(s) verified, %d re-hashed", work_rid, duration,
+                copy_mode, ", already in place" if run.already_synced else "", archive_path, check.files,
+                check.rehashed, extra={"work_rid": work_rid})
     if run_hook and settings.post_sync_hook and archive_path is not None:
         try:
             hook = run_post_sync_hook(settings.post_sync_hook, work_rid, archive_path, log_path=log_path,
-                                      timeout_s=settings.hook_timeout_s)
+                                      timeout_s=settings.hook_timeout_s, cancel=cancel,
+                                      terminate_timeout_s=settings.terminate_timeout_s)
         except HookFailed as err:
             err.sync_result = result
             raise
