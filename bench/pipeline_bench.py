@@ -37,6 +37,7 @@ from harness.moto_server import MotoServer
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch_debag.overlapped import FetchDebagJob
 from onprem.finisher.work.wiring import fetch_and_debag
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -74,7 +75,7 @@ def run_overlapped(s3, request: FetchRequest, out: Path, fetch: FetchSettings,  
                    debag: DebagSettings) -> dict[str, float]:
     """The zip written to its .part file, members extracted from it as it arrives."""
     started = time.perf_counter()
-    fetch_and_debag(s3, request, out / "downloads", out / "staging", replace(fetch, stream=False), debag)
+    fetch_and_debag(s3, FetchDebagJob(request, out / "downloads", out / "staging", replace(fetch, stream=False), debag))
     return {"total": time.perf_counter() - started}
 
 
@@ -82,7 +83,7 @@ def run_stream(s3, request: FetchRequest, out: Path, fetch: FetchSettings,  # ty
                debag: DebagSettings) -> dict[str, float]:
     """One part: members cut out of the GET stream, the zip never written (the mode is skipped with parts)."""
     started = time.perf_counter()
-    fetch_and_debag(s3, request, out / "downloads", out / "staging", replace(fetch, stream=True), debag)
+    fetch_and_debag(s3, FetchDebagJob(request, out / "downloads", out / "staging", replace(fetch, stream=True), debag))
     return {"total": time.perf_counter() - started}
 
 

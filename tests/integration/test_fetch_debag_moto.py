@@ -32,6 +32,7 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch.checksum import RunningChecksum
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
 from onprem.finisher.fetch_debag.arriving import TAIL_PROBE
+from onprem.finisher.fetch_debag.overlapped import FetchDebagJob
 from onprem.finisher.progress import CountingProgress
 from onprem.finisher.work.wiring import fetch_and_debag
 from tests.integration.moto_endpoint import CREDENTIALS
@@ -82,8 +83,8 @@ def test_overlapped_result_is_identical_to_fetch_then_debag(s3, bucket: str, tmp
     (tmp_path / "seq").mkdir()
     sequential = debag_archive(fetched.path, RID, tmp_path / "seq", DEBAG, version_tag=fetched.etag)
     fetch_progress, debag_progress = CountingProgress(), CountingProgress()
-    overlapped = fetch_and_debag(s3, request, tmp_path / "ov-dl", tmp_path / "ov", PARTS, DEBAG,
-                                 fetch_progress=fetch_progress, debag_progress=debag_progress)
+    overlapped = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "ov-dl", tmp_path / "ov", PARTS, DEBAG,
+                                 fetch_progress=fetch_progress, debag_progress=debag_progress))
     assert _tree(tmp_path / "ov") == _tree(tmp_path / "seq") and len(_tree(tmp_path / "ov")) > 24
     strip = [(w.work_rid, w.bag, w.algorithms, w.files, w.bytes, w.fixity_checked) for w in sequential.works]
     assert [(w.work_rid, w.bag, w.algorithms, w.files, w.bytes, w.fixity_checked)
@@ -115,8 +116,8 @@ def test_members_are_extracted_before_the_download_ends(s3, bucket: str, tmp_pat
 
     s3.meta.events.register("before-call.s3.GetObject", hold_the_last_part)
     progress = Extracted()
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", PARTS, DEBAG,
-                             debag_progress=progress)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", PARTS, DEBAG,
+                             debag_progress=progress))
     assert held == [True], "no member was extracted while the last part was still to download"
     assert progress.files_done == 24 and result.fetch.parts_downloaded == result.fetch.parts_total
 
@@ -127,7 +128,7 @@ def test_changed_member_bytes_are_named_and_nothing_is_placed(s3, bucket: str, t
     request = _put(s3, bucket, zip_path.read_bytes())
     staging = tmp_path / "staging"
     with pytest.raises(ChecksumMismatch, match=rf"^{RID}: checksum mismatch for {IMAGE} \(sha256 expected"):
-        fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", staging, PARTS, DEBAG))
     assert [p.name for p in staging.iterdir() if not p.name.startswith(".debag-failed-")] == []
     assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
 
@@ -138,7 +139,7 @@ def test_corrupt_member_is_named_and_its_evidence_kept(s3, bucket: str, tmp_path
     request = _put(s3, bucket, zip_path.read_bytes())
     staging = tmp_path / "staging"
     with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {RID}.bag/{IMAGE}"):
-        fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", staging, PARTS, DEBAG))
     assert not (staging / RID).exists()
     assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
 
@@ -149,7 +150,7 @@ def test_unsafe_member_stops_everything_before_any_extraction(s3, bucket: str, t
     request = _put(s3, bucket, zip_path.read_bytes())
     staging = tmp_path / "staging"
     with pytest.raises(UnsafeMemberPath, match=rf"^{RID}: member '../escape.txt'"):
-        fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", staging, PARTS, DEBAG))
     assert not staging.exists() or list(staging.iterdir()) == []
     assert not (tmp_path / "escape.txt").exists()
 
@@ -161,8 +162,8 @@ def test_payload_that_does_not_fit_beside_the_zip_is_refused_before_extraction(s
     room_for_the_zip_only = request.size + 1000  # the sequential fetch would accept this; the de-bag would not fit
     staging = tmp_path / "staging"
     with pytest.raises(InsufficientSpace, match=rf"^{RID}: .* bytes free") as caught:
-        fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG,
-                        free_bytes=lambda _path: room_for_the_zip_only)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", staging, PARTS, DEBAG,
+                        free_bytes=lambda _path: room_for_the_zip_only))
     assert caught.value.retry_after
     assert not (staging / RID).exists() and not temp_dir_for(staging, RID, request.etag).exists()
 
@@ -180,8 +181,8 @@ def test_object_overwritten_mid_download_raises_object_changed_and_discards_ever
     s3.meta.events.register("after-call.s3.GetObject", overwrite_after_three_parts)
     staging = tmp_path / "staging"
     with pytest.raises(ObjectChanged, match=f"^{RID}: .*overwritten"):
-        fetch_and_debag(s3, request, tmp_path / "dl", staging, FetchSettings(part_size=PART, max_concurrency=1,
-                                                                             min_free_bytes=0), DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", staging,
+                                          FetchSettings(part_size=PART, max_concurrency=1, min_free_bytes=0), DEBAG))
     assert len(gets) < request.size // PART
     assert list((tmp_path / "dl").iterdir()) == []
     assert not staging.exists() or list(staging.iterdir()) == []
@@ -194,6 +195,7 @@ import boto3
 from onprem.finisher.debag.archive import temp_dir_for
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings
+from onprem.finisher.fetch_debag.overlapped import FetchDebagJob
 from onprem.finisher.work.wiring import fetch_and_debag
 endpoint, dl, staging, bucket, key, etag, size = sys.argv[1:8]
 s3 = boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1")
@@ -212,8 +214,9 @@ def hold_once_parts_and_members_are_done(**_):
         threading.Event().wait()  # stay here until the test kills this process
 s3.meta.events.register("before-call.s3.GetObject", hold_once_parts_and_members_are_done)
 request = FetchRequest("W1NLM4700", bucket, key, int(size), etag, None)
-fetch_and_debag(s3, request, Path(dl), Path(staging), FetchSettings(part_size=64 * 1024, max_concurrency=1,
-                min_free_bytes=0), DebagSettings(workers=2, fsync=True))
+fetch_and_debag(s3, FetchDebagJob(request, Path(dl), Path(staging),
+                                  FetchSettings(part_size=64 * 1024, max_concurrency=1, min_free_bytes=0),
+                                  DebagSettings(workers=2, fsync=True)))
 """
 
 
@@ -253,7 +256,7 @@ def test_resume_after_sigkill_redoes_neither_verified_parts_nor_verified_members
 
     gets = _gets(s3)
     progress = CountingProgress()
-    result = fetch_and_debag(s3, request, dl, staging, PARTS, DEBAG, debag_progress=progress)
+    result = fetch_and_debag(s3, FetchDebagJob(request, dl, staging, PARTS, DEBAG, debag_progress=progress))
     assert result.fetch.parts_resumed == len(parts_before)
     assert len(gets) == result.fetch.parts_downloaded == result.fetch.parts_total - len(parts_before)
     resumed_ranges = {f"bytes={n * PART}-{min((n + 1) * PART, request.size) - 1}" for n in parts_before}
@@ -268,7 +271,7 @@ def test_a_zip_already_downloaded_is_debagged_from_disk(s3, bucket: str, tmp_pat
     request = _put(s3, bucket, _bag(tmp_path).read_bytes())
     fetch_object(s3, request, tmp_path / "dl", PARTS)
     gets = _gets(s3)
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", PARTS, DEBAG)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", PARTS, DEBAG))
     assert gets == [] and result.fetch.parts_downloaded == 0
     assert [w.work_rid for w in result.debag.works] == [RID]
 
@@ -280,7 +283,7 @@ def test_whole_object_checksum_mismatch_places_nothing_and_discards_the_download
     monkeypatch.setattr(RunningChecksum, "result", lambda _self: "bm90IHRoZSBvYmplY3Q=")
     staging = tmp_path / "staging"
     with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip"):
-        fetch_and_debag(s3, request, tmp_path / "dl", staging, PARTS, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", staging, PARTS, DEBAG))
     assert list((tmp_path / "dl").iterdir()) == []
     assert not (staging / RID).exists()
     assert any(p.name.startswith(f".debag-failed-{RID}") for p in staging.iterdir())
@@ -323,8 +326,8 @@ def test_one_stream_overlaps_fetch_and_debag(s3, bucket: str, tmp_path: Path) ->
 
     s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: hold_the_stream(parsed))
     progress = Extracted()
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", ONE_STREAM, DEBAG,
-                             debag_progress=progress)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", ONE_STREAM, DEBAG,
+                             debag_progress=progress))
     assert held == [True], "no member was extracted while the single stream was held"
     # the tail read ahead beside one GET of the whole object
     assert sorted(ranges, key=str) == [None, f"bytes {request.size - TAIL_PROBE}-{request.size - 1}/{request.size}"]
@@ -339,7 +342,7 @@ def test_without_the_tail_read_ahead_one_stream_is_the_only_get(s3, bucket: str,
                             lambda params, **_: ranges.append(params["headers"].get("Range")))
     no_read_ahead = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, tail_ahead=False,
                                   stream=False)
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", no_read_ahead, DEBAG)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", no_read_ahead, DEBAG))
     assert ranges == [None]
     assert result.fetch.checksum_verified == "sha256" and result.fetch.parts_downloaded == 1
     (tmp_path / "seq").mkdir()
@@ -356,8 +359,8 @@ def test_the_full_object_checksum_needs_no_second_read_of_the_file(s3, bucket: s
                         lambda self, *a: real_init(self, *a) or checksums.append(self))  # type: ignore[func-returns-value]
     in_order = FetchSettings(part_size=PART, max_concurrency=1, min_free_bytes=0)
     assert fetch_object(s3, request, tmp_path / "parts", in_order).checksum_verified == "sha256"
-    assert fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "st", ONE_STREAM,
-                           DEBAG).fetch.checksum_verified == "sha256"
+    assert fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "st", ONE_STREAM,
+                           DEBAG)).fetch.checksum_verified == "sha256"
     parts, stream = checksums
     assert (parts.vouched, parts.position, parts.bytes_read_back) == (False, request.size, 0)  # hashed as written
     assert stream.vouched and stream.bytes_read_back == 0  # botocore checked the one whole-object GET

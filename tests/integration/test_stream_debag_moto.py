@@ -41,6 +41,7 @@ from onprem.finisher.errors import (
 )
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings
 from onprem.finisher.fetch_debag import stream as stream_debag
+from onprem.finisher.fetch_debag.overlapped import FetchDebagJob
 from onprem.finisher.work.wiring import fetch_and_debag
 from tests.reliability.real_zips import APPLE_DOUBLE, DS_STORE, info_zip_bag, seven_zip_bag
 
@@ -133,9 +134,9 @@ def _wrap_whole_get(s3, wrap: Callable) -> None:  # type: ignore[no-untyped-def,
 def test_streamed_result_is_identical_to_the_zip_on_disk_from_one_get(s3, bucket: str, tmp_path: Path,
                                                                        compression: int) -> None:
     request = _put(s3, bucket, _bag(tmp_path, compression=compression).read_bytes())
-    on_disk = fetch_and_debag(s3, request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, DEBAG)
+    on_disk = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, DEBAG))
     gets = _gets(s3)
-    streamed = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    streamed = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
     assert gets == [None], "one GET of the whole object, no Range"
     tree = _tree(tmp_path / "staging")
     assert tree == _tree(tmp_path / "disk") and sum(d is not None for d, _ in tree.values()) > FILES
@@ -151,8 +152,8 @@ def test_streamed_result_is_identical_to_the_zip_on_disk_from_one_get(s3, bucket
 def test_a_manifest_algorithm_not_streamed_is_read_back_from_disk(s3, bucket: str, tmp_path: Path) -> None:
     request = _put(s3, bucket, _bag(tmp_path, algorithms=("md5", "sha256")).read_bytes())
     settings = DebagSettings(workers=2, fsync=False, stream_algorithms=("sha512",))
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, settings)
-    on_disk = fetch_and_debag(s3, request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, settings)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, settings))
+    on_disk = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, settings))
     assert [(w.work_rid, w.fixity_checked) for w in result.debag.works] == [(RID, True)]
     assert all(set(w.algorithms) == {"md5", "sha256"} for w in result.debag.works)
     assert _works(result.debag) == _works(on_disk.debag)
@@ -166,7 +167,7 @@ def test_a_tampered_payload_member_is_a_checksum_mismatch_and_nothing_is_placed(
     request = _put(s3, bucket, zip_path.read_bytes())
     staging, dl = tmp_path / "staging", tmp_path / "dl"
     with pytest.raises(ChecksumMismatch, match=rf"^{RID}: checksum mismatch for {IMAGE} \(sha256 expected") as caught:
-        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     assert isinstance(caught.value, BagInvalid) and caught.value.work_rid == RID
     _nothing_placed(staging)
     assert any(n.startswith(f".debag-failed-{RID}") for n in _names(staging)), "evidence kept"
@@ -179,7 +180,7 @@ def test_a_corrupt_member_without_an_s3_checksum_is_a_corrupt_archive(s3, bucket
     request = _put(s3, bucket, zip_path.read_bytes(), checksum=False)
     staging, dl = tmp_path / "staging", tmp_path / "dl"
     with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {MEMBER}"):
-        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     _nothing_placed(staging)
     assert _names(dl) == []
 
@@ -206,8 +207,8 @@ def test_a_corrupt_member_without_a_checksum_to_decide_stops_the_stream_there(
 
     s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: count(parsed))
     with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {first}"):
-        fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM,
-                        DebagSettings(workers=1, fsync=False))
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM,
+                        DebagSettings(workers=1, fsync=False)))
     assert 0 < sum(read) < request.size // 2, f"read {sum(read)} of {request.size} bytes"
 
 
@@ -233,7 +234,7 @@ def test_bytes_changed_in_transit_are_an_integrity_error_not_a_corrupt_member(s3
     _wrap_whole_get(s3, flipping)
     staging, dl = tmp_path / "staging", tmp_path / "dl"
     with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip") as caught:
-        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     assert isinstance(caught.value, RetryableError) and not isinstance(caught.value, CorruptArchive)
     _nothing_placed(staging)
     assert _names(dl) == []
@@ -248,7 +249,7 @@ def test_an_unsafe_member_name_writes_nothing_outside_and_places_nothing(s3, buc
                                                    (evil, b"outside")])
     request = _put(s3, bucket, zip_path.read_bytes())
     with pytest.raises(UnsafeArchive, match=rf"^{RID}: member {re.escape(repr(evil))}"):
-        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     assert not (tmp_path / "sub" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
     assert not (tmp_path / "abs-evil.txt").exists()
     outside = list(tmp_path.rglob("*evil.txt"))
@@ -272,7 +273,7 @@ def test_a_central_directory_that_disagrees_with_a_local_header_is_a_corrupt_arc
     request = _put(s3, bucket, bytes(body))
     staging, dl = tmp_path / "staging", tmp_path / "dl"
     with pytest.raises(CorruptArchive, match=rf"^{RID}: .*(central directory|local header)"):
-        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     _nothing_placed(staging)
     assert _names(dl) == []
 
@@ -312,7 +313,7 @@ def test_a_zip_with_data_descriptors_falls_back_to_the_disk_path(s3, bucket: str
     described = _with_data_descriptors(_bag(tmp_path), tmp_path, which)
     request = _put(s3, bucket, described.read_bytes())
     gets = _gets(s3)
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
     assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
     (tmp_path / "seq").mkdir()
     sequential = debag_archive(described, RID, tmp_path / "seq", DEBAG, version_tag=request.etag)
@@ -341,7 +342,7 @@ def test_bytes_between_the_last_member_and_the_central_directory_fall_back_to_th
         assert zf.testzip() is None, "the gapped zip is a valid zip"
     request = _put(s3, bucket, bytes(body))
     gets = _gets(s3)
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
     assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
     assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
     assert _names(tmp_path / "staging") == [RID], "no .debag-* temp dir left"
@@ -359,7 +360,7 @@ def test_an_object_overwritten_between_head_and_get_is_object_changed(s3, bucket
     s3.meta.events.register("before-call.s3.GetObject", overwrite_before_the_get)
     staging, dl = tmp_path / "staging", tmp_path / "dl"
     with pytest.raises(ObjectChanged, match=f"^{RID}: .*overwritten"):
-        fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     assert gets == [None]
     assert _names(dl) == []
     assert _names(staging) == []
@@ -391,11 +392,11 @@ def test_a_stream_cut_off_is_a_transfer_error_and_the_next_call_succeeds(s3, buc
     cutting = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1")
     _wrap_whole_get(cutting, _cut_after(request.size // 2, how))
     with pytest.raises(TransferError, match=rf"^{RID}: ") as caught:
-        fetch_and_debag(cutting, request, dl, staging, STREAM, DEBAG)
+        fetch_and_debag(cutting, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     assert isinstance(caught.value, RetryableError)
     _nothing_placed(staging)
     gets = _gets(s3)
-    result = fetch_and_debag(s3, request, dl, staging, STREAM, DEBAG)
+    result = fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
     assert gets == [None]
     assert [w.work_rid for w in result.debag.works] == [RID]
     assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
@@ -458,7 +459,7 @@ def test_small_members_of_a_bomb_stop_at_the_floor_while_streaming(s3, bucket: s
     gets = _gets(s3)
     settings = DebagSettings(workers=2, fsync=False, zip_ratio_floor_bytes=FLOOR)
     with pytest.raises(ZipBomb, match=rf"^{RID}: member .*: the zip inflates \d+ bytes from \d+ compressed"):
-        fetch_and_debag(s3, request, tmp_path / "dl", small_staging, STREAM, settings)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", small_staging, STREAM, settings))
     assert gets == [None], "refused from the stream, not downloaded again"
     _nothing_placed(small_staging)
 
@@ -468,7 +469,7 @@ def test_more_entries_than_the_limit_stop_the_stream(s3, bucket: str, tmp_path: 
     gets = _gets(s3)
     settings = DebagSettings(workers=2, fsync=False, max_entries=20)
     with pytest.raises(ZipBomb, match=r"21 entries or more \(limit 20\)"):
-        fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, settings)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, settings))
     assert gets == [None]
     _nothing_placed(tmp_path / "staging")
 
@@ -483,7 +484,7 @@ def test_a_member_no_path_can_read_is_refused_from_the_stream_by_name(s3, bucket
     request = _put(s3, bucket, zip_path.read_bytes())
     gets = _gets(s3)
     with pytest.raises(error, match=rf"^{RID}: member "):
-        fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
     assert gets == [None], "named at once: the zip is not downloaded again to disk"
     _nothing_placed(tmp_path / "staging")
 
@@ -495,7 +496,7 @@ def test_macos_junk_is_skipped_by_the_stream_and_the_bag_taken(s3, bucket: str, 
     add_member(zip_path, ".DS_Store", DS_STORE)
     request = _put(s3, bucket, zip_path.read_bytes())
     gets = _gets(s3)
-    result = fetch_and_debag(s3, request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
     assert gets == [None], "streamed: the junk did not send it to the disk path"
     assert [(w.work_rid, w.fixity_checked, w.files) for w in result.debag.works] == [(RID, True, FILES)]
     assert _names(tmp_path / "staging") == [RID]

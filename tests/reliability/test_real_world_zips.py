@@ -22,6 +22,7 @@ import pytest
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch_debag.overlapped import FetchDebagJob
 from onprem.finisher.work.wiring import fetch_and_debag
 from tests.reliability.real_zips import NAMES, info_zip_bag, macos_zip_bag, seven_zip_bag
 
@@ -124,8 +125,8 @@ def test_other_tools_zips_are_taken_through_fetch_and_debag_from_moto(  # type: 
     ranges: list[str | None] = []
     s3.meta.events.register("before-call.s3.GetObject",
                             lambda params, **_: ranges.append(params["headers"].get("Range")))
-    result = fetch_and_debag(s3, request, tmp_path / "downloads", staging, FETCH_MODES[mode], SETTINGS,
-                             version_tag=request.version_id)
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "downloads", staging, FETCH_MODES[mode], SETTINGS,
+                             version_tag=request.version_id))
     _taken(tmp_path, staging, rid, result.debag.works)
     assert result.fetch.checksum_verified == "sha256"
     if mode == "stream":

@@ -27,6 +27,7 @@ import shutil
 import time
 import zipfile
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from onprem.finisher.debag.budget import check_entry_count
@@ -68,6 +69,20 @@ FAILED_PREFIX = ".debag-failed-"
 JOURNAL_NAME = ".verified.jsonl"
 
 
+@dataclass(frozen=True)
+class DebagJob:
+    """One de-bag: the work its zip was fetched for, the staging folder its works go to, and how."""
+
+    work_rid: str
+    staging_dir: Path
+    settings: DebagSettings = field(default_factory=lambda: DebagSettings())
+    #: names the temp dir (the object version): a de-bag started again finds its journal there
+    version_tag: str | None = None
+    #: the works the zip must hold, exactly (None: ``{work_rid}``, what a fetched key holds)
+    expected_rids: frozenset[str] | None = None
+    progress: Progress | None = None
+
+
 def temp_dir_for(staging_dir: Path, work_rid: str, version_tag: str | None) -> Path:
     """The temp dir of one work and object version: ``<staging>/.debag-<RID>-<version>``."""
     tag = re.sub(r"[^A-Za-z0-9_-]", "", version_tag or "")[:40] or "unversioned"
@@ -88,8 +103,9 @@ def debag_archive(
     """
     settings = settings or DebagSettings()
     members = read_central_directory(zip_path, work_rid, settings)
-    return debag_members(CompleteZip(zip_path), members, work_rid, staging_dir, settings, version_tag=version_tag,
-                         progress=progress, expected_rids=expected_rids)
+    job = DebagJob(work_rid, staging_dir, settings, version_tag,
+                   frozenset(expected_rids) if expected_rids is not None else None, progress)
+    return debag_members(CompleteZip(zip_path), members, job)
 
 
 def read_central_directory(zip_path: Path, work_rid: str, settings: DebagSettings) -> list[SafeMember]:
@@ -105,11 +121,8 @@ def read_central_directory(zip_path: Path, work_rid: str, settings: DebagSetting
         raise CorruptArchive(work_rid, f"unreadable zip {zip_path.name}: {err}") from err
 
 
-def debag_members(
-    source: MemberSource, members: list[SafeMember], work_rid: str, staging_dir: Path, settings: DebagSettings,
-    *, version_tag: str | None = None, progress: Progress | None = None, archive: Path | None = None,
-    extractor: Extractor | None = None, expected_rids: Iterable[str] | None = None,
-) -> DebagResult:
+def debag_members(source: MemberSource, members: list[SafeMember], job: DebagJob, *, archive: Path | None = None,
+                  extractor: Extractor | None = None) -> DebagResult:
     """``debag_archive`` on members already read and guarded, read from ``source`` as they become readable.
 
     ``archive`` is the zip named in the result (default ``source.path``); its name decides whether the zip
@@ -118,8 +131,9 @@ def debag_members(
     A ``SourceUnavailable`` from the source is re-raised as its cause, with the temp dir and its journal left
     for a resume.
     """
-    progress = progress or NullProgress()
-    temp_dir = temp_dir_for(staging_dir, work_rid, version_tag)
+    work_rid, staging_dir, settings, expected_rids = job.work_rid, job.staging_dir, job.settings, job.expected_rids
+    progress = job.progress or NullProgress()
+    temp_dir = temp_dir_for(staging_dir, work_rid, job.version_tag)
     zip_name = (archive or source.path).name
     try:
         plans = plan_works(members, work_rid, allow_plain_zip=plain_zip_allowed(zip_name, settings.allow_plain_zip),

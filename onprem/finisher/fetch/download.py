@@ -36,7 +36,7 @@ from onprem.finisher.errors import (
 from onprem.finisher.fetch.checksum import ObjectChecksum, RunningChecksum, full_object_checksum
 from onprem.finisher.fetch.journal import JOURNAL_SUFFIX, PART_SUFFIX, DownloadIdentity, FetchJournal
 from onprem.finisher.fetch.request import FetchRequest, FetchSettings
-from onprem.finisher.fetch.s3 import download_part, head_object, require_pinned
+from onprem.finisher.fetch.s3 import PartWrite, download_part, head_object, require_pinned
 from onprem.finisher.progress import NullProgress, Progress
 
 __all__ = ["Download", "FetchRequest", "FetchResult", "FetchSettings", "check_space", "complete_download",
@@ -270,8 +270,8 @@ def _download_parts(s3_client: Any, download: Download, fd: int, todo: list[int]
         if cancelled.is_set():
             raise PartCancelled(f"part {part_number}")
         start, end = download.part_range(part_number)
-        download_part(s3_client, request, identity, fd, start, end, progress, cancelled, settings.part_attempts,
-                      running=download.running, on_written=on_written)
+        download_part(s3_client, request, identity, PartWrite(fd, start, end), progress, cancelled,
+                      attempts=settings.part_attempts, running=download.running, on_written=on_written)
         os.fsync(fd)
         journal.mark_done(part_number)
         if download.running is not None:

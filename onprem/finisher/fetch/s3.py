@@ -14,6 +14,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Generator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -118,8 +119,17 @@ def require_pinned(request: FetchRequest, head: ObjectHead) -> ObjectHead:
     return head
 
 
-def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, fd: int, start: int,
-                  end: int, progress: Progress, cancelled: threading.Event, attempts: int, *,
+@dataclass(frozen=True)
+class PartWrite:
+    """Where one part's bytes go: ``[start, end)`` of the object, written at the same offsets of the file ``fd``."""
+
+    fd: int
+    start: int
+    end: int
+
+
+def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, part: PartWrite,
+                  progress: Progress, cancelled: threading.Event, *, attempts: int = 3,
                   running: RunningChecksum | None = None, on_written: Callable[[int, int], None] | None = None,
                   ) -> None:
     """GET ``[start, end)`` and ``pwrite`` it at ``start``; transient failures are tried ``attempts`` times.
@@ -128,6 +138,7 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
     offset_reached)``. With a checksum, the whole object is a GET without ``Range`` (S3 checksums come only then): when
     botocore validated it against ``running``'s checksum, ``running`` is vouched for instead of hashed again.
     """
+    fd, start, end = part.fd, part.start, part.end
     whole = start == 0 and end == identity.size and running is not None
     kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag}
     if whole:

@@ -43,11 +43,18 @@ import shutil
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.debag.archive import clean_up, debag_archive, debag_members, read_central_directory, temp_dir_for
+from onprem.finisher.debag.archive import (
+    DebagJob,
+    clean_up,
+    debag_archive,
+    debag_members,
+    read_central_directory,
+    temp_dir_for,
+)
 from onprem.finisher.debag.model import DebagResult, DebagSettings, SafeMember
 from onprem.finisher.errors import FinisherError, IntegrityError, SourceUnavailable
 from onprem.finisher.fetch.download import (
@@ -86,12 +93,24 @@ def _free_bytes(path: Path) -> int:
     return shutil.disk_usage(path).free
 
 
-def fetch_and_debag(
-    s3_client: Any, request: FetchRequest, download_dir: Path, staging_dir: Path,
-    fetch_settings: FetchSettings | None = None, debag_settings: DebagSettings | None = None, *,
-    fetch_progress: Progress | None = None, debag_progress: Progress | None = None, version_tag: str | None = None,
-    free_bytes: Callable[[Path], int] = _free_bytes, download: Download | FetchResult | None = None,
-) -> FetchedAndDebagged:
+@dataclass(frozen=True)
+class FetchDebagJob:
+    """One download de-bagged while it arrives: the object, where its bytes and its works go, and how."""
+
+    request: FetchRequest
+    download_dir: Path
+    staging_dir: Path
+    fetch_settings: FetchSettings = field(default_factory=lambda: FetchSettings())
+    debag_settings: DebagSettings = field(default_factory=lambda: DebagSettings())
+    #: names the de-bag's temp dir as in ``debag_archive`` (None: the pinned ETag)
+    version_tag: str | None = None
+    fetch_progress: Progress | None = None
+    debag_progress: Progress | None = None
+    free_bytes: Callable[[Path], int] = _free_bytes
+
+
+def fetch_and_debag(s3_client: Any, job: FetchDebagJob, *,
+                    download: Download | FetchResult | None = None) -> FetchedAndDebagged:
     """``fetch_object`` then ``debag_archive`` with the same results, errors and guarantees, overlapped, the zip
     written to its ``.part`` file (``wiring.fetch_and_debag`` streams a one-part download instead).
 
@@ -100,9 +119,9 @@ def fetch_and_debag(
     and either resumes the other's verified members. Raises whatever either stage raises; nothing is placed in
     ``staging_dir`` unless the whole object and every member verified.
     """
-    fetch_settings = fetch_settings or FetchSettings()
-    debag_settings = debag_settings or DebagSettings()
-    fetch_progress = fetch_progress or NullProgress()
+    request, download_dir, staging_dir, free_bytes = job.request, job.download_dir, job.staging_dir, job.free_bytes
+    fetch_settings, debag_settings, version_tag = job.fetch_settings, job.debag_settings, job.version_tag
+    fetch_progress, debag_progress = job.fetch_progress or NullProgress(), job.debag_progress
     rid = request.work_rid
     download = download or open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
     if isinstance(download, FetchResult):
@@ -123,8 +142,8 @@ def fetch_and_debag(
                 _check_room(download, members, download_dir, temp_dir, fetch_settings, free_bytes)
                 logger.info("%s: central directory read (%d members); de-bagging while downloading", rid,
                             len(members), extra={"work_rid": rid})
-                debagged = debag_members(run.source, members, rid, staging_dir, debag_settings,
-                                         version_tag=version_tag, progress=debag_progress, archive=download.dest)
+                job = DebagJob(rid, staging_dir, debag_settings, version_tag, progress=debag_progress)
+                debagged = debag_members(run.source, members, job, archive=download.dest)
             finally:
                 run.stop.set()  # a no-op once the download is done; else the de-bag failed and the parts stop
     except FinisherError as err:  # only now: no thread reads the .part file any more

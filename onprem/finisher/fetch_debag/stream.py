@@ -48,7 +48,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.debag.archive import clean_up, debag_members, read_central_directory, temp_dir_for
+from onprem.finisher.debag.archive import DebagJob, clean_up, debag_members, read_central_directory, temp_dir_for
 from onprem.finisher.debag.budget import InflateBudget, check_declared, check_entries
 from onprem.finisher.debag.journal import file_digests
 from onprem.finisher.debag.junk import is_junk_name, is_macosx_name
@@ -65,7 +65,7 @@ from onprem.finisher.errors import (
     StreamUnsupported,
     ZipBomb,
 )
-from onprem.finisher.fetch.download import Download, FetchResult, FetchSettings, discard_partial
+from onprem.finisher.fetch.download import Download, FetchResult, discard_partial
 from onprem.finisher.fetch.s3 import stream_object
 from onprem.finisher.fetch_debag.arriving import central_directory_start
 from onprem.finisher.progress import Progress
@@ -96,17 +96,16 @@ class StreamedMember:
     digests: dict[str, str]
 
 
-def stream_and_debag(
-    s3_client: Any, download: Download, staging_dir: Path, fetch_settings: FetchSettings,
-    debag_settings: DebagSettings, *, fetch_progress: Progress, debag_progress: Progress | None, version_tag: str,
-) -> tuple[FetchResult, DebagResult]:
-    """Stream ``download``'s object and de-bag it on the way; the results ``fetch_object``/``debag_archive`` give.
+def stream_and_debag(s3_client: Any, download: Download, job: DebagJob, fetch_progress: Progress,
+                     ) -> tuple[FetchResult, DebagResult]:
+    """Stream ``download``'s object and de-bag it on the way (``job``: where and how, its ``version_tag`` set);
+    the results ``fetch_object``/``debag_archive`` give.
 
     The ``.part`` file (sparse, made by ``open_download``) only ever receives the zip's central directory; it is
     removed once the works are placed. Raises what the fetch and the de-bag raise, or StreamUnsupported.
     """
-    rid = download.request.work_rid
-    temp_dir = temp_dir_for(staging_dir, rid, version_tag)
+    rid, debag_settings = download.request.work_rid, job.settings
+    temp_dir = temp_dir_for(job.staging_dir, rid, job.version_tag)
     stream_dir = temp_dir / STREAM_DIR
     shutil.rmtree(stream_dir, ignore_errors=True)
     stream_dir.mkdir(parents=True)
@@ -129,10 +128,9 @@ def stream_and_debag(
         clean_up(err, temp_dir, rid, debag_settings)  # a refusal's evidence holds .stream: the members as read
         discard_partial(download)
         raise
-    extractor = StreamedExtractor(written, debag_progress)
+    extractor = StreamedExtractor(written, job.progress)
     try:
-        debagged = debag_members(CompleteZip(download.part_path), members, rid, staging_dir, debag_settings,
-                                 version_tag=version_tag, progress=debag_progress, archive=download.dest,
+        debagged = debag_members(CompleteZip(download.part_path), members, job, archive=download.dest,
                                  extractor=extractor)
     finally:
         discard_partial(download)  # it holds only the central directory: a next attempt streams the zip again

@@ -10,23 +10,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from contract import RestoredWork
-from onprem.finisher.debag.archive import debag_archive, keep_or_remove_evidence, temp_dir_for
-from onprem.finisher.debag.model import DebagSettings, StagedWork
+from onprem.finisher.debag.archive import DebagJob, debag_archive, keep_or_remove_evidence, temp_dir_for
+from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.errors import StreamUnsupported
 from onprem.finisher.fetch.download import DONE_SUFFIX, FetchResult, fetch_object, open_download
-from onprem.finisher.fetch.request import FetchRequest, FetchSettings
+from onprem.finisher.fetch.request import FetchRequest
 from onprem.finisher.fetch_debag import overlapped
-from onprem.finisher.fetch_debag.overlapped import FetchedAndDebagged
+from onprem.finisher.fetch_debag.overlapped import FetchDebagJob, FetchedAndDebagged
 from onprem.finisher.fetch_debag.stream import stream_and_debag
-from onprem.finisher.progress import NullProgress, Progress
-from onprem.finisher.sync.stage import sync_work
+from onprem.finisher.progress import NullProgress
+from onprem.finisher.sync.stage import run_post_sync_hook, sync_work
 from onprem.finisher.work import faults
 from onprem.finisher.work.cancel import CheckingProgress
 from onprem.finisher.work.failures import naming_failures
@@ -80,26 +79,35 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
         request = FetchRequest.of(work, ctx.head)  # pinned to the restore check's HEAD
         slot = staging_slot(work.idempotency_key)
         with naming_failures(work.work_rid, lambda: evidence(work.work_rid, slot)):
-            result = fetch_and_debag(
-                s3_client_for(work.region), request, settings.downloads_dir / slot, settings.works_dir / slot,
-                fetch_settings, debag_settings,
+            result = fetch_and_debag(s3_client_for(work.region), FetchDebagJob(
+                request, settings.downloads_dir / slot, settings.works_dir / slot, fetch_settings, debag_settings,
+                version_tag=slot,
                 fetch_progress=CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD),
-                debag_progress=CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT),
-                version_tag=slot)
+                debag_progress=CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)))
         return (Fetched(result.fetch.path, result.fetch.size, result.fetch.parts_resumed),
                 result.debag.works)
 
     def sync(staged: StagedWork, ctx: StageContext) -> Synced:
         ctx.cancel.check()
         faults.checkpoint(faults.MID_SYNC, work_rid=staged.work_rid)
-        result = sync_work(staged.path, staged.work_rid, sync_settings)
+        # the hook is its own phase (work/hook_phase.py): a failing hook never makes the work sync again
+        result = sync_work(staged.path, staged.work_rid, sync_settings, run_hook=False, cancel=ctx.cancel)
         _remove_empty_slot(staged.path.parent)
-        return Synced(staged.work_rid, result.archive_path,
-                      {"copy_mode": result.copy_mode, "log": str(result.log_path),
-                       "seconds": round(result.duration, 3)})
+        details: dict[str, Any] = {"copy_mode": result.copy_mode, "log": str(result.log_path),
+                                   "seconds": round(result.duration, 3)}
+        if result.already_synced:
+            details["already_synced"] = True
+        return Synced(staged.work_rid, result.archive_path, details)
+
+    def hook(work_rid: str, archive_path: Path, log_path: Path | None, ctx: StageContext) -> None:
+        assert sync_settings.post_sync_hook is not None
+        run_post_sync_hook(sync_settings.post_sync_hook, work_rid, archive_path, log_path=log_path,
+                           timeout_s=sync_settings.hook_timeout_s, cancel=ctx.cancel,
+                           terminate_timeout_s=sync_settings.terminate_timeout_s)
 
     return Stages(fetch=fetch, debag=debag, sync=sync, discard_download=_discard, works_dir=settings.works_dir,
-                  fetch_debag=fetch_debag if settings.fetch_debag_overlap else None, keep_evidence=keep_evidence)
+                  fetch_debag=fetch_debag if settings.fetch_debag_overlap else None, keep_evidence=keep_evidence,
+                  hook=hook if sync_settings.post_sync_hook else None)
 
 
 def _warm_s3_clients(s3_client_for: Callable[[str], Any], regions: list[str]) -> None:
@@ -113,26 +121,21 @@ def _warm_s3_clients(s3_client_for: Callable[[str], Any], regions: list[str]) ->
     threading.Thread(target=warm, name="warm-s3-clients", daemon=True).start()
 
 
-def fetch_and_debag(
-    s3_client: Any, request: FetchRequest, download_dir: Path, staging_dir: Path,
-    fetch_settings: FetchSettings | None = None, debag_settings: DebagSettings | None = None, *,
-    fetch_progress: Progress | None = None, debag_progress: Progress | None = None, version_tag: str | None = None,
-    free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free,
-) -> FetchedAndDebagged:
+def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
     """Download and de-bag overlapped: a one-part download (``FetchSettings.stream``) de-bagged from its GET, the
     zip never written (``fetch_debag.stream``); any other, or a zip the stream cannot read front to back, written
     to its ``.part`` file and de-bagged while it arrives (``fetch_debag.overlapped``). One HEAD either way, none
     when ``request.head`` carries the attempt's HEAD."""
-    fetch_settings = fetch_settings or FetchSettings()
-    debag_settings = debag_settings or DebagSettings()
-    fetch_progress = fetch_progress or NullProgress()
+    request, download_dir, staging_dir, free_bytes = job.request, job.download_dir, job.staging_dir, job.free_bytes
+    fetch_settings, debag_settings = job.fetch_settings, job.debag_settings
+    fetch_progress = job.fetch_progress or NullProgress()
     download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
     if (not isinstance(download, FetchResult) and fetch_settings.stream and download.parts_total == 1
             and not download.journal.done):
         try:
-            fetched, debagged = stream_and_debag(
-                s3_client, download, staging_dir, fetch_settings, debag_settings, fetch_progress=fetch_progress,
-                debag_progress=debag_progress, version_tag=version_tag or download.identity.etag)
+            debag_job = DebagJob(request.work_rid, staging_dir, debag_settings,
+                                 job.version_tag or download.identity.etag, progress=job.debag_progress)
+            fetched, debagged = stream_and_debag(s3_client, download, debag_job, fetch_progress)
             return FetchedAndDebagged(fetched, debagged)
         except StreamUnsupported as why:
             logger.info("%s: %s: the zip is downloaded to disk and de-bagged from there", request.work_rid, why,
@@ -140,6 +143,4 @@ def fetch_and_debag(
             # download.request carries the HEAD already made: the re-open does not HEAD again
             download = open_download(s3_client, download.request, download_dir, fetch_settings,
                                      free_bytes=free_bytes)
-    return overlapped.fetch_and_debag(s3_client, request, download_dir, staging_dir, fetch_settings, debag_settings,
-                                      fetch_progress=fetch_progress, debag_progress=debag_progress,
-                                      version_tag=version_tag, free_bytes=free_bytes, download=download)
+    return overlapped.fetch_and_debag(s3_client, job, download=download)
