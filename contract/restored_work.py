@@ -34,14 +34,22 @@ def normalize_etag(etag: str) -> str:
 
 
 class Continuation(BaseModel):
-    """Set by the finisher when it hands a long-running work on as a new message (SQS caps visibility at 12 h)."""
+    """Set by the finisher when it hands a work on as a new message: a long-running work near SQS's 12 h
+    visibility cap (``hop``), or a work waiting for its restore (``waits``: a new message does not spend the
+    receive count of the old one, so waiting never ends in the DLQ)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    hop: int = Field(ge=1, description="how many times this work was handed on")
+    hop: int = Field(ge=0, description="how many times this work was handed on near the 12 h visibility cap")
     phase: NonEmpty = Field(description="the ledger phase reached when the work was handed on")
     previous_message_id: str | None = None
     handed_on_at: AwareDatetime
+    waits: int = Field(default=0, ge=0, description="how many times this work was handed on to wait for its restore")
+    waiting_since: AwareDatetime | None = Field(
+        default=None, description="when the finisher first found this work's restore not ready (in progress or "
+                                  "re-requested); the maximum wait counts from here")
+    wait_until: AwareDatetime | None = Field(
+        default=None, description="the restore is not checked again before this (SQS delays a message 15 min at most)")
 
 
 class RestoredWork(BaseModel):

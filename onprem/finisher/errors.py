@@ -80,6 +80,14 @@ class RestoreExpired(RetryableError):
     cause = "restore_expired"
 
 
+class RestoreWaitExceeded(PermanentError):
+    """A work waited for its restore (in progress, or re-requested after it expired) past ``restore_max_wait_hours``:
+    the restore is lost or was never made. Nothing was downloaded, so nothing is kept."""
+
+    cause = "restore_wait_exceeded"
+    cleanup = Cleanup.RESUME
+
+
 class ObjectChanged(PermanentError):
     """The object's ETag/version no longer matches the message: an overwritten object is never mixed in."""
 

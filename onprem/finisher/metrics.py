@@ -1,6 +1,7 @@
 """Custom metrics in the dashboard's namespace: CloudWatch in production, a null sink locally, a log sink in tests.
 
-Names: BytesDownloaded, WorksSynced, WorkFailures (dimension ``cause``), PhaseDuration (dimension ``phase``).
+Names: BytesDownloaded, WorksSynced, WorkFailures (dimension ``cause``), PhaseDuration (dimension ``phase``),
+HoursToEarliestRestoreExpiry (the earliest restored copy of a work not yet synced: work/expiry.py).
 """
 
 from __future__ import annotations
@@ -14,6 +15,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 logger = logging.getLogger(__name__)
 
+#: hours until the earliest unsynced restore expires (CloudWatch has no hour unit: published unitless)
+RESTORE_EXPIRY_METRIC = "HoursToEarliestRestoreExpiry"
+
 
 class Metrics(Protocol):
     def bytes_downloaded(self, nbytes: int) -> None: ...
@@ -23,6 +27,8 @@ class Metrics(Protocol):
     def work_failed(self, cause: str) -> None: ...
 
     def phase_duration(self, phase: str, seconds: float) -> None: ...
+
+    def restore_expiry_hours(self, hours: float) -> None: ...
 
 
 class NullMetrics:
@@ -38,6 +44,9 @@ class NullMetrics:
         return None
 
     def phase_duration(self, phase: str, seconds: float) -> None:
+        return None
+
+    def restore_expiry_hours(self, hours: float) -> None:
         return None
 
 
@@ -65,6 +74,9 @@ class LogMetrics:
     def phase_duration(self, phase: str, seconds: float) -> None:
         self._put("PhaseDuration", seconds, phase=phase)
 
+    def restore_expiry_hours(self, hours: float) -> None:
+        self._put(RESTORE_EXPIRY_METRIC, hours)
+
     def total(self, name: str, **dimensions: str) -> float:
         return sum(v for n, d, v in self.points if n == name and all(d.get(k) == x for k, x in dimensions.items()))
 
@@ -77,7 +89,8 @@ class CloudWatchMetrics(LogMetrics):
         self.client, self.namespace = cloudwatch_client, namespace
 
     def _put(self, name: str, value: float, **dimensions: str) -> None:
-        unit = {"BytesDownloaded": "Bytes", "PhaseDuration": "Seconds"}.get(name, "Count")
+        unit = {"BytesDownloaded": "Bytes", "PhaseDuration": "Seconds", RESTORE_EXPIRY_METRIC: "None"}.get(name,
+                                                                                                        "Count")
         datum = {"MetricName": name, "Value": float(value), "Unit": unit,
                  "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]}
         try:

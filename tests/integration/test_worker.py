@@ -165,7 +165,7 @@ def test_retryable_failure_comes_back_and_then_syncs(tmp_path: Path, aws: AwsCli
     assert queue_messages(aws, DLQ) == []
 
 
-def test_restore_in_progress_keeps_the_message_for_later(tmp_path: Path, aws: AwsClients) -> None:
+def test_restore_in_progress_waits_as_a_delayed_continuation(tmp_path: Path, aws: AwsClients) -> None:
     settings = worker_settings(tmp_path, drain_idle_limit=0.5, backoff_max=30)
     stages = FileStages(settings, aws)
     work = staged_work(tmp_path, aws)
@@ -178,20 +178,23 @@ def test_restore_in_progress_keeps_the_message_for_later(tmp_path: Path, aws: Aw
     send(aws, work)
     summary = make_worker(settings, aws, stages).run(drain=True)
     s3.meta.events.unregister("after-call.s3.HeadObject", ongoing)
-    assert summary.outcomes == Counter({"retry": 1})
+    assert summary.outcomes == Counter({"waiting": 1})
     assert stages.calls["fetch"] == 0
-    assert queue_depth(aws) == {"visible": 0, "in_flight": 1} and queue_messages(aws, DLQ) == []
+    # a new message, delayed: the old one (and its receive count) is gone
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0} and queue_messages(aws, DLQ) == []
     record = ledger_of(settings).get(work.idempotency_key)
-    assert record is not None and (record.phase, record.last_cause) == ("received", "restore_in_progress")
+    assert record is not None and (record.phase, record.attempts) == ("received", 0)
+    wait = record.history[-1]
+    assert (wait["event"], wait["cause"], wait["waits"]) == ("restore_wait", "restore_in_progress", 1)
 
 
 def test_expired_restore_is_requested_again_then_synced(tmp_path: Path, aws: AwsClients) -> None:
-    settings = worker_settings(tmp_path)
+    settings = worker_settings(tmp_path, restore_wait_interval=1)
     stages = FileStages(settings, aws)
     work = staged_work(tmp_path, aws, restore=False)  # DEEP_ARCHIVE with no restored copy
     send(aws, work)
     summary = make_worker(settings, aws, stages).run(drain=True)
-    assert summary.outcomes == Counter({"retry": 1, "synced": 1})
+    assert summary.outcomes == Counter({"waiting": 1, "synced": 1})
     ledger = ledger_of(settings)
     record = ledger.get(work.idempotency_key)
     assert record is not None and record.phase == "synced"

@@ -34,6 +34,8 @@ VALUES: dict[str, tuple[str, Any]] = {
     "restore_tier": ("Standard", "Standard"), "restore_days": ("3", 3),
     "restore_prices": (json.dumps(PRICES), {tier: TierPrice(**price) for tier, price in PRICES.items()}),
     "expiring_within_hours": ("12", 12.0),
+    "restore_wait_interval": ("600", 600), "restore_max_wait_hours": ("20", 20.0),
+    "expiry_metric_interval": ("30", 30.0),
     "fetch_part_size": ("1048576", 2**20), "fetch_concurrency": ("3", 3), "min_free_bytes": ("0", 0),
     "fetch_tail_ahead": ("false", False), "fetch_stream": ("false", False),
     "debag_workers": ("97", 97), "require_strong_checksums": ("true", True),

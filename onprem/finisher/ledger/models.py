@@ -33,6 +33,7 @@ class Event(StrEnum):
     RELEASED = "released"
     HANDED_ON = "handed_on"
     RESTORE_REISSUED = "restore_reissued"
+    RESTORE_WAIT = "restore_wait"
     REQUEUED = "requeued"
 
 

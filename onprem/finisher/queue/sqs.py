@@ -111,10 +111,11 @@ class WorkQueue:
                                          MessageAttributes=attributes or {}, DelaySeconds=max(0, min(delay_s, 900)))
         return str(response["MessageId"])
 
-    def hand_on(self, message: ReceivedMessage, new_body: str, attributes: dict[str, dict[str, str]]) -> str:
-        """Send the continuation first, then delete the old message: a crash between leaves a duplicate, never
-        a lost work (the ledger dedups it)."""
-        new_id = self.send(new_body, attributes)
+    def hand_on(self, message: ReceivedMessage, new_body: str, attributes: dict[str, dict[str, str]], *,
+                delay_s: int = 0) -> str:
+        """Send the continuation first (hidden ``delay_s``, at most SQS's 900 s), then delete the old message: a
+        crash between leaves a duplicate, never a lost work (the ledger dedups it)."""
+        new_id = self.send(new_body, attributes, delay_s=delay_s)
         self.delete(message)
         return new_id
 

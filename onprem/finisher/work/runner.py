@@ -6,7 +6,8 @@ the message goes to the DLQ at once. An exception nothing named is ``unexpected`
 happened ``unexpected_attempts`` times; that, and any retryable failure on the message's last receive before
 SQS's maxReceiveCount, goes to the DLQ from here with its cause, so SQS never moves a message without one. After a
 failure that ends the work, its de-bag temp dir is kept as evidence (``Stages.keep_evidence``). Interruptions
-release the message (shutdown), hand it on as a continuation (12 h cap) or leave it alone (lease lost).
+release the message (shutdown), hand it on as a continuation (12 h cap) or leave it alone (lease lost). A restore
+in progress or re-requested is no failure: the work waits as a delayed continuation (``work/waiting.py``).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ import logging
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -26,12 +27,12 @@ from contract import Continuation, ContractError, RestoredWork, message_attribut
 from onprem.finisher.errors import (
     Cause,
     Cleanup,
-    FinisherError,
     ForeignBucket,
     InterruptReason,
     PermanentError,
     ReceiptHandleInvalid,
     RestoreExpired,
+    RestoreInProgress,
     RetriesExhausted,
     RetryableError,
     TooManyHops,
@@ -40,7 +41,6 @@ from onprem.finisher.errors import (
     WorkSuperseded,
 )
 from onprem.finisher.fetch.restore import inspect as inspect_object
-from onprem.finisher.fetch.restore import reissue_restore
 from onprem.finisher.fetch.s3 import require_restored
 from onprem.finisher.ledger.store import Event, Ledger, Phase, WorkRecord
 from onprem.finisher.logs import current_work_rid
@@ -49,6 +49,7 @@ from onprem.finisher.progress import Progress
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work import faults
 from onprem.finisher.work.cancel import CancelToken, TokenRegistry
+from onprem.finisher.work.expiry import ExpiryGauge
 from onprem.finisher.work.failures import named_failure
 from onprem.finisher.work.heartbeat import BeatTiming, Heartbeat, HeldLease
 from onprem.finisher.work.history import (
@@ -62,6 +63,7 @@ from onprem.finisher.work.history import (
 from onprem.finisher.work.outcome import Outcome
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages
+from onprem.finisher.work.waiting import RestoreWaits, WaitPolicy
 
 logger = logging.getLogger(__name__)
 
@@ -76,10 +78,20 @@ class WorkRunner:
     progress_for: Callable[[str, str], Progress]
     owner: str
     tokens: TokenRegistry | None = None
+    #: publishes "hours until the earliest unsynced restore expires" (throttled); None: not published
+    expiry: ExpiryGauge | None = None
+    waits: RestoreWaits = field(init=False)
+
+    def __post_init__(self) -> None:
+        restore = self.settings.restore
+        self.waits = RestoreWaits(WaitPolicy(restore.wait_interval, restore.max_wait_hours, restore.tier, restore.days),
+                                  self.ledger, self.s3_client_for)
 
     def process(self, queue: WorkQueue, message: ReceivedMessage) -> Outcome:
         """Handle one message; returns how it ended."""
         current_work_rid.set(None)
+        if self.expiry is not None:
+            self.expiry.tick()
         try:
             work = parse_message(message.body)
         except ContractError as err:
@@ -94,6 +106,8 @@ class WorkRunner:
             logger.info("%s: already synced (same object version): duplicate message deleted", rid,
                         extra={"work_rid": rid})
             return Outcome.DUPLICATE
+        if (early := self.waits.not_yet(queue, message, work)) is not None:
+            return early
         if not any(b.name == work.bucket for r in self.settings.environment.regions for b in r.buckets):
             return self._fail(queue, message, work, ForeignBucket(
                 rid, f"s3://{work.bucket}/{work.key}: {work.bucket} is not a staging bucket of environment "
@@ -263,12 +277,12 @@ class WorkRunner:
         rid, key = work.work_rid, work.idempotency_key
         if self._already_synced(queue, message, work, err):
             return Outcome.SYNCED
+        if isinstance(err, RestoreInProgress | RestoreExpired):  # waiting is not failing: no receive spent
+            return self.waits.wait(queue, message, work, err, self._fail)
         last_time = self._no_more_retries(message, work, err)
         if last_time is not None:
             return self._fail(queue, message, work, RetriesExhausted(err, last_time))
         record = self.ledger.fail(key, err.cause, str(err), permanent=False)
-        if isinstance(err, RestoreExpired):
-            self._reissue(work)
         delay = err.retry_after if err.retry_after is not None else backoff_seconds(
             record.attempts, self.settings.worker.backoff_base, self.settings.worker.backoff_max)
         delay = min(delay, self.settings.worker.backoff_max)
@@ -292,19 +306,6 @@ class WorkRunner:
             return (f"unexpected failure {seen} time(s), receive {message.receive_count} of maxReceiveCount {limit}: "
                     "moved to the DLQ by the finisher, not retried")
         return None
-
-    def _reissue(self, work: RestoredWork) -> None:
-        tier, days = self.settings.restore.tier, self.settings.restore.days
-        try:
-            outcome = reissue_restore(self.s3_client_for(work.region), work, tier, days)
-        except FinisherError as err:
-            logger.error("%s: could not re-request the restore: %s", work.work_rid, err,
-                         extra={"work_rid": work.work_rid})
-            return
-        self.ledger.record_restore_request(work_rid=work.work_rid, bucket=work.bucket, key=work.key, tier=tier,
-                                           days=days, collection=work.collection, region=work.region,
-                                           size=work.size, status="reissued")
-        self.ledger.note(work.idempotency_key, Event.RESTORE_REISSUED, tier=tier, days=days, outcome=outcome)
 
     def _fail(self, queue: WorkQueue, message: ReceivedMessage, work: RestoredWork, err: PermanentError) -> Outcome:
         if self._already_synced(queue, message, work, err):

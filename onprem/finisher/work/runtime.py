@@ -13,6 +13,7 @@ from onprem.finisher.progress import Progress, make_progress
 from onprem.finisher.queue.sqs import WorkQueue
 from onprem.finisher.work.cancel import TokenRegistry
 from onprem.finisher.work.clients import AwsClients
+from onprem.finisher.work.expiry import ExpiryGauge
 from onprem.finisher.work.runner import WorkRunner
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import Stages
@@ -60,8 +61,9 @@ def build_worker(settings: Settings, stages: Stages, *, clients: AwsClients | No
     tokens = TokenRegistry()
     ledger = ledger or open_ledger(settings)
     ledger.check_writable()  # a read-only or locked ledger stops the start, not every message
+    metrics = metrics or make_metrics(settings, clients)
     runner = WorkRunner(
-        settings=settings, ledger=ledger,
-        stages=stages, metrics=metrics or make_metrics(settings, clients),
-        s3_client_for=clients.s3, progress_for=progress_for, owner=owner or owner_id(), tokens=tokens)
+        settings=settings, ledger=ledger, stages=stages, metrics=metrics,
+        s3_client_for=clients.s3, progress_for=progress_for, owner=owner or owner_id(), tokens=tokens,
+        expiry=ExpiryGauge(ledger, metrics, settings.restore.expiry_metric_interval))
     return Worker(settings, work_queues(settings, clients), runner, tokens)

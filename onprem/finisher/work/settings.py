@@ -74,6 +74,14 @@ class RestoreSettings(BaseModel):
     prices: dict[str, TierPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     #: restored copies expiring sooner than this are listed by ``status --expiring``
     expiring_within_hours: float = 48
+    #: seconds between two checks of a restore still in progress (or re-requested): the work waits as a new
+    #: message (work/waiting.py), never spending the receive count that would move it to the DLQ
+    wait_interval: int = Field(default=3600, ge=1, le=43200)
+    #: a work whose restore is not ready this long after the finisher first found it waiting fails as
+    #: ``restore_wait_exceeded``: a little over Bulk's worst case of 48 h
+    max_wait_hours: float = Field(default=52, gt=0)
+    #: the finisher publishes "hours until the earliest unsynced restore expires" at most this often (seconds)
+    expiry_metric_interval: float = Field(default=300, ge=0)
 
 
 class Settings(BaseModel):
@@ -132,6 +140,8 @@ ROUTES: dict[str, tuple[str | None, str]] = {
     **{name: ("worker", name) for name in WorkerSettings.model_fields},
     "restore_tier": ("restore", "tier"), "restore_days": ("restore", "days"), "restore_prices": ("restore", "prices"),
     "expiring_within_hours": ("restore", "expiring_within_hours"),
+    "restore_wait_interval": ("restore", "wait_interval"), "restore_max_wait_hours": ("restore", "max_wait_hours"),
+    "expiry_metric_interval": ("restore", "expiry_metric_interval"),
     "fetch_part_size": ("fetch", "part_size"), "fetch_concurrency": ("fetch", "max_concurrency"),
     "min_free_bytes": ("fetch", "min_free_bytes"), "fetch_tail_ahead": ("fetch", "tail_ahead"),
     "fetch_stream": ("fetch", "stream"),
