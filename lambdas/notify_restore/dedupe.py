@@ -1,13 +1,17 @@
-"""One restore completion → one message: Powertools idempotency keyed on the business ``idempotency_key``.
+"""One restore completion → one message: Powertools idempotency keyed on the object version and its restore.
 
-The key is derived from bucket, key and version-id (or ETag), never from the event id, so a redelivery or a
-second event for the same object version is recognised. Without ``IDEMPOTENCY_TABLE`` every event is sent.
+The key is the business ``idempotency_key`` (bucket, key and version-id or ETag) with the restore's expiry
+(``restore_identity``), never the event id: a redelivery, or a second event of the same restore, is recognised,
+while the completion of a later restore of the same version (an expired copy re-requested: a new expiry) is sent.
+The finisher treats a late message of a version it has synced as a duplicate. Without ``IDEMPOTENCY_TABLE`` every
+event is sent.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC
 from typing import Any
 
 from config.routing import Route
@@ -80,11 +84,20 @@ class Deduplicator:
                     "source_event_id": work.source_event_id, "duplicate": False}
 
         def send_once(work: RestoredWork, route: Route) -> SendResult:
-            stored = send_restored_work(identity={"idempotency_key": work.idempotency_key}, work=work, route=route)
+            stored = send_restored_work(identity={"idempotency_key": restore_identity(work)}, work=work, route=route)
             return SendResult(stored["message_id"], stored["queue_url"], bool(stored.get("duplicate")),
                               stored["source_event_id"])
 
         return send_once
+
+
+def restore_identity(work: RestoredWork) -> str:
+    """What one restore of one object version is known by: the version's ``idempotency_key`` and the restored
+    copy's expiry (the event's ``restore-expiry-time``, else the HEAD's), which every delivery of that restore's
+    completion carries alike and a later restore changes. Without an expiry, the event's time stands in."""
+    moment = work.restore_expiry or work.event_time
+    marker = "expiry" if work.restore_expiry else "event"
+    return f"{work.idempotency_key}#{marker}:{moment.astimezone(UTC).strftime('%Y-%m-%dT%H:%M:%SZ')}"
 
 
 def _mark_duplicate(response: dict[str, Any], data_record: Any) -> dict[str, Any]:

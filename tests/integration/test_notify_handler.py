@@ -284,6 +284,21 @@ def test_same_restore_delivered_twice_sends_one_message(
     assert any("duplicate suppressed" in str(line.get("message")) for line in lines)
 
 
+def test_a_later_restore_of_the_same_version_is_sent_and_its_redelivery_suppressed(
+    aws: NotifyAws, idempotency: str, eventbridge_restore_event: dict[str, Any],
+) -> None:
+    # the copy expired and was re-requested: S3 announces the new restore with a new expiry, same version
+    rerestored = copy.deepcopy(eventbridge_restore_event) | {"id": str(uuid.uuid4()), "time": "2026-12-02T08:00:00Z"}
+    rerestored["detail"]["restore-expiry-time"] = "2026-12-12T00:00:00Z"
+    outcomes = [invoke(event)["counts"] for event in (eventbridge_restore_event, rerestored,
+                                                       rerestored | {"id": str(uuid.uuid4())})]
+    assert outcomes == [{"routed": 1}, {"routed": 1}, {"duplicate": 1}]
+    first, second = (parse_message(m["Body"]) for m in aws.messages(NLM_REGION))
+    assert first.idempotency_key == second.idempotency_key  # the finisher still knows them as one version
+    assert {first.restore_expiry.isoformat(), second.restore_expiry.isoformat()} == {  # type: ignore[union-attr]
+        "2026-11-30T00:00:00+00:00", "2026-12-12T00:00:00+00:00"}
+
+
 def test_without_idempotency_table_every_delivery_is_sent(
     aws: NotifyAws, eventbridge_restore_event: dict[str, Any],
 ) -> None:
