@@ -22,7 +22,7 @@ WORK_SYNCED = "work_synced"
 
 def request_restore_args(environment: EnvironmentConfig, staged: Sequence[StagedObject]) -> list[str]:
     """``finisher request-restore`` for every staged object, with the environment's tier and days."""
-    args = ["request-restore", "--tier", environment.restore.tier, "--days", str(environment.restore.days)]
+    args = ["request-restore", "--yes", "--tier", environment.restore.tier, "--days", str(environment.restore.days)]
     return args + [f"s3://{item.bucket}/{item.key}" for item in staged]
 
 

@@ -77,7 +77,7 @@ def test_request_restore_dry_run_prints_the_estimate_and_requests_nothing(
 def test_request_restore_finds_the_bucket_and_records_the_request(
         tmp_path: Path, aws: AwsClients, cli: CliRunner) -> None:
     upload_archived(aws, tmp_path)
-    result = cli.invoke(app, ["request-restore", RID, "--days", "4"])
+    result = cli.invoke(app, ["request-restore", RID, "--days", "4", "--yes"])
     assert result.exit_code == 0, result.output
     assert "estimate: 1 object(s)" in result.stdout and "Bulk" in result.stdout and "requested" in result.stdout
     [request] = ledger(tmp_path).restore_requests()
@@ -86,7 +86,7 @@ def test_request_restore_finds_the_bucket_and_records_the_request(
     status = json.loads(cli.invoke(app, ["status", "--json"]).stdout)
     assert [r["work_rid"] for r in status["pending_restores"]] == [RID]
     again = json.loads(cli.invoke(app, ["request-restore", f"s3://{BUCKET}/Archive0/00/{RID}/{RID}.bag.zip",
-                                        "--json"]).stdout)
+                                        "--json", "--yes"]).stdout)
     assert again["objects"][0]["outcome"] in ("already_restored", "already_in_progress")
 
 

@@ -1,6 +1,7 @@
 """``finisher``: the operator's commands. Formatting only; the work is done by the worker, ledger and restore.
 
-Every message a person reads goes through ``say`` or ``cells`` (plain ``rich.text.Text``, never parsed as markup):
+The commands of a group live in their own module (``restore.py``: ``request-restore``), registered here in one line;
+every message a person reads goes through ``say`` or ``cells`` (``output.py``: plain text, never parsed as markup):
 a file or RID containing ``[/draft]`` or ``[b]`` is printed as it is. Exit codes: 0 done, 1 some work failed or
 was not found, 2 bad settings or arguments, 3 the ledger cannot be used (``LedgerUnavailable``, one line), 4 ``run
 --drain`` could not read a queue (refused or unreachable: its messages were not looked at).
@@ -9,7 +10,6 @@ The demo is not one of them: it is the development harness's (``python -m harnes
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -20,18 +20,26 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from config.loader import EnvironmentConfigError
 from contract.keys import is_rid
+from onprem.finisher.cli.output import (
+    EXIT_QUEUE_UNREACHABLE,
+    cells,
+    err_console,
+    ledger_errors_in_one_line,
+    out_console,
+    say,
+)
+from onprem.finisher.cli.restore import command as request_restore
 from onprem.finisher.errors import FinisherError, LedgerUnavailable
 from onprem.finisher.ledger.migrate import upgrade as upgrade_ledger
+from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.logs import configure_logging
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.ingest import ingest_zip
-from onprem.finisher.work.operator import expiring_works, request_restores, requeue_work, status_document
+from onprem.finisher.work.operator import expiring_works, requeue_work, status_document
 from onprem.finisher.work.runtime import build_worker, open_ledger, work_queues
 from onprem.finisher.work.settings import Settings, load_settings
 from onprem.finisher.work.stages import Stages
@@ -63,43 +71,9 @@ class CliState:
         configure_logging(settings.log_format, settings.log_level)
         return settings
 
-
-def err_console() -> Console:
-    return Console(stderr=True, highlight=False, soft_wrap=True)  # a message stays one line, whatever its length
-
-
-def out_console() -> Console:
-    return Console(highlight=False, soft_wrap=True)
-
-
-#: exit code of a command whose ledger cannot be used (corrupt, read-only, locked)
-EXIT_LEDGER_UNAVAILABLE = 3
-#: ``run --drain`` could not read a queue (permissions, endpoint): its messages were not looked at
-EXIT_QUEUE_UNREACHABLE = 4
-
-
-def say(console: Console, message: str, style: str = "") -> None:
-    """The one way a message reaches a person: printed as plain text, whatever brackets it holds."""
-    console.print(Text(message, style=style))
-
-
-def cells(*values: object) -> list[Text]:
-    """A table row of plain text cells (a cell string would be parsed as markup)."""
-    return [Text("" if value is None else str(value)) for value in values]
-
-
-def ledger_errors_in_one_line(command: Callable[..., None]) -> Callable[..., None]:
-    """A command whose ledger cannot be used prints that as one line and exits 3, without a traceback."""
-
-    @functools.wraps(command)
-    def run_command(*args: object, **kwargs: object) -> None:
-        try:
-            command(*args, **kwargs)
-        except LedgerUnavailable as err:
-            say(err_console(), str(err), "red")
-            raise typer.Exit(EXIT_LEDGER_UNAVAILABLE) from err
-
-    return run_command
+    def ledger(self, settings: Settings) -> Ledger:
+        """The ledger of ``settings`` (for the command modules, which do not import the worker's wiring)."""
+        return open_ledger(settings)
 
 
 def print_version(wanted: bool) -> None:
@@ -162,43 +136,6 @@ def run(
         os._exit(0)  # slot threads still inside a sync script: leave them, their messages come back
 
 
-@app.command("request-restore")
-@ledger_errors_in_one_line
-def request_restore(
-    ctx: typer.Context,
-    targets: list[str] = typer.Argument(None, help="work RIDs or s3://bucket/key"),
-    from_file: Path | None = typer.Option(None, "--from-file", help="one RID or s3:// URL per line"),
-    collection: str | None = typer.Option(None, "--collection", help="look only in this collection's buckets"),
-    tier: str | None = typer.Option(None, "--tier", help="Bulk | Standard (default: the environment's)"),
-    days: int | None = typer.Option(None, "--days", min=1, max=30, help="days the restored copy stays"),
-    dry_run: bool = typer.Option(False, "--dry-run", help="show the cost and ETA, request nothing"),
-    as_json: bool = typer.Option(False, "--json", help="print JSON"),
-) -> None:
-    """Request Deep Archive restores; prints the cost and ETA estimate before submitting."""
-    settings = ctx.obj.settings(restore_tier=tier, restore_days=days)
-    wanted = list(targets or [])
-    if from_file:
-        lines = from_file.read_text(encoding="utf-8").splitlines()
-        wanted += [line.strip() for line in lines if line.strip() and not line.startswith("#")]
-    if not wanted:
-        say(err_console(), "nothing to restore: give RIDs, s3:// URLs or --from-file", "red")
-        raise typer.Exit(2)
-    ledger = open_ledger(settings)
-    report = request_restores(settings, AwsClients(settings.endpoint_url), ledger, wanted, collection=collection,
-                              dry_run=dry_run)
-    if as_json:
-        print(json.dumps(report, default=str))
-    else:
-        console = out_console()
-        say(console, report["estimate_text"])
-        table = Table("work", "bucket", "key", "size", "state", "outcome")
-        for row in report["objects"]:
-            table.add_row(*cells(row["work_rid"], row.get("bucket") or "-", row.get("key") or "-",
-                                 row.get("size") or "-", row.get("state") or "-", row["outcome"]))
-        console.print(table)
-    raise typer.Exit(1 if any(r["outcome"] == "not_found" for r in report["objects"]) else 0)
-
-
 @app.command()
 @ledger_errors_in_one_line
 def status(
@@ -242,6 +179,8 @@ def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID"
         raise typer.Exit(1) from err
     say(out_console(), f"{rid}: re-queued as message {message_id}")
 
+
+app.command("request-restore")(request_restore)
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
 app.add_typer(ledger_app, name="ledger")

@@ -1,16 +1,25 @@
-"""The operator's jobs behind the CLI: request restores, read the ledger's status and expiry horizon, requeue a
-work. The CLI formats what these return."""
+"""The operator's jobs behind the CLI: plan restores (located, estimated: nothing spent) and submit them, read the
+ledger's status and expiry horizon, requeue a work. The CLI formats what these return."""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from botocore.exceptions import ClientError
 
 from contract import S3ErrorResponse, message_attributes, parse_message
-from onprem.finisher.fetch.restore import check_restore_head, estimate, eta_at, locate, request_restore
+from onprem.finisher.fetch.restore import (
+    Estimate,
+    ObjectLocation,
+    check_restore_head,
+    estimate,
+    eta_at,
+    locate,
+    request_restore,
+)
 from onprem.finisher.ledger.store import Ledger, Phase
 from onprem.finisher.queue.sqs import WorkQueue
 from onprem.finisher.work.clients import AwsClients
@@ -19,9 +28,40 @@ from onprem.finisher.work.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-def request_restores(settings: Settings, clients: AwsClients, ledger: Ledger, targets: list[str], *,
-                     collection: str | None, dry_run: bool) -> dict[str, Any]:
-    """Locate each target (HEAD), estimate the whole request, then (unless dry-run) request what needs it."""
+@dataclass(frozen=True)
+class RestorePlan:
+    """What ``request-restore`` found before spending anything: a row per target (located, its restore state,
+    for the archived ones their own estimate) and the total estimate of the objects that need a request."""
+
+    tier: str
+    days: int
+    rows: list[dict[str, Any]]
+    to_request: list[tuple[ObjectLocation, dict[str, Any]]]
+    total: Estimate
+
+    def over(self, max_cost_usd: float) -> str | None:
+        """Why the plan is refused under ``max_cost_usd``; None when its total is within it."""
+        if self.total.cost_usd <= max_cost_usd:
+            return None
+        return (f"refused: the estimate (${self.total.cost_usd:.2f} for {self.total.objects} object(s)) is above "
+                f"the cap of ${max_cost_usd:.2f}; nothing requested (raise it with --max-cost or "
+                f"FINISHER_RESTORE_MAX_COST)")
+
+    def report(self, *, dry_run: bool) -> dict[str, Any]:
+        quote = self.total
+        return {"tier": self.tier, "days": self.days, "dry_run": dry_run,
+                "estimate_text": f"estimate: {quote.describe()}",
+                "estimate": {"objects": quote.objects, "total_bytes": quote.total_bytes, "cost_usd": quote.cost_usd,
+                             "eta_hours": quote.eta_hours, "prices_indicative": True},
+                "objects": self.rows}
+
+
+def plan_restores(settings: Settings, clients: AwsClients, targets: list[str], *,
+                  collection: str | None) -> RestorePlan:
+    """Locate each target (HEAD), read its restore state and estimate what a request would cost; requests nothing.
+
+    Each row needing a request has ``outcome`` ``to_request`` and its own ``cost_usd``/``eta_hours``.
+    """
     tier, days, prices = settings.restore.tier, settings.restore.days, settings.restore.prices
 
     def head(region: str, bucket: str, key: str) -> dict[str, Any] | None:
@@ -45,31 +85,31 @@ def request_restores(settings: Settings, clients: AwsClients, ledger: Ledger, ta
                "region": location.region, "size": location.size,
                "state": "archived" if state.status == "expired" else state.status,
                "restore_expiry": state.expiry.isoformat() if state.expiry else None}
-        if state.status in ("expired",):
+        if state.status == "expired":
+            one = estimate([location.size], tier, prices)
+            row.update(outcome="to_request", tier=tier, cost_usd=one.cost_usd, eta_hours=one.eta_hours)
             to_request.append((location, row))
         else:
             row["outcome"] = {"available": "already_restored", "in_progress": "already_in_progress",
                               "not_archived": "not_archived"}[state.status]
         rows.append(row)
-    quote = estimate([loc.size for loc, _ in to_request], tier, prices)
-    text = f"estimate: {quote.describe()}"
-    for location, row in to_request:
-        if dry_run:
-            row["outcome"] = "dry_run"
-            continue
-        row["outcome"] = request_restore(clients.s3(location.region), location.bucket, location.key, tier, days,
-                                         work_rid=location.work_rid)
-        one = estimate([location.size], tier, prices)
+    total = estimate([loc.size for loc, _ in to_request], tier, prices)
+    return RestorePlan(tier, days, rows, to_request, total)
+
+
+def submit_restores(settings: Settings, clients: AwsClients, ledger: Ledger, plan: RestorePlan) -> None:
+    """Request each restore of ``plan`` (its row's ``outcome`` becomes ``requested`` or ``already_in_progress``)
+    and record it in the ledger with its estimate."""
+    prices = settings.restore.prices
+    for location, row in plan.to_request:
+        row["outcome"] = request_restore(clients.s3(location.region), location.bucket, location.key, plan.tier,
+                                         plan.days, work_rid=location.work_rid)
         ledger.record_restore_request(work_rid=location.work_rid, bucket=location.bucket, key=location.key,
-                                      tier=tier, days=days, collection=location.collection, region=location.region,
-                                      size=location.size, eta_at=eta_at(tier, prices),
-                                      estimated_cost_usd=one.cost_usd)
-        logger.info("%s: restore requested (%s, %d days): %s", location.work_rid, tier, days, row["outcome"],
-                    extra={"work_rid": location.work_rid})
-    return {"tier": tier, "days": days, "dry_run": dry_run, "estimate_text": text,
-            "estimate": {"objects": quote.objects, "total_bytes": quote.total_bytes, "cost_usd": quote.cost_usd,
-                         "eta_hours": quote.eta_hours, "prices_indicative": True},
-            "objects": rows}
+                                      tier=plan.tier, days=plan.days, collection=location.collection,
+                                      region=location.region, size=location.size,
+                                      eta_at=eta_at(plan.tier, prices), estimated_cost_usd=row["cost_usd"])
+        logger.info("%s: restore requested (%s, %d days): %s", location.work_rid, plan.tier, plan.days,
+                    row["outcome"], extra={"work_rid": location.work_rid})
 
 
 def status_document(ledger: Ledger, rids: list[str], phase: Phase | None) -> dict[str, Any]:

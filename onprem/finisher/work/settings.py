@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from config.loader import load_environment
@@ -63,14 +63,30 @@ class WorkerSettings(BaseModel):
     unexpected_attempts: int = Field(default=3, ge=1)
 
 
+def restore_tier(value: str) -> RestoreTier:
+    """``value`` as S3 spells the tier (``bulk`` → ``Bulk``); a ValueError naming the accepted tiers otherwise."""
+    accepted: tuple[RestoreTier, ...] = get_args(RestoreTier)
+    for tier in accepted:
+        if value.strip().lower() == tier.lower():
+            return tier
+    raise ValueError(f"{value!r} is not a Deep Archive restore tier: accepted {' | '.join(accepted)} (any case)")
+
+
 class RestoreSettings(BaseModel):
     """Restore requests (``request-restore`` and the automatic re-request of an expired copy) and their estimate."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @field_validator("tier", mode="before")
+    @classmethod
+    def _tier_in_any_case(cls, value: Any) -> Any:
+        return restore_tier(value) if isinstance(value, str) else value
+
     #: default: the environment file's ``restore:``
     tier: RestoreTier
     days: int = Field(ge=1, le=30)
+    #: ``request-restore`` refuses a request whose total estimate is above this (USD) unless ``--max-cost`` allows
+    max_cost_usd: float = Field(default=100.0, ge=0)
     prices: dict[str, TierPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     #: restored copies expiring sooner than this are listed by ``status --expiring``
     expiring_within_hours: float = 48
@@ -139,6 +155,7 @@ ROUTES: dict[str, tuple[str | None, str]] = {
                                        "endpoint_url", "log_format", "log_level", "metrics", "fetch_debag_overlap")},
     **{name: ("worker", name) for name in WorkerSettings.model_fields},
     "restore_tier": ("restore", "tier"), "restore_days": ("restore", "days"), "restore_prices": ("restore", "prices"),
+    "restore_max_cost": ("restore", "max_cost_usd"),
     "expiring_within_hours": ("restore", "expiring_within_hours"),
     "restore_wait_interval": ("restore", "wait_interval"), "restore_max_wait_hours": ("restore", "max_wait_hours"),
     "expiry_metric_interval": ("restore", "expiry_metric_interval"),
