@@ -1,7 +1,8 @@
 """``finisher``: the operator's commands. Formatting only; the work is done by the worker, ledger and restore.
 
-The commands of a group live in their own module (``restore.py``: ``request-restore``), registered here in one line;
-every message a person reads goes through ``say`` or ``cells`` (``output.py``: plain text, never parsed as markup):
+The commands of a group live in their own module (``restore.py``: ``request-restore``; ``watch.py``: ``watch``),
+registered here in one line; every message a person reads goes through ``say`` or ``cells`` (``output.py``: plain
+text, never parsed as markup):
 a file or RID containing ``[/draft]`` or ``[b]`` is printed as it is. Exit codes: 0 done, 1 some work failed or
 was not found, 2 bad settings or arguments, 3 the ledger cannot be used (``LedgerUnavailable``, one line), 4 ``run
 --drain`` could not read a queue (refused or unreachable: its messages were not looked at).
@@ -33,10 +34,12 @@ from onprem.finisher.cli.output import (
     say,
 )
 from onprem.finisher.cli.restore import command as request_restore
+from onprem.finisher.cli.watch import command as watch_folder
 from onprem.finisher.errors import FinisherError, LedgerUnavailable
 from onprem.finisher.ledger.migrate import upgrade as upgrade_ledger
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.logs import configure_logging
+from onprem.finisher.sync.group import kill_running_groups
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.ingest import ingest_zip
 from onprem.finisher.work.operator import expiring_works, requeue_work, status_document
@@ -114,8 +117,9 @@ def run(
 
     def on_signal(signum: int, _frame: Any) -> None:
         if worker.stopping:
-            logger.warning("second signal %d: exiting now; unfinished messages reappear after their visibility "
-                           "timeout and staged partials resume", signum)
+            logger.warning("second signal %d: exiting now, %d sync or hook process group(s) killed; unfinished "
+                           "messages reappear after their visibility timeout and staged partials resume", signum,
+                           kill_running_groups())
             logging.shutdown()
             os._exit(1)
         worker.request_stop()
@@ -132,8 +136,9 @@ def run(
             logger.error("%s: not drained: %s", queue_name, error)
         raise typer.Exit(EXIT_QUEUE_UNREACHABLE)
     if summary.unfinished:
+        kill_running_groups()  # never a child left behind: the restart's sync recognises a copy in place
         logging.shutdown()
-        os._exit(0)  # slot threads still inside a sync script: leave them, their messages come back
+        os._exit(0)  # slot threads that did not reach a checkpoint: their messages come back
 
 
 @app.command()
@@ -181,6 +186,7 @@ def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID"
 
 
 app.command("request-restore")(request_restore)
+app.command("watch")(watch_folder)
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
 app.add_typer(ledger_app, name="ledger")

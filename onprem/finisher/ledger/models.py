@@ -35,6 +35,8 @@ class Event(StrEnum):
     RESTORE_REISSUED = "restore_reissued"
     RESTORE_WAIT = "restore_wait"
     REQUEUED = "requeued"
+    HOOK_FAILED = "hook_failed"  #: the post-sync hook of a synced work failed: retried alone (last_cause)
+    HOOK_OK = "hook_ok"  #: the post-sync hook of a synced work succeeded
 
 
 #: the milestones of a work, in order
@@ -89,6 +91,15 @@ class WorkRow(Base):
     lease_owner: Mapped[str | None] = mapped_column(sa.String(200))
     lease_heartbeat_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
     lease_expires_at: Mapped[datetime | None] = mapped_column(sa.DateTime)
+
+    def causes_after_note(self, event: str, details: dict[str, Any]) -> tuple[str | None, str | None]:
+        """(last_cause, last_error) after a note: a failed post-sync hook sets them (the work stays synced,
+        ``finisher status`` shows why), a hook that succeeded clears them, any other note keeps them."""
+        if event == Event.HOOK_FAILED:
+            return Event.HOOK_FAILED.value, str(details.get("error", ""))
+        if event == Event.HOOK_OK:
+            return None, None
+        return self.last_cause, self.last_error
 
 
 class RestoreRequestRow(Base):

@@ -228,7 +228,7 @@ class Ledger:
         """A history entry that does not change the phase (duplicate, released, handed_on, restore_reissued …)."""
         with self._session() as session:
             row = self._row(session, idempotency_key)
-            row.updated_at = utcnow()
+            row.updated_at, row.last_cause, row.last_error = utcnow(), *row.causes_after_note(event, details)
             if event == Event.HANDED_ON:
                 row.hops = int(details.get("hop", row.hops + 1))
             if "restore_expiry" in details and details["restore_expiry"] is not None:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from onprem.finisher.debag.model import StagedWork
-from onprem.finisher.ledger.store import Event, Phase, WorkRecord
+from onprem.finisher.ledger.models import Event, Phase, WorkRecord
 
 
 def backoff_seconds(attempt: int, base: int, cap: int) -> int:

@@ -60,6 +60,7 @@ from onprem.finisher.work.history import (
     staged_works,
     synced_works,
 )
+from onprem.finisher.work.hook_phase import HookPhase
 from onprem.finisher.work.outcome import Outcome
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages
@@ -81,11 +82,14 @@ class WorkRunner:
     #: publishes "hours until the earliest unsynced restore expires" (throttled); None: not published
     expiry: ExpiryGauge | None = None
     waits: RestoreWaits = field(init=False)
+    hooks: HookPhase = field(init=False)
 
     def __post_init__(self) -> None:
         restore = self.settings.restore
         self.waits = RestoreWaits(WaitPolicy(restore.wait_interval, restore.max_wait_hours, restore.tier, restore.days),
                                   self.ledger, self.s3_client_for)
+        self.hooks = HookPhase(self.stages, self.ledger, self.metrics, self.settings.worker,
+                               self.settings.environment.queues.max_receive_count)
 
     def process(self, queue: WorkQueue, message: ReceivedMessage) -> Outcome:
         """Handle one message; returns how it ended."""
@@ -100,13 +104,13 @@ class WorkRunner:
         current_work_rid.set(rid)  # each slot runs in its own thread: the variable is per thread
         faults.checkpoint(faults.AFTER_RECEIVE, work_rid=rid)
         record = self.ledger.register(work, message.body, message_id=message.message_id)
-        if record.phase in (Phase.SYNCED, Phase.SUPERSEDED):
+        if not (hook_due := self.hooks.due(record)) and record.phase in (Phase.SYNCED, Phase.SUPERSEDED):
             self.ledger.note(key, Event.DUPLICATE, message_id=message.message_id)
             queue.delete(message)
             logger.info("%s: already synced (same object version): duplicate message deleted", rid,
                         extra={"work_rid": rid})
             return Outcome.DUPLICATE
-        if (early := self.waits.not_yet(queue, message, work)) is not None:
+        if not hook_due and (early := self.waits.not_yet(queue, message, work)) is not None:
             return early
         if not any(b.name == work.bucket for r in self.settings.environment.regions for b in r.buckets):
             return self._fail(queue, message, work, ForeignBucket(
@@ -127,7 +131,10 @@ class WorkRunner:
                                          knobs.handoff_margin))
         heartbeat.start()
         try:
-            self._run_stages(work, record, token)
+            if not hook_due:  # a synced work back for its hook alone is never fetched or synced again
+                self._run_stages(work, record, token)
+            if (hook_retried := self.hooks.run(queue, message, key, token)) is not None:
+                return hook_retried  # synced, its hook failed: only the hook comes back
             heartbeat.stop()
             faults.checkpoint(faults.BEFORE_DELETE, work_rid=rid)
             try:

@@ -63,6 +63,12 @@ class SyncStage(Protocol):
     def __call__(self, staged: StagedWork, ctx: StageContext) -> Synced: ...
 
 
+class HookStage(Protocol):
+    """The post-sync hook of one synced work (its own phase: ``hook_phase.py``); HookFailed when it fails."""
+
+    def __call__(self, work_rid: str, archive_path: Path, log_path: Path | None, ctx: StageContext) -> None: ...
+
+
 class FetchDebagStage(Protocol):
     """Download and de-bag overlapped (members extracted while the rest of the zip arrives)."""
 
@@ -91,6 +97,8 @@ class Stages:
     fetch_debag: FetchDebagStage | None = None
     #: when set, called once a work has failed for good (permanent, or unexpected for the last time)
     keep_evidence: KeepEvidence | None = None
+    #: when set, run after the sync of each work, retried alone when it fails (``hook_phase.py``)
+    hook: HookStage | None = None
 
 
 def staging_slot(version_key: str) -> str:

@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 #: SQS returns at most 10 messages per receive
 RECEIVE_BATCH = 10
 DRAIN_WAIT_S = 2
+#: after the grace period, how much longer than a sync's termination the shutdown waits for the works it stopped
+STOP_MARGIN_S = 5.0
 
 
 @dataclass
@@ -179,8 +181,11 @@ class Worker:
             _, running = wait(running, timeout=self.settings.worker.grace_period)
         if running:
             cancelled = self.tokens.cancel_all(InterruptReason.SHUTDOWN)
-            logger.info("grace period over: %d work(s) asked to stop at their next checkpoint", cancelled)
-            _, running = wait(running, timeout=max(self.settings.worker.grace_period, 5.0))
+            # a sync or hook is stopped with its process group: SIGTERM, SIGKILL after terminate_timeout_s
+            stop_wait = self.settings.sync.terminate_timeout_s + STOP_MARGIN_S
+            logger.info("grace period over: %d work(s) asked to stop (checkpoint, or their sync's process group "
+                        "terminated): waiting up to %.0f s", cancelled, stop_wait)
+            _, running = wait(running, timeout=stop_wait)
         self.summary.unfinished = len(running)
         if running:
             logger.warning("%d work(s) still busy (e.g. inside the sync script): their messages reappear after "
