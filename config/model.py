@@ -125,6 +125,9 @@ class MonitoringConfig(_Model):
     dashboard_region: str = "us-east-1"
     #: an alarm fires when the oldest queued work is older than this fraction of the restore window
     oldest_message_fraction_of_restore: float = Field(default=0.5, gt=0, le=1)
+    #: an alarm fires when the finisher's HoursToEarliestRestoreExpiry (the earliest restored copy of a work not yet
+    #: synced) is below this; it lives in the regional stack of ``dashboard_region``, where the finisher publishes
+    restore_expiry_alarm_hours: float = Field(default=24, gt=0)
 
 
 class EnvironmentConfig(_Model):

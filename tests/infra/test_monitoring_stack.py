@@ -81,6 +81,7 @@ def test_dashboard_shows_the_finisher_metrics_by_search(synthesis: Synthesis) ->
         f"SEARCH('{{{namespace}}} MetricName=\"WorksSynced\"', 'Sum', 300)",
         f"SEARCH('{{{namespace},cause}} MetricName=\"WorkFailures\"', 'Sum', 300)",
         f"SEARCH('{{{namespace},phase}} MetricName=\"PhaseDuration\"', 'Average', 300)",
+        f"SEARCH('{{{namespace}}} MetricName=\"HoursToEarliestRestoreExpiry\"', 'Minimum', 300)",
     ]
     assert sorted(expressions) == sorted(expected)
     # no explicit region: the search runs in the dashboard's (home) region, where the finisher puts its metrics

@@ -20,6 +20,7 @@ def test_alarms_notify_the_encrypted_topic(synthesis: Synthesis) -> None:
         alarms = {a["Properties"]["AlarmName"]: a["Properties"]
                   for a in resources_of(template, "AWS::CloudWatch::Alarm").values()}
         prefix = f"{environment.resource_prefix}-{region.region}"
+        alarms.pop(f"{prefix}-restore-expiry", None)  # the dashboard region's alone: its own test below
         assert {n: (a["MetricName"], a["Threshold"]) for n, a in alarms.items()} == {
             f"{prefix}-dlq-not-empty": ("ApproximateNumberOfMessagesVisible", 1),
             f"{prefix}-notify-failures": ("ApproximateNumberOfMessagesVisible", 1),
@@ -103,3 +104,23 @@ def test_lost_async_events_and_failed_dead_letters_raise_alarms(synthesis: Synth
         rule_alarm = alarms["InvocationsFailedToBeSentToDlq"]
         assert rule_alarm["Namespace"] == "AWS/Events"
         assert rule_alarm["Dimensions"] == [{"Name": "RuleName", "Value": {"Ref": rule_id}}]
+
+
+def test_the_finisher_s_region_alarms_before_a_restored_copy_expires(synthesis: Synthesis) -> None:
+    environment = synthesis.environment
+    home = environment.monitoring.dashboard_region
+    for key, region in synthesis.regions():
+        template = synthesis.assertions(key)
+        name = f"{environment.resource_prefix}-{region.region}-restore-expiry"
+        found = template.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"AlarmName": name}})
+        if region.region != home:
+            assert found == {}, f"{name}: the finisher publishes its metrics in {home} only"
+            continue
+        template.has_resource_properties("AWS::CloudWatch::Alarm", {
+            "AlarmName": name, "Namespace": environment.monitoring.namespace,
+            "MetricName": "HoursToEarliestRestoreExpiry", "Statistic": "Minimum", "Period": 300,
+            "Threshold": environment.monitoring.restore_expiry_alarm_hours,
+            "ComparisonOperator": "LessThanThreshold", "TreatMissingData": "notBreaching",
+            "AlarmActions": Match.any_value(), "OKActions": Match.any_value(),
+        })
+        assert "Dimensions" not in next(iter(found.values()))["Properties"]  # the finisher puts it without any

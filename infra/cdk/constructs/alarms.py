@@ -6,6 +6,8 @@ and topic; the dashboard (monitoring stack) is the only cross-region view.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from aws_cdk import Duration, RemovalPolicy, Stack
 from aws_cdk import aws_cloudwatch as cloudwatch
 from aws_cdk import aws_cloudwatch_actions as cloudwatch_actions
@@ -30,14 +32,28 @@ def alarm_source_conditions(stack: Stack) -> dict[str, dict[str, str]]:
     }
 
 
+#: the finisher's gauge (onprem/finisher/metrics.py), published without dimensions in the monitoring namespace
+RESTORE_EXPIRY_METRIC = "HoursToEarliestRestoreExpiry"
+
+
+@dataclass(frozen=True)
+class RestoreExpiryAlarm:
+    """The alarm before expiry: in the region the finisher publishes its metrics to (``dashboard_region``)."""
+
+    namespace: str
+    threshold_hours: float
+
+
 class RegionAlarms(Construct):
     """Alarms on the DLQ, the failure queue, the oldest queued work, the function's errors and lost async
-    events, and the rule's failed dead-letter deliveries."""
+    events, the rule's failed dead-letter deliveries and, where the finisher publishes, the earliest unsynced
+    restore expiry."""
 
     def __init__(self, scope: Construct, construct_id: str, *, topic_name: str, alarm_prefix: str,
                  alarm_email: str | None, oldest_message_alarm_seconds: int, work_queue: sqs.IQueue,
                  dead_letter_queue: sqs.IQueue, failure_queue: sqs.IQueue, function: lambda_.IFunction,
-                 rule: events.IRule, removal_policy: RemovalPolicy) -> None:
+                 rule: events.IRule, removal_policy: RemovalPolicy,
+                 restore_expiry: RestoreExpiryAlarm | None = None) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         # the AWS-managed SNS key cannot be used by CloudWatch alarms, hence a customer key that lets them in
@@ -98,12 +114,21 @@ class RegionAlarms(Construct):
                                           dimensions_map={"RuleName": rule.rule_name}, statistic="Sum",
                                           period=PERIOD), 1),
         ]
+        if restore_expiry is not None:
+            self.alarms.append(self._alarm(
+                "RestoreExpiry", f"{alarm_prefix}-restore-expiry",
+                f"A restored copy of a work not yet synced expires within {restore_expiry.threshold_hours:g} h: "
+                "finisher status --expiring; add slots or hosts (an expired copy is re-requested, at a cost).",
+                cloudwatch.Metric(namespace=restore_expiry.namespace, metric_name=RESTORE_EXPIRY_METRIC,
+                                  statistic="Minimum", period=PERIOD),
+                restore_expiry.threshold_hours, cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD))
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
 
     def _alarm(self, construct_id: str, alarm_name: str, description: str, metric: cloudwatch.IMetric,
-               threshold: float) -> cloudwatch.Alarm:
+               threshold: float, comparison: cloudwatch.ComparisonOperator =
+               cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD) -> cloudwatch.Alarm:
         return cloudwatch.Alarm(
             self, construct_id,
             alarm_name=alarm_name,
@@ -111,6 +136,7 @@ class RegionAlarms(Construct):
             metric=metric,
             threshold=threshold,
             evaluation_periods=1,
-            comparison_operator=cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+            comparison_operator=comparison,
+            # no datum: the finisher has no unsynced work with an expiry ahead, or a queue is quiet
             treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
         )

@@ -105,7 +105,11 @@ def finisher_widgets(namespace: str, metrics_region: str) -> list[cloudwatch.IWi
         title="finisher: phase duration by phase (s)", width=WIDGET_WIDTH, height=WIDGET_HEIGHT,
         left=[search("PhaseDuration", "Average", "PhaseDuration", ("phase",))],
     )
-    return [sums, downloaded, phases]
+    expiry = cloudwatch.GraphWidget(
+        title="finisher: hours to the earliest unsynced restore expiry", width=WIDGET_WIDTH, height=WIDGET_HEIGHT,
+        left=[search("HoursToEarliestRestoreExpiry", "Minimum", "HoursToEarliestRestoreExpiry")],
+    )
+    return [sums, downloaded, phases, expiry]
 
 
 class RestoreDashboard(Construct):

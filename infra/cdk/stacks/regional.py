@@ -8,7 +8,7 @@ from aws_cdk import CfnOutput, Environment, RemovalPolicy, Stack
 from constructs import Construct
 
 from config.model import EnvironmentConfig, RegionConfig
-from infra.cdk.constructs.alarms import RegionAlarms
+from infra.cdk.constructs.alarms import RegionAlarms, RestoreExpiryAlarm
 from infra.cdk.constructs.notify_function import NotifyFunction
 from infra.cdk.constructs.restore_events import RestoreEvents
 from infra.cdk.constructs.work_queues import WorkQueues
@@ -48,7 +48,9 @@ class RegionalStack(Stack):
             oldest_message_alarm_seconds=environment.oldest_message_alarm_seconds,
             work_queue=self.queues.work_queue, dead_letter_queue=self.queues.dead_letter_queue,
             failure_queue=self.queues.failure_queue, function=self.notify.function, rule=self.events.rule,
-            removal_policy=removal,
+            removal_policy=removal, restore_expiry=RestoreExpiryAlarm(
+                environment.monitoring.namespace, environment.monitoring.restore_expiry_alarm_hours)
+            if name == environment.monitoring.dashboard_region else None,
         )
         CfnOutput(self, "WorkQueueUrl", value=self.queues.work_queue.queue_url)
         CfnOutput(self, "DeadLetterQueueUrl", value=self.queues.dead_letter_queue.queue_url)
