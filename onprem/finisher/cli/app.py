@@ -1,7 +1,8 @@
 """``finisher``: the operator's commands. Formatting only; the work is done by the worker, ledger and restore.
 
-The commands of a group live in their own module (``restore.py``: ``request-restore``), registered here in one line;
-every message a person reads goes through ``say`` or ``cells`` (``output.py``: plain text, never parsed as markup):
+The commands of a group live in their own module (``restore.py``: ``request-restore``; ``watch.py``: ``watch``),
+registered here in one line; every message a person reads goes through ``say`` or ``cells`` (``output.py``: plain
+text, never parsed as markup):
 a file or RID containing ``[/draft]`` or ``[b]`` is printed as it is. Exit codes: 0 done, 1 some work failed or
 was not found, 2 bad settings or arguments, 3 the ledger cannot be used (``LedgerUnavailable``, one line), 4 ``run
 --drain`` could not read a queue (refused or unreachable: its messages were not looked at).
@@ -33,6 +34,7 @@ from onprem.finisher.cli.output import (
     say,
 )
 from onprem.finisher.cli.restore import command as request_restore
+from onprem.finisher.cli.watch import command as watch_folder
 from onprem.finisher.errors import FinisherError, LedgerUnavailable
 from onprem.finisher.ledger.migrate import upgrade as upgrade_ledger
 from onprem.finisher.ledger.store import Ledger
@@ -184,6 +186,7 @@ def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID"
 
 
 app.command("request-restore")(request_restore)
+app.command("watch")(watch_folder)
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
 app.add_typer(ledger_app, name="ledger")

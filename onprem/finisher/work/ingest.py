@@ -29,11 +29,13 @@ def _named(err: Exception, rid: str) -> FinisherError:
 
 
 def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
-               expected_rids: frozenset[str] | None = None) -> list[str]:
+               expected_rids: frozenset[str] | None = None, *, idempotency_key: str | None = None) -> list[str]:
     """De-bag and sync a local zip with ``stages`` (the real ones: ``wiring.real_stages``); returns the synced RIDs.
 
     ``expected_rids``: the works the zip must hold, every one of them and no other (None: the work named by the
     zip's file name alone). A zip of several works is taken only when the operator names each of them.
+    ``idempotency_key``: the ledger key (default: from the path, size and mtime; the watched folder's is its name,
+    size and SHA-256, ``work/intake.py``). A key already synced returns at once.
 
     A refusal is recorded in the ledger (the cause and message; phase ``failed`` unless a retry could help, e.g.
     disk full) before it is raised; an exception nothing named is recorded (phase ``failed``) and raised as
@@ -44,7 +46,7 @@ def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
         raise ValueError(f"{path} is not a file")
     rid = work_rid_from_key(path.name)
     stat = path.stat()
-    key = ingest_key(str(path), stat.st_size, stat.st_mtime_ns)
+    key = idempotency_key or ingest_key(str(path), stat.st_size, stat.st_mtime_ns)
     record = ledger.register_ingest(key, rid, str(path), stat.st_size)
     if record.phase == Phase.SYNCED:
         logger.info("%s: %s was already ingested", rid, path, extra={"work_rid": rid})
