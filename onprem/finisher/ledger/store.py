@@ -164,8 +164,8 @@ class Ledger:
                     if row is None:
                         row = new_work_row(session, work, body, message_id)
                     else:
-                        row.message_body = body
-                        row.restore_expiry = naive_utc(work.restore_expiry) or row.restore_expiry
+                        row.message_body, row.updated_at, seen = body, utcnow(), naive_utc(work.restore_expiry)
+                        row.restore_expiry = max(filter(None, (seen, row.restore_expiry)), default=None)
                         row.hops = max(row.hops, work.continuation.hop if work.continuation else 0)
                     return snapshot(row)
             except IntegrityError:

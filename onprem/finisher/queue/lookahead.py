@@ -4,6 +4,11 @@ Releasing surplus messages would count a receive against SQS's ``maxReceiveCount
 at, and a backlog deeper than the slots would reach the DLQ unprocessed. Held messages are instead extended
 like works in flight (every ``visibility * fraction``), handed to slots earliest restore expiry first, and
 released only at shutdown or before SQS's 12 h cap.
+
+With ``hide_for`` (the backlog index, ``work/backlog.py``) only the messages ranked among the first of the whole
+backlog are held; the others are hidden until shortly before their turn (no receive spent until they come back),
+or, one receive from the redrive limit, handed on as a fresh copy of the same body. What one host holds is at
+most ``capacity``: the rest of the backlog stays available to every other host.
 """
 
 from __future__ import annotations
@@ -42,14 +47,21 @@ class Held:
         return self.message.receive_count
 
 
+#: the backlog's placement of received messages: for each, 0 (hold it) or the seconds to hide it
+HideFor = Callable[[list[ReceivedMessage]], list[int]]
+
+
 class Lookahead:
     def __init__(self, capacity: int, visibility_s: int, fraction: float, max_visibility_s: int,
-                 handoff_margin_s: int, max_receive_count: int, clock: Callable[[], float] = time.monotonic) -> None:
+                 handoff_margin_s: int, max_receive_count: int, clock: Callable[[], float] = time.monotonic,
+                 hide_for: HideFor | None = None) -> None:
         self.capacity, self.visibility_s, self.max_receive_count = capacity, visibility_s, max_receive_count
         self.interval = max(visibility_s * fraction, 0.05)
         self.cap_s = max(max_visibility_s - handoff_margin_s, 1)
-        self.clock = clock
+        self.clock, self.hide_for = clock, hide_for
         self.held: list[Held] = []
+        #: messages hidden until their turn and copies handed on, since the start (the run's story)
+        self.hidden = self.handed_on = 0
 
     def __len__(self) -> int:
         return len(self.held)
@@ -60,13 +72,40 @@ class Lookahead:
     def choose(self, received: list[tuple[WorkQueue, ReceivedMessage]], free: int) -> list[Held]:
         """Add ``received`` to the held messages; return the ``free`` to process now, in backlog order."""
         now = self.clock()
-        candidates = self.held + [Held(queue, message, now) for queue, message in received]
-        ordered = order_for_slots(candidates, self.max_receive_count)
+        fresh = [Held(queue, message, now) for queue, message in received]
+        if self.hide_for is not None and fresh:
+            hides = self.hide_for([item.message for item in fresh])
+            for item, seconds in zip(fresh, hides, strict=True):
+                if seconds > 0:
+                    self._hide(item, seconds)
+            fresh = [item for item, seconds in zip(fresh, hides, strict=True) if seconds <= 0]
+        ordered = order_for_slots(self.held + fresh, self.max_receive_count)
         taken, kept = ordered[:max(free, 0)], ordered[max(free, 0):]
         self.held = kept[:self.capacity]
-        for extra in kept[self.capacity:]:
-            extra.queue.release(extra.message)
+        extras = kept[self.capacity:]
+        if self.hide_for is None:
+            for extra in extras:
+                extra.queue.release(extra.message)
+        elif extras:  # displaced by earlier-expiring ones: hidden by their rank, no receive spent now
+            for extra, seconds in zip(extras, self.hide_for([e.message for e in extras]), strict=True):
+                self._hide(extra, max(seconds, 1))
         return taken
+
+    def _hide(self, item: Held, seconds: int) -> None:
+        """Hidden for ``seconds``; one receive from the redrive limit, handed on instead (the same body sent
+        first, then the old message deleted: a crash between leaves a duplicate the ledger dedups)."""
+        try:
+            if item.message.receive_count >= self.max_receive_count - 1:
+                item.queue.send(item.message.body, item.message.message_attributes, delay_s=seconds)
+                item.queue.delete(item.message)
+                self.handed_on += 1
+                return
+            item.queue.set_visibility(item.message, min(seconds, self.cap_s))
+            self.hidden += 1
+        except ReceiptHandleInvalid:
+            logger.debug("message %s: no longer ours, not hidden", item.message.message_id)
+        except (BotoCoreError, ClientError) as err:  # it reappears after the receive's visibility: no loss
+            logger.warning("message %s: could not hide it: %s", item.message.message_id, err)
 
     def keep_invisible(self) -> None:
         """Extend what is due; drop what is no longer ours; release what nears the 12 h cap."""

@@ -11,6 +11,7 @@ from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.metrics import CloudWatchMetrics, Metrics, NullMetrics
 from onprem.finisher.progress import Progress, make_progress
 from onprem.finisher.queue.sqs import WorkQueue
+from onprem.finisher.work.backlog import BacklogIndex
 from onprem.finisher.work.cancel import TokenRegistry
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.expiry import ExpiryGauge
@@ -66,4 +67,6 @@ def build_worker(settings: Settings, stages: Stages, *, clients: AwsClients | No
         settings=settings, ledger=ledger, stages=stages, metrics=metrics,
         s3_client_for=clients.s3, progress_for=progress_for, owner=owner or owner_id(), tokens=tokens,
         expiry=ExpiryGauge(ledger, metrics, settings.restore.expiry_metric_interval))
-    return Worker(settings, work_queues(settings, clients), runner, tokens)
+    backlog = BacklogIndex(settings, ledger, clients.s3,
+                           hold=settings.worker.concurrency + settings.worker.backlog_lookahead)
+    return Worker(settings, work_queues(settings, clients), runner, tokens, backlog)

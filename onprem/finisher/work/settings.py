@@ -56,6 +56,10 @@ class WorkerSettings(BaseModel):
     lease_busy_delay: int = Field(default=60, ge=0)
     #: messages received ahead of a free slot and held invisible, so the backlog goes earliest restore expiry first
     backlog_lookahead: int = Field(default=8, ge=0, le=50)
+    #: works per hour the whole fleet is assumed to sync until the ledger has measured it (the backlog's hides)
+    backlog_prior_rate: float = Field(default=60.0, gt=0)
+    #: seconds between two passes over the queued backlog for copies to renew before they expire
+    renew_interval: float = Field(default=300.0, ge=0)
     #: ``run --drain`` gives up waiting for messages hidden by a backoff after this many idle seconds
     drain_idle_limit: float = Field(default=300, ge=0)
     #: an ``unexpected`` failure (an exception no stage names) is retried this many times in all, then sent to the
@@ -90,6 +94,8 @@ class RestoreSettings(BaseModel):
     prices: dict[str, TierPrice] = Field(default_factory=lambda: dict(DEFAULT_PRICES))
     #: restored copies expiring sooner than this are listed by ``status --expiring``
     expiring_within_hours: float = 48
+    #: a queued copy is renewed when the backlog ahead will not have reached it this long before it expires
+    renew_margin_hours: float = Field(default=24.0, ge=0)
     #: seconds between two checks of a restore still in progress (or re-requested): the work waits as a new
     #: message (work/waiting.py), never spending the receive count that would move it to the DLQ
     wait_interval: int = Field(default=3600, ge=1, le=43200)
@@ -157,6 +163,7 @@ ROUTES: dict[str, tuple[str | None, str]] = {
     "restore_tier": ("restore", "tier"), "restore_days": ("restore", "days"), "restore_prices": ("restore", "prices"),
     "restore_max_cost": ("restore", "max_cost_usd"),
     "expiring_within_hours": ("restore", "expiring_within_hours"),
+    "renew_margin_hours": ("restore", "renew_margin_hours"),
     "restore_wait_interval": ("restore", "wait_interval"), "restore_max_wait_hours": ("restore", "max_wait_hours"),
     "expiry_metric_interval": ("restore", "expiry_metric_interval"),
     "fetch_part_size": ("fetch", "part_size"), "fetch_concurrency": ("fetch", "max_concurrency"),

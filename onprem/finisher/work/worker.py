@@ -32,6 +32,9 @@ RECEIVE_BATCH = 10
 DRAIN_WAIT_S = 2
 #: after the grace period, how much longer than a sync's termination the shutdown waits for the works it stopped
 STOP_MARGIN_S = 5.0
+#: with the backlog index, messages received per pass beyond what the slots and the look-ahead take: the scan
+#: that registers the backlog, so a work's place is known from its first receive
+BACKLOG_SCAN = 500
 
 
 @dataclass
@@ -54,10 +57,18 @@ class MessageProcessor(Protocol):
     def process(self, queue: WorkQueue, message: ReceivedMessage) -> str: ...
 
 
+class Backlog(Protocol):
+    """The whole backlog's order (``backlog.BacklogIndex``): where received messages go, renewals when due."""
+
+    def hide_for(self, messages: list[ReceivedMessage]) -> list[int]: ...
+
+    def renew_due(self) -> int: ...
+
+
 class Worker:
     def __init__(self, settings: Settings, queues: list[WorkQueue], runner: MessageProcessor,
-                 tokens: TokenRegistry) -> None:
-        self.settings, self.queues, self.runner, self.tokens = settings, queues, runner, tokens
+                 tokens: TokenRegistry, backlog: Backlog | None = None) -> None:
+        self.settings, self.queues, self.runner, self.tokens, self.backlog = settings, queues, runner, tokens, backlog
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.summary = RunSummary()
@@ -79,19 +90,23 @@ class Worker:
         in_flight: set[Future[str]] = set()
         lookahead = Lookahead(self.settings.worker.backlog_lookahead, self.settings.worker.visibility_timeout,
                               self.settings.worker.heartbeat_fraction, self.settings.worker.max_visibility,
-                              self.settings.worker.handoff_margin, self.settings.environment.queues.max_receive_count)
+                              self.settings.worker.handoff_margin, self.settings.environment.queues.max_receive_count,
+                              hide_for=self.backlog.hide_for if self.backlog else None)
+        scan = BACKLOG_SCAN if self.backlog else 0
         idle_since: float | None = None
         logger.info("finisher started: %d slot(s), queues %s%s", slots, ", ".join(q.queue_name for q in self.queues),
                     " (drain)" if drain else "")
         try:
             while not self._stop.is_set():
                 lookahead.keep_invisible()
+                if self.backlog:
+                    self.backlog.renew_due()
                 in_flight = {f for f in in_flight if not f.done()}
                 free = slots - len(in_flight)
                 if free <= 0:
                     wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
-                received = self._receive_all(free + lookahead.room(), drain, quick=len(lookahead) > 0)
+                received = self._receive_all(free + lookahead.room() + scan, drain, quick=len(lookahead) > 0)
                 if self._stop.is_set():
                     for queue, message in received:
                         queue.release(message)
@@ -125,16 +140,20 @@ class Worker:
             # a drain only needs to see whether anything is left: no long wait on an empty queue
             wait_s = self.settings.worker.wait_time_seconds
             wait_s = 0 if quick else min(wait_s, DRAIN_WAIT_S) if drain else wait_s
-            try:
-                batch = queue.receive(min(RECEIVE_BATCH, wanted - len(received)), wait_s,
-                                      self.settings.worker.visibility_timeout)
-            except (BotoCoreError, ClientError) as err:
-                logger.warning("%s: receive failed: %s", queue.queue_name, err)
-                self.summary.queue_errors[queue.queue_name] = f"receive failed: {err}"
-                self._stop.wait(min(5.0, max(self.settings.worker.wait_time_seconds, 1)))
-                continue
-            self.summary.queue_errors.pop(queue.queue_name, None)
-            received += [(queue, message) for message in batch]
+            while wanted - len(received) > 0:  # full batches: more is waiting (the backlog's scan)
+                asked = min(RECEIVE_BATCH, wanted - len(received))
+                try:
+                    batch = queue.receive(asked, wait_s, self.settings.worker.visibility_timeout)
+                except (BotoCoreError, ClientError) as err:
+                    logger.warning("%s: receive failed: %s", queue.queue_name, err)
+                    self.summary.queue_errors[queue.queue_name] = f"receive failed: {err}"
+                    self._stop.wait(min(5.0, max(self.settings.worker.wait_time_seconds, 1)))
+                    break
+                self.summary.queue_errors.pop(queue.queue_name, None)
+                received += [(queue, message) for message in batch]
+                if len(batch) < asked or self._stop.is_set():
+                    break
+                wait_s = 0
         return received
 
     def _process(self, queue: WorkQueue, message: ReceivedMessage) -> str:

@@ -1,0 +1,104 @@
+"""The whole backlog in restore-expiry order (issue 15): hundreds of works sent in random order, two slots, the
+ledger's index of queued works; copies the backlog will not reach in time are renewed on moto's S3."""
+
+from __future__ import annotations
+
+import random
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from contract import RestoredWork, restore_state, staging_key_for_rid
+from onprem.finisher.ledger.store import Ledger
+from onprem.finisher.work.backlog import RESTORE_RENEWED
+from onprem.finisher.work.clients import AwsClients
+from tests.integration.worker_support import (
+    BUCKET,
+    DLQ,
+    REGION,
+    FileStages,
+    aws,
+    make_worker,
+    make_zip,
+    queue_depth,
+    queue_messages,
+    send,
+    stage_object,
+    worker_settings,
+)
+
+__all__ = ["aws"]
+
+
+def kendall_tau(order: list[str], expected: list[str]) -> float:
+    """Kendall's tau-a of two orders of the same items (1: the same order, -1: reversed)."""
+    place = {item: n for n, item in enumerate(expected)}
+    ranks = [place[item] for item in order]
+    pairs = len(ranks) * (len(ranks) - 1) // 2
+    concordant = sum(1 for i in range(len(ranks)) for j in range(i + 1, len(ranks)) if ranks[i] < ranks[j])
+    return (2 * concordant - pairs) / pairs
+
+
+def staged_backlog(tmp_path: Path, clients: AwsClients, count: int, expiry_of: dict[str, datetime]) -> list[RestoredWork]:
+    works = []
+    for n in range(count):
+        rid = f"W1NLM{5000 + n}"
+        work = stage_object(clients, make_zip(tmp_path / "zips", rid, files=1), rid)
+        works.append(work.model_copy(update={"restore_expiry": expiry_of[rid]}))
+    return works
+
+
+def test_a_backlog_of_200_in_random_order_is_processed_earliest_expiry_first(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path, concurrency=2, backlog_prior_rate=36000, drain_idle_limit=30,
+                               renew_margin_hours=0)
+    rng = random.Random(15)
+    start = datetime.now(UTC)
+    rids = [f"W1NLM{5000 + n}" for n in range(200)]
+    # in time only in order: the n-th earliest expires well after the n-th turn, the last ones soon after the run
+    expiry_of = {rid: start + timedelta(seconds=rng.uniform(120, 900)) for rid in rids}
+    works = staged_backlog(tmp_path, aws, 200, expiry_of)
+    rng.shuffle(works)
+    for work in works:
+        send(aws, work)
+    stages = FileStages(settings, aws)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes["synced"] == 200
+    processed = [rid for stage, rid in stages.events if stage == "sync"]
+    expected = sorted(rids, key=lambda rid: expiry_of[rid])
+    tau = kendall_tau(processed, expected)
+    print(f"Kendall's tau, processing order against expiry order: {tau:.4f}")
+    assert tau >= 0.95
+    ledger = Ledger(settings.ledger_url)
+    records = {record.work_rid: record for record in ledger.works()}
+    late = [rid for rid, record in records.items()
+            if record.timestamps["synced"].replace(tzinfo=UTC) > expiry_of[rid]]  # type: ignore[union-attr]
+    assert late == []
+    assert not any(entry["event"] == RESTORE_RENEWED for record in records.values() for entry in record.history)
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0} and queue_messages(aws, DLQ) == []
+
+
+def test_copies_the_backlog_cannot_reach_in_time_are_renewed(tmp_path: Path, aws: AwsClients) -> None:
+    # one work a second at most: the 30 queued works need ~30 s, a margin of 10 days makes the first 10 due
+    settings = worker_settings(tmp_path, concurrency=2, backlog_prior_rate=3600, drain_idle_limit=30,
+                               renew_margin_hours=240, renew_interval=0)
+    start = datetime.now(UTC)
+    rids = [f"W1NLM{5000 + n}" for n in range(30)]
+    expiry_of = {rid: start + timedelta(days=1 + n) for n, rid in enumerate(rids)}  # W1NLM5000 first
+    works = staged_backlog(tmp_path, aws, 30, expiry_of)
+    s3 = aws.s3(REGION)
+    before = {rid: restore_state(s3.head_object(Bucket=BUCKET, Key=staging_key_for_rid(rid))).expiry for rid in rids}
+    for work in reversed(works):
+        send(aws, work)
+    stages = FileStages(settings, aws)
+    summary = make_worker(settings, aws, stages).run(drain=True)
+    assert summary.outcomes["synced"] == 30
+    records = {record.work_rid: record for record in Ledger(settings.ledger_url).works()}
+    renewed = {rid: [entry for entry in record.history if entry["event"] == RESTORE_RENEWED]
+               for rid, record in records.items()}
+    due = [rid for rid in rids if expiry_of[rid] < start + timedelta(days=10)]
+    assert due and all(renewed[rid] for rid in due)
+    assert not any(renewed[rid] for rid in rids if expiry_of[rid] > start + timedelta(days=11))
+    for rid in due:
+        entry = renewed[rid][0]
+        assert entry["days"] >= 10 and entry["tier"] == "Bulk"
+        after = restore_state(s3.head_object(Bucket=BUCKET, Key=staging_key_for_rid(rid))).expiry
+        assert after is not None and before[rid] is not None and after > before[rid]  # moto took the RestoreObject
