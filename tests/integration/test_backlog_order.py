@@ -38,7 +38,8 @@ def kendall_tau(order: list[str], expected: list[str]) -> float:
     return (2 * concordant - pairs) / pairs
 
 
-def staged_backlog(tmp_path: Path, clients: AwsClients, count: int, expiry_of: dict[str, datetime]) -> list[RestoredWork]:
+def staged_backlog(tmp_path: Path, clients: AwsClients, count: int,
+                   expiry_of: dict[str, datetime]) -> list[RestoredWork]:
     works = []
     for n in range(count):
         rid = f"W1NLM{5000 + n}"
