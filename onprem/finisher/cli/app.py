@@ -1,6 +1,6 @@
 """``finisher``: the operator's commands. Formatting only; the work is done by the worker, ledger and restore.
 
-The commands of a group live in their own module (``restore.py``: ``request-restore``; ``watch.py``: ``watch``),
+The commands of a group live in their own module (``restore.py``: ``request-restore``; ``watch.py``; ``dlq.py``),
 registered here in one line; every message a person reads goes through ``say`` or ``cells`` (``output.py``: plain
 text, never parsed as markup):
 a file or RID containing ``[/draft]`` or ``[b]`` is printed as it is. Exit codes: 0 done, 1 some work failed or
@@ -25,6 +25,7 @@ from rich.table import Table
 
 from config.loader import EnvironmentConfigError
 from contract.keys import is_rid
+from onprem.finisher.cli.dlq import dlq_app
 from onprem.finisher.cli.output import (
     EXIT_QUEUE_UNREACHABLE,
     cells,
@@ -187,6 +188,7 @@ def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID"
 
 app.command("request-restore")(request_restore)
 app.command("watch")(watch_folder)
+app.add_typer(dlq_app, name="dlq")
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
 app.add_typer(ledger_app, name="ledger")

@@ -138,12 +138,31 @@ class WorkQueue:
             if not batch:
                 break
             for message in batch:
-                attributes = {name: value for name, value in message.message_attributes.items()
-                              if not name.startswith("failure_") and name != "failed_at"}
-                self.send(message.body, attributes)
-                self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message.receipt_handle)
+                self.move_from_dlq(message)
                 moved += 1
         return moved
+
+    def peek_dlq(self, *, hold_s: int = 60, wait_s: int = 1) -> list[ReceivedMessage]:
+        """Every message of the DLQ, each received once and held invisible for ``hold_s`` so the listing reaches
+        the end; ``move_from_dlq`` or ``release_dlq`` ends the hold (a message left alone reappears after it)."""
+        seen: dict[str, ReceivedMessage] = {}
+        while batch := self.receive(10, wait_s, hold_s, dlq=True):
+            seen.update((message.message_id, message) for message in batch)
+        return list(seen.values())
+
+    def move_from_dlq(self, message: ReceivedMessage) -> str:
+        """Send a DLQ message's body back to the work queue (failure attributes dropped), then delete it."""
+        attributes = {name: value for name, value in message.message_attributes.items()
+                      if not name.startswith("failure_") and name != "failed_at"}
+        new_id = self.send(message.body, attributes)
+        self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message.receipt_handle)
+        return new_id
+
+    def release_dlq(self, messages: list[ReceivedMessage]) -> None:
+        """Make held DLQ messages visible again now."""
+        for message in messages:
+            self.sqs.change_message_visibility(QueueUrl=self.dlq_url, ReceiptHandle=message.receipt_handle,
+                                               VisibilityTimeout=0)
 
     def depth(self) -> dict[str, int]:
         """Approximate visible and in-flight counts of the work queue and the DLQ."""
