@@ -272,14 +272,14 @@ class Bench:
 
 def history_problems(history: Sequence[dict[str, Any]]) -> list[str]:
     """A synced work's ledger history: received first, one ``synced`` (the last milestone), one ``work_synced``
-    note per work, and only ``duplicate`` notes after it."""
+    note per work, and only ``duplicate`` notes and the post-sync hook's ``hook_failed``/``hook_ok`` after it."""
     events = [entry.get("event") for entry in history]
     problems = []
     if not events or events[0] not in ("received", "restore_requested"):
         problems.append(f"history does not start with received: {events}")
     if events.count("synced") != 1:
         problems.append(f"history has {events.count('synced')} 'synced' entries: {events}")
-    elif any(e not in ("duplicate",) for e in events[events.index("synced") + 1:]):
+    elif any(e not in ("duplicate", "hook_failed", "hook_ok") for e in events[events.index("synced") + 1:]):
         problems.append(f"history goes on after 'synced': {events}")
     synced_works = [e.get("work_rid") for e in history if e.get("event") == "work_synced"]
     if len(synced_works) != len(set(synced_works)):

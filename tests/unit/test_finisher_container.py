@@ -9,6 +9,9 @@ from pathlib import Path
 
 import yaml
 
+from onprem.finisher.sync.stage import SyncSettings
+from onprem.finisher.work.worker import STOP_MARGIN_S
+
 FINISHER = Path(__file__).resolve().parents[2] / "onprem" / "finisher"
 
 
@@ -49,8 +52,9 @@ def test_compose_stop_grace_outlasts_the_finishers_shutdown() -> None:
     service = yaml.safe_load((FINISHER / "compose.example.yml").read_text())["services"]["finisher"]
     grace = float(service["environment"]["FINISHER_GRACE_PERIOD"])
     stop_grace = float(str(service["stop_grace_period"]).removesuffix("s"))
-    # work/worker.py: the grace period for works in flight, then max(grace, 5 s) for them to reach a checkpoint
-    assert stop_grace >= grace + max(grace, 5.0) + 10, (stop_grace, grace)
+    # work/worker.py: the grace period for works in flight, then a sync's termination plus STOP_MARGIN_S
+    stop_wait = SyncSettings.model_fields["terminate_timeout_s"].default + STOP_MARGIN_S
+    assert stop_grace >= grace + stop_wait + 10, (stop_grace, grace)
     assert service["init"] is True and service["read_only"] is True
 
 
