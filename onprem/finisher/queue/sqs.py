@@ -39,6 +39,10 @@ class ReceivedMessage:
     received_monotonic: float = field(default_factory=time.monotonic)
 
 
+#: what ``to_dlq`` adds to a message and a redrive takes off again
+_FAILURE_ATTRIBUTES = frozenset({"failure_cause", "failure_message", "failed_at", "receive_count"})
+
+
 def _epoch_ms(value: str | None) -> datetime | None:
     return datetime.fromtimestamp(int(value) / 1000, UTC) if value else None
 
@@ -120,11 +124,13 @@ class WorkQueue:
         return new_id
 
     def to_dlq(self, message: ReceivedMessage, cause: str, reason: str) -> str:
-        """Send the body to the DLQ with the reason as attributes, then delete it from the work queue."""
+        """Send the body to the DLQ with the reason and the work queue's receive count as attributes, then delete
+        it from the work queue."""
         attributes = {name: value for name, value in message.message_attributes.items()
-                      if name not in ("failure_cause", "failure_message")}
+                      if name not in _FAILURE_ATTRIBUTES}
         attributes.update(_string_attributes({"failure_cause": cause, "failure_message": reason,
-                                              "failed_at": datetime.now(UTC).isoformat()}))
+                                              "failed_at": datetime.now(UTC).isoformat(),
+                                              "receive_count": str(message.receive_count)}))
         response = self.sqs.send_message(QueueUrl=self.dlq_url, MessageBody=message.body,
                                          MessageAttributes=attributes)
         self.delete(message)
@@ -153,7 +159,7 @@ class WorkQueue:
     def move_from_dlq(self, message: ReceivedMessage) -> str:
         """Send a DLQ message's body back to the work queue (failure attributes dropped), then delete it."""
         attributes = {name: value for name, value in message.message_attributes.items()
-                      if not name.startswith("failure_") and name != "failed_at"}
+                      if name not in _FAILURE_ATTRIBUTES}
         new_id = self.send(message.body, attributes)
         self.sqs.delete_message(QueueUrl=self.dlq_url, ReceiptHandle=message.receipt_handle)
         return new_id

@@ -1,7 +1,8 @@
 """The DLQ at hand: what each dead message is (work, cause, message, receives, age), and redriving a chosen few.
 
 Reading a DLQ means receiving its messages: each is held invisible while the listing runs and released at its end
-(``WorkQueue.peek_dlq``); its receive count shown is the one before the listing's own receive.
+(``WorkQueue.peek_dlq``). The receive count shown is the work queue's when the finisher moved the message (its
+``receive_count`` attribute); for a message SQS moved itself, the DLQ's count less this listing's receive.
 """
 
 from __future__ import annotations
@@ -54,8 +55,13 @@ def dead_message(message: ReceivedMessage) -> DeadMessage:
     failed = _attribute(message, "failed_at")
     failed_at = datetime.fromisoformat(failed) if failed else (message.sent_at or message.first_receive_at)
     return DeadMessage(message.region, message.message_id, rid, _attribute(message, "failure_cause"),
-                       _attribute(message, "failure_message"), max(0, message.receive_count - 1), failed_at,
+                       _attribute(message, "failure_message"), _receives(message), failed_at,
                        message.body)
+
+
+def _receives(message: ReceivedMessage) -> int:
+    recorded = _attribute(message, "receive_count")
+    return int(recorded) if recorded and recorded.isdigit() else max(0, message.receive_count - 1)
 
 
 @dataclass(frozen=True)
