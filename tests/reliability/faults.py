@@ -110,9 +110,10 @@ def sqs_receipt_invalid(operation: str, times: int) -> ErrorInjection:
 
 @dataclass
 class RestoreHeader:
-    """An ``after-call`` hook rewriting HEAD's ``x-amz-restore`` (moto completes every restore at once)."""
+    """An ``after-call`` hook rewriting HEAD's ``x-amz-restore`` (moto completes every restore at once); a
+    ``value`` of None removes it: the copy in Deep Archive has expired."""
 
-    value: str
+    value: str | None
     #: rewrite only the first ``times`` HEADs (None: every one)
     times: int | None = None
     seen: int = 0
@@ -122,7 +123,10 @@ class RestoreHeader:
         self.seen += 1
         if self.times is None or self.injected < self.times:
             self.injected += 1
-            parsed["Restore"] = self.value
+            if self.value is None:
+                parsed.pop("Restore", None)
+            else:
+                parsed["Restore"] = self.value
 
 
 def restore_ongoing(client: Any) -> RestoreHeader:

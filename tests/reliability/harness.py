@@ -45,7 +45,7 @@ TRIAL_FINISHER_ENV = {
     "FINISHER_LEASE_BUSY_DELAY": "1", "FINISHER_BACKOFF_BASE": "1", "FINISHER_BACKOFF_MAX": "2",
     "FINISHER_DRAIN_IDLE_LIMIT": "30", "FINISHER_GRACE_PERIOD": "2", "FINISHER_MIN_FREE_BYTES": "0",
     "FINISHER_FETCH_PART_SIZE": str(64 * 1024), "FINISHER_FETCH_CONCURRENCY": "2", "FINISHER_DEBAG_WORKERS": "2",
-    "FINISHER_LOG_FORMAT": "text",
+    "FINISHER_LOG_FORMAT": "text", "FINISHER_RESTORE_WAIT_INTERVAL": "1",
 }
 #: names a finished drain may leave in the staging root (evidence of failed de-bags is kept on purpose)
 EVIDENCE_PREFIX = ".debag-failed-"

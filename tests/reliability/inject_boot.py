@@ -6,8 +6,9 @@ main; main()" run --drain
 
 Fault specs: ``{"kind": "error", "service": "s3", "operation": "GetObject", "status": 503, "code": "SlowDown",
 "times": 2, "protocol": "rest-xml", "after": 0}``, ``{"kind": "restore_ongoing", "times": 1}`` (HEAD reports the
-restore still running) and ``{"kind": "write_limit", "bytes": N}`` (de-bag writes fail with ENOSPC past N bytes,
-where a small filesystem cannot be mounted).
+restore still running), ``{"kind": "restore_expired", "times": 1}`` (HEAD shows no restored copy) and
+``{"kind": "write_limit", "bytes": N}`` (de-bag writes fail with ENOSPC past N bytes, where a small filesystem cannot
+be mounted).
 """
 
 from __future__ import annotations
@@ -65,6 +66,9 @@ def _hooks(specs: list[dict[str, Any]]) -> list[tuple[str, Any]]:
         elif kind == "restore_ongoing":
             header = RestoreHeader('ongoing-request="true"', times=int(spec.get("times", 1)))
             hooks.append(("after-call.s3.HeadObject", _Reported("s3.HeadObject restore_ongoing", header)))
+        elif kind == "restore_expired":
+            header = RestoreHeader(None, times=int(spec.get("times", 1)))
+            hooks.append(("after-call.s3.HeadObject", _Reported("s3.HeadObject restore_expired", header)))
     return hooks
 
 

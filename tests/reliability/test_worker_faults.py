@@ -166,8 +166,8 @@ def test_restore_still_in_progress_waits_then_syncs(bench: Bench) -> None:
     assert bench.drain_until_quiet(faults=[{"kind": "restore_ongoing", "times": 1}]) == 0
     assert injected(bench.fault_report) == ["s3.HeadObject restore_ongoing"]
     assert bench.problems([work]) == []
-    retries = [e for e in bench.status()[RID]["history"] if e["event"] == "retry"]
-    assert [e["cause"] for e in retries] == ["restore_in_progress"]
+    waits = [e for e in bench.status()[RID]["history"] if e["event"] in ("retry", "restore_wait")]
+    assert [(e["event"], e["cause"]) for e in waits] == [("restore_wait", "restore_in_progress")]
 
 
 def test_expired_restore_is_requested_again_then_synced(bench: Bench) -> None:
@@ -175,7 +175,7 @@ def test_expired_restore_is_requested_again_then_synced(bench: Bench) -> None:
     assert bench.drain_until_quiet() == 0
     assert bench.problems([work]) == []
     history = bench.status()[RID]["history"]
-    assert [e["cause"] for e in history if e["event"] == "retry"] == ["restore_expired"]
+    assert [e["cause"] for e in history if e["event"] in ("retry", "restore_wait")] == ["restore_expired"]
     assert [e["outcome"] for e in history if e["event"] == "restore_reissued"] == ["requested"]
 
 
