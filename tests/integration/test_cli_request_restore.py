@@ -53,7 +53,7 @@ def test_above_max_cost_nothing_is_requested_even_with_yes(tmp_path: Path, aws: 
     upload_archived(aws, tmp_path)
     result = cli.invoke(app, ["request-restore", RID, "--yes", "--max-cost", "0", "--json"])
     assert result.exit_code == 2, result.output
-    assert "is above the cap of $0.00; nothing requested" in result.stderr
+    assert "is above the cap of $0.0000; nothing requested" in result.stderr
     report = json.loads(result.stdout)
     assert report["objects"][0]["outcome"] == "to_request" and report["objects"][0]["cost_usd"] > 0
     assert restore_header(aws) is None

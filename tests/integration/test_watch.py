@@ -203,3 +203,13 @@ def test_a_watcher_killed_mid_ingest_takes_the_zip_again_and_syncs_it_once(
     assert (inbox / "done" / dropped.name).is_file() and not list((inbox / "taking").iterdir())
     assert (tmp_path / "archive" / archive_relpath_for_rid(RID)).is_dir()
     assert synced_events(tmp_path, RID) == 1
+
+
+def test_the_compose_example_runs_a_feeder_on_a_mounted_folder() -> None:
+    compose = yaml.safe_load((REPO_ROOT / "onprem" / "finisher" / "compose.example.yml").read_text())
+    feeder = compose["services"]["feeder"]
+    assert feeder["command"][0] == "watch"
+    mounts = {volume.split(":")[1]: volume for volume in feeder["volumes"]}
+    assert feeder["command"][1] in mounts and not mounts[feeder["command"][1]].endswith(":ro")  # it moves zips
+    assert {"/archive", "/staging", "/state"} <= set(mounts)
+    assert feeder["image"] == compose["services"]["finisher"]["image"] and feeder["read_only"] is True

@@ -43,8 +43,8 @@ class RestorePlan:
         """Why the plan is refused under ``max_cost_usd``; None when its total is within it."""
         if self.total.cost_usd <= max_cost_usd:
             return None
-        return (f"refused: the estimate (${self.total.cost_usd:.2f} for {self.total.objects} object(s)) is above "
-                f"the cap of ${max_cost_usd:.2f}; nothing requested (raise it with --max-cost or "
+        return (f"refused: the estimate (${self.total.cost_usd:.4f} for {self.total.objects} object(s)) is above "
+                f"the cap of ${max_cost_usd:.4f}; nothing requested (raise it with --max-cost or "
                 f"FINISHER_RESTORE_MAX_COST)")
 
     def report(self, *, dry_run: bool) -> dict[str, Any]:
