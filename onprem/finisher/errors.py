@@ -82,10 +82,9 @@ class RestoreExpired(RetryableError):
 
 class RestoreWaitExceeded(PermanentError):
     """A work waited for its restore (in progress, or re-requested after it expired) past ``restore_max_wait_hours``:
-    the restore is lost or was never made. Nothing was downloaded, so nothing is kept."""
+    the restore is lost or was never made. Nothing was downloaded: the evidence policy finds nothing to keep."""
 
     cause = "restore_wait_exceeded"
-    cleanup = Cleanup.RESUME
 
 
 class ObjectChanged(PermanentError):

@@ -10,6 +10,7 @@ from contract import RestoredWork, staging_key_for_rid
 from onprem.finisher.errors import TransferError, UnsafeArchive
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.work.runner import WorkRunner
+from onprem.finisher.work.settings import load_settings
 
 
 class _Queue:
@@ -37,7 +38,9 @@ def _runner(tmp_path: Path) -> tuple[WorkRunner, Ledger, RestoredWork]:
     work = _work()
     ledger.register(work, work.to_body(), message_id="m1")
     ledger.advance(work.idempotency_key, "synced", works=[work.work_rid])
-    runner = WorkRunner(settings=None, ledger=ledger, stages=None, metrics=None,  # type: ignore[arg-type]
+    # real settings: the runner composes its restore waits and hook phase from them
+    runner = WorkRunner(settings=load_settings(env_name="dev"), ledger=ledger, stages=None,  # type: ignore[arg-type]
+                        metrics=None,  # type: ignore[arg-type]
                         s3_client_for=lambda region: None, progress_for=lambda *a: None, owner="test")
     return runner, ledger, work
 

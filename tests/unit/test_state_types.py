@@ -35,9 +35,10 @@ def test_the_enums_hold_the_strings_stored_and_printed_before() -> None:
     assert [p.value for p in Phase] == ["restore_requested", "received", "restore_completed", "downloaded",
                                         "debagged", "synced", "failed", "superseded"]
     assert [e.value for e in Event] == ["retry", "duplicate", "work_synced", "released", "handed_on",
-                                        "restore_reissued", "requeued"]
-    assert [o.value for o in Outcome] == ["synced", "duplicate", "superseded", "retry", "failed", "rejected", "busy",
-                                          "released", "handed_on", "lease_lost", "ledger_unavailable", "error"]
+                                        "restore_reissued", "restore_wait", "requeued", "hook_failed", "hook_ok"]
+    assert [o.value for o in Outcome] == ["synced", "duplicate", "superseded", "retry", "hook_retry", "failed",
+                                          "rejected", "busy", "released", "handed_on", "waiting", "lease_lost",
+                                          "ledger_unavailable", "error"]
     assert [r.value for r in InterruptReason] == ["shutdown", "handoff", "lease_lost"]
     assert [c.value for c in Cause] == ["contract", "lease_lost", "too_many_hops", "unexpected"]
     assert Phase.SYNCED == "synced" and f"{Phase.SYNCED}_at" == "synced_at" and json.dumps(Outcome.BUSY) == '"busy"'
