@@ -125,8 +125,8 @@ def run(synthesized: dict[str, Synthesis], tmp_path_factory: pytest.TempPathFact
         paths = FinisherPaths(root / "finisher")
         staged = [stage_sample(admin_aws, build_sample_zip(root / "bags" / spec.work_rids[0], spec))
                   for spec in SPECS]
-        requested = run_finisher(finisher_aws, paths, ["request-restore", "--yes", *(s.work_rid for s in staged), "--json"],
-                                 timeout_s=60)
+        requested = run_finisher(finisher_aws, paths,
+                                 ["request-restore", "--yes", *(s.work_rid for s in staged), "--json"], timeout_s=60)
         invocations: list[Invocation] = []
         for item in staged:
             head = wait_restored(admin_aws, item)

@@ -31,6 +31,7 @@ VALUES: dict[str, tuple[str, Any]] = {
     "handoff_margin": ("100", 100), "max_visibility": ("40000", 40000), "backoff_base": ("5", 5),
     "backoff_max": ("60", 60), "lease_busy_delay": ("2", 2), "backlog_lookahead": ("3", 3),
     "drain_idle_limit": ("9", 9.0), "unexpected_attempts": ("5", 5),
+    "backlog_prior_rate": ("30", 30.0), "renew_interval": ("120", 120.0), "renew_margin_hours": ("6", 6.0),
     "restore_tier": ("Standard", "Standard"), "restore_days": ("3", 3), "restore_max_cost": ("7.5", 7.5),
     "restore_prices": (json.dumps(PRICES), {tier: TierPrice(**price) for tier, price in PRICES.items()}),
     "expiring_within_hours": ("12", 12.0),
