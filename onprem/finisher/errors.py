@@ -443,3 +443,8 @@ class PartCancelled(ControlFlow):
 
 class ReceiptHandleInvalid(ControlFlow):
     """The message is no longer ours (its handle expired or another receiver got it)."""
+
+
+# --- intake -------------------------------------------------------------------------------------------
+class FolderBusy(RuntimeError):
+    """Another watcher holds the intake folder's lock: two watchers would race for the same zips."""

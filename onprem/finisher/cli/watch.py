@@ -14,9 +14,10 @@ from typing import Any
 import typer
 
 from onprem.finisher.cli.output import err_console, ledger_errors_in_one_line, out_console, say
+from onprem.finisher.errors import FolderBusy
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.ingest import ingest_zip
-from onprem.finisher.work.intake import FolderBusy, Intake, Taken, WatchSettings
+from onprem.finisher.work.intake import Intake, Taken, WatchSettings
 
 logger = logging.getLogger(__name__)
 

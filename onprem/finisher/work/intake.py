@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from onprem.finisher.errors import FinisherError, LedgerUnavailable, RetryableError
+from onprem.finisher.errors import FinisherError, FolderBusy, LedgerUnavailable, RetryableError
 from onprem.finisher.ledger.store import Ledger, Phase
 
 logger = logging.getLogger(__name__)
@@ -36,10 +36,6 @@ LOCK_NAME = ".watch.lock"
 
 #: the ingest of one taken zip under its ledger key: the synced RIDs, or a named error
 Ingest = Callable[[Path, str], list[str]]
-
-
-class FolderBusy(RuntimeError):
-    """Another watcher holds the folder's lock: two watchers would race for the same zips."""
 
 
 @dataclass(frozen=True)
