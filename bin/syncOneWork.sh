@@ -358,8 +358,9 @@ main() {
     fi
     if [[ -n $MARKER && -n $DIGEST ]]; then
         STEP=marker
-        printf '%s\n' "$DIGEST" >"$MARKER.tmp.$$" && mv -f -- "$MARKER.tmp.$$" "$MARKER" \
-            || say "could not write $MARKER (a restart would sync this work again)"
+        if ! { printf '%s\n' "$DIGEST" >"$MARKER.tmp.$$" && mv -f -- "$MARKER.tmp.$$" "$MARKER"; }; then
+            say "could not write $MARKER (a restart would sync this work again)"
+        fi
     fi
     STEP="done"
     say "ok"
