@@ -80,7 +80,7 @@ def test_a_backlog_of_200_in_random_order_is_processed_earliest_expiry_first(tmp
 def test_copies_the_backlog_cannot_reach_in_time_are_renewed(tmp_path: Path, aws: AwsClients) -> None:
     # one work a second at most: the 30 queued works need ~30 s, a margin of 10 days makes the first 10 due
     settings = worker_settings(tmp_path, concurrency=2, backlog_prior_rate=3600, drain_idle_limit=30,
-                               renew_margin_hours=240, renew_interval=0)
+                               renew_margin_hours=240, renew_interval=0, backlog_lookahead=0)
     start = datetime.now(UTC)
     rids = [f"W1NLM{5000 + n}" for n in range(30)]
     expiry_of = {rid: start + timedelta(days=1 + n) for n, rid in enumerate(rids)}  # W1NLM5000 first
@@ -96,9 +96,11 @@ def test_copies_the_backlog_cannot_reach_in_time_are_renewed(tmp_path: Path, aws
     renewed = {rid: [entry for entry in record.history if entry["event"] == RESTORE_RENEWED]
                for rid, record in records.items()}
     due = [rid for rid in rids if expiry_of[rid] < start + timedelta(days=10)]
-    assert due and all(renewed[rid] for rid in due)
+    # a work a slot took before the first renewal pass is synced at once: it needs no renewal (2 slots, no look-ahead)
+    not_renewed = [rid for rid in due if not renewed[rid]]
+    assert len(due) == 9 and len(not_renewed) <= 2 and set(not_renewed) <= set(rids[:2]), not_renewed
     assert not any(renewed[rid] for rid in rids if expiry_of[rid] > start + timedelta(days=11))
-    for rid in due:
+    for rid in (rid for rid in due if renewed[rid]):
         entry = renewed[rid][0]
         assert entry["days"] >= 10 and entry["tier"] == "Bulk"
         after = restore_state(s3.head_object(Bucket=BUCKET, Key=staging_key_for_rid(rid))).expiry

@@ -12,6 +12,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -91,7 +92,7 @@ class Worker:
         lookahead = Lookahead(self.settings.worker.backlog_lookahead, self.settings.worker.visibility_timeout,
                               self.settings.worker.heartbeat_fraction, self.settings.worker.max_visibility,
                               self.settings.worker.handoff_margin, self.settings.environment.queues.max_receive_count,
-                              hide_for=self.backlog.hide_for if self.backlog else None)
+                              hide_for=self._hide_for(drain))
         scan = BACKLOG_SCAN if self.backlog else 0
         idle_since: float | None = None
         logger.info("finisher started: %d slot(s), queues %s%s", slots, ", ".join(q.queue_name for q in self.queues),
@@ -130,6 +131,16 @@ class Worker:
             lookahead.release_all()
             self._finish(pool, in_flight)
         return self.summary
+
+    def _hide_for(self, drain: bool) -> Callable[[list[ReceivedMessage]], list[int]] | None:
+        """The backlog's placement of received messages; in a drain, no message is hidden past the drain's idle
+        limit: the drain ends once nothing arrives for that long, and must not end with the backlog hidden."""
+        if self.backlog is None:
+            return None
+        if not drain:
+            return self.backlog.hide_for
+        backlog, cap = self.backlog, max(1, int(self.settings.worker.drain_idle_limit) - 1)
+        return lambda messages: [min(seconds, cap) for seconds in backlog.hide_for(messages)]
 
     def _receive_all(self, wanted: int, drain: bool, *, quick: bool) -> list[tuple[WorkQueue, ReceivedMessage]]:
         """Up to ``wanted`` messages from the queues in turn; ``quick`` (messages already held): no waiting."""
