@@ -46,6 +46,7 @@ VALUES: dict[str, tuple[str, Any]] = {
     "debag_max_path_bytes": ("1000", 1000),
     "sync_script": ("/opt/sync.sh", Path("/opt/sync.sh")), "sync_config_dir": ("/etc/sync", Path("/etc/sync")),
     "post_sync_hook": ('["echo", "{work_rid}"]', ["echo", "{work_rid}"]), "sync_timeout": ("60", 60.0),
+    "sync_terminate_timeout": ("4", 4.0), "sync_lock_wait": ("120", 120.0),
 }
 #: values an environment variable carries as JSON; the settings file holds them as YAML structures
 STRUCTURED = {"restore_prices", "post_sync_hook"}

@@ -175,6 +175,7 @@ ROUTES: dict[str, tuple[str | None, str]] = {
                                                      "max_path_bytes")},
     "sync_script": ("sync", "script_path"), "sync_config_dir": ("sync", "config_dir"),
     "post_sync_hook": ("sync", "post_sync_hook"), "sync_timeout": ("sync", "timeout_s"),
+    "sync_terminate_timeout": ("sync", "terminate_timeout_s"), "sync_lock_wait": ("sync", "lock_wait_s"),
 }
 
 
