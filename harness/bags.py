@@ -4,14 +4,18 @@
     zip_path = make_bdrc_bag_zip(tmp_path, rids=["W1NLM4700"], algorithms=("sha256",))    # a test's bag
     sample = build_sample_zip(out_dir, SampleSpec("NLM", ("W1NLM4700",)))                  # a demo work
     bag = make_streamed_bag_zip(out_dir, "W1BENCH00", total_bytes=2**30, file_bytes=5 * 2**20)  # a bench bag
+    bag = make_bdrc_profile_zip(out_dir, "W1BENCH05", total_bytes=2**30)   # the bench's real-shaped work
 
-Three shapes, each kept byte for byte as its callers rely on it (sizes, member order, offsets):
+Three shapes (the bench's in two profiles), each kept byte for byte as its callers rely on it (sizes, member
+order, offsets):
 - a test's work: ``{RID}/{RID}-I1KG1/images/{RID}-I1KG1_0001.tif`` …, seeded bytes, bagged with bagit-python in
   any algorithms, zipped in sorted order (deflated unless told), optionally under one top folder;
 - a demo work (``SampleSpec``): image groups of jpg/tif, seeded, bagged sha512 with ``BDRC-RID``, zipped stored
   in bdrc-bag's ``os.walk`` order;
 - a bench bag: written straight into a stored zip in one pass (random bytes → hash → member), so a 4 GiB bag
-  costs one write of 4 GiB, not a tree + ``bagit.make_bag`` + a zip.
+  costs one write of 4 GiB, not a tree + ``bagit.make_bag`` + a zip; the ``bdrc`` profile
+  (``make_bdrc_profile_zip``) is such a bag shaped like a real work: image groups of 50-400 KiB images in
+  ``images/``, as many 1-8 MiB masters in ``archive/``, a few ``sources/``.
 Edits of a built zip (a member dropped or tampered, a tag file rewritten) are in :mod:`harness.zip_edits`.
 """
 
@@ -26,7 +30,7 @@ import zipfile
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 import bagit
 
@@ -305,16 +309,69 @@ def make_streamed_bag_zip(out_dir: Path, work_rid: str, *, total_bytes: int, fil
             rel = f"{image_dir}/{group}{number:04d}.tif"
             manifest.append((rel, _random_member(zf, f"{root}/{rel}", size, when, algorithms)))
             payload_bytes += size
-        bagit_txt = "BagIt-Version: 0.97\nTag-File-Character-Encoding: UTF-8\n"
-        tags = {"bagit.txt": _text_member(zf, f"{root}/bagit.txt", bagit_txt, when, algorithms)}
-        info = (f"BDRC-RID: {work_rid}\nBagging-Date: {datetime.now(UTC):%Y-%m-%d}\n"
-                f"Payload-Oxum: {payload_bytes}.{files}\nSource-Organization: Buddhist Digital Resource Center\n")
-        tags["bag-info.txt"] = _text_member(zf, f"{root}/bag-info.txt", info, when, algorithms)
-        for algorithm in algorithms:
-            lines = "".join(f"{digests[algorithm]}  {rel}\n" for rel, digests in manifest)
-            tags[f"manifest-{algorithm}.txt"] = _text_member(zf, f"{root}/manifest-{algorithm}.txt", lines, when,
-                                                             algorithms)
-        for algorithm in algorithms:
-            lines = "".join(f"{digests[algorithm]}  {name}\n" for name, digests in tags.items())
-            _text_member(zf, f"{root}/tagmanifest-{algorithm}.txt", lines, when, algorithms)
+        _tag_members(zf, root, work_rid, manifest, payload_bytes, when, algorithms)
     return StreamedBag(path=path, work_rid=work_rid, files=files, payload_bytes=payload_bytes, algorithms=algorithms)
+
+
+def _tag_members(zf: zipfile.ZipFile, root: str, work_rid: str, manifest: list[tuple[str, dict[str, str]]],
+                 payload_bytes: int, when: tuple[int, ...], algorithms: tuple[str, ...]) -> None:
+    """bagit.txt, bag-info.txt, the manifests and tag manifests of a streamed bag, after its payload."""
+    bagit_txt = "BagIt-Version: 0.97\nTag-File-Character-Encoding: UTF-8\n"
+    tags = {"bagit.txt": _text_member(zf, f"{root}/bagit.txt", bagit_txt, when, algorithms)}
+    info = (f"BDRC-RID: {work_rid}\nBagging-Date: {datetime.now(UTC):%Y-%m-%d}\n"
+            f"Payload-Oxum: {payload_bytes}.{len(manifest)}\nSource-Organization: Buddhist Digital Resource Center\n")
+    tags["bag-info.txt"] = _text_member(zf, f"{root}/bag-info.txt", info, when, algorithms)
+    for algorithm in algorithms:
+        lines = "".join(f"{digests[algorithm]}  {rel}\n" for rel, digests in manifest)
+        tags[f"manifest-{algorithm}.txt"] = _text_member(zf, f"{root}/manifest-{algorithm}.txt", lines, when,
+                                                         algorithms)
+    for algorithm in algorithms:
+        lines = "".join(f"{digests[algorithm]}  {name}\n" for name, digests in tags.items())
+        _text_member(zf, f"{root}/tagmanifest-{algorithm}.txt", lines, when, algorithms)
+
+
+def bdrc_profile_files(work_rid: str, total_bytes: int, *, groups: int = 4, seed: int = 21) -> list[tuple[str, int]]:
+    """The payload of the ``bdrc`` profile, a real work's shape: per image group, ``images/`` of 50-400 KiB
+    images and as many ``archive/`` masters of 1-8 MiB; three ``sources/`` files. Sizes from ``seed``;
+    about ``total_bytes`` in all. Returns ``(path under data/, size)`` in the zip's member order."""
+    rng = random.Random(f"bdrc/{work_rid}/{seed}")
+    sources = [(f"sources/{work_rid}-{n}.pdf", rng.randrange(256 << 10, 4 << 20)) for n in (1, 2, 3)]
+    pairs: list[tuple[int, int]] = []
+    left = total_bytes - sum(size for _, size in sources)
+    while left > 0:
+        image, master = rng.randrange(50 << 10, 400 << 10), rng.randrange(1 << 20, 8 << 20)
+        pairs.append((image, master))
+        left -= image + master
+    per_group = -(-len(pairs) // groups)
+    archive, images = [], []
+    for n, (image, master) in enumerate(pairs):
+        group = f"I{n // per_group + 1}KG{n // per_group + 1}"
+        page = f"{group}{n % per_group + 1:04d}"
+        archive.append((f"archive/{work_rid}-{group}/{page}.tif", master))
+        images.append((f"images/{work_rid}-{group}/{page}.{'tif' if n % 3 else 'jpg'}", image))
+    return [*archive, *images, *sources]
+
+
+def make_bdrc_profile_zip(out_dir: Path, work_rid: str, *, total_bytes: int,
+                          algorithms: tuple[str, ...] = ("sha512",), seed: int = 21) -> StreamedBag:
+    """``out_dir/{RID}.bag.zip`` of the ``bdrc`` profile (:func:`bdrc_profile_files`), stored, written in one
+    pass as :func:`make_streamed_bag_zip` writes its bags (random bytes, hashed as they are written)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    members = bdrc_profile_files(work_rid, total_bytes, seed=seed)
+    when = time.localtime()
+    root = f"{work_rid}.bag"
+    folders = sorted({"data", *(f"data/{PurePosixPath(rel).parent}" for rel, _ in members),
+                      *(f"data/{PurePosixPath(rel).parts[0]}" for rel, _ in members)})
+    path = out_dir / f"{work_rid}.bag.zip"
+    manifest: list[tuple[str, dict[str, str]]] = []
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for folder in ("", *folders):
+            directory = _member_info(f"{root}/{folder}/" if folder else f"{root}/", when, 0o40755)
+            directory.external_attr |= 0x10
+            zf.writestr(directory, b"")
+        for rel, size in members:
+            manifest.append((f"data/{rel}", _random_member(zf, f"{root}/data/{rel}", size, when, algorithms)))
+        payload_bytes = sum(size for _, size in members)
+        _tag_members(zf, root, work_rid, manifest, payload_bytes, when, algorithms)
+    return StreamedBag(path=path, work_rid=work_rid, files=len(members), payload_bytes=payload_bytes,
+                       algorithms=algorithms)

@@ -1,11 +1,15 @@
 """A moto server on 127.0.0.1 (a thread of this process, or a child process) and the loopback guard.
 
+The child process is the range-fair S3 stand-in (:mod:`harness.s3_standin`): moto whose ranged GETs read only
+their range, counting the object bytes it serves (``standin_stats``).
+
 Every endpoint the demo and the tests talk to goes through ``ensure_loopback``: nothing here may reach real AWS.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import json
 import logging
 import socket
 import subprocess
@@ -13,8 +17,11 @@ import sys
 import time
 import urllib.request
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 class NonLoopbackEndpoint(RuntimeError):
@@ -49,7 +56,8 @@ def refuse_configured_endpoints(environ: Mapping[str, str]) -> None:
 
 
 class MotoServer:
-    """A moto server on 127.0.0.1: a thread of this process (fast) or a child process (can be killed)."""
+    """A moto server on 127.0.0.1: a thread of this process (fast) or a child process (can be killed; the
+    range-fair stand-in, see :mod:`harness.s3_standin`)."""
 
     def __init__(self, *, in_process: bool = True, port: int = 0) -> None:
         self.in_process = in_process
@@ -69,8 +77,8 @@ class MotoServer:
         else:
             host, port = "127.0.0.1", self._port or free_port()
             self._process = subprocess.Popen(
-                [sys.executable, "-m", "moto.server", "-H", host, "-p", str(port)],
-                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                [sys.executable, "-m", "harness.s3_standin", "-H", host, "-p", str(port)],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd=REPO_ROOT,
             )
         self.endpoint_url = f"http://{host}:{port}"
         self._wait_ready(deadline_s)
@@ -103,6 +111,14 @@ class MotoServer:
                 self._process.kill()
                 self._process.wait()
             self._process = None
+
+
+def standin_stats(endpoint_url: str) -> dict[str, int]:
+    """The stand-in's counters: ``object_gets``, ``bytes_served`` (object bytes sent), ``store_bytes_read``."""
+    from harness.s3_standin import STATS_PATH
+
+    with urllib.request.urlopen(f"{endpoint_url}{STATS_PATH}", timeout=10) as answer:  # noqa: S310 - loopback
+        return dict(json.loads(answer.read()))
 
 
 def free_port() -> int:
