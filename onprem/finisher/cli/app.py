@@ -34,6 +34,8 @@ from onprem.finisher.cli.output import (
     out_console,
     say,
 )
+from onprem.finisher.cli.preflight import command as preflight
+from onprem.finisher.cli.replay import command as replay_failures
 from onprem.finisher.cli.restore import command as request_restore
 from onprem.finisher.cli.watch import command as watch_folder
 from onprem.finisher.errors import FinisherError, LedgerUnavailable
@@ -188,6 +190,8 @@ def retry(ctx: typer.Context, rid: str = typer.Argument(..., help="the work RID"
 
 app.command("request-restore")(request_restore)
 app.command("watch")(watch_folder)
+app.command("preflight")(preflight)
+app.command("replay-failures")(replay_failures)
 app.add_typer(dlq_app, name="dlq")
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")
