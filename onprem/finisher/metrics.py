@@ -1,22 +1,57 @@
-"""Custom metrics in the dashboard's namespace: CloudWatch in production, a null sink locally, a log sink in tests.
+"""Custom metrics in the dashboard's namespace: what the finisher measures, by name, unit and dimensions.
 
-Names: BytesDownloaded, WorksSynced, WorkFailures (dimension ``cause``), PhaseDuration (dimension ``phase``),
-HoursToEarliestRestoreExpiry (the earliest restored copy of a work not yet synced: work/expiry.py).
+Where a datum goes: CloudWatch in production (``metrics_batch.BatchedMetrics``: a bounded buffer, a background
+thread, PutMetricData in batches), nowhere locally (``NullMetrics``), a list in tests (``LogMetrics``). The names,
+their units and dimensions (the dashboard's SEARCH schemas and the alarms read exactly these:
+infra/cdk/constructs/dashboard.py, alarms.py):
+
+- BytesDownloaded (Bytes): as the download reports its progress, summed per flush interval
+- WorksSynced, WorkFailures {cause}, RestoresRenewed, MessagesHidden {reason: backlog | restore_wait} (Count)
+- PhaseDuration {phase} (Seconds), HoursToEarliestRestoreExpiry (no unit: CloudWatch has no hours; work/expiry.py)
+- FinisherHeartbeat {region} and {host} (Count, 1 per flush interval while the worker loop turns)
+- MetricsDropped (Count): datums the buffer had no room for, or CloudWatch did not take
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
-
-from botocore.exceptions import BotoCoreError, ClientError
+from typing import Protocol
 
 logger = logging.getLogger(__name__)
 
 #: hours until the earliest unsynced restore expires (CloudWatch has no hour unit: published unitless)
 RESTORE_EXPIRY_METRIC = "HoursToEarliestRestoreExpiry"
+HEARTBEAT_METRIC = "FinisherHeartbeat"
+DROPPED_METRIC = "MetricsDropped"
+#: each name's CloudWatch unit, and whether its datums are counts (summed per flush interval) or samples (sent
+#: one by one: a duration's or a gauge's statistics need each value)
+UNITS: dict[str, tuple[str, bool]] = {
+    "BytesDownloaded": ("Bytes", True), "WorksSynced": ("Count", True), "WorkFailures": ("Count", True),
+    "RestoresRenewed": ("Count", True), "MessagesHidden": ("Count", True), HEARTBEAT_METRIC: ("Count", True),
+    DROPPED_METRIC: ("Count", True), "PhaseDuration": ("Seconds", False), RESTORE_EXPIRY_METRIC: ("None", False),
+}
+
+
+@dataclass(frozen=True)
+class Datum:
+    """One value of one metric: its dimensions sorted by name, its wall-clock time (epoch seconds)."""
+
+    name: str
+    value: float
+    dimensions: tuple[tuple[str, str], ...] = ()
+    at: float = field(default_factory=time.time)
+
+    @property
+    def unit(self) -> str:
+        return UNITS[self.name][0]
+
+    @property
+    def summed(self) -> bool:
+        return UNITS[self.name][1]
 
 
 class Metrics(Protocol):
@@ -30,40 +65,25 @@ class Metrics(Protocol):
 
     def restore_expiry_hours(self, hours: float) -> None: ...
 
+    def restores_renewed(self, count: int) -> None: ...
 
-class NullMetrics:
-    """Local mode: metrics off."""
+    def messages_hidden(self, reason: str, count: int) -> None: ...
 
-    def bytes_downloaded(self, nbytes: int) -> None:
+    def heartbeat(self, regions: Sequence[str], host: str) -> None: ...
+
+
+class NamedMetrics:
+    """The named metrics, each one ``record(Datum)``; a subclass says where a datum goes (never raising)."""
+
+    def record(self, datum: Datum) -> None:
         return None
-
-    def work_synced(self) -> None:
-        return None
-
-    def work_failed(self, cause: str) -> None:
-        return None
-
-    def phase_duration(self, phase: str, seconds: float) -> None:
-        return None
-
-    def restore_expiry_hours(self, hours: float) -> None:
-        return None
-
-
-@dataclass
-class LogMetrics:
-    """Keeps every datum (tests read ``points``) and logs it at DEBUG."""
-
-    points: list[tuple[str, dict[str, str], float]] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def _put(self, name: str, value: float, **dimensions: str) -> None:
-        with self._lock:
-            self.points.append((name, dimensions, value))
-        logger.debug("metric %s %s %s", name, dimensions, value, extra={"metric": name, "value": value})
+        self.record(Datum(name, float(value), tuple(sorted(dimensions.items()))))
 
     def bytes_downloaded(self, nbytes: int) -> None:
-        self._put("BytesDownloaded", nbytes)
+        if nbytes:  # a failed part's rewind arrives negative: the interval's sum stays the bytes kept
+            self._put("BytesDownloaded", nbytes)
 
     def work_synced(self) -> None:
         self._put("WorksSynced", 1)
@@ -77,23 +97,40 @@ class LogMetrics:
     def restore_expiry_hours(self, hours: float) -> None:
         self._put(RESTORE_EXPIRY_METRIC, hours)
 
+    def restores_renewed(self, count: int) -> None:
+        if count > 0:
+            self._put("RestoresRenewed", count)
+
+    def messages_hidden(self, reason: str, count: int) -> None:
+        if count > 0:
+            self._put("MessagesHidden", count, reason=reason)
+
+    def heartbeat(self, regions: Sequence[str], host: str) -> None:
+        """1 per region whose queue this finisher polls (the alarm's dimension) and 1 for its host (the
+        dashboard's)."""
+        for region in regions:
+            self._put(HEARTBEAT_METRIC, 1, region=region)
+        self._put(HEARTBEAT_METRIC, 1, host=host)
+
+
+class NullMetrics(NamedMetrics):
+    """Metrics off (the embedded demo, a moto endpoint)."""
+
+
+class LogMetrics(NamedMetrics):
+    """Keeps every datum (tests read ``points``) and logs it at DEBUG."""
+
+    def __init__(self) -> None:
+        self.points: list[tuple[str, dict[str, str], float]] = []
+        self._lock = threading.Lock()
+
+    def record(self, datum: Datum) -> None:
+        with self._lock:
+            self.points.append((datum.name, dict(datum.dimensions), datum.value))
+        logger.debug("metric %s %s %s", datum.name, dict(datum.dimensions), datum.value,
+                     extra={"metric": datum.name, "value": datum.value})
+
     def total(self, name: str, **dimensions: str) -> float:
-        return sum(v for n, d, v in self.points if n == name and all(d.get(k) == x for k, x in dimensions.items()))
-
-
-class CloudWatchMetrics(LogMetrics):
-    """PutMetricData, one call per datum (a handful per work); failures are logged, never fatal."""
-
-    def __init__(self, cloudwatch_client: Any, namespace: str) -> None:
-        super().__init__()
-        self.client, self.namespace = cloudwatch_client, namespace
-
-    def _put(self, name: str, value: float, **dimensions: str) -> None:
-        unit = {"BytesDownloaded": "Bytes", "PhaseDuration": "Seconds", RESTORE_EXPIRY_METRIC: "None"}.get(name,
-                                                                                                        "Count")
-        datum = {"MetricName": name, "Value": float(value), "Unit": unit,
-                 "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]}
-        try:
-            self.client.put_metric_data(Namespace=self.namespace, MetricData=[datum])
-        except (BotoCoreError, ClientError) as err:
-            logger.warning("metric %s not sent: %s", name, err)
+        with self._lock:
+            points = list(self.points)
+        return sum(v for n, d, v in points if n == name and all(d.get(k) == x for k, x in dimensions.items()))

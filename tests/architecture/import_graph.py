@@ -15,7 +15,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 PRODUCT = "onprem.finisher"
 #: the shared base: modules beside the stage packages, importing nothing of the finisher but each other
-BASE = frozenset({"errors", "progress", "metrics", "logs", "durability"})
+BASE = frozenset({"errors", "progress", "metrics", "metrics_batch", "logs", "durability"})
 #: the stages, each importing only the base (and contract, config)
 STAGES = frozenset({"queue", "fetch", "debag", "sync", "ledger"})
 #: the one package that knows two stages: the download de-bagged while it arrives

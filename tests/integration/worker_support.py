@@ -166,8 +166,11 @@ class FileStages:
             with self._lock:
                 self.calls["fetch_reused"] += 1
             return Fetched(dest, work.size, 1)
+        progress = ctx.progress("download")  # as the real fetch does: the bytes as they arrive (BytesDownloaded)
+        progress.start(work.size, 1)
         self.clients.s3(work.region).download_file(work.bucket, work.key, str(dest),
-                                                   ExtraArgs={"VersionId": work.version_id})
+                                                   ExtraArgs={"VersionId": work.version_id}, Callback=progress.advance)
+        progress.finish()
         return Fetched(dest, dest.stat().st_size)
 
     def debag(self, work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:

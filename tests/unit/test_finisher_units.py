@@ -163,16 +163,17 @@ def test_cloudwatch_metrics_land_in_the_namespace(monkeypatch: pytest.MonkeyPatc
     import boto3
     from moto import mock_aws
 
-    from onprem.finisher.metrics import CloudWatchMetrics
+    from onprem.finisher.metrics_batch import BatchedMetrics
 
     for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
         monkeypatch.setenv(name, "testing")
     monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
     with mock_aws():
         client = boto3.client("cloudwatch", region_name="us-east-1")
-        sink = CloudWatchMetrics(client, "BDRC/Restore/test")
+        sink = BatchedMetrics(client, "BDRC/Restore/test")
         sink.work_failed("bag_invalid")
         sink.phase_duration("sync", 2.0)
+        sink.close()  # never started: the last send runs here
         metrics = client.list_metrics(Namespace="BDRC/Restore/test")["Metrics"]
     names = {(m["MetricName"], tuple((d["Name"], d["Value"]) for d in m["Dimensions"])) for m in metrics}
     assert names == {("WorkFailures", (("cause", "bag_invalid"),)), ("PhaseDuration", (("phase", "sync"),))}

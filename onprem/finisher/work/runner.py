@@ -234,8 +234,7 @@ class WorkRunner:
         return fetched, staged
 
     def _downloaded(self, work: RestoredWork, fetched: Fetched, phase: str, started: float) -> None:
-        self.metrics.phase_duration(phase, time.monotonic() - started)
-        self.metrics.bytes_downloaded(fetched.size)
+        self.metrics.phase_duration(phase, time.monotonic() - started)  # its bytes: as they came (work/metered.py)
         self.ledger.advance(work.idempotency_key, Phase.DOWNLOADED, path=str(fetched.path), size=fetched.size,
                             resumed_parts=fetched.resumed_parts)
 

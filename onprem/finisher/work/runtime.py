@@ -8,13 +8,15 @@ import socket
 from collections.abc import Callable
 
 from onprem.finisher.ledger.store import Ledger
-from onprem.finisher.metrics import CloudWatchMetrics, Metrics, NullMetrics
+from onprem.finisher.metrics import Metrics, NullMetrics
+from onprem.finisher.metrics_batch import BatchedMetrics
 from onprem.finisher.progress import Progress, make_progress
 from onprem.finisher.queue.sqs import WorkQueue
 from onprem.finisher.work.backlog import BacklogIndex
 from onprem.finisher.work.cancel import TokenRegistry
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.expiry import ExpiryGauge
+from onprem.finisher.work.metered import RunMetrics, metered_progress
 from onprem.finisher.work.runner import WorkRunner
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import Stages
@@ -39,10 +41,13 @@ def work_queues(settings: Settings, clients: AwsClients, regions: list[str] | No
 
 
 def make_metrics(settings: Settings, clients: AwsClients) -> Metrics:
+    """CloudWatch in the dashboard's region, batched on a thread (``settings.metrics``: on by default without an
+    endpoint, i.e. against AWS), else nothing."""
     if not settings.metrics:
         return NullMetrics()
     region = settings.environment.monitoring.dashboard_region
-    return CloudWatchMetrics(clients.client("cloudwatch", region), settings.environment.monitoring.namespace)
+    return BatchedMetrics(clients.metrics_client(region), settings.environment.monitoring.namespace,
+                          interval_s=settings.metrics_interval, capacity=settings.metrics_buffer)
 
 
 def default_progress(label: str, work_rid: str) -> Progress:
@@ -63,10 +68,13 @@ def build_worker(settings: Settings, stages: Stages, *, clients: AwsClients | No
     ledger = ledger or open_ledger(settings)
     ledger.check_writable()  # a read-only or locked ledger stops the start, not every message
     metrics = metrics or make_metrics(settings, clients)
+    expiry = ExpiryGauge(ledger, metrics, settings.restore.expiry_metric_interval)
     runner = WorkRunner(
         settings=settings, ledger=ledger, stages=stages, metrics=metrics,
-        s3_client_for=clients.s3, progress_for=progress_for, owner=owner or owner_id(), tokens=tokens,
-        expiry=ExpiryGauge(ledger, metrics, settings.restore.expiry_metric_interval))
+        s3_client_for=clients.s3, progress_for=metered_progress(progress_for, metrics), owner=owner or owner_id(),
+        tokens=tokens, expiry=expiry)
     backlog = BacklogIndex(settings, ledger, clients.s3,
                            hold=settings.worker.concurrency + settings.worker.backlog_lookahead)
-    return Worker(settings, work_queues(settings, clients), runner, tokens, backlog)
+    # the metrics thread lives as long as the run: heartbeat, idle gauges, the last send at the stop
+    return Worker(settings, work_queues(settings, clients), runner, tokens, backlog,
+                  observer=RunMetrics(metrics, expiry))

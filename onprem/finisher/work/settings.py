@@ -125,7 +125,12 @@ class Settings(BaseModel):
     endpoint_url: str | None = None
     log_format: Literal["auto", "json", "text"] = "auto"
     log_level: str = "INFO"
+    #: CloudWatch metrics (default: on against AWS, i.e. without an endpoint; off with one, e.g. the demo's moto)
     metrics: bool = False
+    #: seconds between two sends of the metrics thread (the heartbeat's and BytesDownloaded's period)
+    metrics_interval: float = Field(default=60.0, gt=0, le=300)
+    #: datums buffered between two sends at most; beyond, a datum is dropped and counted (MetricsDropped)
+    metrics_buffer: int = Field(default=10_000, ge=1)
     #: de-bag while downloading (fetch_debag/) instead of one after the other
     fetch_debag_overlap: bool = True
     worker: WorkerSettings
@@ -158,7 +163,8 @@ SECTIONS: dict[str | None, type[BaseModel]] = {
 #: the section and field it sets; its type, bounds and default are the owning model's
 ROUTES: dict[str, tuple[str | None, str]] = {
     **{name: (None, name) for name in ("archive_root", "staging_dir", "state_dir", "ledger_url", "ledger_lock_timeout",
-                                       "endpoint_url", "log_format", "log_level", "metrics", "fetch_debag_overlap")},
+                                       "endpoint_url", "log_format", "log_level", "metrics", "metrics_interval",
+                                       "metrics_buffer", "fetch_debag_overlap")},
     **{name: ("worker", name) for name in WorkerSettings.model_fields},
     "restore_tier": ("restore", "tier"), "restore_days": ("restore", "days"), "restore_prices": ("restore", "prices"),
     "restore_max_cost": ("restore", "max_cost_usd"),
@@ -256,7 +262,7 @@ def load_settings(environment: EnvironmentConfig | None = None, *, env_name: str
         "environment": environment, "archive_root": archive_root, "state_dir": state_dir,
         "staging_dir": Path(base.pop("staging_dir", f.staging_dir)),
         "ledger_url": base.pop("ledger_url", f"sqlite:///{state_dir / 'ledger.sqlite'}"),
-        "endpoint_url": endpoint_url, **base,
+        "endpoint_url": endpoint_url, "metrics": base.pop("metrics", endpoint_url is None), **base,
         "worker": _build(WorkerSettings, worker, "worker"), "restore": _build(RestoreSettings, restore, "restore"),
         "fetch": _build(FetchSettings, top["fetch"], "fetch"), "debag": _build(DebagSettings, top["debag"], "debag"),
         "sync": _build(SyncSettings, sync, "sync"),

@@ -1,5 +1,5 @@
-"""The worker loop: long-poll every region's queue, fill N work slots (earliest restore expiry first), shut down
-gracefully.
+"""The worker loop: long-poll every region's queue (all at once: queue/poll.py), fill N work slots (earliest
+restore expiry first), shut down gracefully.
 
 One message per slot. A first SIGTERM/SIGINT stops receiving and lets in-flight works finish within the grace
 period; after it they are interrupted at their next checkpoint and their messages released (visibility 0).
@@ -21,6 +21,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from onprem.finisher.errors import InterruptReason, LedgerUnavailable
 from onprem.finisher.queue.lookahead import Lookahead
+from onprem.finisher.queue.poll import PollRequest, QueuePoller
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work.cancel import TokenRegistry
 from onprem.finisher.work.outcome import Outcome
@@ -28,9 +29,10 @@ from onprem.finisher.work.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-#: SQS returns at most 10 messages per receive
-RECEIVE_BATCH = 10
 DRAIN_WAIT_S = 2
+#: a pass of the loop waits this long at most for a poll to end (the look-ahead's extensions, the renewals and
+#: the heartbeat turn meanwhile)
+PASS_WAIT_S = 1.0
 #: after the grace period, how much longer than a sync's termination the shutdown waits for the works it stopped
 STOP_MARGIN_S = 5.0
 #: with the backlog index, messages received per pass beyond what the slots and the look-ahead take: the scan
@@ -66,13 +68,36 @@ class Backlog(Protocol):
     def renew_due(self) -> int: ...
 
 
+@dataclass(frozen=True)
+class PassTotals:
+    """Since the run started: messages hidden until their turn or handed on (the backlog), waiting continuations
+    hidden or handed on (a restore not ready), copies renewed."""
+
+    hidden: int
+    waiting: int
+    renewed: int
+
+
+class RunObserver(Protocol):
+    """Lives as long as one run (work/metered.py: the metrics thread and its heartbeat): told when the loop starts,
+    at each pass, and after the last work ended."""
+
+    def started(self, queues: list[WorkQueue]) -> None: ...
+
+    def passed(self, totals: PassTotals) -> None: ...
+
+    def stopped(self) -> None: ...
+
+
 class Worker:
     def __init__(self, settings: Settings, queues: list[WorkQueue], runner: MessageProcessor,
-                 tokens: TokenRegistry, backlog: Backlog | None = None) -> None:
+                 tokens: TokenRegistry, backlog: Backlog | None = None, observer: RunObserver | None = None) -> None:
         self.settings, self.queues, self.runner, self.tokens, self.backlog = settings, queues, runner, tokens, backlog
+        self.observer = observer
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self.summary = RunSummary()
+        self._renewed = 0
 
     def request_stop(self) -> None:
         """First signal: stop receiving; in-flight works get the grace period."""
@@ -92,22 +117,30 @@ class Worker:
         lookahead = Lookahead(self.settings.worker.backlog_lookahead, self.settings.worker.visibility_timeout,
                               self.settings.worker.heartbeat_fraction, self.settings.worker.max_visibility,
                               self.settings.worker.handoff_margin, self.settings.environment.queues.max_receive_count,
-                              hide_for=self._hide_for(drain))
+                              hide_for=self._hide_for(drain), slots=slots)
         scan = BACKLOG_SCAN if self.backlog else 0
         idle_since: float | None = None
+        poller = QueuePoller(self.queues, self._stop)
         logger.info("finisher started: %d slot(s), queues %s%s", slots, ", ".join(q.queue_name for q in self.queues),
                     " (drain)" if drain else "")
+        if self.observer:
+            self.observer.started(self.queues)
         try:
             while not self._stop.is_set():
+                if self.observer:
+                    self.observer.passed(self._totals(lookahead))
                 lookahead.keep_invisible()
                 if self.backlog:
-                    self.backlog.renew_due()
+                    self._renewed += self.backlog.renew_due()
                 in_flight = {f for f in in_flight if not f.done()}
                 free = slots - len(in_flight)
                 if free <= 0:
+                    # a poll that ended meanwhile: its messages held (extended), not left to time out
+                    lookahead.choose(self._receive_all(poller, 0, drain, quick=True), 0)
                     wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
-                received = self._receive_all(free + lookahead.room() + scan, drain, quick=len(lookahead) > 0)
+                received = self._receive_all(poller, free + lookahead.room() + scan, drain,
+                                             quick=len(lookahead) > 0)
                 if self._stop.is_set():
                     for queue, message in received:
                         queue.release(message)
@@ -130,7 +163,15 @@ class Worker:
             self._stop.set()
             lookahead.release_all()
             self._finish(pool, in_flight)
+            poller.close(self.settings.worker.wait_time_seconds + 1.0)  # polls in flight end by themselves
+            if self.observer:
+                self.observer.stopped()
         return self.summary
+
+    def _totals(self, lookahead: Lookahead) -> PassTotals:
+        with self._lock:
+            waiting = self.summary.outcomes[Outcome.WAITING]
+        return PassTotals(lookahead.hidden + lookahead.handed_on, waiting, self._renewed)
 
     def _hide_for(self, drain: bool) -> Callable[[list[ReceivedMessage]], list[int]] | None:
         """The backlog's placement of received messages; in a drain, no message is hidden past the drain's idle
@@ -142,29 +183,21 @@ class Worker:
         backlog, cap = self.backlog, max(1, int(self.settings.worker.drain_idle_limit) - 1)
         return lambda messages: [min(seconds, cap) for seconds in backlog.hide_for(messages)]
 
-    def _receive_all(self, wanted: int, drain: bool, *, quick: bool) -> list[tuple[WorkQueue, ReceivedMessage]]:
-        """Up to ``wanted`` messages from the queues in turn; ``quick`` (messages already held): no waiting."""
+    def _receive_all(self, poller: QueuePoller, wanted: int, drain: bool, *,
+                     quick: bool) -> list[tuple[WorkQueue, ReceivedMessage]]:
+        """What the queues' polls (all at once, one each) brought within a pass; ``quick`` (messages already
+        held): no waiting."""
+        # a drain only needs to see whether anything is left: no long wait on an empty queue
+        wait_s = self.settings.worker.wait_time_seconds
+        wait_s = 0 if quick else min(wait_s, DRAIN_WAIT_S) if drain else wait_s
         received: list[tuple[WorkQueue, ReceivedMessage]] = []
-        for queue in self.queues:
-            if wanted - len(received) <= 0 or self._stop.is_set():
-                break
-            # a drain only needs to see whether anything is left: no long wait on an empty queue
-            wait_s = self.settings.worker.wait_time_seconds
-            wait_s = 0 if quick else min(wait_s, DRAIN_WAIT_S) if drain else wait_s
-            while wanted - len(received) > 0:  # full batches: more is waiting (the backlog's scan)
-                asked = min(RECEIVE_BATCH, wanted - len(received))
-                try:
-                    batch = queue.receive(asked, wait_s, self.settings.worker.visibility_timeout)
-                except (BotoCoreError, ClientError) as err:
-                    logger.warning("%s: receive failed: %s", queue.queue_name, err)
-                    self.summary.queue_errors[queue.queue_name] = f"receive failed: {err}"
-                    self._stop.wait(min(5.0, max(self.settings.worker.wait_time_seconds, 1)))
-                    break
-                self.summary.queue_errors.pop(queue.queue_name, None)
-                received += [(queue, message) for message in batch]
-                if len(batch) < asked or self._stop.is_set():
-                    break
-                wait_s = 0
+        request = PollRequest(wanted, wait_s, self.settings.worker.visibility_timeout)
+        for result in poller.collect(request, 0 if quick else PASS_WAIT_S):
+            if result.error:
+                self.summary.queue_errors[result.queue.queue_name] = result.error
+            else:
+                self.summary.queue_errors.pop(result.queue.queue_name, None)
+            received += [(result.queue, message) for message in result.messages]
         return received
 
     def _process(self, queue: WorkQueue, message: ReceivedMessage) -> str:
