@@ -27,9 +27,11 @@ Audits the work at workPath (RID = its last path component, a whole RID), then s
                      s3://bucket/prefix); requires -s. Skipped when NO_REFRESH_WEB=Yes.
   -W                 replace the content of webParent/{RID}/ (objects not in images/ are deleted).
   -s successWorkList append the RID to this file when every step asked for succeeded.
-                     Then, with -a, the marker archiveParent/.sync-locks/{RID}.synced records the digest of the
-                     work's {RID}.bag/manifest-*.txt: a later sync of the same staged work finds the archive copy
-                     already in place (under the work's lock, the copy checked) and syncs nothing, appends nothing.
+                     With -a, the marker archiveParent/.sync-locks/{RID}.synced records the digest of the
+                     work's {RID}.bag/manifest-*.txt, written before that line ("pending" with the list's size)
+                     and completed after it: a later sync of the same staged work finds the archive copy already
+                     in place (under the work's lock, the copy checked) and syncs nothing; it appends the line
+                     only when a run killed between the two writes had not appended it.
   -h                 this help.
   No -a and no -w: only the audit runs.
 
@@ -103,6 +105,23 @@ is_work() {
 
 has_files() { [[ -n $(find "$1" -type f -print -quit) ]]; }
 
+# The marker, written atomically: "DIGEST" once every step is done, "DIGEST pending OFFSET" (the success list's
+# size before its line) while the success line is being written.
+write_marker() {
+    printf '%s\n' "$*" >"$MARKER.tmp.$$" && mv -f -- "$MARKER.tmp.$$" "$MARKER"
+}
+
+# A run killed between its pending marker and its final one: append the success line unless it is already there
+# (after OFFSET: an earlier sync of this work may be named before it), then the final marker.
+finish_pending() {
+    local offset=$1
+    if [[ -n $SUCCESS_LIST ]] && ! tail -c "+$((offset + 1))" -- "$SUCCESS_LIST" 2>/dev/null | grep -qxF -- "$RID"; then
+        printf '%s\n' "$RID" >>"$SUCCESS_LIST" || die "$EX_SUCCESS_LIST" "cannot append to $SUCCESS_LIST"
+        say "the success line of the interrupted sync appended to $SUCCESS_LIST"
+    fi
+    write_marker "$DIGEST" || say "could not write $MARKER"
+}
+
 # The digest the marker records: sha256 of the bag's manifest-*.txt (C order); empty when the work has none.
 manifest_digest() {
     local manifests=()
@@ -134,6 +153,7 @@ TARGET=
 MARKER=
 DIGEST=
 ALREADY_SYNCED=0
+SUCCESS_LIST=
 
 on_exit() {
     # an interrupted swap puts the previous version back; a half-built copy is removed
@@ -216,9 +236,15 @@ sync_archive() {
     recover_stale "$parent"
     MARKER="$archive_parent/.sync-locks/$RID.synced"
     DIGEST=$(manifest_digest "$src")
-    if [[ -n $DIGEST && -f $MARKER && $(<"$MARKER") == "$DIGEST" && -d $TARGET ]] \
+    local marked='' state='' offset=''
+    if [[ -f $MARKER ]]; then read -r marked state offset <"$MARKER" || true; fi
+    if [[ -n $DIGEST && $marked == "$DIGEST" && -d $TARGET ]] \
         && verify_copy "$src" "$TARGET" "$replace" quick 2>/dev/null; then
         ALREADY_SYNCED=1
+        if [[ $state == pending && $offset =~ ^[0-9]+$ ]]; then
+            trap '' TERM INT
+            finish_pending "$offset"
+        fi
         say "already synced (marker $DIGEST) path=$TARGET"
         return 0
     fi
@@ -301,6 +327,7 @@ main() {
     shift $((OPTIND - 1))
     [[ $# -eq 1 ]] || usage_error "expected exactly one workPath, got $#"
     if [[ -n $web_parent && -z $success_list ]]; then usage_error "-w needs -s successWorkList"; fi
+    SUCCESS_LIST=$success_list
 
     local work_path=${1%/}
     # no $(basename …): command substitution strips a trailing newline and would name a sibling folder
@@ -350,16 +377,27 @@ main() {
     if [[ -n $web_parent ]]; then
         sync_web "$work_path" "${web_parent%/}" "$replace_web"
     fi
-    # the copy is in place: the success line and the marker are written together, a stop now waits for both
+    # the copy is in place: the marker and the success line are written together, a stop now waits for both.
+    # The marker goes first, pending with the list's size: a run killed from here on is finished by the next one
+    # (finish_pending), never synced again and never listed twice
     trap '' TERM INT
-    if [[ -n $success_list ]]; then
-        STEP=success-list
-        printf '%s\n' "$RID" >>"$success_list" || die "$EX_SUCCESS_LIST" "cannot append to $success_list"
-    fi
+    local marked=0
     if [[ -n $MARKER && -n $DIGEST ]]; then
         STEP=marker
-        if ! { printf '%s\n' "$DIGEST" >"$MARKER.tmp.$$" && mv -f -- "$MARKER.tmp.$$" "$MARKER"; }; then
+        if [[ -z $SUCCESS_LIST ]] && write_marker "$DIGEST"; then
+            marked=1
+        elif [[ -n $SUCCESS_LIST ]] && write_marker "$DIGEST" pending "$(stat -c %s -- "$SUCCESS_LIST" 2>/dev/null || echo 0)"; then
+            marked=1
+        else
             say "could not write $MARKER (a restart would sync this work again)"
+        fi
+    fi
+    if [[ -n $SUCCESS_LIST ]]; then
+        STEP=success-list
+        printf '%s\n' "$RID" >>"$SUCCESS_LIST" || die "$EX_SUCCESS_LIST" "cannot append to $SUCCESS_LIST"
+        if [[ $marked == 1 ]]; then
+            STEP=marker
+            write_marker "$DIGEST" || say "could not finish $MARKER (the next sync of this work completes it)"
         fi
     fi
     STEP="done"

@@ -150,6 +150,48 @@ def test_sigkill_of_the_finisher_alone_lets_the_sync_finish_and_the_restart_reco
     assert len(synced) == 1 and synced[0].get("already_synced") in (True, None)
 
 
+def _write_marker_kill_shim(bin_dir: Path, success_list: Path, flags: Path, listed: dict[str, bool]) -> None:
+    """An ``mv`` whose first move onto a work's marker SIGKILLs the script's whole process group: for a work of
+    ``listed`` True once the success list names it, before the rename; for False before the list names it, after
+    the rename (between a pending marker and the success line)."""
+    bin_dir.mkdir(parents=True, exist_ok=True)
+    cases = []
+    for rid, after_line in listed.items():
+        named = f'grep -qx {rid} "{success_list}" 2>/dev/null'
+        let_through = f"! {named}" if after_line else named
+        rename_first = "" if after_line else '/bin/mv "$@"; '
+        flag = flags / f"{rid}.killed"
+        cases.append(f'*/.sync-locks/{rid}.synced)\n'
+                     f'    if [ -e "{flag}" ] || {let_through}; then exec /bin/mv "$@"; fi\n'
+                     f'    {rename_first}touch "{flag}"; kill -9 0;;\n')
+    shim = bin_dir / "mv"
+    shim.write_text("#!/bin/sh\nfor last; do :; done\ncase \"$last\" in\n" + "".join(cases)
+                    + "esac\nexec /bin/mv \"$@\"\n", encoding="utf-8")
+    shim.chmod(shim.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+
+
+def test_sigkill_of_the_sync_group_around_its_success_line_records_it_synced_once_without_a_second_copy(
+        bench: Bench) -> None:
+    """The script's group SIGKILLed once its copy is in place: W1NLM4700 right after its success line (before the
+    marker is complete: a sync again before the fix), W1NLM4701 between its pending marker and its success line.
+    The retry finds the marker and a verified copy, completes the success list once, copies nothing."""
+    listed = {RID: True, "W1NLM4701": False}
+    works = [bench.stage(spec(rid)) for rid in listed]
+    flags = bench.scratch / "killed"
+    flags.mkdir()
+    _write_marker_kill_shim(bench.scratch / "shims", bench.paths.state_dir / "logs" / "synced-works.txt", flags,
+                            listed)
+    assert bench.drain_until_quiet(env={"PATH": f"{bench.scratch / 'shims'}:{os.environ['PATH']}"}) == 0
+    assert {rid: sync_count(bench, rid) for rid in listed} == {rid: 1 for rid in listed}, "a work synced twice"
+    assert sorted(flag.name for flag in flags.iterdir()) == [f"{rid}.killed" for rid in listed]
+    assert _ours(bench) == []
+    assert bench.problems(works) == []
+    status = bench.status()
+    for rid in listed:
+        synced = [e for e in status[rid]["history"] if e["event"] == "work_synced"]
+        assert [e.get("already_synced") for e in synced] == [True], rid  # the retry copied nothing
+
+
 @pytest.mark.parametrize("failures", [2])
 def test_a_hook_failing_n_times_then_succeeding_syncs_once_and_runs_the_hook_n_plus_1_times(
         bench: Bench, failures: int) -> None:

@@ -237,8 +237,8 @@ def sync_work(work_dir: Path, work_rid: str, settings: SyncSettings, *, now: dat
     ``terminate_timeout_s``, and this returns only when no process of it is left, raising ``WorkInterrupted``
     (``cancel.check()``) with the staging copy kept for the restart. A script that finished anyway counts as done.
     ``already_synced`` in the result: the script's marker said the archive copy is this staged work (the sync
-    of a run stopped or killed after the copy was in place), so nothing was copied and the success list is not
-    appended again.
+    of a run stopped or killed after the copy was in place), so nothing was copied and the success list names the
+    work once (the script appends the line only when the killed run's pending marker shows it was not written).
     """
     _check_work_rid(work_dir, work_rid)
     _check_archive_root(settings.archive_root, work_rid)
