@@ -117,7 +117,7 @@ class Worker:
         lookahead = Lookahead(self.settings.worker.backlog_lookahead, self.settings.worker.visibility_timeout,
                               self.settings.worker.heartbeat_fraction, self.settings.worker.max_visibility,
                               self.settings.worker.handoff_margin, self.settings.environment.queues.max_receive_count,
-                              hide_for=self._hide_for(drain), slots=slots)
+                              hide_for=self._hide_for(drain))
         scan = BACKLOG_SCAN if self.backlog else 0
         idle_since: float | None = None
         poller = QueuePoller(self.queues, self._stop)
@@ -165,6 +165,7 @@ class Worker:
             self._finish(pool, in_flight)
             poller.close(self.settings.worker.wait_time_seconds + 1.0)  # polls in flight end by themselves
             if self.observer:
+                self.observer.passed(self._totals(lookahead))  # the works that ended after the last pass
                 self.observer.stopped()
         return self.summary
 
