@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
+import time
 from collections import Counter
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
@@ -17,6 +19,7 @@ from harness.bags import make_bdrc_bag_zip
 from onprem.finisher.errors import BagInvalid, TransferError
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.metrics import LogMetrics
+from onprem.finisher.metrics_batch import BatchedMetrics
 from onprem.finisher.progress import NullProgress
 from onprem.finisher.work.cancel import CancelToken
 from onprem.finisher.work.clients import AwsClients
@@ -39,6 +42,7 @@ from tests.integration.worker_support import (
     send,
     slow_until,
     stage_object,
+    wait_for,
     worker_settings,
 )
 
@@ -176,9 +180,11 @@ def test_restore_in_progress_waits_as_a_delayed_continuation(tmp_path: Path, aws
     s3 = aws.s3(REGION)
     s3.meta.events.register("after-call.s3.HeadObject", ongoing)
     send(aws, work)
-    summary = make_worker(settings, aws, stages).run(drain=True)
+    metrics = LogMetrics()
+    summary = make_worker(settings, aws, stages, metrics=metrics).run(drain=True)
     s3.meta.events.unregister("after-call.s3.HeadObject", ongoing)
     assert summary.outcomes == Counter({"waiting": 1})
+    assert metrics.total("MessagesHidden", reason="restore_wait") == 1
     assert stages.calls["fetch"] == 0
     # a new message, delayed: the old one (and its receive count) is gone
     assert queue_depth(aws) == {"visible": 0, "in_flight": 0} and queue_messages(aws, DLQ) == []
@@ -484,3 +490,84 @@ def test_a_drain_whose_receives_are_refused_has_not_drained_its_queue(tmp_path: 
     assert summary.outcomes == Counter()
     depth = queue_depth(aws)
     assert depth["visible"] + depth["in_flight"] == 1 and queue_messages(aws, DLQ) == []  # still queued, untouched
+
+
+OTHER_REGION = "ap-northeast-2"
+
+
+def two_queue_settings(tmp_path: Path, aws: AwsClients, first_queue: str, **overrides: object) -> Settings:
+    """The test environment with a second region listed first, its (empty) queue and DLQ created on moto."""
+    sqs = aws.client("sqs", OTHER_REGION)
+    for name in (f"{first_queue}-dlq", first_queue):
+        sqs.create_queue(QueueName=name)
+    document = environment(tmp_path).model_dump()
+    document["regions"].insert(0, {"region": OTHER_REGION, "queue_name": first_queue,
+                                   "dlq_name": f"{first_queue}-dlq",
+                                   "buckets": [{"name": OTHER_BUCKET, "collection": "NLM"}]})
+    return worker_settings(tmp_path, **overrides).model_copy(
+        update={"environment": EnvironmentConfig.model_validate(document)})
+
+
+def test_an_empty_first_queue_never_delays_the_second_queue_s_work(tmp_path: Path, aws: AwsClients) -> None:
+    """Every queue is long-polled at once (one poll each): the second queue's message is taken within a second
+    while the first queue, empty, waits out its 2 s poll (before: queue after queue, 2 s later at best)."""
+    settings = two_queue_settings(tmp_path, aws, "test-first-works", wait_time_seconds=2)
+    stages = FileStages(settings, aws)
+    taken_at: list[float] = []
+    stages.before["fetch"] = lambda rid, ctx: taken_at.append(time.monotonic())
+    send(aws, staged_work(tmp_path, aws))
+    worker = make_worker(settings, aws, stages)
+    assert [q.queue_name for q in worker.queues] == ["test-first-works", QUEUE]
+    runner = threading.Thread(target=worker.run)
+    started = time.monotonic()
+    runner.start()
+    wait_for(lambda: worker.summary.outcomes["synced"] == 1, 10, "the second queue's work synced")
+    worker.request_stop()
+    runner.join(10)
+    assert not runner.is_alive()
+    assert taken_at[0] - started < 1.0, f"taken {taken_at[0] - started:.2f} s after the start"
+    assert queue_depth(aws) == {"visible": 0, "in_flight": 0}
+
+
+def test_an_idle_finisher_beats_and_still_publishes_the_earliest_restore_expiry(
+        tmp_path: Path, aws: AwsClients) -> None:
+    """Nothing to work: the heartbeat (per polled region and per host) and HoursToEarliestRestoreExpiry of a
+    queued work still reach CloudWatch every round; the stop sends the last round and ends the thread."""
+    settings = worker_settings(tmp_path, wait_time_seconds=1, expiry_metric_interval=0)
+    ledger = Ledger(settings.ledger_url)
+    work = staged_work(tmp_path, aws)  # its copy expires in 5 days; registered (seen), never sent
+    ledger.register(work, work.to_body())
+    cloudwatch = aws.metrics_client(REGION)
+    namespace = settings.environment.monitoring.namespace
+    metrics = BatchedMetrics(cloudwatch, namespace, interval_s=0.2)
+    worker = build_worker(settings, clients=aws, stages=FileStages(settings, aws).bundle(), metrics=metrics,
+                          ledger=ledger, progress_for=lambda label, rid: NullProgress())
+    runner = threading.Thread(target=worker.run)
+    runner.start()
+
+    def beats() -> float:
+        return metric_stat(cloudwatch, namespace, "FinisherHeartbeat", "Sum", region=REGION)
+
+    wait_for(lambda: beats() >= 3, 10, "three heartbeats")
+    worker.request_stop()
+    runner.join(10)
+    assert not runner.is_alive() and metrics._thread is not None and not metrics._thread.is_alive()
+    assert worker.summary.outcomes == Counter()
+    listed = {(m["MetricName"], tuple((d["Name"], d["Value"]) for d in m["Dimensions"]))
+              for m in cloudwatch.list_metrics(Namespace=namespace)["Metrics"]}
+    assert listed == {("FinisherHeartbeat", (("region", REGION),)),
+                      ("FinisherHeartbeat", (("host", socket.gethostname()),)),
+                      ("HoursToEarliestRestoreExpiry", ())}
+    assert 119 < metric_stat(cloudwatch, namespace, "HoursToEarliestRestoreExpiry", "Minimum") <= 120
+    assert metrics.dropped == 0
+
+
+def metric_stat(cloudwatch: object, namespace: str, name: str, stat: str, **dimensions: str) -> float:
+    now = datetime.now(UTC)
+    response = cloudwatch.get_metric_data(  # type: ignore[attr-defined]
+        MetricDataQueries=[{"Id": "m", "MetricStat": {"Metric": {
+            "Namespace": namespace, "MetricName": name,
+            "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]}, "Period": 3600, "Stat": stat}}],
+        StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5))
+    values = response["MetricDataResults"][0]["Values"]  # one per hour bucket the window touches
+    return float({"Minimum": min, "Maximum": max}.get(stat, sum)(values))

@@ -52,7 +52,8 @@ def statistic(client: Any, namespace: str, name: str, stat: str, **dimensions: s
             "Namespace": namespace, "MetricName": name,
             "Dimensions": [{"Name": k, "Value": v} for k, v in dimensions.items()]}, "Period": 3600, "Stat": stat}}],
         StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5))
-    return float(sum(response["MetricDataResults"][0]["Values"]))
+    values = response["MetricDataResults"][0]["Values"]  # one per hour bucket the window touches
+    return float({"Minimum": min, "Maximum": max}.get(stat, sum)(values))
 
 
 def test_counts_from_many_threads_go_out_summed_on_the_metrics_thread(cloudwatch: Any,
