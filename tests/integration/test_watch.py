@@ -1,5 +1,6 @@
 """``finisher watch DIR``: the feeder, with real bag zips, the real de-bag and sync (``bin/syncOneWork.sh``) and a
-real SQLite ledger; no AWS is called. The kill test runs the finisher as a separate process and SIGKILLs it."""
+real SQLite ledger; no AWS is called. The kill test runs the finisher as a separate process and SIGKILLs it.
+``finisher run --watch DIR``: the same feeder beside the queue's slots, a process against a loopback moto server."""
 
 from __future__ import annotations
 
@@ -12,7 +13,9 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import boto3
 import pytest
 import yaml
 from typer.testing import CliRunner
@@ -23,7 +26,8 @@ from onprem.finisher.cli.app import app
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.logs import reset_logging
 from onprem.finisher.work.intake import Intake, WatchSettings, sha256_of, watch_key
-from tests.integration.worker_support import environment
+from tests.integration.moto_endpoint import CREDENTIALS
+from tests.integration.worker_support import BUCKET, DLQ, QUEUE, REGION, environment, send, stage_object
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 RID, OTHER = "W1NLM4700", "W22084"
@@ -45,6 +49,19 @@ def inbox(tmp_path: Path) -> Path:
     folder = tmp_path / "inbox"
     folder.mkdir()
     return folder
+
+
+class MotoClients:
+    """Just enough of AwsClients for ``stage_object`` and ``send``, on the moto server."""
+
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    def client(self, service: str, region: str) -> Any:
+        return boto3.client(service, region_name=region, endpoint_url=self.endpoint)
+
+    def s3(self, region: str) -> Any:
+        return self.client("s3", region)
 
 
 def ledger(tmp_path: Path) -> Ledger:
@@ -213,3 +230,49 @@ def test_the_compose_example_runs_a_feeder_on_a_mounted_folder() -> None:
     assert feeder["command"][1] in mounts and not mounts[feeder["command"][1]].endswith(":ro")  # it moves zips
     assert {"/archive", "/staging", "/state"} <= set(mounts)
     assert feeder["image"] == compose["services"]["finisher"]["image"] and feeder["read_only"] is True
+
+
+def test_run_drain_watch_takes_a_zip_completed_after_the_queues_drained_once_beside_a_queued_work(
+        tmp_path: Path, env_file: Path, inbox: Path, endpoint: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``finisher run --drain --watch DIR`` as a process against a moto server: a queued work is synced through
+    the slots while a zip is still being copied into DIR; the run does not end when the queues are drained but
+    once the zip, completed after that, is synced once and moved to done/ (the folder has nothing left)."""
+    clients = MotoClients(endpoint)
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)  # the boto3 clients of this test and the finisher's
+    s3, sqs = clients.s3(REGION), clients.client("sqs", REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    sqs.create_queue(QueueName=DLQ)
+    sqs.create_queue(QueueName=QUEUE)
+    send(clients, stage_object(clients, make_bdrc_bag_zip(tmp_path / "bags" / RID, rids=[RID]), RID))  # type: ignore[arg-type]
+    whole = make_bdrc_bag_zip(tmp_path / "bags" / OTHER, rids=[OTHER]).read_bytes()
+    arriving = inbox / f"{OTHER}.bag.zip"
+    arriving.write_bytes(whole[: len(whole) // 2])
+    log = tmp_path / "run.log"
+    env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "FINISHER_WAIT_TIME_SECONDS": "0",
+           "FINISHER_DRAIN_IDLE_LIMIT": "5", "PYTHONUNBUFFERED": "1"}
+    with log.open("w") as out:
+        run = subprocess.Popen([sys.executable, "-c", "from onprem.finisher.cli.app import main; main()", "run",
+                                "--drain", "--watch", str(inbox), "--stable-seconds", "0.5"],
+                               cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 60
+        while "drained: all queues empty" not in log.read_text():
+            assert run.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            with arriving.open("ab"):  # the copy goes on: never stable, so never taken yet
+                os.utime(arriving)
+            time.sleep(0.2)
+        assert run.poll() is None, log.read_text()  # the queues are drained, the folder is not: still running
+        refused = watch(inbox)
+        assert refused.exit_code == 2 and "another finisher watch holds" in refused.stderr  # the run holds it
+        arriving.write_bytes(whole)  # the copy completes
+        assert run.wait(60) == 0, log.read_text()
+    finally:
+        run.kill()
+    assert (inbox / "done" / arriving.name).is_file() and not arriving.exists()
+    assert not list((inbox / "taking").iterdir()) and not list((inbox / "failed").iterdir())
+    for rid in (RID, OTHER):
+        assert (tmp_path / "archive" / archive_relpath_for_rid(rid)).is_dir()
+        assert synced_events(tmp_path, rid) == 1
+    assert f"{arriving.name}: synced {OTHER} (watched folder), moved to done/" in log.read_text()

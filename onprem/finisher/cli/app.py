@@ -37,16 +37,20 @@ from onprem.finisher.cli.output import (
 from onprem.finisher.cli.preflight import command as preflight
 from onprem.finisher.cli.replay import command as replay_failures
 from onprem.finisher.cli.restore import command as request_restore
+from onprem.finisher.cli.top import command as live_top
 from onprem.finisher.cli.watch import command as watch_folder
-from onprem.finisher.errors import FinisherError, LedgerUnavailable
+from onprem.finisher.errors import FinisherError, FolderBusy, LedgerUnavailable
 from onprem.finisher.ledger.migrate import upgrade as upgrade_ledger
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.logs import configure_logging
+from onprem.finisher.progress import recording
 from onprem.finisher.sync.group import kill_running_groups
 from onprem.finisher.work.clients import AwsClients
+from onprem.finisher.work.feeder import feeder_for
 from onprem.finisher.work.ingest import ingest_zip
+from onprem.finisher.work.live_view import live_dir
 from onprem.finisher.work.operator import expiring_works, requeue_work, status_document
-from onprem.finisher.work.runtime import build_worker, open_ledger, work_queues
+from onprem.finisher.work.runtime import build_worker, default_progress, open_ledger, work_queues
 from onprem.finisher.work.settings import Settings, load_settings
 from onprem.finisher.work.stages import Stages
 from onprem.finisher.work.sweep import sweep_orphans
@@ -111,12 +115,26 @@ def run(
     drain: bool = typer.Option(False, "--drain", help="exit once every queue is empty and nothing is in flight"),
     concurrency: int | None = typer.Option(None, "--concurrency", min=1, help="work slots"),
     wait_seconds: int | None = typer.Option(None, "--wait-seconds", min=0, max=20, help="long-poll wait"),
+    watch_dir: Path | None = typer.Option(None, "--watch", metavar="DIR", file_okay=False,
+                                          help="also take the bag zips dropped in DIR, as `finisher watch DIR`"),
+    stable_seconds: float = typer.Option(30.0, "--stable-seconds", min=0, help="with --watch: as for watch"),
 ) -> None:
-    """Run the worker: long-poll the queues, fetch → de-bag → sync each work, delete its message."""
+    """Run the worker: long-poll the queues, fetch → de-bag → sync each work, delete its message (with --watch,
+    a feeder of DIR beside the slots; --drain then also waits until DIR has nothing left to take)."""
     settings = ctx.obj.settings(concurrency=concurrency, wait_time_seconds=wait_seconds)
-    clients = AwsClients(settings.endpoint_url)
-    worker = build_worker(settings, ctx.obj.stages_for(settings, clients.s3), clients=clients)
+    clients, ledger = AwsClients(settings.endpoint_url), open_ledger(settings)
+    stages = ctx.obj.stages_for(settings, clients.s3)
+    worker = build_worker(settings, stages, clients=clients, ledger=ledger,
+                          progress_for=recording(default_progress, live_dir(settings.state_dir)))
     sweep_orphans(settings.staging_dir)  # temp files no download or de-bag can resume from
+    feeder = feeder_for(settings, stages, ledger, watch_dir, stable_seconds=stable_seconds, drain=drain) \
+        if watch_dir else None
+    try:
+        if feeder is not None:
+            feeder.start()
+    except FolderBusy as err:
+        say(err_console(), str(err), "red")
+        raise typer.Exit(2) from err
 
     def on_signal(signum: int, _frame: Any) -> None:
         if worker.stopping:
@@ -126,10 +144,14 @@ def run(
             logging.shutdown()
             os._exit(1)
         worker.request_stop()
+        if feeder is not None:
+            feeder.stop()
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
     try:
         summary = worker.run(drain=drain)
+        if feeder is not None:  # with --drain, until the folder has nothing left too
+            feeder.finish(None if drain and not worker.stopping else settings.worker.grace_period)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)
@@ -192,6 +214,7 @@ app.command("request-restore")(request_restore)
 app.command("watch")(watch_folder)
 app.command("preflight")(preflight)
 app.command("replay-failures")(replay_failures)
+app.command("top")(live_top)
 app.add_typer(dlq_app, name="dlq")
 
 ledger_app = typer.Typer(no_args_is_help=True, help="The ledger's database: its schema revision.")

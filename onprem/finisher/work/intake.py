@@ -115,9 +115,11 @@ class Intake:
                 raise FolderBusy(f"{self.folder}: another finisher watch holds {LOCK_NAME}") from err
             yield
 
-    def run(self, stop: threading.Event, *, drain: bool = False) -> list[Taken]:
+    def run(self, stop: threading.Event, *, drain: bool = False,
+            may_end: Callable[[], bool] = lambda: True) -> list[Taken]:
         """Take zips as they become ready until ``stop`` is set (checked between zips), or with ``drain`` until
-        no zip in the folder is waiting to become ready. Zips left in ``taking/`` by a killed watcher go first."""
+        no zip in the folder is waiting to become ready and ``may_end()`` (``run --drain --watch``: the queues are
+        drained too). Zips left in ``taking/`` by a killed watcher go first."""
         results: list[Taken] = []
         while not stop.is_set():
             ready, waiting = self._ready()
@@ -125,7 +127,7 @@ class Intake:
                 if stop.is_set():
                     break
                 results.append(self._take(path))
-            if drain and not waiting and not ready:
+            if drain and not waiting and not ready and may_end():
                 break
             stop.wait(self.settings.poll_seconds if not ready else 0)
         return results
