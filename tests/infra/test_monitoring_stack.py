@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from infra.cdk.constructs.dashboard import FINISHER_COUNT_METRICS
-from onprem.finisher.metrics import LogMetrics
+from infra.cdk.constructs.dashboard import FINISHER_BACKLOG_METRICS, FINISHER_COUNT_METRICS
+from onprem.finisher.metrics import DROPPED_METRIC, UNITS, Datum, LogMetrics
 from tests.infra.conftest import Synthesis, only
 
 
@@ -82,6 +82,11 @@ def test_dashboard_shows_the_finisher_metrics_by_search(synthesis: Synthesis) ->
         f"SEARCH('{{{namespace},cause}} MetricName=\"WorkFailures\"', 'Sum', 300)",
         f"SEARCH('{{{namespace},phase}} MetricName=\"PhaseDuration\"', 'Average', 300)",
         f"SEARCH('{{{namespace}}} MetricName=\"HoursToEarliestRestoreExpiry\"', 'Minimum', 300)",
+        f"SEARCH('{{{namespace},reason}} MetricName=\"MessagesHidden\"', 'Sum', 300)",
+        f"SEARCH('{{{namespace}}} MetricName=\"RestoresRenewed\"', 'Sum', 300)",
+        f"SEARCH('{{{namespace}}} MetricName=\"MetricsDropped\"', 'Sum', 300)",
+        f"SEARCH('{{{namespace},region}} MetricName=\"FinisherHeartbeat\"', 'Sum', 300)",
+        f"SEARCH('{{{namespace},host}} MetricName=\"FinisherHeartbeat\"', 'Sum', 300)",
     ]
     assert sorted(expressions) == sorted(expected)
     # no explicit region: the search runs in the dashboard's (home) region, where the finisher puts its metrics
@@ -97,21 +102,29 @@ def test_oldest_work_widget_shows_the_alarm_threshold(synthesis: Synthesis) -> N
         assert annotation["value"] == synthesis.environment.oldest_message_alarm_seconds
 
 
-def _finisher_schemas() -> dict[str, tuple[str, ...]]:
-    """The dimension names of each metric as the finisher's own metrics code puts them."""
+def _finisher_schemas() -> set[tuple[str, tuple[str, ...]]]:
+    """Each metric and the dimension names it carries, as the finisher's own metrics code puts them (every named
+    metric of onprem/finisher/metrics.py)."""
     metrics = LogMetrics()
     metrics.bytes_downloaded(1)
     metrics.work_synced()
     metrics.work_failed("transfer")
     metrics.phase_duration("fetch", 1.0)
-    return {name: tuple(sorted(dimensions)) for name, dimensions, _ in metrics.points}
+    metrics.restore_expiry_hours(30.0)
+    metrics.restores_renewed(1)
+    metrics.messages_hidden("backlog", 2)
+    metrics.heartbeat(["us-east-1"], "archive-host")
+    metrics.record(Datum(DROPPED_METRIC, 1))
+    return {(name, tuple(sorted(dimensions))) for name, dimensions, _ in metrics.points}
 
 
 def test_finisher_searches_use_the_dimensions_the_finisher_puts(synthesis: Synthesis) -> None:
     namespace = synthesis.environment.monitoring.namespace
     expressions = {e["expression"] for e in _expressions(_dashboard(synthesis))}
     schemas = _finisher_schemas()
-    for name, dimensions in schemas.items():
+    assert {name for name, _ in schemas} == set(UNITS)  # every metric the finisher knows is put above
+    for name, dimensions in schemas:
         schema = ",".join((namespace, *dimensions))
         assert any(f"SEARCH('{{{schema}}} MetricName=\"{name}\"'" in e for e in expressions), (name, schema)
-    assert {n: schemas[n] for n in FINISHER_COUNT_METRICS} == FINISHER_COUNT_METRICS
+    for table in (FINISHER_COUNT_METRICS, FINISHER_BACKLOG_METRICS):
+        assert {(n, d) for n, d in table.items()} <= schemas

@@ -7,6 +7,7 @@ from typing import Any
 
 from aws_cdk.assertions import Match
 
+from onprem.finisher.metrics import LogMetrics
 from tests.infra.conftest import Synthesis, only, queue_named, resources_of
 
 
@@ -21,6 +22,8 @@ def test_alarms_notify_the_encrypted_topic(synthesis: Synthesis) -> None:
                   for a in resources_of(template, "AWS::CloudWatch::Alarm").values()}
         prefix = f"{environment.resource_prefix}-{region.region}"
         alarms.pop(f"{prefix}-restore-expiry", None)  # the dashboard region's alone: its own test below
+        for other in environment.regions:  # the dashboard region's too: their own test below
+            alarms.pop(f"{prefix}-finisher-heartbeat-{other.region}", None)
         assert {n: (a["MetricName"], a["Threshold"]) for n, a in alarms.items()} == {
             f"{prefix}-dlq-not-empty": ("ApproximateNumberOfMessagesVisible", 1),
             f"{prefix}-notify-failures": ("ApproximateNumberOfMessagesVisible", 1),
@@ -124,3 +127,35 @@ def test_the_finisher_s_region_alarms_before_a_restored_copy_expires(synthesis: 
             "AlarmActions": Match.any_value(), "OKActions": Match.any_value(),
         })
         assert "Dimensions" not in next(iter(found.values()))["Properties"]  # the finisher puts it without any
+
+
+def test_a_silent_finisher_raises_each_region_s_heartbeat_alarm_where_it_publishes(synthesis: Synthesis) -> None:
+    """One alarm per region whose queue the finisher polls, on the FinisherHeartbeat the finisher puts with that
+    region as its dimension; no datum at all (finisher down, no credentials) is breaching."""
+    environment = synthesis.environment
+    home = environment.monitoring.dashboard_region
+    heartbeat = LogMetrics()
+    heartbeat.heartbeat([r.region for r in environment.regions], "archive-host")
+    put = {tuple(sorted(dimensions.items())) for name, dimensions, _ in heartbeat.points if "region" in dimensions}
+    for key, region in synthesis.regions():
+        template = synthesis.assertions(key)
+        found = template.find_resources("AWS::CloudWatch::Alarm", {"Properties": {"MetricName": "FinisherHeartbeat"}})
+        if region.region != home:
+            assert found == {}, f"the finisher publishes its metrics in {home} only"
+            continue
+        assert len(found) == len(environment.regions)
+        watched = set()
+        for watched_region in environment.regions:
+            name = f"{environment.resource_prefix}-{home}-finisher-heartbeat-{watched_region.region}"
+            template.has_resource_properties("AWS::CloudWatch::Alarm", {
+                "AlarmName": name, "Namespace": environment.monitoring.namespace,
+                "MetricName": "FinisherHeartbeat", "Statistic": "Sum", "Period": 300, "Threshold": 1,
+                "Dimensions": [{"Name": "region", "Value": watched_region.region}],
+                "ComparisonOperator": "LessThanThreshold", "TreatMissingData": "breaching",
+                "EvaluationPeriods": 2, "DatapointsToAlarm": 2,
+                "AlarmActions": Match.any_value(), "OKActions": Match.any_value(),
+            })
+        for alarm in found.values():
+            [dimension] = alarm["Properties"]["Dimensions"]
+            watched.add(((dimension["Name"], dimension["Value"]),))
+        assert watched == put  # the alarms watch exactly the dimensions the finisher puts

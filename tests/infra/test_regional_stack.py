@@ -29,9 +29,10 @@ def test_regional_stack_resource_counts(synthesis: Synthesis) -> None:
         template.resource_count_is("AWS::DynamoDB::Table", 1)
         template.resource_count_is("AWS::Events::Rule", 1)
         template.resource_count_is("Custom::S3BucketNotifications", len(region.buckets))
-        # the finisher's region (dashboard_region) also alarms before a restored copy expires
+        # the finisher's region (dashboard_region) also alarms before a restored copy expires, and on the
+        # heartbeat of every region's finisher
         home = region.region == synthesis.environment.monitoring.dashboard_region
-        template.resource_count_is("AWS::CloudWatch::Alarm", 8 if home else 7)
+        template.resource_count_is("AWS::CloudWatch::Alarm", 8 + len(synthesis.environment.regions) if home else 7)
         template.resource_count_is("AWS::SNS::Topic", 1)
         # the notify function and CDK's bucket-notifications handler
         template.resource_count_is("AWS::Lambda::Function", 2)

@@ -36,6 +36,20 @@ def alarm_source_conditions(stack: Stack) -> dict[str, dict[str, str]]:
 RESTORE_EXPIRY_METRIC = "HoursToEarliestRestoreExpiry"
 
 
+#: the finisher's liveness (onprem/finisher/metrics.py): 1 per round (METRICS_INTERVAL) per region it polls
+HEARTBEAT_METRIC = "FinisherHeartbeat"
+#: five-minute periods without a heartbeat before the alarm: a restart or one lost send does not page anyone
+HEARTBEAT_SILENT_PERIODS = 2
+
+
+@dataclass(frozen=True)
+class HeartbeatAlarm:
+    """No finisher polls a region's queue: one alarm per region, in the region the finisher publishes to."""
+
+    namespace: str
+    regions: tuple[str, ...]
+
+
 @dataclass(frozen=True)
 class RestoreExpiryAlarm:
     """The alarm before expiry: in the region the finisher publishes its metrics to (``dashboard_region``)."""
@@ -47,13 +61,13 @@ class RestoreExpiryAlarm:
 class RegionAlarms(Construct):
     """Alarms on the DLQ, the failure queue, the oldest queued work, the function's errors and lost async
     events, the rule's failed dead-letter deliveries and, where the finisher publishes, the earliest unsynced
-    restore expiry."""
+    restore expiry and each region's finisher heartbeat (its absence is the alarm)."""
 
     def __init__(self, scope: Construct, construct_id: str, *, topic_name: str, alarm_prefix: str,
                  alarm_email: str | None, oldest_message_alarm_seconds: int, work_queue: sqs.IQueue,
                  dead_letter_queue: sqs.IQueue, failure_queue: sqs.IQueue, function: lambda_.IFunction,
                  rule: events.IRule, removal_policy: RemovalPolicy,
-                 restore_expiry: RestoreExpiryAlarm | None = None) -> None:
+                 restore_expiry: RestoreExpiryAlarm | None = None, heartbeat: HeartbeatAlarm | None = None) -> None:
         super().__init__(scope, construct_id)
         stack = Stack.of(self)
         # the AWS-managed SNS key cannot be used by CloudWatch alarms, hence a customer key that lets them in
@@ -122,21 +136,37 @@ class RegionAlarms(Construct):
                 cloudwatch.Metric(namespace=restore_expiry.namespace, metric_name=RESTORE_EXPIRY_METRIC,
                                   statistic="Minimum", period=PERIOD),
                 restore_expiry.threshold_hours, cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD))
+        if heartbeat is not None:
+            self.alarms += [self._heartbeat_alarm(alarm_prefix, heartbeat.namespace, r) for r in heartbeat.regions]
         for alarm in self.alarms:
             alarm.add_alarm_action(action)
             alarm.add_ok_action(action)
 
+    def _heartbeat_alarm(self, alarm_prefix: str, namespace: str, region: str) -> cloudwatch.Alarm:
+        return self._alarm(
+            f"FinisherHeartbeat{region.replace('-', '').title()}", f"{alarm_prefix}-finisher-heartbeat-{region}",
+            f"No finisher has polled the {region} work queue for {HEARTBEAT_SILENT_PERIODS * 5} min (no "
+            "FinisherHeartbeat): check the finisher host, its service and its AWS credentials.",
+            cloudwatch.Metric(namespace=namespace, metric_name=HEARTBEAT_METRIC, dimensions_map={"region": region},
+                              statistic="Sum", period=PERIOD),
+            1, cloudwatch.ComparisonOperator.LESS_THAN_THRESHOLD,
+            # silence is the failure this alarm exists for: no datum is breaching
+            missing=cloudwatch.TreatMissingData.BREACHING, periods=HEARTBEAT_SILENT_PERIODS)
+
     def _alarm(self, construct_id: str, alarm_name: str, description: str, metric: cloudwatch.IMetric,
                threshold: float, comparison: cloudwatch.ComparisonOperator =
-               cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD) -> cloudwatch.Alarm:
+               cloudwatch.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD, *,
+               missing: cloudwatch.TreatMissingData = cloudwatch.TreatMissingData.NOT_BREACHING,
+               periods: int = 1) -> cloudwatch.Alarm:
         return cloudwatch.Alarm(
             self, construct_id,
             alarm_name=alarm_name,
             alarm_description=description,
             metric=metric,
             threshold=threshold,
-            evaluation_periods=1,
+            evaluation_periods=periods,
+            datapoints_to_alarm=periods,
             comparison_operator=comparison,
-            # no datum: the finisher has no unsynced work with an expiry ahead, or a queue is quiet
-            treat_missing_data=cloudwatch.TreatMissingData.NOT_BREACHING,
+            # by default no datum is fine: the finisher has no unsynced work with an expiry ahead, a queue is quiet
+            treat_missing_data=missing,
         )

@@ -16,6 +16,12 @@ NOTIFY_METRICS = ("RestoresRouted", "RestoresIgnored", "RestoresUnroutable", "Du
 #: counts the finisher puts in the same namespace (onprem/finisher/metrics.py) and the dimensions each carries:
 #: a SEARCH schema ``{namespace,dim}`` matches only metrics with exactly those dimensions
 FINISHER_COUNT_METRICS: dict[str, tuple[str, ...]] = {"WorksSynced": (), "WorkFailures": ("cause",)}
+#: the backlog's hides (``reason``: backlog | restore_wait), the renewals before expiry, the metrics the finisher lost
+FINISHER_BACKLOG_METRICS: dict[str, tuple[str, ...]] = {
+    "MessagesHidden": ("reason",), "RestoresRenewed": (), "MetricsDropped": ()}
+#: FinisherHeartbeat is put twice per round: per polled region (the alarm's dimension) and per host
+HEARTBEAT_METRIC = "FinisherHeartbeat"
+HEARTBEAT_SCHEMAS: tuple[tuple[str, ...], ...] = (("region",), ("host",))
 WIDGET_WIDTH = 8
 WIDGET_HEIGHT = 6
 
@@ -109,7 +115,18 @@ def finisher_widgets(namespace: str, metrics_region: str) -> list[cloudwatch.IWi
         title="finisher: hours to the earliest unsynced restore expiry", width=WIDGET_WIDTH, height=WIDGET_HEIGHT,
         left=[search("HoursToEarliestRestoreExpiry", "Minimum", "HoursToEarliestRestoreExpiry")],
     )
-    return [sums, downloaded, phases, expiry]
+    backlog = cloudwatch.GraphWidget(
+        title="finisher: messages hidden by reason, restores renewed, metrics dropped", width=WIDGET_WIDTH,
+        height=WIDGET_HEIGHT,
+        left=[search(name, "Sum", name, dimensions) for name, dimensions in FINISHER_BACKLOG_METRICS.items()],
+    )
+    heartbeat = cloudwatch.GraphWidget(
+        title="finisher: heartbeats per polled region and per host (0: not running)", width=WIDGET_WIDTH,
+        height=WIDGET_HEIGHT,
+        left=[search(HEARTBEAT_METRIC, "Sum", f"heartbeat by {dimensions[0]}", dimensions)
+              for dimensions in HEARTBEAT_SCHEMAS],
+    )
+    return [sums, downloaded, phases, expiry, backlog, heartbeat]
 
 
 class RestoreDashboard(Construct):

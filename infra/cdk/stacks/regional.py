@@ -8,7 +8,7 @@ from aws_cdk import CfnOutput, Environment, RemovalPolicy, Stack
 from constructs import Construct
 
 from config.model import EnvironmentConfig, RegionConfig
-from infra.cdk.constructs.alarms import RegionAlarms, RestoreExpiryAlarm
+from infra.cdk.constructs.alarms import HeartbeatAlarm, RegionAlarms, RestoreExpiryAlarm
 from infra.cdk.constructs.notify_function import NotifyFunction
 from infra.cdk.constructs.restore_events import RestoreEvents
 from infra.cdk.constructs.work_queues import WorkQueues
@@ -50,6 +50,9 @@ class RegionalStack(Stack):
             failure_queue=self.queues.failure_queue, function=self.notify.function, rule=self.events.rule,
             removal_policy=removal, restore_expiry=RestoreExpiryAlarm(
                 environment.monitoring.namespace, environment.monitoring.restore_expiry_alarm_hours)
+            if name == environment.monitoring.dashboard_region else None,
+            # the finisher publishes in the dashboard's region: every region's heartbeat alarm lives there
+            heartbeat=HeartbeatAlarm(environment.monitoring.namespace, tuple(r.region for r in environment.regions))
             if name == environment.monitoring.dashboard_region else None,
         )
         CfnOutput(self, "WorkQueueUrl", value=self.queues.work_queue.queue_url)
