@@ -17,7 +17,11 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
+from onprem.finisher.metrics import LogMetrics
 from onprem.finisher.metrics_batch import MAX_DATUMS_PER_CALL, BatchedMetrics
+from onprem.finisher.queue.sqs import WorkQueue
+from onprem.finisher.work.metered import RunMetrics
+from onprem.finisher.work.worker import PassTotals
 
 REGION = "us-east-1"
 
@@ -136,3 +140,20 @@ def test_a_cloudwatch_that_hangs_never_holds_a_work_and_its_datums_are_counted(
     assert appended < 0.2, f"500 pairs of datums took {appended:.3f} s to record: the work waited on CloudWatch"
     assert metrics.sent == 0 and metrics.dropped >= 502  # the count, 500 durations, the bytes' sum
     assert any("lost" in r.getMessage() and "CloudWatch" in r.getMessage() for r in caplog.records)
+
+
+def test_the_loop_s_totals_go_out_as_differences_and_a_stuck_loop_has_no_heartbeat() -> None:
+    metrics = LogMetrics()
+    run = RunMetrics(metrics, host="archive-host", stale_after_s=0.1)
+    run.started([WorkQueue(None, region, "works", "works-dlq") for region in ("us-east-1", "ap-northeast-2")])
+    run.passed(PassTotals(hidden=3, waiting=1, renewed=0))
+    run.passed(PassTotals(hidden=5, waiting=1, renewed=2))
+    assert metrics.total("MessagesHidden", reason="backlog") == 5
+    assert metrics.total("MessagesHidden", reason="restore_wait") == 1
+    assert metrics.total("RestoresRenewed") == 2
+    run.tick()
+    assert [(d, v) for n, d, v in metrics.points if n == "FinisherHeartbeat"] == [
+        ({"region": "ap-northeast-2"}, 1), ({"region": "us-east-1"}, 1), ({"host": "archive-host"}, 1)]
+    time.sleep(0.15)  # the loop has not passed since: stuck, so the alarm must hear nothing
+    run.tick()
+    assert metrics.total("FinisherHeartbeat") == 3

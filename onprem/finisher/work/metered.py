@@ -54,8 +54,9 @@ class RunMetrics:
     """The metrics of one run (``worker.RunObserver``); without a batcher (tests' LogMetrics) only the pass
     counts are recorded."""
 
-    def __init__(self, metrics: Metrics, expiry: ExpiryGauge | None = None, host: str | None = None) -> None:
-        self.metrics, self.expiry = metrics, expiry
+    def __init__(self, metrics: Metrics, expiry: ExpiryGauge | None = None, host: str | None = None, *,
+                 stale_after_s: float = STALE_AFTER_S) -> None:
+        self.metrics, self.expiry, self.stale_after_s = metrics, expiry, stale_after_s
         self.host = host or socket.gethostname()
         self.regions: list[str] = []
         self._lock = threading.Lock()
@@ -86,7 +87,7 @@ class RunMetrics:
     def tick(self) -> None:
         """One round of the metrics thread: the heartbeat when the loop is alive, the expiry gauge (throttled)."""
         with self._lock:
-            alive = self._last_pass is not None and time.monotonic() - self._last_pass <= STALE_AFTER_S
+            alive = self._last_pass is not None and time.monotonic() - self._last_pass <= self.stale_after_s
         if alive:
             self.metrics.heartbeat(self.regions, self.host)
         if self.expiry is not None:
