@@ -5,6 +5,10 @@ Per message (the Airflow DAG's four tasks, in order): boto3 ``download_file`` of
 ``rsync -a`` into the archive layout ``Archive{n}/{NN}/{RID}`` (syncOneWork.sh's copy) → delete the message.
 Three full writes of the bag (download, extract, rsync) and three full reads (extract, validate, rsync).
 
+``--downloader rclone``: the download is ``rclone copyto`` instead (the tool a user would pick; Debian's package),
+with ``--multi-thread-streams`` = ``--concurrency``, against the same endpoint through an S3 remote configured by
+``RCLONE_CONFIG_BENCH_*`` variables; the other steps are the same.
+
     python -m bench.baseline --queue-url URL --region R --staging-dir D --archive-root A [--single-stream]
 """
 
@@ -42,23 +46,49 @@ def transfer_config(single_stream: bool, part_bytes: int, concurrency: int) -> T
     return TransferConfig(multipart_threshold=part_bytes, multipart_chunksize=part_bytes, max_concurrency=concurrency)
 
 
+def rclone_environ(endpoint_url: str) -> dict[str, str]:
+    """The environment of ``rclone``: an S3 remote ``bench:`` on ``endpoint_url`` with the process's credentials.
+
+    The AWS variables themselves are left out: rclone's AWS SDK refuses an ``AWS_CA_BUNDLE`` with its transport,
+    and the loopback endpoint is plain HTTP."""
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    return {**environ, "RCLONE_CONFIG_BENCH_TYPE": "s3", "RCLONE_CONFIG_BENCH_PROVIDER": "Other",
+            "RCLONE_CONFIG_BENCH_ENDPOINT": endpoint_url,
+            "RCLONE_CONFIG_BENCH_ACCESS_KEY_ID": os.environ.get("AWS_ACCESS_KEY_ID", ""),
+            "RCLONE_CONFIG_BENCH_SECRET_ACCESS_KEY": os.environ.get("AWS_SECRET_ACCESS_KEY", ""),
+            "RCLONE_CONFIG_BENCH_SESSION_TOKEN": os.environ.get("AWS_SESSION_TOKEN", ""),
+            "RCLONE_CONFIG_BENCH_REGION": os.environ.get("AWS_REGION", "us-east-1"),
+            "RCLONE_CONFIG_BENCH_FORCE_PATH_STYLE": "true", "RCLONE_CONFIG": os.devnull}
+
+
+def rclone_download(bucket: str, key: str, zip_path: Path, streams: int) -> None:
+    """``rclone copyto bench:bucket/key zip_path --multi-thread-streams N`` (rclone's other defaults)."""
+    subprocess.run(["rclone", "copyto", f"bench:{bucket}/{key}", str(zip_path), "--multi-thread-streams",
+                    str(streams)], check=True, env=rclone_environ(os.environ["AWS_ENDPOINT_URL"]))
+
+
 def restore_one(s3: object, body: dict[str, object], staging_dir: Path, archive_root: Path, config: TransferConfig,
-                workers: int) -> tuple[Path, dict[str, float]]:
-    """Download, extract, validate and rsync one work; returns its archive folder and each step's seconds."""
+                workers: int, downloader: str = "boto3") -> tuple[Path, dict[str, float], dict[str, float]]:
+    """Download, extract, validate and rsync one work; returns its archive folder, each step's seconds and the
+    wall-clock time (time.time) each step ended."""
     key = str(body["key"])
     rid = work_rid_from_key(key)
     seconds: dict[str, float] = {}
+    ends: dict[str, float] = {}
     clock = time.perf_counter()
 
     def lap(step: str) -> None:
         nonlocal clock
         now = time.perf_counter()
-        seconds[step], clock = now - clock, now
+        seconds[step], clock, ends[step] = now - clock, now, time.time()
 
     download_dir = staging_dir / "bag-download"
     download_dir.mkdir(parents=True, exist_ok=True)
     zip_path = download_dir / PurePosixPath(key).name
-    s3.download_file(str(body["bucket"]), key, str(zip_path), Config=config)  # type: ignore[attr-defined]
+    if downloader == "rclone":
+        rclone_download(str(body["bucket"]), key, zip_path, config.max_concurrency)
+    else:
+        s3.download_file(str(body["bucket"]), key, str(zip_path), Config=config)  # type: ignore[attr-defined]
     lap("download")
     extract_dir = staging_dir / "debag" / rid
     shutil.rmtree(extract_dir, ignore_errors=True)
@@ -80,12 +110,12 @@ def restore_one(s3: object, body: dict[str, object], staging_dir: Path, archive_
     shutil.rmtree(extract_dir)
     zip_path.unlink()
     lap("clean-up")
-    return target, seconds
+    return target, seconds, ends
 
 
 def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, config: TransferConfig,
           workers: int, success_list: Path | None = None, wait_s: int = 1,
-          stop: threading.Event | None = None) -> list[str]:
+          stop: threading.Event | None = None, downloader: str = "boto3") -> list[str]:
     """Process messages until a receive comes back empty (or, given ``stop``, until it is set); returns the RIDs
     synced (also appended to ``success_list``, as syncOneWork.sh -s does)."""
     sqs = boto3.client("sqs", region_name=region)
@@ -101,9 +131,9 @@ def drain(queue_url: str, region: str, staging_dir: Path, archive_root: Path, co
             continue
         message = messages[0]
         body = json.loads(message["Body"])
-        target, seconds = restore_one(s3, body, staging_dir, archive_root, config, workers)
+        target, seconds, ends = restore_one(s3, body, staging_dir, archive_root, config, workers, downloader)
         sqs.delete_message(QueueUrl=queue_url, ReceiptHandle=message["ReceiptHandle"])
-        print(STAGES_PREFIX + json.dumps({"work_rid": target.name, "seconds": seconds}), flush=True)
+        print(STAGES_PREFIX + json.dumps({"work_rid": target.name, "seconds": seconds, "ends": ends}), flush=True)
         synced.append(target.name)
         if success_list is not None:
             with success_list.open("a", encoding="utf-8") as listing:
@@ -124,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--part-mib", type=int, default=8, help="ranged part size (download_file default: 8)")
     parser.add_argument("--concurrency", type=int, default=10, help="ranged GET threads (default: 10)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="bagit validate processes")
+    parser.add_argument("--downloader", choices=("boto3", "rclone"), default="boto3",
+                        help="boto3 download_file (default) or rclone copyto with --concurrency streams")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s baseline %(message)s")
     logger.setLevel(logging.INFO)
@@ -132,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     if stop is not None:
         signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
     synced = drain(args.queue_url, args.region, args.staging_dir, args.archive_root, config, args.workers,
-                   args.success_list, stop=stop)
+                   args.success_list, stop=stop, downloader=args.downloader)
     print(json.dumps({"synced": synced}))
     return 0
 

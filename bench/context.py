@@ -1,5 +1,6 @@
-"""What every benchmark section shares: options, scratch folder, the loopback AWS, the two pipelines, the bags
-(generated and uploaded on first use) and the report being filled."""
+"""What every benchmark section shares: options, scratch folder, the loopback AWS, the three pipelines (the
+previous pipeline's steps, the same steps downloading with rclone, ours), the bags (generated and uploaded on first
+use), the settings ours runs with and the report being filled."""
 
 from __future__ import annotations
 
@@ -12,9 +13,9 @@ from typing import Any
 
 from bench.aws import BenchAws, StagedBag
 from bench.e2e import BaselinePipeline, Pipeline, PipelineRun, Transfer, run_pipeline
-from bench.ours import OursPipeline
+from bench.ours import OursPipeline, connections, production_settings
 from bench.report import Report
-from harness.bags import make_streamed_bag_zip
+from harness.bags import make_bdrc_profile_zip, make_streamed_bag_zip
 
 __all__ = ["BagSpec", "BenchContext", "BenchOptions", "median"]
 
@@ -26,10 +27,14 @@ class BagSpec:
     work_rid: str
     total_bytes: int
     file_bytes: int
+    #: "uniform" (files of ``file_bytes``) or "bdrc" (harness.bags' real-shaped work)
+    profile: str = "uniform"
 
 
 @dataclass(frozen=True)
 class BenchOptions:
+    #: the bdrc profile's bag (the main end-to-end row)
+    bdrc_mib: int = 1024
     main_mib: int = 256
     file_mib: int = 5
     memory_mib: int = 1024
@@ -41,16 +46,15 @@ class BenchOptions:
     repeats: int = 3
     memory_limit_mib: int = 512
     proxy_rate_mb_s: float = 40.0
-    proxy_part_mib: int = 64
-    proxy_concurrency: int = 4
-    #: the capped-proxy section's bag: at most this, so that moto's whole-object read per ranged GET (16 of them for
-    #: a 1 GiB bag in 64 MiB parts) does not decide the section; the link does
+    #: the capped-proxy section's bag: at most this (the link's time is what it measures, not the bag's size)
     proxy_mib: int = 256
     workers: int = 2
+    #: measure each pipeline's cold start on an empty queue (0: skip, as the harness's own test does)
+    cold_starts: int = 1
     lambda_invocations: int = 200
     lambda_cold_runs: int = 5
-    #: the bags of the end-to-end section: main (large files), small (many small files)
-    e2e_bags: str = "main,small"
+    #: the bags of the end-to-end section: bdrc (a real work's shape), main (5 MiB files), small (many small files)
+    e2e_bags: str = "bdrc,main,small"
     sections: tuple[str, ...] = ()
 
 
@@ -65,18 +69,32 @@ class BenchContext:
     aws: BenchAws
     report: Report
     baseline: Pipeline = field(init=False)
+    rclone: Pipeline = field(init=False)
     ours: Pipeline = field(init=False)
+    #: the settings ours runs with (recorded in the JSON) and the baselines' transfer: as many connections
+    ours_settings: dict[str, Any] = field(init=False)
+    transfer: Transfer = field(init=False)
     raw: dict[str, Any] = field(default_factory=dict)
     runs: dict[str, list[PipelineRun]] = field(default_factory=dict)
+    #: per bag, one run of each pipeline (the median repeat) whose timeline the picture draws
+    timelines: dict[str, dict[str, PipelineRun]] = field(default_factory=dict)
     _staged: dict[str, list[StagedBag]] = field(default_factory=dict)
     _run_number: int = 0
 
     def __post_init__(self) -> None:
         self.baseline = BaselinePipeline(sys.executable, self.options.workers)
-        self.ours = OursPipeline(self.options.workers)
+        self.rclone = BaselinePipeline(sys.executable, self.options.workers, downloader="rclone")
+        self.ours = OursPipeline()
+        self.ours_settings = production_settings(self.aws.env_file)
+        self.transfer = Transfer(single_stream=False, part_bytes=8 * MIB, concurrency=connections(self.ours_settings))
+        self.raw["ours_settings"] = {"environment_file": "config/prod.yaml (one region)", **self.ours_settings}
+        self.raw["baseline_transfer"] = {"part_bytes": self.transfer.part_bytes,
+                                         "concurrency": self.transfer.concurrency}
 
     def bag_specs(self, name: str) -> list[BagSpec]:
         o = self.options
+        if name == "bdrc":
+            return [BagSpec("W1BENCH05", o.bdrc_mib * MIB, 0, profile="bdrc")]
         if name == "main":
             return [BagSpec("W1BENCH01", o.main_mib * MIB, o.file_mib * MIB)]
         if name == "small":
@@ -94,19 +112,22 @@ class BenchContext:
         if name not in self._staged:
             staged = []
             for spec in self.bag_specs(name):
-                bag = make_streamed_bag_zip(self.scratch / "bags", spec.work_rid, total_bytes=spec.total_bytes,
-                                             file_bytes=spec.file_bytes)
+                if spec.profile == "bdrc":
+                    bag = make_bdrc_profile_zip(self.scratch / "bags", spec.work_rid, total_bytes=spec.total_bytes)
+                else:
+                    bag = make_streamed_bag_zip(self.scratch / "bags", spec.work_rid, total_bytes=spec.total_bytes,
+                                                 file_bytes=spec.file_bytes)
                 staged.append(self.aws.stage(bag))
                 bag.path.unlink()  # the server holds it now; keep the scratch disk for the runs
             self._staged[name] = staged
         return self._staged[name]
 
-    def run(self, pipeline: Pipeline, bags: str, *, transfer: Transfer, processes: int = 1,
+    def run(self, pipeline: Pipeline, bags: str, *, transfer: Transfer | None = None, processes: int = 1,
             endpoint: str | None = None, memory_limit: int | None = None, record: str | None = None) -> PipelineRun:
         """One end-to-end run in a fresh folder; failures are kept (they show in the tables as such)."""
         self._run_number += 1
         result = run_pipeline(self.aws, pipeline, self.staged(bags), self.scratch / "runs" / f"run-{self._run_number}",
-                              transfer=transfer, processes=processes, endpoint=endpoint,
+                              transfer=transfer or self.transfer, processes=processes, endpoint=endpoint,
                               memory_limit=memory_limit)
         if not result.ok:
             tails = "\n".join(p.output_tail for p in result.processes)

@@ -2,7 +2,9 @@
 every work synced into a fresh archive and every message deleted.
 
 The clock starts when the messages are sent and stops when the work queue is empty (the last message deleted),
-polled every 20 ms from here; the process's own exit (its last empty long poll) is reported apart.
+polled every 20 ms from here; the process's own exit (its last empty long poll) is reported apart. Meanwhile a
+:class:`~bench.timeline.TimelineSampler` records, every 0.2 s, the bytes the stand-in served, the bytes on the
+staging filesystem and the payload bytes in place (the staging peak and the picture come from it).
 """
 
 from __future__ import annotations
@@ -13,24 +15,26 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from bench.aws import BenchAws, StagedBag
 from bench.baseline import STAGES_PREFIX
 from bench.cgroup import MemoryCgroup
 from bench.measure import MeasuredProcess, RunMeasurement
+from bench.timeline import Sample, TimelineSampler
 from contract.keys import archive_relpath_for_rid
 
-__all__ = ["PipelineRun", "RunPaths", "Transfer", "run_pipeline"]
+__all__ = ["PipelineRun", "RunPaths", "Transfer", "check_archive", "run_pipeline"]
 
 
 @dataclass(frozen=True)
 class Transfer:
-    """How a pipeline reads the object: one streamed GET, or ``concurrency`` threads of ``part_bytes`` ranges."""
+    """How a baseline reads the object: one streamed GET, or ``concurrency`` threads of ``part_bytes`` ranges
+    (ours reads it as its production settings say, whatever this holds)."""
 
-    single_stream: bool = True
-    part_bytes: int = 64 * 2**20
-    concurrency: int = 4
+    single_stream: bool = False
+    part_bytes: int = 8 * 2**20
+    concurrency: int = 8
 
     def describe(self) -> str:
         if self.single_stream:
@@ -96,6 +100,15 @@ class PipelineRun:
     zip_bytes: int
     cgroup_peak_bytes: int | None = None
     stages: dict[str, float] = field(default_factory=dict)
+    #: most bytes on the staging filesystem at once (sampled; the work's files, the zip, its extraction)
+    staging_peak_bytes: int = 0
+    timeline: list[Sample] = field(default_factory=list)
+    #: object bytes the S3 stand-in served during the run (None: not a stand-in)
+    served_bytes: int | None = None
+    #: wall-clock time (time.time) the clock started, for the baselines' step ends in the picture
+    started_wall: float = 0.0
+    #: per work, when each step ended (time.time; the baselines log them)
+    step_ends: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -122,7 +135,8 @@ class PipelineRun:
         return len(self.synced_rids) - len(set(self.synced_rids))
 
 
-def _check_archive(paths: RunPaths, staged: Sequence[StagedBag]) -> list[str]:
+def check_archive(paths: RunPaths, staged: Sequence[StagedBag]) -> list[str]:
+    """What is wrong with the archive of ``staged`` (file count, bytes), one line per work; [] when right."""
     problems = []
     for item in staged:
         folder = paths.archive_root / archive_relpath_for_rid(item.bag.work_rid)
@@ -167,15 +181,19 @@ def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag],
 
         running = start() if warm else []
         _wait_ready(running, pipeline.ready_marker, deadline)
-        started = time.perf_counter()
-        for item in staged:
-            aws.send(item)
-        running = running or start()
-        while aws.queue_depth() > 0 and time.perf_counter() < deadline:
-            if all(p.poll() is not None for p in running):
-                break
-            time.sleep(0.02)
-        seconds = time.perf_counter() - started
+        sampler = TimelineSampler(aws.endpoint_url, paths.staging_dir, paths.archive_root).__enter__()
+        started, started_wall = time.perf_counter(), time.time()
+        try:
+            for item in staged:
+                aws.send(item)
+            running = running or start()
+            while aws.queue_depth() > 0 and time.perf_counter() < deadline:
+                if all(p.poll() is not None for p in running):
+                    break
+                time.sleep(0.02)
+            seconds = time.perf_counter() - started
+        finally:
+            sampler.__exit__()
         if warm:
             for process in running:
                 process.terminate()
@@ -184,7 +202,7 @@ def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag],
     finally:
         if group:
             group.__exit__()
-    problems = _check_archive(paths, staged)
+    problems = check_archive(paths, staged)
     if aws.queue_depth() > 0:
         problems.append(f"{aws.queue_depth()} message(s) left on the queue")
         aws.purge()
@@ -192,24 +210,28 @@ def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag],
         pipeline=pipeline.name, seconds=seconds, processes=measurements, archive_ok=not problems,
         archive_problems=problems, synced_rids=pipeline.synced_rids(paths),
         payload_bytes=sum(s.bag.payload_bytes for s in staged), zip_bytes=sum(s.size for s in staged),
-        cgroup_peak_bytes=peak, stages=pipeline.stage_seconds(paths),
+        cgroup_peak_bytes=peak, stages=pipeline.stage_seconds(paths), staging_peak_bytes=sampler.staging_peak,
+        timeline=sampler.samples, served_bytes=sampler.served_total, started_wall=started_wall,
+        step_ends=getattr(pipeline, "step_ends", lambda _paths: [])(paths),
     )
 
 
 class BaselinePipeline:
-    """``python -m bench.baseline`` (download_file → extractall → bagit validate → rsync)."""
+    """``python -m bench.baseline`` (download_file, or ``rclone copyto`` with ``downloader="rclone"`` →
+    extractall → bagit validate → rsync)."""
 
-    name = "baseline"
     ready_marker = "baseline: polling"
 
-    def __init__(self, python: str, workers: int) -> None:
-        self.python, self.workers = python, workers
+    def __init__(self, python: str, workers: int, downloader: str = "boto3") -> None:
+        self.python, self.workers, self.downloader = python, workers, downloader
+        self.name = "baseline" if downloader == "boto3" else downloader
 
     def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str, *, serve: bool) -> tuple[
             list[str], dict[str, str]]:
         argv = [self.python, "-m", "bench.baseline", "--queue-url", aws.queue_url, "--region", aws.region,
                 "--staging-dir", str(paths.staging_dir), "--archive-root", str(paths.archive_root),
-                "--success-list", str(paths.success_list), "--workers", str(self.workers)]
+                "--success-list", str(paths.success_list), "--workers", str(self.workers),
+                "--downloader", self.downloader]
         if serve:
             argv.append("--serve")
         if transfer.single_stream:
@@ -225,9 +247,16 @@ class BaselinePipeline:
 
     def stage_seconds(self, paths: RunPaths) -> dict[str, float]:
         totals: dict[str, float] = {}
-        for log in paths.root.glob("process-*.log"):
-            for line in log.read_text(errors="replace").splitlines():
-                if line.startswith(STAGES_PREFIX):
-                    for step, seconds in json.loads(line.removeprefix(STAGES_PREFIX))["seconds"].items():
-                        totals[step] = totals.get(step, 0.0) + seconds
+        for line in self._stage_lines(paths):
+            for step, seconds in line["seconds"].items():
+                totals[step] = totals.get(step, 0.0) + seconds
         return totals
+
+    def step_ends(self, paths: RunPaths) -> list[dict[str, float]]:
+        """Per work, the wall-clock time (time.time) each step ended."""
+        return [line.get("ends", {}) for line in self._stage_lines(paths)]
+
+    @staticmethod
+    def _stage_lines(paths: RunPaths) -> list[dict[str, Any]]:
+        return [json.loads(line.removeprefix(STAGES_PREFIX)) for log in sorted(paths.root.glob("process-*.log"))
+                for line in log.read_text(errors="replace").splitlines() if line.startswith(STAGES_PREFIX)]

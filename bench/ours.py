@@ -1,12 +1,16 @@
-"""Our finisher as the benchmark runs it: ``finisher run`` (``--drain`` for a cold run) in its own process,
-configured only through its environment (as in production), against the loopback moto server and a fresh
-archive, staging area and ledger."""
+"""Our finisher as the benchmark runs it: ``finisher run`` (``--drain`` for a cold run) in its own process, as a
+production run starts it, on the production defaults: the environment file is ``config/prod.yaml``'s (one region)
+and no fetch, de-bag or sync setting is set, so each is its owner's default (``production_settings`` records them).
+Set are only the run's folders, the endpoint, and two settings of the worker loop that end a bench run sooner
+(the length of the last long poll, the drain's idle limit); a section may add worker settings of its own (the
+scale section's one slot per process, the resume row's short visibility timeout)."""
 
 from __future__ import annotations
 
 import sqlite3
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from bench.aws import BenchAws
 from bench.e2e import RunPaths, Transfer
@@ -15,34 +19,47 @@ from harness.pipeline import finisher_command
 __all__ = ["OursPipeline"]
 
 
+#: what the bench sets beyond the folders and the endpoint: the worker loop's end of a run, nothing of a work's path
+HARNESS_ENV = {"FINISHER_WAIT_TIME_SECONDS": "1", "FINISHER_DRAIN_IDLE_LIMIT": "20"}
+
+
+def production_settings(env_file: Path) -> dict[str, Any]:
+    """The settings ours runs with (the environment file + the owners' defaults + HARNESS_ENV), as recorded in the
+    JSON: the worker, fetch, de-bag and sync sections."""
+    from config.loader import load_environment
+    from onprem.finisher.work.settings import load_settings
+
+    names = {k.removeprefix("FINISHER_").lower(): v for k, v in HARNESS_ENV.items()}
+    settings = load_settings(load_environment(path=env_file), **names)
+    return {section: getattr(settings, section).model_dump(mode="json", exclude={"archive_root", "log_dir"})
+            for section in ("worker", "fetch", "debag", "sync") if hasattr(settings, section)}
+
+
+def connections(settings: dict[str, Any]) -> int:
+    """How many GETs ours keeps in flight per work (the baselines get as many)."""
+    fetch = settings.get("fetch", {})
+    return int(fetch.get("max_concurrency") or fetch.get("concurrency") or 8)
+
+
 class OursPipeline:
-    """``finisher run [--drain]`` on the bench environment's queue; ``transfer`` sets its fetch part size/threads."""
+    """``finisher run [--drain]`` on the bench environment's queue, production defaults (``transfer`` is the
+    baselines' and ignored here)."""
 
     name = "ours"
     ready_marker = "finisher started"
 
-    def __init__(self, workers: int, extra_env: dict[str, str] | None = None) -> None:
-        self.workers = workers
+    def __init__(self, extra_env: dict[str, str] | None = None) -> None:
         self.extra_env = dict(extra_env or {})
 
     def command(self, aws: BenchAws, paths: RunPaths, transfer: Transfer, endpoint: str, *, serve: bool) -> tuple[
             list[str], dict[str, str]]:
-        part_bytes = 2**40 if transfer.single_stream else transfer.part_bytes
-        concurrency = 1 if transfer.single_stream else transfer.concurrency
         env = aws.subprocess_env(
             BDRC_ENV_FILE=str(aws.env_file),
             FINISHER_ARCHIVE_ROOT=str(paths.archive_root),
             FINISHER_STAGING_DIR=str(paths.staging_dir),
             FINISHER_STATE_DIR=str(paths.state_dir),
-            FINISHER_FETCH_PART_SIZE=str(part_bytes),
-            FINISHER_FETCH_CONCURRENCY=str(concurrency),
-            # one stream against moto: no ranged GET of the tail beside it (moto reads the whole object for any
-            # ranged GET, so the read-ahead costs a second full read there; on S3 it is one small request)
-            FINISHER_FETCH_TAIL_AHEAD=str(not transfer.single_stream).lower(),
-            FINISHER_DEBAG_WORKERS=str(self.workers),
             # the clock stops when the queue is empty; a short last poll only ends the process sooner
-            FINISHER_WAIT_TIME_SECONDS="1",
-            FINISHER_DRAIN_IDLE_LIMIT="20",
+            **HARNESS_ENV,
             # every client through ``endpoint`` (the proxy in the capped run; SQS traffic is tiny)
             AWS_ENDPOINT_URL=endpoint,
             **self.extra_env,

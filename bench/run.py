@@ -1,12 +1,15 @@
 """``make bench``: our finisher against the previous pipeline's approach, in one run, on generated bags.
 
-    .venv/bin/python -m bench.run                      # defaults: a few minutes (256 MiB main bag, 1 GiB in a cgroup)
-    .venv/bin/python -m bench.run --full               # the issue's sizes: 1 GiB main bag, 4 GiB memory check
+    .venv/bin/python -m bench.run                      # defaults: 1 GiB bdrc bag, 256 MiB main bag, 1 GiB in a cgroup
+    .venv/bin/python -m bench.run --full               # 4 GiB bdrc bag, 1 GiB main bag, 4 GiB memory check
     .venv/bin/python -m bench.run --sections e2e,debag --repeats 5
 
-Sections: raw (stage ceilings), e2e (end to end, main + many small files), cgroup (memory-limited), scale (two
-finishers on one queue), proxy (per-connection rate cap), debag (stage alone), lambda. Prints the tables, writes
-the JSON (machine facts included) under bench/results/ and, with --markdown, the README's table to a file.
+Sections: raw (stage ceilings, the stand-in's ranged GETs), e2e (end to end: bdrc, 5 MiB files, many small files;
+baseline, rclone pipeline, ours), cgroup (memory-limited), resume (SIGKILL at half the download), scale (two
+finishers on one queue), proxy (per-connection rate cap), debag (stage alone), lambda. Ours runs on its production
+defaults in every section. Prints the tables and the issue's goals (met / not met), writes the JSON (machine facts
+and ours' settings included) under bench/results/, draws docs/bench-bdrc.png and, with --markdown, the README's
+tables to a file.
 """
 
 from __future__ import annotations
@@ -22,22 +25,26 @@ import time
 from collections.abc import Callable
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
 
 from bench.aws import bench_aws
-from bench.context import MIB, BenchContext, BenchOptions
-from bench.report import Goal, Report, machine_facts, render_markdown, render_text, write_json
+from bench.context import BenchContext, BenchOptions
+from bench.goals import judge
+from bench.picture import draw_bdrc
+from bench.report import Report, machine_facts, render_markdown, render_text, write_json
+from bench.resume import resume_section
 from bench.sections import cgroup_section, e2e_section, proxy_section, scale_section
 from bench.stage_sections import debag_section, lambda_section, raw_section
 
 SECTIONS: dict[str, Callable[[BenchContext], None]] = {
-    "raw": raw_section, "e2e": e2e_section, "cgroup": cgroup_section, "scale": scale_section,
-    "proxy": proxy_section, "debag": debag_section, "lambda": lambda_section,
+    "raw": raw_section, "e2e": e2e_section, "cgroup": cgroup_section, "resume": resume_section,
+    "scale": scale_section, "proxy": proxy_section, "debag": debag_section, "lambda": lambda_section,
 }
-FULL = {"main_mib": 1024, "memory_mib": 4096, "small_files": 5000, "debag_mib": 1024, "scale_mib": 128}
-TINY = {"main_mib": 4, "file_mib": 1, "memory_mib": 8, "small_files": 20, "small_kib": 16, "debag_mib": 2,
-        "scale_works": 2, "scale_mib": 1, "repeats": 1, "memory_limit_mib": 256, "proxy_part_mib": 1, "proxy_mib": 4,
-        "lambda_invocations": 10, "lambda_cold_runs": 1}
+FULL = {"bdrc_mib": 4096, "main_mib": 1024, "memory_mib": 4096, "small_files": 5000, "debag_mib": 1024,
+        "scale_mib": 128}
+TINY = {"bdrc_mib": 12, "main_mib": 4, "file_mib": 1, "memory_mib": 8, "small_files": 20, "small_kib": 16,
+        "debag_mib": 2, "scale_works": 2, "scale_mib": 1, "repeats": 1, "memory_limit_mib": 256, "proxy_mib": 4,
+        "lambda_invocations": 10, "lambda_cold_runs": 1, "cold_starts": 0}
+PICTURE = Path(__file__).resolve().parents[1] / "docs" / "bench-bdrc.png"
 
 
 def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse.Namespace]:
@@ -55,6 +62,8 @@ def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse
     parser.add_argument("--results-dir", type=Path, default=None, help="where the JSON goes (default bench/results)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables as markdown here")
     parser.add_argument("--shared", action="store_true", help="say the machine is shared (recorded in the JSON)")
+    parser.add_argument("--picture", type=Path, default=None,
+                        help=f"where the bdrc bag's picture goes (default {PICTURE}; with --tiny the results dir)")
     args = parser.parse_args(argv)
     chosen = [s.strip() for s in args.sections.split(",") if s.strip()]
     unknown = [s for s in chosen if s not in SECTIONS]
@@ -64,40 +73,6 @@ def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse
     values.update({k: v for k, v in vars(args).items() if k in {f.name for f in fields(BenchOptions)} and
                    v is not None and k != "sections"})
     return BenchOptions(**values, sections=tuple(chosen)), args
-
-
-def judge(ctx: BenchContext) -> list[Goal]:
-    """The issue's goals against what this run measured (None when a section was not run)."""
-    raw = ctx.raw
-    goals = []
-    main, memory = raw.get("e2e_main", {}), raw.get("cgroup_memory", {})
-
-    def goal(name: str, value: float | None, fmt: str, target: str, ok: Callable[[float], bool],
-             source: dict[str, Any] | None = None) -> None:
-        if source and not source.get("all_ok"):
-            goals.append(Goal(name, "runs failed", target, False))
-            return
-        goals.append(Goal(name, "-" if value is None else fmt.format(value), target,
-                          None if value is None else ok(value)))
-
-    goal("e2e speedup vs baseline (main bag)", main.get("speedup"), "{:.2f}x", ">= 2x", lambda v: v >= 2, main)
-    goal("e2e speedup vs baseline (memory cgroup)", memory.get("speedup"), "{:.2f}x", ">= 2x", lambda v: v >= 2,
-         memory)
-    goal("ours / slowest raw stage (main bag)", main.get("fraction_of_slowest_raw"), "{:.0%}", ">= 70%",
-         lambda v: v >= 0.7, main)
-    goal("bytes written per bag byte (main bag)", main.get("ours_written_per_byte"), "{:.2f}",
-         "<= 2 (baseline 3)", lambda v: v <= 2.05, main)
-    goal("bytes written per bag byte (memory cgroup)", memory.get("ours_written_per_byte"), "{:.2f}",
-         "<= 2 (baseline 3)", lambda v: v <= 2.05, memory)
-    for facts, label in ((main, "main"), (memory, "memory")):
-        rss = facts.get("ours_max_rss")
-        goal(f"finisher peak RSS ({label} bag)", None if rss is None else rss / MIB, "{:.0f} MiB", "<= 256 MiB",
-             lambda v: v <= 256, facts)
-    scale = raw.get("scale", {})
-    goal("2 finishers vs 1: throughput ratio", scale.get("throughput_ratio"), "{:.2f}x", "> 1 (reported)",
-         lambda v: v > 1, scale)
-    goal("duplicate syncs with 2 finishers", scale.get("duplicate_syncs"), "{:.0f}", "0", lambda v: v == 0, scale)
-    return goals
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -110,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                     machine=machine_facts(scratch, declared_shared=args.shared))
     failed: list[str] = []
     try:
-        with bench_aws(scratch) as aws:
+        with bench_aws(scratch, "prod") as aws:
             ctx = BenchContext(options, scratch, aws, report)
             for name in options.sections:
                 print(f"== {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
@@ -119,6 +94,13 @@ def main(argv: list[str] | None = None) -> int:
                            if not run.ok and f"{key}: {run.archive_problems}" not in failed]
             report.goals = judge(ctx)
             report.raw = ctx.raw
+            if "bdrc" in ctx.timelines:
+                picture = args.picture or (PICTURE if not args.tiny else (args.results_dir or Path(".")) /
+                                           "bench-bdrc.png")
+                bag = ctx.staged("bdrc")[0].bag
+                draw_bdrc(ctx.timelines["bdrc"], picture, f"bdrc bag ({bag.payload_bytes / 2**20:.0f} MiB, "
+                          f"{bag.files} files): bytes received and verified in place ({report.started_utc})")
+                report.machine["picture"] = str(picture)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     report.machine["loadavg_end"] = [round(x, 2) for x in os.getloadavg()]
