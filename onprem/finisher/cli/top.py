@@ -54,7 +54,8 @@ def _slot_row(slot: Slot, now: datetime) -> list[Text]:
                      slot.owner.split("/")[0], _age(now, slot.heartbeat_at))
     percent = f"{100 * stage.bytes_done / stage.total_bytes:.0f}%" if stage.total_bytes else ""
     rate = f"{human_bytes(stage.rate_bytes_per_s)}/s" if stage.rate_bytes_per_s is not None else ""
-    return cells(slot.work_rid, slot.phase, f"{stage.label} {stage.files_done}/{stage.total_files} files",
+    files = f" {stage.files_done}/{stage.total_files} files" if stage.total_files > 1 else ""  # a zip: 1 file
+    return cells(slot.work_rid, slot.phase, f"{stage.label}{files}",
                  human_bytes(stage.bytes_done), human_bytes(stage.total_bytes), percent, rate,
                  duration(stage.eta_s), slot.owner.split("/")[0], _age(now, stage.updated_at))
 
