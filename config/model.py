@@ -63,7 +63,6 @@ class LambdaConfig(_Model):
     idempotency_days: int = Field(default=30, ge=1)
     #: days the EventBridge archive keeps restore completions for replay through the notify rule
     event_archive_days: int = Field(default=30, ge=1)
-    powertools_layer_version: int = Field(default=18, ge=1)
     memory_mb: int = Field(default=256, ge=128)
     timeout_s: int = Field(default=30, ge=3, le=900)
     log_level: str = "INFO"

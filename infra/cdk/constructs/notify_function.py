@@ -16,22 +16,31 @@ from constructs import Construct
 
 from config.model import EnvironmentConfig, RegionConfig
 from config.routing import ROUTING_ENV_VAR, routing_table_for
+from infra.cdk.lambda_asset import LAYER_PLATFORM, LAYER_PYTHON, build_layer, layer_pins
 
 HANDLER = "lambdas.notify_restore.handler.lambda_handler"
 SERVICE_NAME = "notify_restore"
-#: the managed Powertools layer is published per Python version; runtime and layer name must move together
+#: the layer's wheels are built for this runtime and architecture (lambda_asset.LAYER_PYTHON, LAYER_PLATFORM)
 RUNTIME = lambda_.Runtime.PYTHON_3_13
-POWERTOOLS_LAYER_ACCOUNT = "017000801446"
+ARCHITECTURE = lambda_.Architecture.ARM_64
 LOG_RETENTION = logs.RetentionDays.THREE_MONTHS
 ASYNC_RETRY_ATTEMPTS = 2
 ASYNC_MAX_EVENT_AGE = Duration.hours(6)
 
 
-def powertools_layer_arn(region: str, layer_version: int) -> str:
-    """The public Powertools for AWS Lambda (Python) v3 layer for ``RUNTIME`` on arm64 in ``region``."""
-    python = RUNTIME.name.replace(".", "")  # python3.13 → python313
-    return (f"arn:aws:lambda:{region}:{POWERTOOLS_LAYER_ACCOUNT}:layer:"
-            f"AWSLambdaPowertoolsPythonV3-{python}-arm64:{layer_version}")
+def powertools_layer(scope: Construct, construct_id: str, removal_policy: RemovalPolicy) -> lambda_.LayerVersion:
+    """Our Powertools layer: requirements/dev.lock's pins for ``RUNTIME`` on ``ARCHITECTURE`` (``build_layer``),
+    the versions the tests run; a new set of pins is a new layer version."""
+    if RUNTIME.name != f"python{LAYER_PYTHON}" or "aarch64" not in LAYER_PLATFORM:
+        raise ValueError(f"the layer is built for python{LAYER_PYTHON} on {LAYER_PLATFORM}, the function runs "
+                         f"{RUNTIME.name} on arm64: move them together")
+    powertools = next(pin for pin in layer_pins() if pin.startswith("aws-lambda-powertools=="))
+    return lambda_.LayerVersion(
+        scope, construct_id, code=lambda_.Code.from_asset(str(build_layer())),
+        compatible_runtimes=[RUNTIME], compatible_architectures=[ARCHITECTURE],
+        description=f"{powertools} with its tracer and parser dependencies, pinned by requirements/dev.lock",
+        removal_policy=removal_policy,
+    )
 
 
 def key_arns(bucket_names: Sequence[str], suffixes: Sequence[str]) -> list[str]:
@@ -112,10 +121,8 @@ class NotifyFunction(Construct):
             code=lambda_.Code.from_asset(str(asset_dir)),
             handler=HANDLER,
             runtime=RUNTIME,
-            architecture=lambda_.Architecture.ARM_64,
-            layers=[lambda_.LayerVersion.from_layer_version_arn(
-                self, "Powertools", powertools_layer_arn(region.region, notify.powertools_layer_version),
-            )],
+            architecture=ARCHITECTURE,
+            layers=[powertools_layer(self, "Powertools", removal_policy)],
             memory_size=notify.memory_mb,
             timeout=Duration.seconds(notify.timeout_s),
             role=self.role,
