@@ -1,5 +1,6 @@
-"""The benchmark's AWS side: the demo's loopback moto server (resources as the dev config creates them), a staging
-bucket holding the generated bags, and the region's work queue the messages go to.
+"""The benchmark's AWS side: the loopback S3 stand-in (harness/s3_standin.py: moto whose ranged GETs read only their
+range; resources as the environment's config creates them: ``make bench`` uses prod's), a staging bucket holding the
+generated bags, and the region's work queue the messages go to.
 
     with bench_aws(scratch) as aws:
         staged = aws.stage(bag)
