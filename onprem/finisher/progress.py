@@ -176,11 +176,12 @@ class RecordedProgress:
     fails the stage: the file is for display only."""
 
     def __init__(self, inner: Progress, path: Path, work_rid: str, label: str, *, interval: float = 1.0,
-                 clock: Callable[[], float] = time.monotonic, wall: Callable[[], float] = time.time) -> None:
+                 kind: str = "queue", clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.inner, self.path, self.interval, self._clock, self._wall = inner, path, interval, clock, wall
         self._lock = threading.Lock()
         self._state: dict[str, Any] = {
-            "work_rid": work_rid, "label": label, "host": socket.gethostname(), "pid": os.getpid(),
+            "work_rid": work_rid, "label": label, "kind": kind, "host": socket.gethostname(), "pid": os.getpid(),
             "bytes_done": 0, "total_bytes": 0, "files_done": 0, "total_files": 0, "rate_bytes_per_s": None,
             "started_at": wall(), "updated_at": wall(), "finished": False}
         self._written_at: float | None = None
@@ -226,8 +227,9 @@ class RecordedProgress:
 
 
 def recording(make: Callable[[str, str], Progress], live_dir: Path, *, interval: float = 1.0,
-              keep_s: float = 86400.0) -> Callable[[str, str], Progress]:
-    """``make``'s reporters, each recorded in ``live_dir`` (``RecordedProgress``). Files untouched for ``keep_s``
+              kind: str = "queue", keep_s: float = 86400.0) -> Callable[[str, str], Progress]:
+    """``make``'s reporters, each recorded in ``live_dir`` (``RecordedProgress``) with ``kind``: ``queue`` (a
+    leased work of ``run``) or ``watch`` (a zip of the watched folder: no lease). Files untouched for ``keep_s``
     (works long finished, or of a finisher that died) are removed when a reporter is made."""
 
     def progress_for(label: str, work_rid: str) -> Progress:
@@ -239,6 +241,6 @@ def recording(make: Callable[[str, str], Progress], live_dir: Path, *, interval:
         except OSError as err:
             logger.debug("old progress files of %s not removed: %s", live_dir, err)
         return RecordedProgress(make(label, work_rid), live_file(live_dir, work_rid, label), work_rid, label,
-                                interval=interval)
+                                interval=interval, kind=kind)
 
     return progress_for

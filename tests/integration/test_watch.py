@@ -4,6 +4,7 @@ real SQLite ledger; no AWS is called. The kill test runs the finisher as a separ
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -276,3 +277,5 @@ def test_run_drain_watch_takes_a_zip_completed_after_the_queues_drained_once_bes
         assert (tmp_path / "archive" / archive_relpath_for_rid(rid)).is_dir()
         assert synced_events(tmp_path, rid) == 1
     assert f"{arriving.name}: synced {OTHER} (watched folder), moved to done/" in log.read_text()
+    recorded = json.loads((tmp_path / "state" / "live" / f"{OTHER}.de-bag.json").read_text())  # for finisher top
+    assert (recorded["kind"], recorded["finished"], recorded["files_done"]) == ("watch", True, 3)

@@ -105,6 +105,20 @@ def test_a_progress_file_of_another_process_or_a_finished_stage_is_not_the_slots
     assert slot.stage is None
 
 
+def test_a_watched_zip_being_taken_is_a_slot_while_its_progress_is_fresh_and_unfinished(
+        tmp_path: Path, ledger: Ledger) -> None:
+    folder = live_dir(tmp_path)
+    taking = RecordedProgress(CountingProgress(), live_file(folder, "W22084", "de-bag"), "W22084", "de-bag",
+                              kind="watch")
+    taking.start(12288, 3)
+    [slot] = read_snapshot(ledger, folder).slots
+    assert (slot.work_rid, slot.phase, slot.doing, slot.stage and slot.stage.kind) == (
+        "W22084", "ingest", "de-bag", "watch")
+    assert read_snapshot(ledger, folder, now=datetime.now(UTC) + timedelta(minutes=1)).slots == []  # not fresh
+    taking.finish()
+    assert read_snapshot(ledger, folder).slots == []
+
+
 def test_the_backlog_is_by_restore_expiry_without_the_leased_and_failures_are_latest_first(
         tmp_path: Path, ledger: Ledger) -> None:
     late, early, leased = registered(ledger, "W22084", 9), registered(ledger, "W1NLM4701", 2), registered(

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
 from contract import work_rid_from_key
 from onprem.finisher.errors import FinisherError, PermanentError, UnexpectedError
 from onprem.finisher.ledger.store import Event, Ledger, Phase, ingest_key
-from onprem.finisher.progress import make_progress
+from onprem.finisher.progress import Progress, make_progress
 from onprem.finisher.work.cancel import CancelToken
 from onprem.finisher.work.failures import named_failure
 from onprem.finisher.work.settings import Settings
@@ -29,13 +30,15 @@ def _named(err: Exception, rid: str) -> FinisherError:
 
 
 def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
-               expected_rids: frozenset[str] | None = None, *, idempotency_key: str | None = None) -> list[str]:
+               expected_rids: frozenset[str] | None = None, *, idempotency_key: str | None = None,
+               progress_for: Callable[[str, str], Progress] = make_progress) -> list[str]:
     """De-bag and sync a local zip with ``stages`` (the real ones: ``wiring.real_stages``); returns the synced RIDs.
 
     ``expected_rids``: the works the zip must hold, every one of them and no other (None: the work named by the
     zip's file name alone). A zip of several works is taken only when the operator names each of them.
     ``idempotency_key``: the ledger key (default: from the path, size and mtime; the watched folder's is its name,
-    size and SHA-256, ``work/intake.py``). A key already synced returns at once.
+    size and SHA-256, ``work/intake.py``). A key already synced returns at once. ``progress_for(label, rid)``: the
+    stages' reporters (``run --watch`` records them for ``finisher top``).
 
     A refusal is recorded in the ledger (the cause and message; phase ``failed`` unless a retry could help, e.g.
     disk full) before it is raised; an exception nothing named is recorded (phase ``failed``) and raised as
@@ -52,7 +55,7 @@ def ingest_zip(settings: Settings, stages: Stages, ledger: Ledger, path: Path,
         logger.info("%s: %s was already ingested", rid, path, extra={"work_rid": rid})
         return [rid]
     settings.ensure_dirs()
-    ctx = StageContext(CancelToken(rid), lambda label: make_progress(label, rid))
+    ctx = StageContext(CancelToken(rid), lambda label: progress_for(label, rid))
     try:
         staged = (stages.debag(rid, path, key, ctx, expected_rids=expected_rids) if expected_rids
                   else stages.debag(rid, path, key, ctx))

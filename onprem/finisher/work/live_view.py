@@ -6,8 +6,9 @@ Two sources, both readable from another terminal or container: the ledger (lease
 index) and the progress files a running ``finisher run`` keeps in ``<state>/live/`` (``progress.RecordedProgress``,
 rewritten at most once a second). A progress file counts only for the finisher process that holds the work's
 lease now (its host and pid are in the lease's owner): a file left by an earlier attempt or a dead process is
-never shown as current. With a ledger shared by several hosts, the other hosts' works are shown from the ledger
-alone (their progress files are in their own state directories).
+never shown as current. A zip of the watched folder (``run --watch``) holds no lease: its stage is a slot while
+its file is unfinished and was written within ``WATCH_FRESH``. With a ledger shared by several hosts, the other
+hosts' works are shown from the ledger alone (their progress files are in their own state directories).
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from onprem.finisher.progress import LIVE_SUFFIX
 
 logger = logging.getLogger(__name__)
 
+#: a watched folder's zip (no lease) is in a slot while its unfinished progress file is this fresh
+WATCH_FRESH = timedelta(seconds=30)
 #: a queued row not seen for this long has lost its message (as for the backlog's index)
 STALE_AFTER = timedelta(hours=24)
 #: what a slot does next after the milestone its ledger row reached, when no progress file says more
@@ -45,6 +48,8 @@ class StageProgress:
 
     work_rid: str
     label: str
+    #: ``queue`` (a leased work of ``run``) or ``watch`` (a zip of the watched folder)
+    kind: str
     host: str
     pid: int
     bytes_done: int
@@ -145,7 +150,8 @@ def read_stage_files(folder: Path) -> list[StageProgress]:
         try:
             raw = json.loads(path.read_text(encoding="utf-8"))
             stages.append(StageProgress(
-                work_rid=str(raw["work_rid"]), label=str(raw["label"]), host=str(raw["host"]), pid=int(raw["pid"]),
+                work_rid=str(raw["work_rid"]), label=str(raw["label"]), kind=str(raw.get("kind", "queue")),
+                host=str(raw["host"]), pid=int(raw["pid"]),
                 bytes_done=int(raw["bytes_done"]), total_bytes=int(raw["total_bytes"]),
                 files_done=int(raw["files_done"]), total_files=int(raw["total_files"]),
                 rate_bytes_per_s=None if raw.get("rate_bytes_per_s") is None else float(raw["rate_bytes_per_s"]),
@@ -172,6 +178,8 @@ def read_snapshot(ledger: Ledger, progress_dir: Path, *, now: datetime | None = 
     now = now or datetime.now(UTC)
     stages = read_stage_files(progress_dir)
     slots = [_slot(work, stages) for work in leased_works(ledger.engine)]
+    slots += [Slot(s.work_rid, "ingest", s.label, f"{s.host}:{s.pid}/watch", None, None, s) for s in stages
+              if s.kind == "watch" and not s.finished and now - s.updated_at <= WATCH_FRESH]
     queued = queued_works(ledger.engine, now, STALE_AFTER)
     backlog = [BacklogEntry(q.work_rid, q.restore_expiry, (q.restore_expiry - now).total_seconds() / 3600)
                for q in queued[:backlog_limit]]
