@@ -98,7 +98,8 @@ def _check_bucket(report: PreflightReport, region: RegionConfig, bucket: BucketC
     if probe.location != region.region:
         report.add(subject, "region", Verdict.PROBLEM,
                    f"is in {probe.location}, configured in {region.region}: its restore events would go to "
-                   f"{probe.location}'s bus, where no rule listens — move it to the {probe.location} section")
+                   f"{probe.location}'s bus, where no rule listens — list it under region {probe.location} in "
+                   f"config/{report.environment}.yaml")
     else:
         report.add(subject, "region", Verdict.OK, f"in {region.region}")
     _check_notifications(report, subject, probe)
