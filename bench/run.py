@@ -30,7 +30,7 @@ from bench.aws import bench_aws
 from bench.context import BenchContext, BenchOptions
 from bench.goals import judge
 from bench.picture import draw_bdrc
-from bench.report import Report, machine_facts, render_markdown, render_text, write_json
+from bench.report import Report, machine_facts, render_markdown, render_text, splice_readme, write_json
 from bench.resume import resume_section
 from bench.sections import cgroup_section, e2e_section, proxy_section, scale_section
 from bench.stage_sections import debag_section, lambda_section, raw_section
@@ -62,6 +62,8 @@ def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse
     parser.add_argument("--results-dir", type=Path, default=None, help="where the JSON goes (default bench/results)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables as markdown here")
     parser.add_argument("--shared", action="store_true", help="say the machine is shared (recorded in the JSON)")
+    parser.add_argument("--readme", type=Path, default=None,
+                        help="also put the tables between the bench markers of this README")
     parser.add_argument("--picture", type=Path, default=None,
                         help=f"where the bdrc bag's picture goes (default {PICTURE}; with --tiny the results dir)")
     args = parser.parse_args(argv)
@@ -110,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"JSON: {path}  ({report.machine['seconds']:.0f} s in all)")
     if args.markdown:
         args.markdown.write_text(render_markdown(report))
+    if args.readme:
+        splice_readme(args.readme, render_markdown(report))
     if failed:
         print("runs that failed (see the tables):\n  " + "\n  ".join(failed), file=sys.stderr)
     return 1 if failed else 0

@@ -5,7 +5,17 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from bench.report import Goal, Report, machine_facts, render_markdown, render_text, write_json
+from bench.report import (
+    README_BEGIN,
+    README_END,
+    Goal,
+    Report,
+    machine_facts,
+    render_markdown,
+    render_text,
+    splice_readme,
+    write_json,
+)
 
 
 def _report(tmp_path: Path) -> Report:
@@ -56,3 +66,13 @@ def test_json_holds_machine_facts_sections_and_goals(tmp_path: Path) -> None:
 
 def test_a_machine_declared_shared_is_recorded_as_loaded(tmp_path: Path) -> None:
     assert machine_facts(tmp_path, declared_shared=True)["loaded"] is True
+
+
+def test_the_readme_s_generated_part_is_replaced_and_the_text_around_it_kept(tmp_path: Path) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text(f"## Performance\nhow\n{README_BEGIN}\nold table\n{README_END}\nwhat limits ours\n")
+    splice_readme(readme, render_markdown(_report(tmp_path)))
+    text = readme.read_text()
+    assert "old table" not in text
+    assert text.startswith("## Performance\nhow\n") and text.endswith(f"{README_END}\nwhat limits ours\n")
+    assert "| main (4 MiB) | ours | 0.50 | 8.40 |" in text
