@@ -104,7 +104,7 @@ def test_top_in_a_terminal_shows_the_slot_mid_download_the_backlog_and_a_failure
                 return pane if all(wanted) else None
 
             try:
-                pane = wait_for(shown, 20, "top to show the slot mid-download, the backlog and the failure")
+                pane = wait_for(shown, 30, "top to show the slot mid-download, the backlog and the failure")
             except AssertionError as err:
                 tail = (tmp_path / "run.log").read_text()[-3000:]
                 raise AssertionError(f"{err}; the pane showed:\n{seen[-1] if seen else ''}\nthe finisher's log "
