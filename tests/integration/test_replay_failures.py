@@ -106,7 +106,9 @@ def test_both_failure_formats_are_replayed_through_the_real_handler(replay: Repl
 
     code, first = replay.run("--limit", "1")
     assert len(first) == 1 and replay.depth() == 2
-    code, rest = replay.run()
+    foreign = CliRunner().invoke(app, ["replay-failures", "--queue-url", f"{replay.failure_queue}-other"])
+    assert foreign.exit_code == 2 and "is not the failure queue of a region of dev" in foreign.output
+    code, rest = replay.run("--queue-url", replay.failure_queue)  # as FAILURE_QUEUE_URL names it
     assert code == 1 and replay.depth() == 1  # only the unreadable message is left
     assert sorted(row["outcome"] for row in first + rest) == ["replayed", "replayed", "unreadable"]
 
