@@ -120,6 +120,12 @@ class CorruptArchive(PermanentError):
     cause = "corrupt_zip"
 
 
+class LocalHeaderMismatch(CorruptArchive):
+    """A member's local header disagrees with the central directory (name, method, CRC, sizes, offsets)."""
+
+    cause = "local_header_mismatch"
+
+
 class BagInvalid(PermanentError):
     """BagIt structure or fixity failure; ``details`` lists each file problem."""
 
@@ -419,18 +425,6 @@ class WorkSuperseded(ControlFlow):
     def __init__(self, current_version_id: str) -> None:
         self.current_version_id = current_version_id
         super().__init__(current_version_id)
-
-
-class SourceUnavailable(ControlFlow):
-    """The bytes of a member will not arrive (e.g. the download failed); ``cause`` is the source's error."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.cause = cause
-
-
-class StreamUnsupported(ControlFlow):
-    """This zip cannot be de-bagged from a stream (the reason is the message); read it from disk instead."""
 
 
 class ExtractionCancelled(ControlFlow):

@@ -237,9 +237,8 @@ def test_fetched_bag_with_a_changed_byte_is_rejected_naming_the_file(s3, bucket:
 
 
 @pytest.mark.parametrize("overrides", [
-    pytest.param({}, id="one-part-streamed"),
-    pytest.param({"fetch_part_size": 8192}, id="parts-overlapped"),
-    pytest.param({"fetch_stream": False}, id="one-part-overlapped"),
+    pytest.param({}, id="one-segment"),
+    pytest.param({"fetch_part_size": 8192}, id="segments"),
     pytest.param({"fetch_debag_overlap": False}, id="fetch-then-debag"),
 ])
 def test_one_attempt_makes_exactly_one_head(tmp_path: Path, aws: AwsClients, overrides: dict[str, object]) -> None:

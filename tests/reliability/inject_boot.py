@@ -73,7 +73,7 @@ def _hooks(specs: list[dict[str, Any]]) -> list[tuple[str, Any]]:
 
 
 def _limit_debag_writes(limit: int) -> None:
-    from onprem.finisher.debag import extract as debag_extract
+    from onprem.finisher.debag import member_stream as debag_extract
 
     written = [0]
     real_open = open

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from harness.bags import make_bdrc_bag_zip
-from onprem.finisher.debag import extract as debag_extract
+from onprem.finisher.debag import member_stream as debag_extract
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import InsufficientSpace, PermanentError, RetryableError

@@ -31,8 +31,7 @@ from harness.bags import write_work_tree, zip_tree
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
-from onprem.finisher.fetch_debag.overlapped import FetchDebagJob
-from onprem.finisher.work.wiring import fetch_and_debag
+from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 
 RID = "W1REAL0001"
 SETTINGS = DebagSettings(workers=2, fsync=False, require_strong_checksums=True)
@@ -181,7 +180,7 @@ def _put(s3, bucket: str, zip_path: Path) -> FetchRequest:  # type: ignore[no-un
 def test_bdrc_bag_zip_is_taken_through_fetch_and_debag_from_moto(s3, bucket: str, tmp_path: Path,  # type: ignore[no-untyped-def]
                                                                  staging: Path) -> None:
     request = _put(s3, bucket, _bdrc_bag_zip(tmp_path))
-    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "downloads", staging, FETCH, SETTINGS))
+    result = fetch_and_debag(s3, FetchDebagJob(request, staging, FETCH, SETTINGS))
     assert result.debag.work_rids == [RID] and result.debag.works[0].fixity_checked
     _assert_staged_as_source(tmp_path, staging)
 

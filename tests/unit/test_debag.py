@@ -11,10 +11,12 @@ import pytest
 
 from harness.bags import make_bdrc_bag_zip, make_plain_work_zip
 from harness.zip_edits import add_member, drop_member, read_members, rewrite_zip, tamper_member
-from onprem.finisher.debag import archive as debag_module
-from onprem.finisher.debag.archive import debag_archive, temp_dir_for
-from onprem.finisher.debag.extract import MemberExtractor
-from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.debag import ranged as debag_module
+from onprem.finisher.debag.archive import DebagJob, debag_archive, temp_dir_for
+from onprem.finisher.debag.byte_source import FileSource
+from onprem.finisher.debag.member_stream import MemberWriter
+from onprem.finisher.debag.model import DebagResult, DebagSettings
+from onprem.finisher.debag.ranged import RangeReading, debag_source
 from onprem.finisher.errors import (
     BagIncomplete,
     BagInvalid,
@@ -30,6 +32,21 @@ from onprem.finisher.progress import CountingProgress
 RID = "W1NLM4700"
 SETTINGS = DebagSettings(workers=2, fsync=False)
 TIF2 = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0002.tif"
+
+
+def _written(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The names of the members written from here on (each written once per read of its segment)."""
+    written: list[str] = []
+    real_write = MemberWriter._write
+    monkeypatch.setattr(MemberWriter, "_write", lambda self, reader, span, *a: written.append(
+        span.target.member.name) or real_write(self, reader, span, *a))
+    return written
+
+
+def _debag_by_member(zip_path: Path, staging: Path) -> DebagResult:
+    """A de-bag whose every member is a segment of its own (the unit of resume)."""
+    return debag_source(FileSource(zip_path), DebagJob(RID, staging, SETTINGS, "etag1"),
+                        RangeReading(part_size=1, concurrency=2))
 
 
 @pytest.fixture
@@ -183,15 +200,11 @@ def test_members_verified_before_a_crash_are_not_redone(tmp_path: Path, staging:
         raise KeyboardInterrupt  # what a kill between verification and the final move looks like
 
     with monkeypatch.context() as patch:
-        patch.setattr(debag_module, "_place", crash)
+        patch.setattr(debag_module, "place_works", crash)
         with pytest.raises(KeyboardInterrupt):
             debag_archive(zip_path, RID, staging, SETTINGS, version_tag="etag1")
     assert temp_dir_for(staging, RID, "etag1").is_dir()
-    extracted: list[str] = []
-    real_extract = MemberExtractor.extract
-    monkeypatch.setattr(MemberExtractor, "extract",
-                        lambda self, member, *a, **kw: extracted.append(member.name)
-                        or real_extract(self, member, *a, **kw))
+    extracted = _written(monkeypatch)
     result = debag_archive(zip_path, RID, staging, SETTINGS, version_tag="etag1")
     assert result.members_resumed == 5
     assert all("/data/" not in name for name in extracted)  # only the small tag files again
@@ -203,7 +216,7 @@ def test_a_changed_member_is_not_taken_from_the_journal(tmp_path: Path, staging:
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     zip_path = make_bdrc_bag_zip(tmp_path)
     with monkeypatch.context() as patch:
-        patch.setattr(debag_module, "_place", lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt))
+        patch.setattr(debag_module, "place_works", lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
             debag_archive(zip_path, RID, staging, SETTINGS)
     tamper_member(zip_path, f"{RID}.bag/{TIF2}")
@@ -234,19 +247,15 @@ def test_a_journaled_member_corrupted_on_disk_after_a_crash_is_redone(tmp_path: 
                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     zip_path = make_bdrc_bag_zip(tmp_path, files_per_work=5)
     with monkeypatch.context() as patch:
-        patch.setattr(debag_module, "_place", lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt))
+        patch.setattr(debag_module, "place_works", lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt))
         with pytest.raises(KeyboardInterrupt):
-            debag_archive(zip_path, RID, staging, SETTINGS, version_tag="etag1")
+            _debag_by_member(zip_path, staging)
     # a power loss after the journal line reached the disk but before the file's bytes did: same size, wrong bytes
     image = f"{RID}-I1KG1/images/{RID}-I1KG1_0002.tif"
     on_disk = temp_dir_for(staging, RID, "etag1") / RID / image
     on_disk.write_bytes(bytes(on_disk.stat().st_size))
-    extracted: list[str] = []
-    real_extract = MemberExtractor.extract
-    monkeypatch.setattr(MemberExtractor, "extract",
-                        lambda self, member, *a, **kw: extracted.append(member.name)
-                        or real_extract(self, member, *a, **kw))
-    result = debag_archive(zip_path, RID, staging, SETTINGS, version_tag="etag1")
+    extracted = _written(monkeypatch)
+    result = _debag_by_member(zip_path, staging)
     assert result.members_resumed == 4
     assert [name for name in extracted if "/data/" in name] == [f"{RID}.bag/data/{image}"]
     with zipfile.ZipFile(zip_path) as zf:

@@ -104,14 +104,6 @@ def test_settings_precedence_env_file_then_env_vars_then_flags(tmp_path: Path,
     assert load_settings(env_name="dev", settings_file=settings_file, concurrency=3).worker.concurrency == 3
 
 
-def test_the_tail_read_ahead_is_on_unless_turned_off(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    settings_file = tmp_path / "finisher.yml"
-    settings_file.write_text("staging_dir: /srv/staging\n")
-    assert load_settings(env_name="dev", settings_file=settings_file).fetch.tail_ahead is True
-    monkeypatch.setenv("FINISHER_FETCH_TAIL_AHEAD", "false")
-    assert load_settings(env_name="dev", settings_file=settings_file).fetch.tail_ahead is False
-
-
 def test_metrics_sinks() -> None:
     sink = LogMetrics()
     sink.bytes_downloaded(10)

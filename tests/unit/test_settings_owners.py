@@ -39,7 +39,6 @@ VALUES: dict[str, tuple[str, Any]] = {
     "restore_wait_interval": ("600", 600), "restore_max_wait_hours": ("20", 20.0),
     "expiry_metric_interval": ("30", 30.0),
     "fetch_part_size": ("1048576", 2**20), "fetch_concurrency": ("3", 3), "min_free_bytes": ("0", 0),
-    "fetch_tail_ahead": ("false", False), "fetch_stream": ("false", False),
     "debag_workers": ("97", 97), "require_strong_checksums": ("true", True),
     "debag_max_member_bytes": ("1000", 1000), "debag_max_total_bytes": ("2000", 2000),
     "debag_max_member_ratio": ("50", 50.0), "debag_max_zip_ratio": ("20", 20.0),

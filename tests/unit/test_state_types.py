@@ -68,8 +68,8 @@ def test_ledger_rows_and_status_json_hold_the_plain_strings(tmp_path: Path) -> N
 def test_the_control_flow_signals_are_one_family_and_never_a_failure() -> None:
     family = {name for name, cls in vars(errors).items()
               if isinstance(cls, type) and issubclass(cls, ControlFlow) and cls is not ControlFlow}
-    assert family == {"WorkInterrupted", "WorkSuperseded", "SourceUnavailable", "StreamUnsupported",
-                      "ExtractionCancelled", "PartCancelled", "ReceiptHandleInvalid"}
+    assert family == {"WorkInterrupted", "WorkSuperseded", "ExtractionCancelled", "PartCancelled",
+                      "ReceiptHandleInvalid"}
     assert not any(issubclass(getattr(errors, name), FinisherError) for name in family)
 
 
@@ -98,7 +98,7 @@ def test_each_error_class_has_one_cleanup_policy() -> None:
 
 @pytest.mark.parametrize(("error", "temp_dir_left", "evidence_kept", "download_left"), [
     (errors.TransferError(RID, "connection reset"), True, False, True),
-    (errors.StreamUnsupported("data descriptors"), True, False, True),
+    (errors.ExtractionCancelled("a segment stopped"), True, False, True),
     (errors.BagIncomplete(RID, "a file missing"), False, True, True),
     (errors.IntegrityError(RID, "sha256 mismatch"), False, True, False),
     (errors.ObjectChanged(RID, "overwritten"), False, False, False),

@@ -5,14 +5,13 @@ and the extractor's protocol. No behaviour beyond small properties: every module
 from __future__ import annotations
 
 import os
-import threading
 import time
 import unicodedata
 import zipfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import Any, Protocol
+from typing import Any
 
 import bagit
 from pydantic import BaseModel, ConfigDict, Field
@@ -56,9 +55,6 @@ class DebagSettings(BaseModel):
     #: flush the extracted files to storage (one syncfs) before the works move into place, so a placed work
     #: survives a power loss; off, it survives a killed process only (resume re-hashes journaled members either way)
     fsync: bool = True
-    #: algorithms a member streamed from S3 is hashed with before the bag's manifest names are known (those seen
-    #: on the way are added); a manifest needing another one is checked by reading the member back from disk
-    stream_algorithms: tuple[str, ...] = ("sha512",)
 
 
 @dataclass(frozen=True)
@@ -101,6 +97,8 @@ class DebagResult:
     archive: Path
     works: list[StagedWork]
     members_resumed: int = 0
+    #: segments (ranged reads) not read again after a restart: their members were journaled as verified
+    segments_resumed: int = 0
 
     @property
     def work_rids(self) -> list[str]:
@@ -157,18 +155,14 @@ class MemberDigest:
     digests: dict[str, str]
 
 
+def raw_name(info: zipfile.ZipInfo) -> bytes:
+    """The member name's bytes as stored in the zip (zipfile decodes them as UTF-8 or cp437 by bit 11)."""
+    return info.orig_filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
+
+
 def zip_mtime(info: zipfile.ZipInfo) -> float:
     """The member's modification time (zip times are local, as bdrc-bag writes and restores them)."""
     return time.mktime((*info.date_time, 0, 0, -1))
-
-
-class Extractor(Protocol):
-    """Puts one member at ``target`` and gives its digests (``MemberExtractor``, ``stream_debag.StreamedExtractor``)."""
-
-    def extract(self, member: SafeMember, target: Path, algorithms: tuple[str, ...],
-                cancelled: threading.Event | None = None, *, report: bool = True) -> MemberDigest: ...
-
-    def close(self) -> None: ...
 
 
 @dataclass
@@ -199,10 +193,3 @@ def declared_algorithms(tag_paths: Iterable[str]) -> tuple[str, ...]:
     for prefix in ("manifest-", "tagmanifest-"):
         found += [alg for alg in bagit.CHECKSUM_ALGOS if f"{prefix}{alg}.txt" in present and alg not in found]
     return tuple(found)
-
-
-class ManifestLoader(Protocol):
-    """Reads a work's bag from its extracted tag files (``manifest.load_work_manifest``), as the de-bag's tag task."""
-
-    def __call__(self, plan: WorkPlan, bag_dir: Path, tag_files: dict[str, Path],
-                 settings: DebagSettings) -> BagManifest: ...

@@ -24,7 +24,7 @@ from pathlib import PurePosixPath
 from contract.keys import control_characters
 from onprem.finisher.debag.budget import check_declared, check_entries
 from onprem.finisher.debag.junk import log_junk, split_junk
-from onprem.finisher.debag.model import DebagSettings, SafeMember
+from onprem.finisher.debag.model import DebagSettings, SafeMember, raw_name
 from onprem.finisher.errors import (
     CaseCollision,
     ControlCharacterName,
@@ -52,11 +52,6 @@ _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_COMPONENT_BYTES = 255
 SUPPORTED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "xz", 98: "PPMd", 99: "AES"}
-
-
-def raw_name(info: zipfile.ZipInfo) -> bytes:
-    """The member name's bytes as stored in the zip (zipfile decodes them as UTF-8 or cp437 by bit 11)."""
-    return info.orig_filename.encode("utf-8" if info.flag_bits & _UTF8_FLAG else "cp437")
 
 
 def member_name(info: zipfile.ZipInfo, work_rid: str) -> str:
@@ -144,6 +139,12 @@ def check_archive(zf: zipfile.ZipFile, work_rid: str, settings: DebagSettings) -
     total = sum(member.info.file_size for member in members)
     if total > settings.max_total_bytes:
         raise ZipBomb(work_rid, f"members declare {total} bytes in all (limit {settings.max_total_bytes})")
+    compressed = sum(member.info.compress_size for member in members)
+    if total > settings.zip_ratio_floor_bytes and total > settings.max_zip_ratio * max(compressed, 1):
+        # the whole zip's ratio, from what it declares: refused before a byte is read (the inflate checks it too)
+        raise ZipBomb(work_rid, f"members declare {total} bytes from {compressed} compressed (ratio "
+                                f"{total / max(compressed, 1):.0f}, limit {settings.max_zip_ratio:.0f} past "
+                                f"{settings.zip_ratio_floor_bytes} bytes)")
     return members
 
 

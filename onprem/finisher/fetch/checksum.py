@@ -150,3 +150,39 @@ class RunningChecksum:
         if self.vouched:
             return self.checksum.value
         return base64.b64encode(self._hasher.digest()).decode("ascii")
+
+
+#: the full-object checksums that combine from the checksums of consecutive ranges (CRC arithmetic)
+COMBINABLE = ("crc32", "crc32c", "crc64nvme")
+_WIDTHS = {"crc32": 4, "crc32c": 4, "crc64nvme": 8}
+
+
+def range_checksum(algorithm: str) -> Callable[[bytes, int], int] | None:
+    """``crc(data, previous)`` of a combinable algorithm (zlib for CRC32, awscrt for CRC32C/CRC64NVME), or None."""
+    if algorithm not in COMBINABLE:
+        return None
+    try:
+        from awscrt import checksums  # combine_ranges needs it for CRC32 too
+    except ImportError:
+        return None
+    if algorithm == "crc32":
+        return zlib.crc32
+    return {"crc32c": checksums.crc32c, "crc64nvme": checksums.crc64nvme}[algorithm]  # type: ignore[no-any-return]
+
+
+def combine_ranges(algorithm: str, pieces: list[tuple[int, int, int]], size: int) -> str | None:
+    """The base64 checksum of the object from ``(start, end, crc)`` of ranges covering ``[0, size)`` in order;
+    None when they leave a gap or overlap (nothing can then be said)."""
+    from awscrt import checksums
+
+    combine: Callable[[int, int, int], int] = {
+        "crc32": checksums.combine_crc32, "crc32c": checksums.combine_crc32c,
+        "crc64nvme": checksums.combine_crc64nvme}[algorithm]
+    value, position = 0, 0
+    for start, end, crc in pieces:
+        if start != position:
+            return None
+        value, position = combine(value, crc, end - start), end
+    if position != size:
+        return None
+    return base64.b64encode(value.to_bytes(_WIDTHS[algorithm], "big")).decode("ascii")

@@ -37,18 +37,12 @@ class FetchSettings(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
-    #: bytes of one ranged GET: the unit of parallelism and of resume (a killed download keeps its finished parts)
+    #: bytes of one segment (a ranged read of whole members; a larger member is read in GETs of this size): the
+    #: unit of parallelism and of resume (a killed run keeps the segments it verified)
     part_size: int = Field(default=64 * 2**20, ge=1)
     max_concurrency: int = Field(default=8, ge=1)
-    #: free bytes that must remain on the staging filesystem after the download
+    #: free bytes that must remain on the staging filesystem once the payload is written
     min_free_bytes: int = Field(default=2 * 2**30, ge=0)
     verify_checksum: bool = True
     #: tries of one part on a transient error (connection reset, short body, 5xx after botocore's retries)
     part_attempts: int = Field(default=3, ge=1)
-    #: overlapped fetch + de-bag on one stream: read the zip's tail ahead with one small ranged GET so members
-    #: are extracted while the stream arrives. One cheap request on S3; off where a ranged GET costs a read of
-    #: the whole object (moto), as the de-bag then simply starts once the stream has brought the tail
-    tail_ahead: bool = True
-    #: overlapped fetch + de-bag of a one-part download: members are cut out of the GET as it streams and the zip
-    #: is never written (fetch_debag/stream.py); off, the zip is written to its ``.part`` file and de-bagged from there
-    stream: bool = True

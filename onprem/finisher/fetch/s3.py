@@ -51,7 +51,7 @@ RESTORE_RETRY_AFTER = 3600
 MISSING_OR_FORBIDDEN = "object_missing_or_forbidden"
 
 
-def _translate(err: ClientError, request: FetchRequest, what: str) -> Exception:
+def translate_error(err: ClientError, request: FetchRequest, what: str) -> Exception:
     rid, reply, where = request.work_rid, S3ErrorResponse.of(err.response), request.where
     if reply.precondition_failed:
         pinned = request.etag or "the ETag seen at HEAD"
@@ -84,7 +84,7 @@ def head_object(s3_client: Any, request: FetchRequest, *, current_version: bool 
     try:
         return ObjectHead.from_response(s3_client.head_object(**kwargs))
     except ClientError as err:
-        raise _translate(err, request, "HEAD") from err
+        raise translate_error(err, request, "HEAD") from err
     except BotoCoreError as err:
         raise TransferError(request.work_rid, f"HEAD of {request.where} failed: {err}") from err
 
@@ -177,7 +177,7 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
                 running.vouch()  # type: ignore[union-attr]
             return
         except ClientError as err:
-            error = _translate(err, request, f"GET bytes={start}-{end - 1}")
+            error = translate_error(err, request, f"GET bytes={start}-{end - 1}")
         except FlexibleChecksumError as err:
             raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
                                  f"mismatch for {PurePosixPath(identity.key).name} while downloading: {err}") from err
@@ -223,7 +223,7 @@ def stream_object(s3_client: Any, request: FetchRequest, identity: DownloadIdent
             body.close()  # stopped early by the reader: the rest of the object is not wanted
         raise
     except ClientError as err:
-        raise _translate(err, request, what) from err
+        raise translate_error(err, request, what) from err
     except FlexibleChecksumError as err:
         raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
                              f"mismatch for {name} while streaming it: {err}") from err
@@ -250,7 +250,7 @@ def get_range(s3_client: Any, request: FetchRequest, identity: DownloadIdentity,
     try:
         body = s3_client.get_object(**kwargs)["Body"].read()
     except ClientError as err:
-        raise _translate(err, request, f"GET bytes={start}-{end - 1}") from err
+        raise translate_error(err, request, f"GET bytes={start}-{end - 1}") from err
     if len(body) != end - start:
         raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned {len(body)} bytes")
     return bytes(body)

@@ -22,6 +22,8 @@ MID_DOWNLOAD = "mid_download"
 MID_EXTRACT = "mid_extract"
 MID_SYNC = "mid_sync"
 BEFORE_DELETE = "before_delete"
+#: every member of a fetched zip written and verified, its works not yet placed (not a trial of its own)
+BEFORE_PLACE = "before_place"
 #: in the order a work meets them
 CHECKPOINTS = (AFTER_RECEIVE, MID_DOWNLOAD, MID_EXTRACT, MID_SYNC, BEFORE_DELETE)
 

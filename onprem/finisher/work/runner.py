@@ -193,7 +193,7 @@ class WorkRunner:
                 self.metrics.phase_duration("restore_check", time.monotonic() - started)
                 ctx = replace(ctx, head=head)  # the fetch pins to this HEAD: one HEAD per attempt
             token.check()
-            if self.stages.fetch_debag is not None and record.timestamps[Phase.DOWNLOADED] is None:
+            if self.stages.fetch_debag is not None:  # the zip is never on disk: a resume reads its ranges again
                 fetched, staged = self._fetch_and_debag(work, ctx)
             else:
                 fetched, staged = self._fetch_then_debag(work, ctx)

@@ -1,4 +1,5 @@
-"""The composition of the real stages: fetch, de-bag (or both overlapped) and sync bound to the settings.
+"""The composition of the real stages: fetch + de-bag (one pass over the object's ranges) and sync bound to the
+settings.
 
 The one module that knows every stage package; the CLI builds the worker's stages here (``real_stages``: a test
 hands a finisher process its own through ``cli.app.main(stages_for=…)``). An exception a stage lets
@@ -16,15 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from contract import RestoredWork
-from onprem.finisher.debag.archive import DebagJob, debag_archive, keep_or_remove_evidence, temp_dir_for
+from onprem.finisher.debag.archive import debag_archive, keep_or_remove_evidence, temp_dir_for
 from onprem.finisher.debag.model import StagedWork
-from onprem.finisher.errors import StreamUnsupported
-from onprem.finisher.fetch.download import DONE_SUFFIX, FetchResult, fetch_object, open_download
+from onprem.finisher.fetch.download import DONE_SUFFIX, fetch_object
 from onprem.finisher.fetch.request import FetchRequest
-from onprem.finisher.fetch_debag import overlapped
-from onprem.finisher.fetch_debag.overlapped import FetchDebagJob, FetchedAndDebagged
-from onprem.finisher.fetch_debag.stream import stream_and_debag
-from onprem.finisher.progress import NullProgress
+from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 from onprem.finisher.sync.stage import run_post_sync_hook, sync_work
 from onprem.finisher.work import faults
 from onprem.finisher.work.cancel import CheckingProgress
@@ -48,7 +45,7 @@ def _remove_empty_slot(folder: Path) -> None:
 
 
 def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
-    """The fetch, de-bag (or both overlapped: ``fetch_and_debag``) and sync stages bound to the settings;
+    """The fetch + de-bag (one pass: ``fetch_debag.segmented``) and sync stages bound to the settings;
     ``s3_client_for(region)`` gives an S3 client. Each object version works in its own staging slot."""
     fetch_settings, debag_settings, sync_settings = settings.fetch, settings.debag, settings.sync
     _warm_s3_clients(s3_client_for, sorted({r.region for r in settings.environment.regions}))
@@ -80,12 +77,13 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
         slot = staging_slot(work.idempotency_key)
         with naming_failures(work.work_rid, lambda: evidence(work.work_rid, slot)):
             result = fetch_and_debag(s3_client_for(work.region), FetchDebagJob(
-                request, settings.downloads_dir / slot, settings.works_dir / slot, fetch_settings, debag_settings,
-                version_tag=slot,
+                request, settings.works_dir / slot, fetch_settings, debag_settings, version_tag=slot,
                 fetch_progress=CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD),
-                debag_progress=CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)))
-        return (Fetched(result.fetch.path, result.fetch.size, result.fetch.parts_resumed),
-                result.debag.works)
+                debag_progress=CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT),
+                before_place=lambda: faults.checkpoint(faults.BEFORE_PLACE, work_rid=work.work_rid)))
+        # the zip is never written: the path names what was fetched (nothing there to discard)
+        return (Fetched(settings.downloads_dir / slot / result.fetch.name, result.fetch.size,
+                        result.fetch.segments_resumed), result.debag.works)
 
     def sync(staged: StagedWork, ctx: StageContext) -> Synced:
         ctx.cancel.check()
@@ -119,28 +117,3 @@ def _warm_s3_clients(s3_client_for: Callable[[str], Any], regions: list[str]) ->
                 s3_client_for(region)
 
     threading.Thread(target=warm, name="warm-s3-clients", daemon=True).start()
-
-
-def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
-    """Download and de-bag overlapped: a one-part download (``FetchSettings.stream``) de-bagged from its GET, the
-    zip never written (``fetch_debag.stream``); any other, or a zip the stream cannot read front to back, written
-    to its ``.part`` file and de-bagged while it arrives (``fetch_debag.overlapped``). One HEAD either way, none
-    when ``request.head`` carries the attempt's HEAD."""
-    request, download_dir, staging_dir, free_bytes = job.request, job.download_dir, job.staging_dir, job.free_bytes
-    fetch_settings, debag_settings = job.fetch_settings, job.debag_settings
-    fetch_progress = job.fetch_progress or NullProgress()
-    download = open_download(s3_client, request, download_dir, fetch_settings, free_bytes=free_bytes)
-    if (not isinstance(download, FetchResult) and fetch_settings.stream and download.parts_total == 1
-            and not download.journal.done):
-        try:
-            debag_job = DebagJob(request.work_rid, staging_dir, debag_settings,
-                                 job.version_tag or download.identity.etag, progress=job.debag_progress)
-            fetched, debagged = stream_and_debag(s3_client, download, debag_job, fetch_progress)
-            return FetchedAndDebagged(fetched, debagged)
-        except StreamUnsupported as why:
-            logger.info("%s: %s: the zip is downloaded to disk and de-bagged from there", request.work_rid, why,
-                        extra={"work_rid": request.work_rid})
-            # download.request carries the HEAD already made: the re-open does not HEAD again
-            download = open_download(s3_client, download.request, download_dir, fetch_settings,
-                                     free_bytes=free_bytes)
-    return overlapped.fetch_and_debag(s3_client, job, download=download)

@@ -1,8 +1,7 @@
-"""Stream de-bag (one part, ``FetchSettings.stream``) through ``fetch_and_debag`` against a moto S3 server on
-loopback: the same works as the zip on disk from one GET without a Range, every failure named and nothing placed,
-the fallback to the disk path for zips that cannot be streamed, pinning, and a cut stream retried; the zip
-container's rules while streaming (bombs bounded before the disk fills, the entry count, encrypted and Deflate64
-members named from the one GET, macOS junk skipped)."""
+"""The one fetch path's refusals and odd zips against a moto S3 server on loopback: every failure named and nothing
+placed, bytes changed in transit told from a corrupt zip, a central directory that disagrees with a local header,
+data descriptors and gaps taken, pinning, a cut GET resumed; the zip container's rules on the ranges (bombs
+bounded before the disk fills, the entry count, encrypted and Deflate64 members named from the plan, macOS junk)."""
 
 from __future__ import annotations
 
@@ -24,6 +23,7 @@ from urllib3.exceptions import ProtocolError
 
 from harness.bags import make_bdrc_bag_zip, zip_entries
 from harness.zip_edits import add_member, corrupt_one_byte, read_members, tamper_member
+from onprem.finisher.debag import member_stream
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import (
@@ -32,23 +32,22 @@ from onprem.finisher.errors import (
     CorruptArchive,
     EncryptedMember,
     IntegrityError,
+    LocalHeaderMismatch,
     ObjectChanged,
+    OverlappingMembers,
     RetryableError,
     TransferError,
     UnsafeArchive,
     UnsupportedCompression,
     ZipBomb,
 )
-from onprem.finisher.fetch.download import FetchRequest, FetchSettings
-from onprem.finisher.fetch_debag import stream as stream_debag
-from onprem.finisher.fetch_debag.overlapped import FetchDebagJob
-from onprem.finisher.work.wiring import fetch_and_debag
+from onprem.finisher.fetch.request import FetchRequest, FetchSettings
+from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 from tests.reliability.real_zips import APPLE_DOUBLE, DS_STORE, info_zip_bag, seven_zip_bag
 
 RID, OTHER_RID = "W1NLM4700", "W1NLM4701"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
-STREAM = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0)
-ON_DISK = FetchSettings(part_size=2**30, max_concurrency=1, min_free_bytes=0, stream=False)
+RANGES = FetchSettings(part_size=64 * 1024, max_concurrency=3, min_free_bytes=0)
 DEBAG = DebagSettings(workers=2, fsync=False)
 IMAGE = f"data/{RID}-I1KG1/images/{RID}-I1KG1_0005.tif"
 MEMBER = f"{RID}.bag/{IMAGE}"
@@ -62,7 +61,7 @@ def _bag(tmp_path: Path, **kwargs: object) -> Path:
 
 
 def _put(s3, bucket: str, body: bytes, *, checksum: bool = True) -> FetchRequest:  # type: ignore[no-untyped-def]
-    extra = {"ChecksumAlgorithm": "SHA256"} if checksum else {}
+    extra = {"ChecksumAlgorithm": "CRC64NVME"} if checksum else {}
     put = s3.put_object(Bucket=bucket, Key=KEY, Body=body, **extra)
     return FetchRequest(RID, bucket, KEY, len(body), put["ETag"], put.get("VersionId"))
 
@@ -120,44 +119,29 @@ def _central_entry(zip_bytes: bytes, name: str) -> int:
     raise AssertionError(f"{name} not in the central directory")
 
 
-def _wrap_whole_get(s3, wrap: Callable) -> None:  # type: ignore[no-untyped-def, type-arg]
-    """Replace the raw read of every whole-object GET body (the bytes botocore hashes) by ``wrap(real_read)``."""
+def _wrap_gets(s3, wrap: Callable) -> None:  # type: ignore[no-untyped-def, type-arg]
+    """Replace the raw read of every GET body by ``wrap(real_read, first_byte)``."""
     def hook(response: dict, **_: object) -> None:  # type: ignore[type-arg]
-        if response.get("ContentRange") is None:
-            raw = response["Body"]._raw_stream
-            raw.read = wrap(raw.read)
+        raw = response["Body"]._raw_stream
+        raw.read = wrap(raw.read, int(response["ContentRange"].split()[1].split("-")[0]))
 
     s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: hook(parsed))
 
 
-@pytest.mark.parametrize("compression", [zipfile.ZIP_DEFLATED, zipfile.ZIP_STORED], ids=["deflated", "stored"])
-def test_streamed_result_is_identical_to_the_zip_on_disk_from_one_get(s3, bucket: str, tmp_path: Path,
-                                                                       compression: int) -> None:
-    request = _put(s3, bucket, _bag(tmp_path, compression=compression).read_bytes())
-    on_disk = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, DEBAG))
-    gets = _gets(s3)
-    streamed = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
-    assert gets == [None], "one GET of the whole object, no Range"
-    tree = _tree(tmp_path / "staging")
-    assert tree == _tree(tmp_path / "disk") and sum(d is not None for d, _ in tree.values()) > FILES
-    assert _works(streamed.debag) == _works(on_disk.debag)
-    assert [w.work_rid for w in streamed.debag.works] == [RID]
-    assert all(w.fixity_checked and w.files == FILES for w in streamed.debag.works)
-    assert streamed.fetch.checksum_verified == "sha256"
-    assert (streamed.fetch.size, streamed.fetch.etag) == (request.size, request.etag)
-    assert _names(tmp_path / "dl") == [], "no .part, no zip, no journal"
-    assert _names(tmp_path / "staging") == [RID], "no .debag-* temp dir left"
+def _job(request: FetchRequest, staging: Path, settings: DebagSettings = DEBAG,
+         fetch: FetchSettings = RANGES) -> FetchDebagJob:
+    return FetchDebagJob(request, staging, fetch, settings)
 
 
-def test_a_manifest_algorithm_not_streamed_is_read_back_from_disk(s3, bucket: str, tmp_path: Path) -> None:
-    request = _put(s3, bucket, _bag(tmp_path, algorithms=("md5", "sha256")).read_bytes())
-    settings = DebagSettings(workers=2, fsync=False, stream_algorithms=("sha512",))
-    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, settings))
-    on_disk = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "disk-dl", tmp_path / "disk", ON_DISK, settings))
+def test_an_md5_and_sha256_bag_is_verified_with_both(s3, bucket: str, tmp_path: Path) -> None:
+    zip_path = _bag(tmp_path, algorithms=("md5", "sha256"))
+    request = _put(s3, bucket, zip_path.read_bytes())
+    result = fetch_and_debag(s3, _job(request, tmp_path / "staging"))
+    local = debag_archive(zip_path, RID, tmp_path / "local", DEBAG)
     assert [(w.work_rid, w.fixity_checked) for w in result.debag.works] == [(RID, True)]
     assert all(set(w.algorithms) == {"md5", "sha256"} for w in result.debag.works)
-    assert _works(result.debag) == _works(on_disk.debag)
-    assert _tree(tmp_path / "staging") == _tree(tmp_path / "disk")
+    assert _works(result.debag) == _works(local)
+    assert _tree(tmp_path / "staging") == _tree(tmp_path / "local")
 
 
 def test_a_tampered_payload_member_is_a_checksum_mismatch_and_nothing_is_placed(s3, bucket: str,
@@ -165,31 +149,16 @@ def test_a_tampered_payload_member_is_a_checksum_mismatch_and_nothing_is_placed(
     zip_path = _bag(tmp_path)
     tamper_member(zip_path, MEMBER, offset=42)  # its zip CRC is right: only the manifest can tell
     request = _put(s3, bucket, zip_path.read_bytes())
-    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    staging = tmp_path / "staging"
     with pytest.raises(ChecksumMismatch, match=rf"^{RID}: checksum mismatch for {IMAGE} \(sha256 expected") as caught:
-        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
+        fetch_and_debag(s3, _job(request, staging))
     assert isinstance(caught.value, BagInvalid) and caught.value.work_rid == RID
     _nothing_placed(staging)
     assert any(n.startswith(f".debag-failed-{RID}") for n in _names(staging)), "evidence kept"
-    assert _names(dl) == [], "downloads dir empty"
 
 
-def test_a_corrupt_member_without_an_s3_checksum_is_a_corrupt_archive(s3, bucket: str, tmp_path: Path) -> None:
-    zip_path = _bag(tmp_path)
-    corrupt_one_byte(zip_path, MEMBER, offset=100)
-    request = _put(s3, bucket, zip_path.read_bytes(), checksum=False)
-    staging, dl = tmp_path / "staging", tmp_path / "dl"
-    with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {MEMBER}"):
-        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
-    _nothing_placed(staging)
-    assert _names(dl) == []
-
-
-def test_a_corrupt_member_without_a_checksum_to_decide_stops_the_stream_there(
-    s3, bucket: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """With no full-object checksum nothing could blame the transport: the rest of the zip is not downloaded."""
-    monkeypatch.setattr(stream_debag, "QUEUE_CHUNKS", 1)  # the stream runs at most a chunk or two ahead of the writer
+def test_a_corrupt_member_without_an_s3_checksum_is_a_corrupt_archive_read_no_further(
+        s3, bucket: str, tmp_path: Path) -> None:
     zip_path = make_bdrc_bag_zip(tmp_path / "build", rids=(RID,), files_per_work=12, file_size=1_000_000)
     first = f"{RID}.bag/data/{RID}-I1KG1/images/{RID}-I1KG1_0001.tif"
     corrupt_one_byte(zip_path, first, offset=100)
@@ -198,97 +167,91 @@ def test_a_corrupt_member_without_a_checksum_to_decide_stops_the_stream_there(
     put = bare.put_object(Bucket=bucket, Key=KEY, Body=zip_path.read_bytes())
     request = FetchRequest(RID, bucket, KEY, zip_path.stat().st_size, put["ETag"], None)
     assert not any(k.startswith("Checksum") for k in s3.head_object(Bucket=bucket, Key=KEY, ChecksumMode="ENABLED"))
-    read: list[int] = []
-
-    def count(response: dict, **_: object) -> None:  # type: ignore[type-arg]
-        body = response["Body"]
-        real_read = body.read
-        body.read = lambda *a, **k: (lambda chunk: read.append(len(chunk)) or chunk)(real_read(*a, **k))
-
-    s3.meta.events.register("after-call.s3.GetObject", lambda parsed, **kw: count(parsed))
+    gets = _gets(s3)
     with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {first}"):
-        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM,
-                        DebagSettings(workers=1, fsync=False)))
-    assert 0 < sum(read) < request.size // 2, f"read {sum(read)} of {request.size} bytes"
+        fetch_and_debag(s3, _job(request, tmp_path / "staging", DebagSettings(workers=1, fsync=False),
+                                 FetchSettings(part_size=2**20, max_concurrency=2, min_free_bytes=0)))
+    assert len(gets) < 8, f"{len(gets)} GETs: the rest of the zip is not read once a member is corrupt"
+    _nothing_placed(tmp_path / "staging")
 
 
-def test_bytes_changed_in_transit_are_an_integrity_error_not_a_corrupt_member(s3, bucket: str,
-                                                                              tmp_path: Path) -> None:
-    body = _bag(tmp_path).read_bytes()
-    request = _put(s3, bucket, body)  # the S3 checksum is of these, the good bytes
-    flip_at = _data_offset(body, MEMBER) + 100  # inside a member, mid-stream
-
-    def flipping(real_read):  # type: ignore[no-untyped-def]
-        sent = [0]
+def _flipping(flip_at: int, times: list[int]):  # type: ignore[no-untyped-def]
+    """Flip the byte at ``flip_at`` of the object in the first ``times[0]`` GETs of segments that carry it (not
+    the tail's read: a small zip's tail read holds all of it)."""
+    def wrap(real_read, first):  # type: ignore[no-untyped-def]
+        sent = [first]
 
         def read(amt: int | None = None, *args: object, **kwargs: object) -> bytes:
             chunk = real_read(amt, *args, **kwargs)
             start, sent[0] = sent[0], sent[0] + len(chunk)
-            if start <= flip_at < sent[0]:
+            if start <= flip_at < sent[0] and times[0] > 0 and first > 0:
+                times[0] -= 1
                 at = flip_at - start
                 chunk = chunk[:at] + bytes([chunk[at] ^ 0xFF]) + chunk[at + 1:]
             return chunk
 
         return read
 
-    _wrap_whole_get(s3, flipping)
-    staging, dl = tmp_path / "staging", tmp_path / "dl"
-    with pytest.raises(IntegrityError, match=rf"^{RID}: sha256 mismatch for {RID}.bag.zip") as caught:
-        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
+    return wrap
+
+
+@pytest.mark.parametrize("where", ["member", "local-header"])
+def test_bytes_changed_in_transit_are_an_integrity_error_not_a_corrupt_zip(s3, bucket: str, tmp_path: Path,
+                                                                           where: str) -> None:
+    body = _bag(tmp_path).read_bytes()
+    request = _put(s3, bucket, body)  # the S3 checksum is of these, the good bytes
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        header = zf.getinfo(MEMBER).header_offset
+    flip_at = _data_offset(body, MEMBER) + 100 if where == "member" else header + 10  # the header's mod time
+    _wrap_gets(s3, _flipping(flip_at, [1]))
+    staging = tmp_path / "staging"
+    with pytest.raises(IntegrityError, match=rf"^{RID}: ") as caught:
+        fetch_and_debag(s3, _job(request, staging))
     assert isinstance(caught.value, RetryableError) and not isinstance(caught.value, CorruptArchive)
     _nothing_placed(staging)
-    assert _names(dl) == []
 
 
 @pytest.mark.parametrize("evil", ["../evil.txt", "{tmp}/abs-evil.txt"], ids=["dotdot", "absolute"])
 def test_an_unsafe_member_name_writes_nothing_outside_and_places_nothing(s3, bucket: str, tmp_path: Path,
                                                                          evil: str) -> None:
     evil = evil.format(tmp=tmp_path)
-    staging, dl = tmp_path / "sub" / "staging", tmp_path / "sub" / "dl"
+    staging = tmp_path / "sub" / "staging"
     zip_path = zip_entries(tmp_path / "evil.zip", [(f"{RID}/images/ok.tif", b"fine" * 10_000),
                                                    (evil, b"outside")])
     request = _put(s3, bucket, zip_path.read_bytes())
+    gets = _gets(s3)
     with pytest.raises(UnsafeArchive, match=rf"^{RID}: member {re.escape(repr(evil))}"):
-        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
-    assert not (tmp_path / "sub" / "evil.txt").exists() and not (tmp_path / "evil.txt").exists()
-    assert not (tmp_path / "abs-evil.txt").exists()
-    outside = list(tmp_path.rglob("*evil.txt"))
-    assert outside == [], "a member name became a path"
+        fetch_and_debag(s3, _job(request, staging))
+    assert len(gets) == 1, "refused from the plan: the tail only"
+    assert list(tmp_path.rglob("*evil.txt")) == [], "a member name became a path"
     _nothing_placed(staging)
-    assert _names(dl) == []
 
 
-@pytest.mark.parametrize("field", ["crc", "name"])
-def test_a_central_directory_that_disagrees_with_a_local_header_is_a_corrupt_archive(
+@pytest.mark.parametrize("field", ["crc", "name", "offset"])
+def test_a_central_directory_that_disagrees_with_a_local_header_is_refused_by_name(
     s3, bucket: str, tmp_path: Path, field: str,
 ) -> None:
     body = bytearray(_bag(tmp_path).read_bytes())
     entry = _central_entry(bytes(body), MEMBER)
     if field == "crc":
         struct.pack_into("<I", body, entry + 16, struct.unpack_from("<I", body, entry + 16)[0] ^ 0x1)
-    else:
+    elif field == "name":
         last = entry + 46 + len(MEMBER) - 1  # ..._0005.tif → ..._0005.tig: still a safe name, and a new one
         assert body[last:last + 1] == b"f"
         body[last:last + 1] = b"g"
+    else:
+        struct.pack_into("<I", body, entry + 42, struct.unpack_from("<I", body, entry + 42)[0] + 7)
     request = _put(s3, bucket, bytes(body))
-    staging, dl = tmp_path / "staging", tmp_path / "dl"
-    with pytest.raises(CorruptArchive, match=rf"^{RID}: .*(central directory|local header)"):
-        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
+    staging = tmp_path / "staging"
+    with pytest.raises((LocalHeaderMismatch, OverlappingMembers), match=rf"^{RID}: members? "):
+        fetch_and_debag(s3, _job(request, staging))
     _nothing_placed(staging)
-    assert _names(dl) == []
 
 
-def _with_data_descriptors(good: Path, tmp_path: Path, which: str) -> Path:
-    """``good`` rewritten with data descriptors: every member (written to an unseekable stream, as zipfile does
-    there), or only a member well after the first ones (its local header's flag bit 3 set, its sizes kept)."""
+def _with_data_descriptors(good: Path, tmp_path: Path) -> Path:
+    """``good`` rewritten with data descriptors on every member (written to an unseekable stream, as zipfile
+    does there): the local headers carry no sizes."""
     described = tmp_path / "described.zip"
-    if which == "later-member":
-        body = bytearray(good.read_bytes())
-        with zipfile.ZipFile(good) as zf:
-            offset = zf.getinfo(f"{RID}.bag/manifest-sha256.txt").header_offset
-        struct.pack_into("<H", body, offset + 6, struct.unpack_from("<H", body, offset + 6)[0] | 0x08)
-        described.write_bytes(bytes(body))
-        return described
     sink = io.BytesIO()
 
     class Unseekable:
@@ -307,29 +270,10 @@ def _with_data_descriptors(good: Path, tmp_path: Path, which: str) -> Path:
     return described
 
 
-@pytest.mark.parametrize("which", ["every-member", "later-member"])
-def test_a_zip_with_data_descriptors_falls_back_to_the_disk_path(s3, bucket: str, tmp_path: Path,
-                                                                 which: str) -> None:
-    described = _with_data_descriptors(_bag(tmp_path), tmp_path, which)
-    request = _put(s3, bucket, described.read_bytes())
-    gets = _gets(s3)
-    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
-    assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
-    (tmp_path / "seq").mkdir()
-    sequential = debag_archive(described, RID, tmp_path / "seq", DEBAG, version_tag=request.etag)
-    assert _tree(tmp_path / "staging") == _tree(tmp_path / "seq") and len(_tree(tmp_path / "seq")) > FILES
-    assert _works(result.debag) == _works(sequential)
-    assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
-    assert result.fetch.checksum_verified == "sha256"
-    assert result.fetch.path.read_bytes() == described.read_bytes()
-    assert _names(tmp_path / "staging") == [RID], "no .debag-* temp dir left"
-
-
-def test_bytes_between_the_last_member_and_the_central_directory_fall_back_to_the_disk_path(
-    s3, bucket: str, tmp_path: Path,
-) -> None:
-    """A valid zip the stream cannot vouch for (a gap before the central directory): read from disk instead."""
-    good = _bag(tmp_path).read_bytes()
+def test_data_descriptors_and_a_gap_before_the_central_directory_are_taken(s3, bucket: str,
+                                                                          tmp_path: Path) -> None:
+    described = _with_data_descriptors(_bag(tmp_path), tmp_path)
+    good = described.read_bytes()
     with zipfile.ZipFile(io.BytesIO(good)) as zf:
         cd_start = zf.start_dir
     gap = b"\x00" * 1000
@@ -341,10 +285,11 @@ def test_bytes_between_the_last_member_and_the_central_directory_fall_back_to_th
     with zipfile.ZipFile(gapped) as zf:
         assert zf.testzip() is None, "the gapped zip is a valid zip"
     request = _put(s3, bucket, bytes(body))
-    gets = _gets(s3)
-    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
-    assert len(gets) >= 2 and gets[0] is None, "the stream was tried, then the zip downloaded to disk"
+    result = fetch_and_debag(s3, _job(request, tmp_path / "staging"))
+    debag_archive(gapped, RID, tmp_path / "local", DEBAG)
+    assert _tree(tmp_path / "staging") == _tree(tmp_path / "local") and len(_tree(tmp_path / "local")) > FILES
     assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
+    assert result.fetch.checksum_verified == "crc64nvme", "the gap and the descriptors count in the checksum"
     assert _names(tmp_path / "staging") == [RID], "no .debag-* temp dir left"
 
 
@@ -353,29 +298,31 @@ def test_an_object_overwritten_between_head_and_get_is_object_changed(s3, bucket
     other = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1")
     gets = _gets(s3)
 
-    def overwrite_before_the_get(**_: object) -> None:
-        if len(gets) == 1:
+    def overwrite_after_the_plan(**_: object) -> None:
+        if len(gets) == 2:
             other.put_object(Bucket=bucket, Key=KEY, Body=b"a newer bag")
 
-    s3.meta.events.register("before-call.s3.GetObject", overwrite_before_the_get)
-    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    s3.meta.events.register("before-call.s3.GetObject", overwrite_after_the_plan)
+    staging = tmp_path / "staging"
     with pytest.raises(ObjectChanged, match=f"^{RID}: .*overwritten"):
-        fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
-    assert gets == [None]
-    assert _names(dl) == []
-    assert _names(staging) == []
+        fetch_and_debag(s3, _job(request, staging))
+    assert _names(staging) == [], "bytes of a version that is gone are never kept"
 
 
-def _cut_after(limit: int, how: str):  # type: ignore[no-untyped-def]
-    def wrap(real_read):  # type: ignore[no-untyped-def]
+def _cut_once(how: str, cuts: list[int], past: int, before: int):  # type: ignore[no-untyped-def]
+    """Cut the first ``cuts[0]`` GETs that start between bytes ``past`` and ``before``, after 20,000 bytes."""
+    def wrap(real_read, first):  # type: ignore[no-untyped-def]
         sent = [0]
+        cut = cuts[0] > 0 and past < first < before
+        if cut:
+            cuts[0] -= 1
 
         def read(amt: int | None = None, *args: object, **kwargs: object) -> bytes:
-            if sent[0] >= limit:
+            if cut and sent[0] >= 20_000:
                 if how == "reset":
                     raise ProtocolError("Connection broken: connection reset by peer")
                 return b""
-            chunk = real_read(min(amt or limit, limit - sent[0]), *args, **kwargs)
+            chunk = real_read(min(amt or 20_000, 20_000) if cut else amt, *args, **kwargs)
             sent[0] += len(chunk)
             return chunk
 
@@ -385,27 +332,26 @@ def _cut_after(limit: int, how: str):  # type: ignore[no-untyped-def]
 
 
 @pytest.mark.parametrize("how", ["reset", "early-eof"])
-def test_a_stream_cut_off_is_a_transfer_error_and_the_next_call_succeeds(s3, bucket: str, tmp_path: Path,
-                                                                         how: str) -> None:
+def test_a_cut_get_is_read_on_from_the_byte_reached_or_a_transfer_error_resumed_next_time(
+        s3, bucket: str, tmp_path: Path, how: str) -> None:
     request = _put(s3, bucket, _bag(tmp_path).read_bytes())
-    staging, dl = tmp_path / "staging", tmp_path / "dl"
+    staging = tmp_path / "staging"
     cutting = boto3.client("s3", endpoint_url=s3.meta.endpoint_url, region_name="us-east-1")
-    _wrap_whole_get(cutting, _cut_after(request.size // 2, how))
+    _wrap_gets(cutting, _cut_once(how, [1], 0, request.size - 30_000))
+    result = fetch_and_debag(cutting, _job(request, staging))  # attempts=3: read on in the same call
+    assert result.fetch.checksum_verified == "crc64nvme" and result.debag.works[0].files == FILES
+    once = FetchSettings(part_size=64 * 1024, max_concurrency=1, min_free_bytes=0, part_attempts=1)
+    _wrap_gets(cutting, _cut_once(how, [1], request.size // 2, request.size - 30_000))
     with pytest.raises(TransferError, match=rf"^{RID}: ") as caught:
-        fetch_and_debag(cutting, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
+        fetch_and_debag(cutting, _job(request, tmp_path / "again", fetch=once))
     assert isinstance(caught.value, RetryableError)
-    _nothing_placed(staging)
-    gets = _gets(s3)
-    result = fetch_and_debag(s3, FetchDebagJob(request, dl, staging, STREAM, DEBAG))
-    assert gets == [None]
-    assert [w.work_rid for w in result.debag.works] == [RID]
-    assert all(w.fixity_checked and w.files == FILES for w in result.debag.works)
-    assert result.fetch.checksum_verified == "sha256"
-    assert _names(staging) == [RID]
-    assert _names(dl) == []
+    _nothing_placed(tmp_path / "again")
+    result = fetch_and_debag(s3, _job(request, tmp_path / "again", fetch=once))
+    assert result.debag.members_resumed > 0, "the segments verified before the cut are not read again"
+    assert result.fetch.checksum_verified == "crc64nvme" and _names(tmp_path / "again") == [RID]
 
 
-# --- the zip container in the stream: bombs, entry count, unreadable members, macOS junk -----------------
+# --- the zip container on the ranges: bombs, entry count, unreadable members, macOS junk ----------------
 SMALL_STAGING = 6 * 2**20
 FLOOR = 4 * 2**20
 
@@ -413,7 +359,7 @@ FLOOR = 4 * 2**20
 @pytest.fixture
 def small_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """A 6 MiB staging filesystem (tmpfs; root may mount one) or, where mounting is refused, a 6 MiB write limit
-    on the stream's member files: a bomb that wrote past its limit would end as disk full, not as ZipBomb."""
+    on the member files: a bomb that wrote past its limit would end as disk full, not as ZipBomb."""
     folder = tmp_path / "small-staging"
     folder.mkdir()
     try:
@@ -422,7 +368,7 @@ def small_staging(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[P
     except OSError:
         mounted = False
     if not mounted:
-        monkeypatch.setattr(stream_debag, "open", _limited_open(SMALL_STAGING), raising=False)
+        monkeypatch.setattr(member_stream, "open", _limited_open(SMALL_STAGING), raising=False)
     try:
         yield folder
     finally:
@@ -437,6 +383,12 @@ def _limited_open(limit: int) -> Callable[..., Any]:
         def __init__(self, *args: Any, **kwargs: Any) -> None:
             self._file = open(*args, **kwargs)  # closed by the writer (close() passes through)
 
+        def __enter__(self) -> LimitedFile:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            self._file.close()
+
         def write(self, chunk: bytes) -> int:
             written[0] += len(chunk)
             if written[0] > limit:
@@ -449,34 +401,34 @@ def _limited_open(limit: int) -> Callable[..., Any]:
     return LimitedFile
 
 
-def test_small_members_of_a_bomb_stop_at_the_floor_while_streaming(s3, bucket: str, tmp_path: Path,
-                                                                    small_staging: Path) -> None:
-    """40 MiB of zeros in members under 1 MiB (~40 KiB compressed) on a 6 MiB staging disk: ZipBomb at the
-    4 MiB floor, from the one GET, never disk full."""
+def test_small_members_of_a_bomb_stop_at_the_floor(s3, bucket: str, tmp_path: Path, small_staging: Path) -> None:
+    """40 MiB of zeros in members under 1 MiB (~40 KiB compressed) on a 6 MiB staging disk: ZipBomb from the
+    declared sizes (past the 4 MiB floor, over the zip's ratio), never disk full nor a space retry."""
     members = [(f"{RID}/images/{RID}_{n:04d}.tif", bytes(2**20 - 1)) for n in range(40)]
     zip_path = zip_entries(tmp_path / "bomb.zip", members, compression=zipfile.ZIP_DEFLATED)
-    request = _put(s3, bucket, zip_path.read_bytes())
-    gets = _gets(s3)
+    put = s3.put_object(Bucket=bucket, Key=f"{RID}.zip", Body=zip_path.read_bytes())  # a plain zip may be taken
+    request = FetchRequest(RID, bucket, f"{RID}.zip", zip_path.stat().st_size, put["ETag"], None)
     settings = DebagSettings(workers=2, fsync=False, zip_ratio_floor_bytes=FLOOR)
-    with pytest.raises(ZipBomb, match=rf"^{RID}: member .*: the zip inflates \d+ bytes from \d+ compressed"):
-        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", small_staging, STREAM, settings))
-    assert gets == [None], "refused from the stream, not downloaded again"
+    gets = _gets(s3)
+    with pytest.raises(ZipBomb, match=rf"^{RID}: members declare \d+ bytes from \d+ compressed"):
+        fetch_and_debag(s3, _job(request, small_staging, settings))
+    assert len(gets) == 1, "refused from the central directory, before the space check"
     _nothing_placed(small_staging)
 
 
-def test_more_entries_than_the_limit_stop_the_stream(s3, bucket: str, tmp_path: Path) -> None:
+def test_more_entries_than_the_limit_are_refused_from_the_tail(s3, bucket: str, tmp_path: Path) -> None:
     request = _put(s3, bucket, _bag(tmp_path).read_bytes())
     gets = _gets(s3)
     settings = DebagSettings(workers=2, fsync=False, max_entries=20)
-    with pytest.raises(ZipBomb, match=r"21 entries or more \(limit 20\)"):
-        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, settings))
-    assert gets == [None]
+    with pytest.raises(ZipBomb, match=r"entries or more \(limit 20\)"):
+        fetch_and_debag(s3, _job(request, tmp_path / "staging", settings))
+    assert len(gets) == 1
     _nothing_placed(tmp_path / "staging")
 
 
 @pytest.mark.parametrize("case", ["info_zip_encrypted", "seven_zip_deflate64"])
-def test_a_member_no_path_can_read_is_refused_from_the_stream_by_name(s3, bucket: str, tmp_path: Path,
-                                                                      case: str) -> None:
+def test_a_member_no_path_can_read_is_refused_from_the_plan_by_name(s3, bucket: str, tmp_path: Path,
+                                                                    case: str) -> None:
     if case == "info_zip_encrypted":
         zip_path, error = info_zip_bag(tmp_path, RID, "-P", "secret"), EncryptedMember
     else:
@@ -484,21 +436,20 @@ def test_a_member_no_path_can_read_is_refused_from_the_stream_by_name(s3, bucket
     request = _put(s3, bucket, zip_path.read_bytes())
     gets = _gets(s3)
     with pytest.raises(error, match=rf"^{RID}: member "):
-        fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
-    assert gets == [None], "named at once: the zip is not downloaded again to disk"
+        fetch_and_debag(s3, _job(request, tmp_path / "staging"))
+    assert len(gets) == 1, "named from the central directory, no payload read"
     _nothing_placed(tmp_path / "staging")
 
 
-def test_macos_junk_is_skipped_by_the_stream_and_the_bag_taken(s3, bucket: str, tmp_path: Path) -> None:
+def test_macos_junk_is_read_past_and_the_bag_taken(s3, bucket: str, tmp_path: Path) -> None:
     zip_path = _bag(tmp_path)
     add_member(zip_path, f"__MACOSX/{RID}.bag/._bagit.txt", APPLE_DOUBLE)
     add_member(zip_path, f"__MACOSX/{RID}.bag/data/._\x01odd-name.tif", APPLE_DOUBLE)  # never guarded: junk
     add_member(zip_path, ".DS_Store", DS_STORE)
     request = _put(s3, bucket, zip_path.read_bytes())
-    gets = _gets(s3)
-    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "dl", tmp_path / "staging", STREAM, DEBAG))
-    assert gets == [None], "streamed: the junk did not send it to the disk path"
+    result = fetch_and_debag(s3, _job(request, tmp_path / "staging"))
     assert [(w.work_rid, w.fixity_checked, w.files) for w in result.debag.works] == [(RID, True, FILES)]
+    assert result.fetch.checksum_verified == "crc64nvme"
     assert _names(tmp_path / "staging") == [RID]
     for junk in ("__MACOSX", ".DS_Store", "._*"):
         assert not list((tmp_path / "staging").rglob(junk)), junk

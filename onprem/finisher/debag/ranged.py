@@ -1,0 +1,294 @@
+"""De-bag a zip from its byte ranges: the plan from the central directory, the tag files first, then the payload
+in segments read in parallel, each member written once at its final path; the one path for S3 and local zips.
+
+1. ``read_directory``: the tail read once (zip64 too), every member through the zip-safety guard, the works
+   planned (``plan_works``) before a byte of payload is read.
+2. The tag files' segments (small ranges) are read first and the bags' manifests loaded: every payload member's
+   expected digests are known when its bytes arrive.
+3. The payload segments (``segments.make_segments``: about ``part_size`` each, cut at member boundaries),
+   ``concurrency`` at a time: each segment is one ranged read streamed through ``MemberWriter`` (local header
+   held to the central directory, inflate, CRC-32, the manifests' algorithms, write). No thread hop per member.
+4. A segment whose members verified is journaled (``SegmentJournal``): a killed run resumes from the rest.
+5. Fixity of every work (``verify_work``), then ``settle`` sees the checksums of every range of the object
+   (segments and the tail: the whole object, the bytes between members included) — the fetch compares their
+   combination with S3's full-object checksum — then one flush of the filesystem, then the works are placed.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass
+from pathlib import Path
+
+from onprem.finisher.debag.byte_source import ByteSource
+from onprem.finisher.debag.directory import read_directory
+from onprem.finisher.debag.layout import plain_zip_allowed, plan_works
+from onprem.finisher.debag.manifest import load_work_manifest
+from onprem.finisher.debag.member_stream import MemberWriter, SegmentReader
+from onprem.finisher.debag.model import BagManifest, DebagResult, MemberDigest, WorkPlan, declared_algorithms, nfc
+from onprem.finisher.debag.safety import check_archive
+from onprem.finisher.debag.segment_journal import SegmentJournal
+from onprem.finisher.debag.segments import Role, Segment, Span, make_segments, make_spans
+from onprem.finisher.debag.staging import JOURNAL_NAME, DebagJob, clean_up, place_works, temp_dir_for
+from onprem.finisher.debag.verify import verify_work
+from onprem.finisher.durability import sync_filesystem
+from onprem.finisher.errors import (
+    BagInvalid,
+    CorruptArchive,
+    ExtractionCancelled,
+    FinisherError,
+    InsufficientSpace,
+    IntegrityError,
+)
+from onprem.finisher.progress import NullProgress, Progress
+
+logger = logging.getLogger(__name__)
+
+#: the checksum of a range: ``crc(data, previous) -> value`` (zlib.crc32's shape)
+RangeChecksum = Callable[[bytes, int], int]
+
+
+@dataclass(frozen=True)
+class Piece:
+    """The checksum of the object's bytes ``[start, end)`` (None: not computed)."""
+
+    start: int
+    end: int
+    crc: int | None
+
+
+@dataclass(frozen=True)
+class RangeReading:
+    """How the ranges are read and what is told on the way; the defaults suit a local zip."""
+
+    part_size: int = 64 * 2**20
+    concurrency: int = 4
+    #: the checksum every range is hashed with (the object's S3 full-object checksum), None: none
+    range_checksum: RangeChecksum | None = None
+    #: bytes read (the download's progress); the job's progress gets bytes written
+    read_progress: Progress | None = None
+    #: called with the bytes the members still to be written need: raises InsufficientSpace
+    space_check: Callable[[int], None] | None = None
+    #: called with the pieces covering the whole object once every work verified, before anything is placed
+    settle: Callable[[list[Piece]], None] | None = None
+    #: called once every member is written and verified, just before the flush and the placing
+    before_place: Callable[[], None] | None = None
+
+
+def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None = None, *,
+                 archive: Path | None = None) -> DebagResult:
+    """Extract and verify every work of ``source``'s zip into ``<job.staging_dir>/<RID>/`` (module docstring).
+
+    Raises the named refusals of the de-bag (UnsafeArchive, CorruptArchive, LocalHeaderMismatch, BagInvalid …),
+    what the source raises (TransferError, ObjectChanged …) and what ``settle`` raises (IntegrityError); what
+    stays on disk is the error class's ``cleanup`` (``staging.clean_up``). ``archive``: the zip named in the result.
+    """
+    reading = reading or RangeReading(concurrency=job.settings.workers)
+    rid, settings = job.work_rid, job.settings
+    temp_dir = temp_dir_for(job.staging_dir, rid, job.version_tag)
+    try:
+        directory = read_directory(source, rid, settings)
+        members = check_archive(directory.archive, rid, settings)
+        plans = plan_works(members, rid, allow_plain_zip=plain_zip_allowed(source.name,
+                           settings.allow_plain_zip), expected_rids=job.expected_rids, zip_name=source.name)
+        temp_dir.mkdir(parents=True, exist_ok=True)
+        journal = SegmentJournal(temp_dir / JOURNAL_NAME, source.identity)
+    except FinisherError as err:
+        clean_up(err, temp_dir, rid, settings)
+        raise
+    segments = make_segments(make_spans(directory.entries, directory.start_dir, plans), reading.part_size)
+    tail = Piece(directory.start_dir, source.size, None if reading.range_checksum is None else
+                 reading.range_checksum(directory.tail[directory.start_dir - directory.tail_start:], 0))
+    run = _Run(source, job, reading, plans, temp_dir, journal)
+    try:
+        pieces, digests, resumed = run.read_all(segments)
+        manifests = run.manifests
+        works = [verify_work(plan, manifests.get(plan.work_rid), digests, temp_dir, job.staging_dir)
+                 for plan in plans]
+        if reading.settle is not None:
+            reading.settle(sorted([*pieces, tail], key=lambda piece: piece.start))
+        if reading.before_place is not None:
+            reading.before_place()
+        if settings.fsync:
+            sync_filesystem(temp_dir)  # one flush of every written file before anything is placed
+        place_works(plans, temp_dir, job.staging_dir)
+    except FinisherError as err:
+        journal.close()
+        clean_up(err, temp_dir, rid, settings)
+        raise
+    except OSError as err:
+        if err.errno == errno.ENOSPC:
+            raise InsufficientSpace(rid, f"disk full while extracting into {temp_dir}") from err
+        raise
+    finally:
+        journal.close()
+    shutil.rmtree(temp_dir, ignore_errors=True)
+    for progress in (job.progress, reading.read_progress):
+        if progress is not None:
+            progress.finish()
+    for work in works:
+        logger.info("%s: de-bagged %d files, %d bytes (%s)", work.work_rid, work.files, work.bytes,
+                    "fixity verified: " + ",".join(work.algorithms) if work.fixity_checked
+                    else "no fixity available", extra={"work_rid": work.work_rid})
+    return DebagResult(archive=archive or Path(source.name), works=works, members_resumed=resumed[0],
+                       segments_resumed=resumed[1])
+
+
+class _Run:
+    """The reading of one zip's segments: tag files, manifests, then the payload on one bounded pool."""
+
+    def __init__(self, source: ByteSource, job: DebagJob, reading: RangeReading, plans: list[WorkPlan],
+                 temp_dir: Path, journal: SegmentJournal) -> None:
+        self.source, self.job, self.reading, self.plans = source, job, reading, plans
+        self.temp_dir, self.journal = temp_dir, journal
+        self.cancelled = threading.Event()
+        self.progress = job.progress or NullProgress()
+        self.read_progress = reading.read_progress or NullProgress()
+        self.writer = MemberWriter(job.work_rid, job.settings, self.progress, self.cancelled)
+        self.hashed = {plan.work_rid: declared_algorithms(str(t.bag_path) for t in plan.tag_files) for plan in plans}
+        self.manifests: dict[str, BagManifest] = {}
+
+    def read_all(self, segments: list[Segment]) -> tuple[list[Piece], dict[str, MemberDigest], tuple[int, int]]:
+        """Every segment read (or taken from the journal): their pieces, the members' digests, (members, segments)
+        resumed."""
+        pieces: list[Piece] = []
+        digests: dict[str, MemberDigest] = {}
+        tags = [seg for seg in segments if seg.tags]
+        todo: list[Segment] = []
+        members_resumed = segments_resumed = 0
+        for segment in segments:
+            if segment.tags:
+                continue
+            reused = self.journal.reusable(segment, self.temp_dir, self.hashed)
+            if reused is None:
+                todo.append(segment)
+                continue
+            pieces.append(Piece(segment.start, segment.end, reused[0]))
+            digests.update((digest.name, digest) for digest in reused[1])
+            members_resumed += len(reused[1])
+            segments_resumed += 1
+        payload = [span for seg in todo for span in seg.members]
+        if self.reading.space_check is not None:
+            self.reading.space_check(sum(span.info.file_size for seg in [*tags, *todo] for span in seg.members))
+        self.progress.start(sum(span.info.file_size for span in payload), len(payload))
+        self.read_progress.start(sum(seg.size for seg in [*tags, *todo]), 1)
+        if segments_resumed:
+            logger.info("%s: %d members in %d segments already verified before a restart, not read again",
+                        self.job.work_rid, members_resumed, segments_resumed, extra={"work_rid": self.job.work_rid})
+        with ThreadPoolExecutor(max_workers=max(1, self.reading.concurrency), thread_name_prefix="segment") as pool:
+            tag_paths: dict[str, dict[str, Path]] = {}
+            for _, piece, written in self._run(pool, tags):
+                pieces.append(piece)
+                for span, _ in written:
+                    assert span.plan is not None and span.target is not None and span.target.bag_path is not None
+                    tag_paths.setdefault(span.plan.work_rid, {})[span.target.bag_path] = self._target(span)
+            for plan in self.plans:
+                if plan.bag:
+                    manifest = load_work_manifest(plan, self.temp_dir / plan.work_rid / plan.bag_dir,
+                                                  tag_paths.get(plan.work_rid, {}), self.job.settings)
+                    self.manifests[plan.work_rid] = _checked(manifest, plan, self.hashed[plan.work_rid])
+            for segment, piece, written in self._run(pool, todo):
+                pieces.append(piece)
+                found = [digest for _, digest in written]
+                digests.update((digest.name, digest) for digest in found)
+                if all(self._verified(span, digest) for span, digest in written):
+                    self.journal.record(segment, piece.crc, found)
+        return pieces, digests, (members_resumed, segments_resumed)
+
+    def _run(self, pool: ThreadPoolExecutor,
+             segments: list[Segment]) -> Iterator[tuple[Segment, Piece, list[tuple[Span, MemberDigest]]]]:
+        """Each segment read on ``pool`` (started in file order), as they finish; the first failure stops all."""
+        futures = {pool.submit(self._read_segment, segment): segment for segment in segments}
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)  # each journaled as it ends
+            failed = [f for f in done if f.exception() is not None]
+            if failed:
+                self.cancelled.set()
+                for future in pending:
+                    future.cancel()
+                wait(pending)
+                raise _first_failure(failed)
+            for future in done:
+                piece, written = future.result()
+                yield futures[future], piece, written
+
+    def _read_segment(self, segment: Segment) -> tuple[Piece, list[tuple[Span, MemberDigest]]]:
+        checksum = self.reading.range_checksum
+        value = received = 0
+        chunks = self.source.chunks(segment.start, segment.end)
+
+        def counted() -> Iterator[bytes]:
+            nonlocal value, received
+            for chunk in chunks:
+                if self.cancelled.is_set():
+                    raise ExtractionCancelled(f"segment at {segment.start}")
+                if checksum is not None:
+                    value = checksum(chunk, value)
+                received += len(chunk)
+                self.read_progress.advance(len(chunk))
+                yield chunk
+
+        reader = SegmentReader(counted(), segment.start)
+        written = []
+        try:
+            for span in segment.spans:
+                target = self._target(span) if span.role is not Role.SKIP else None
+                algorithms = self.hashed.get(span.plan.work_rid, ()) if span.role is Role.PAYLOAD and span.plan else ()
+                digest = self.writer.read_span(reader, span, target, algorithms)
+                if digest is not None:
+                    written.append((span, digest))
+        except CorruptArchive as err:
+            if checksum is not None:
+                self._read_again(segment, segment.start + received, value, err)
+            raise
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # a stopped segment's GET is closed now, not when it is collected
+        return Piece(segment.start, segment.end, value if checksum is not None else None), written
+
+    def _read_again(self, segment: Segment, reached: int, value: int, err: CorruptArchive) -> None:
+        """A member that does not read: the same bytes read a second time decide whether they changed on the way
+        (IntegrityError: read again on retry) or are the object's own (the CorruptArchive stands)."""
+        checksum = self.reading.range_checksum
+        assert checksum is not None
+        again = 0
+        for chunk in self.source.chunks(segment.start, reached):
+            again = checksum(chunk, again)
+        if again != value:
+            raise IntegrityError(self.job.work_rid, f"bytes {segment.start}-{reached - 1} of {self.source.name} differ "
+                                                    f"between two reads (changed in transit): {err.message}") from err
+
+    def _target(self, span: Span) -> Path:
+        assert span.plan is not None and span.target is not None
+        return self.temp_dir / span.plan.work_rid / span.target.target
+
+    def _verified(self, span: Span, digest: MemberDigest) -> bool:
+        plan, target = span.plan, span.target
+        assert plan is not None and target is not None
+        manifest = self.manifests.get(plan.work_rid)
+        if manifest is None:
+            return True  # a plain zip: its CRC is all there is to check
+        expected = manifest.payload.get(nfc(str(target.bag_path)))
+        return expected is not None and all(digest.digests.get(alg) == value for alg, value in expected.items())
+
+
+def _checked(manifest: BagManifest, plan: WorkPlan, hashed: tuple[str, ...]) -> BagManifest:
+    unhashed = sorted(set(manifest.algorithms) - set(hashed))
+    if unhashed:
+        raise BagInvalid(plan.work_rid, f"manifest algorithm(s) {', '.join(unhashed)} not declared by a manifest "
+                                        "file name at the bag's root")
+    return manifest
+
+
+def _first_failure(failed: list[Future[object]]) -> BaseException:
+    """The real failure, not a segment stopped because of it."""
+    errors = [f.exception() for f in failed]
+    real = [e for e in errors if not isinstance(e, ExtractionCancelled)]
+    return (real or errors)[0]  # type: ignore[return-value]

@@ -1,0 +1,143 @@
+"""Fetch and de-bag in one pass: the S3 object read as byte ranges and de-bagged as they arrive; the zip itself
+is never written. One path for every bag, whatever its size or the part size.
+
+The HEAD pins the version, ETag, size and checksum (the attempt's, ``request.head``, or one made here). The de-bag
+(``debag.ranged``) reads the tail once for the plan, the tag files first, then the payload segments over
+``FetchSettings.max_concurrency`` ranged GETs of about ``part_size``, each streamed into its members' files at
+their final paths. Every range is hashed with the object's S3 full-object checksum when it combines (CRC32,
+CRC32C, CRC64NVME: S3's default); the ranges cover the whole object, so their combination is checked against the
+HEAD's value before anything is placed (IntegrityError otherwise). SHA-1/SHA-256 full-object checksums and
+multipart composites cannot be combined from ranges that do not follow the upload's parts: that is logged, and
+the members are still checked against their CRC-32 and the bag's manifests. Free space needed: the payload.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from onprem.finisher.debag.model import DebagResult, DebagSettings
+from onprem.finisher.debag.ranged import Piece, RangeReading, debag_source
+from onprem.finisher.debag.staging import DebagJob
+from onprem.finisher.errors import InsufficientSpace, IntegrityError
+from onprem.finisher.fetch.checksum import ObjectChecksum, combine_ranges, full_object_checksum, range_checksum
+from onprem.finisher.fetch.journal import DownloadIdentity
+from onprem.finisher.fetch.ranges import S3Source
+from onprem.finisher.fetch.request import FetchRequest, FetchSettings
+from onprem.finisher.fetch.s3 import head_object, require_pinned
+from onprem.finisher.progress import Progress
+
+__all__ = ["FetchDebagJob", "Fetched", "FetchedAndDebagged", "fetch_and_debag"]
+
+logger = logging.getLogger(__name__)
+
+#: seconds before a message that failed for lack of space is retried
+SPACE_RETRY_AFTER = 900
+
+
+def _free_bytes(path: Path) -> int:
+    return shutil.disk_usage(path).free
+
+
+@dataclass(frozen=True)
+class FetchDebagJob:
+    """One object fetched and de-bagged: the object, where its works go, and how."""
+
+    request: FetchRequest
+    staging_dir: Path
+    fetch_settings: FetchSettings = field(default_factory=lambda: FetchSettings())
+    debag_settings: DebagSettings = field(default_factory=lambda: DebagSettings())
+    #: names the de-bag's temp dir (None: the pinned ETag): a run started again finds its journal there
+    version_tag: str | None = None
+    fetch_progress: Progress | None = None
+    debag_progress: Progress | None = None
+    free_bytes: Callable[[Path], int] = _free_bytes
+    #: called once every member is written and verified, before the flush and the placing (a crash point)
+    before_place: Callable[[], None] | None = None
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """What was read of the object: its pinned identity and what its checksum check said."""
+
+    name: str
+    size: int
+    etag: str
+    version_id: str | None
+    #: the S3 checksum algorithm verified over the whole object, None when none could be
+    checksum_verified: str | None
+    checksum_note: str
+    segments_resumed: int = 0
+
+
+@dataclass(frozen=True)
+class FetchedAndDebagged:
+    fetch: Fetched
+    debag: DebagResult
+
+
+def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
+    """Read ``job.request``'s object as ranges and de-bag it into ``job.staging_dir/<RID>/`` (module docstring).
+
+    Raises RestoreInProgress / RestoreExpired, ObjectChanged (ETag, version or size differ, or the object was
+    overwritten mid-read), ObjectMissing, InsufficientSpace, TransferError, IntegrityError (the full-object
+    checksum differs) and every named refusal of the de-bag; what stays on disk is the error's ``cleanup``.
+    """
+    request, settings = job.request, job.fetch_settings
+    rid = request.work_rid
+    head = require_pinned(request, request.head or head_object(s3_client, request))
+    request = replace(request, head=head)
+    etag = head.etag if head.etag.startswith('"') else f'"{head.etag}"'
+    etag = request.etag if request.etag and request.etag.startswith('"') else (
+        f'"{request.etag}"' if request.etag else etag)
+    version_id = request.version_id or head.version_id
+    pinned = DownloadIdentity(request.bucket, request.key, etag, version_id, head.size, settings.part_size)
+    checksum, note = (full_object_checksum({"ETag": head.etag, **head.checksums}) if settings.verify_checksum
+                      else (None, "not requested"))
+    crc = range_checksum(checksum.algorithm) if checksum is not None else None
+    if checksum is not None and crc is None:
+        note = f"{checksum.algorithm} full-object checksum cannot be combined from ranges: not verified"
+        checksum = None
+    verified: list[str] = []
+
+    def space_check(needed: int) -> None:
+        free = job.free_bytes(job.staging_dir)
+        if free - needed < settings.min_free_bytes:
+            raise InsufficientSpace(rid, f"{job.staging_dir} has {free} bytes free; the payload needs {needed} more "
+                                         f"and {settings.min_free_bytes} must stay free", retry_after=SPACE_RETRY_AFTER)
+
+    def settle(pieces: list[Piece]) -> None:
+        if checksum is not None:
+            verified.append(_check(rid, checksum, pieces, head.size, PurePosixPath(request.key).name))
+
+    logger.info("%s: fetching %s (%d bytes, ranges of %d, %d at once; %s)", rid, request.key, head.size,
+                settings.part_size, settings.max_concurrency, note, extra={"work_rid": rid})
+    job.staging_dir.mkdir(parents=True, exist_ok=True)
+    source = S3Source(s3_client, request, pinned, attempts=settings.part_attempts)
+    debag_job = DebagJob(rid, job.staging_dir, job.debag_settings, job.version_tag or etag, None, job.debag_progress)
+    result = debag_source(source, debag_job, RangeReading(
+        part_size=settings.part_size, concurrency=settings.max_concurrency, range_checksum=crc,
+        read_progress=job.fetch_progress, space_check=space_check, settle=settle, before_place=job.before_place))
+    fetched = Fetched(source.name, head.size, etag, version_id, verified[0] if verified else None, note,
+                      result.segments_resumed)
+    logger.info("%s: fetched %s (%s%s; de-bagged on the way, the zip not kept)", rid, source.name,
+                f"{checksum.algorithm} full-object checksum verified" if verified and checksum else note,
+                f"; {result.segments_resumed} segment(s) verified before a restart" if result.segments_resumed else "",
+                extra={"work_rid": rid})
+    return FetchedAndDebagged(fetched, result)
+
+
+def _check(rid: str, checksum: ObjectChecksum, pieces: list[Piece], size: int, name: str) -> str:
+    """The algorithm verified: the ranges' checksums combined equal the object's; IntegrityError otherwise."""
+    got = combine_ranges(checksum.algorithm, [(p.start, p.end, p.crc or 0) for p in pieces], size)
+    if got is None:
+        raise IntegrityError(rid, f"the ranges read of {name} do not cover the object: its {checksum.algorithm} "
+                                  "cannot be checked")
+    if got != checksum.value:
+        raise IntegrityError(rid, f"{checksum.algorithm} mismatch for {name} (expected {checksum.value}, got {got}, "
+                                  "combined from the ranges read): nothing placed")
+    return checksum.algorithm
