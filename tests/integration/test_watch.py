@@ -94,6 +94,8 @@ def test_a_stable_zip_is_synced_moved_to_done_and_recorded_by_name_size_and_dige
     size = (inbox / "done" / dropped.name).stat().st_size
     record = ledger(tmp_path).get(key)
     assert record is not None and (record.phase, record.source, record.size) == ("synced", "ingest", size)
+    recorded = json.loads((tmp_path / "state" / "live" / f"{RID}.de-bag.json").read_text())  # for finisher top
+    assert (recorded["kind"], recorded["finished"], recorded["files_done"]) == ("watch", True, 3)
 
 
 def test_the_same_zip_dropped_again_is_not_synced_twice(tmp_path: Path, env_file: Path, inbox: Path) -> None:

@@ -18,6 +18,7 @@ from onprem.finisher.errors import FolderBusy
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.ingest import ingest_zip
 from onprem.finisher.work.intake import Intake, Taken, WatchSettings
+from onprem.finisher.work.live_view import watch_progress
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ def watch(
     stages = ctx.obj.stages_for(settings, AwsClients(settings.endpoint_url).s3)
     folder.mkdir(parents=True, exist_ok=True)
 
+    progress_for = watch_progress(settings.state_dir)  # finisher top shows the zip being taken
+
     def ingest(path: Path, key: str) -> list[str]:
-        return ingest_zip(settings, stages, ledger, path, idempotency_key=key)
+        return ingest_zip(settings, stages, ledger, path, idempotency_key=key, progress_for=progress_for)
 
     intake = Intake(folder, ledger, ingest, WatchSettings(stable_seconds=stable_seconds, poll_seconds=poll_seconds,
                                                           retry_seconds=retry_seconds), report=_report)

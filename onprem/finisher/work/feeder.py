@@ -16,10 +16,9 @@ from contextlib import ExitStack
 from pathlib import Path
 
 from onprem.finisher.ledger.store import Ledger
-from onprem.finisher.progress import make_progress, recording
 from onprem.finisher.work.ingest import ingest_zip
 from onprem.finisher.work.intake import Intake, Taken, WatchSettings
-from onprem.finisher.work.live_view import live_dir
+from onprem.finisher.work.live_view import watch_progress
 from onprem.finisher.work.settings import Settings
 from onprem.finisher.work.stages import Stages
 
@@ -92,7 +91,7 @@ def feeder_for(settings: Settings, stages: Stages, ledger: Ledger, folder: Path,
     """The feeder of ``folder`` on the worker's stages and ledger (``finisher watch``'s defaults otherwise); its
     progress is recorded for ``finisher top`` as the slots' is (kind ``watch``)."""
     folder.mkdir(parents=True, exist_ok=True)
-    progress_for = recording(make_progress, live_dir(settings.state_dir), kind="watch")
+    progress_for = watch_progress(settings.state_dir)
 
     def ingest(path: Path, key: str) -> list[str]:
         return ingest_zip(settings, stages, ledger, path, idempotency_key=key, progress_for=progress_for)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 from onprem.finisher.ledger.backlog import queued_works
 from onprem.finisher.ledger.live import LeasedWork, leased_works, phase_counts, recent_failures
 from onprem.finisher.ledger.store import Ledger, Phase
-from onprem.finisher.progress import LIVE_SUFFIX
+from onprem.finisher.progress import LIVE_SUFFIX, Progress, make_progress, recording
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +41,12 @@ NEXT_STEP: dict[str, str] = {
 def live_dir(state_dir: Path) -> Path:
     """Where ``finisher run`` keeps the progress of its works (``<state>/live``)."""
     return state_dir / "live"
+
+
+def watch_progress(state_dir: Path) -> Callable[[str, str], Progress]:
+    """The reporters of a watched folder's zips (``watch``, ``run --watch``), recorded in ``live_dir`` with kind
+    ``watch`` (no lease: ``read_snapshot`` shows them while fresh)."""
+    return recording(make_progress, live_dir(state_dir), kind="watch")
 
 
 @dataclass(frozen=True)
