@@ -109,6 +109,41 @@ def test_a_fresh_account_holding_the_buckets_is_ready_for_the_first_deploy(
     assert "nothing would fail" in table and "cdk deploy will change on the buckets:" in table
 
 
+def deploy_stand_in(document: dict[str, Any], region: str) -> None:
+    """The regional stack as CloudFormation holds it after a deploy: its fixed-name queues, table and log group."""
+    prefix = document["resource_prefix"]
+    names = next(r for r in document["regions"] if r["region"] == region)
+    resources: dict[str, Any] = {
+        f"Queue{i}": {"Type": "AWS::SQS::Queue", "Properties": {"QueueName": name}}
+        for i, name in enumerate((names["queue_name"], names["dlq_name"], f"{prefix}-{region}-notify-failures"))}
+    resources["Table"] = {"Type": "AWS::DynamoDB::Table", "Properties": {
+        "TableName": f"{prefix}-{region}-notify-idempotency", "BillingMode": "PAY_PER_REQUEST",
+        "KeySchema": [{"AttributeName": "id", "KeyType": "HASH"}],
+        "AttributeDefinitions": [{"AttributeName": "id", "AttributeType": "S"}]}}
+    resources["Logs"] = {"Type": "AWS::Logs::LogGroup", "Properties": {
+        "LogGroupName": f"/aws/lambda/{prefix}-{region}-notify-restore"}}
+    client("cloudformation", region).create_stack(StackName=f"{prefix}-{region}", TemplateBody=json.dumps(
+        {"Resources": resources}))
+
+
+def test_after_the_deploy_every_named_resource_must_be_there(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, account: str) -> None:
+    staging = bucket(HOME)
+    document = environment_file(tmp_path, monkeypatch, {HOME: [staging]})
+    create_bucket(staging["name"], HOME)
+    deploy_stand_in(document, HOME)
+    failure_queue = f"{document['resource_prefix']}-{HOME}-notify-failures"
+    sqs = client("sqs", HOME)
+    sqs.delete_queue(QueueUrl=sqs.get_queue_url(QueueName=failure_queue)["QueueUrl"])  # removed by hand
+    code, report, _ = preflight()
+    assert code == 1
+    assert list(problems(report)) == [(f"queue {failure_queue}", "reachable")]
+    assert "is deployed but the queue is gone" in problems(report)[(f"queue {failure_queue}", "reachable")]
+    stack = [f["message"] for f in report["findings"] if f["subject"].startswith("stack ")]
+    assert stack == ["deployed: the deploy updates it"]
+    assert [f["message"] for f in report["findings"] if f["check"] == "reachable"].count("reachable") == 4
+
+
 def queue_arn(name: str) -> tuple[str, str]:
     sqs = client("sqs", HOME)
     url = sqs.create_queue(QueueName=f"pf-{uuid.uuid4().hex[:8]}-{name}")["QueueUrl"]
