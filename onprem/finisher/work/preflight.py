@@ -85,7 +85,8 @@ def _refused(refusal: AwsRefusal) -> str:
     return f"{refusal.code}: {refusal.message}"
 
 
-def _check_bucket(report: PreflightReport, region: RegionConfig, bucket: BucketConfig, probe: BucketProbe) -> None:
+def check_bucket(report: PreflightReport, region: RegionConfig, bucket: BucketConfig, probe: BucketProbe) -> None:
+    """The findings and the deploy's change for one probed bucket, added to ``report``."""
     subject = f"bucket {bucket.name}"
     if probe.refusal is not None:
         if probe.refusal.missing:
@@ -209,6 +210,6 @@ def run_preflight(environment: EnvironmentConfig, clients: AwsClients) -> Prefli
         report.add("caller", "identity", Verdict.OK, f"{caller.arn} (account {caller.account})")
     for region in environment.regions:
         for bucket in region.buckets:
-            _check_bucket(report, region, bucket, probe_bucket(clients, bucket.name, region.region))
+            check_bucket(report, region, bucket, probe_bucket(clients, bucket.name, region.region))
         _check_stack(report, clients, environment, region)
     return report
