@@ -28,10 +28,19 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     parser.addoption("--run-long", action="store_true", help="also run the long randomized variants")
 
 
+#: folders whose tests share one expensive session fixture (a synthesis, the image's site): under pytest-xdist
+#: (``make test`` runs ``-n`` workers with ``--dist loadgroup``) each folder stays on one worker, so it is made once;
+#: every other test file stays on one worker too, so its module fixtures (a whole drain) run once
+_ONE_WORKER_FOLDERS = ("infra", "container")
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    if config.getoption("--run-long"):
-        return
-    items[:] = [item for item in items if "long" not in item.keywords]
+    if not config.getoption("--run-long"):
+        items[:] = [item for item in items if "long" not in item.keywords]
+    for item in items:
+        where = Path(str(item.path)).resolve().relative_to(REPO_ROOT)
+        shared = len(where.parts) > 2 and where.parts[0] == "tests" and where.parts[1] in _ONE_WORKER_FOLDERS
+        item.add_marker(pytest.mark.xdist_group(where.parts[1] if shared else where.as_posix()))
 
 
 @pytest.fixture
