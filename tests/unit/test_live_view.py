@@ -53,7 +53,8 @@ def recorded(tmp_path: Path, rid: str, label: str, clock: Clock) -> RecordedProg
                             clock=clock, wall=lambda: clock.now + 1.7e9)
 
 
-def test_a_leased_work_shows_its_running_stage_with_bytes_rate_and_eta(tmp_path: Path, ledger: Ledger) -> None:
+def test_a_leased_work_shows_its_running_stages_and_the_downloads_bytes_rate_and_eta(
+        tmp_path: Path, ledger: Ledger) -> None:
     restored = registered(ledger, "W1NLM4700", 3)
     assert ledger.acquire_lease(restored.idempotency_key, OWNER, 60)
     clock = Clock()
@@ -63,8 +64,11 @@ def test_a_leased_work_shows_its_running_stage_with_bytes_rate_and_eta(tmp_path:
     progress.advance(1 << 20)
     clock.now += 2
     progress.advance(1 << 20)  # 1 MiB in 2 s since the last write
+    clock.now -= 5  # the de-bag on the arriving bytes, started first: the download's counts are still shown
+    recorded(tmp_path, "W1NLM4700", "de-bag", clock).start(4 << 20, 8)
     [slot] = read_snapshot(ledger, live_dir(tmp_path), now=NOW).slots
-    assert (slot.work_rid, slot.phase, slot.doing, slot.owner) == ("W1NLM4700", "received", "download", OWNER)
+    assert (slot.work_rid, slot.phase, slot.doing, slot.owner) == (
+        "W1NLM4700", "received", "download + de-bag", OWNER)
     assert slot.stage is not None and (slot.stage.bytes_done, slot.stage.total_bytes) == (2 << 20, 4 << 20)
     assert slot.stage.rate_bytes_per_s == pytest.approx(0.5 * (1 << 20) + 0.5 * (1 << 19))
     assert slot.stage.eta_s == pytest.approx((2 << 20) / slot.stage.rate_bytes_per_s)

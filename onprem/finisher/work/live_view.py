@@ -65,6 +65,8 @@ class StageProgress:
     total_files: int
     rate_bytes_per_s: float | None
     #: aware UTC
+    started_at: datetime
+    #: aware UTC
     updated_at: datetime
     finished: bool
 
@@ -162,6 +164,7 @@ def read_stage_files(folder: Path) -> list[StageProgress]:
                 bytes_done=int(raw["bytes_done"]), total_bytes=int(raw["total_bytes"]),
                 files_done=int(raw["files_done"]), total_files=int(raw["total_files"]),
                 rate_bytes_per_s=None if raw.get("rate_bytes_per_s") is None else float(raw["rate_bytes_per_s"]),
+                started_at=datetime.fromtimestamp(float(raw["started_at"]), UTC),
                 updated_at=datetime.fromtimestamp(float(raw["updated_at"]), UTC), finished=bool(raw["finished"])))
         except (OSError, ValueError, KeyError, TypeError) as err:
             logger.debug("%s: not a progress file: %s", path, err)
@@ -169,12 +172,13 @@ def read_stage_files(folder: Path) -> list[StageProgress]:
 
 
 def _slot(work: LeasedWork, stages: list[StageProgress]) -> Slot:
-    """The slot of a leased work: the stage in progress of its lease holder (the latest updated), else the step
-    after its phase."""
+    """The slot of a leased work: the stages in progress of its lease holder (``download + de-bag`` while the
+    de-bag runs on the arriving bytes) with the counts of the download if it runs (the bytes still to come over
+    the network), else of the first started; without one, the step after its phase."""
     own = [s for s in stages if s.work_rid == work.work_rid and s.held_by(work.lease_owner)]
-    running = sorted((s for s in own if not s.finished), key=lambda s: s.updated_at)
-    stage = running[-1] if running else None
-    doing = stage.label if stage else NEXT_STEP.get(work.phase, work.phase)  # a StrEnum key matches its str
+    running = sorted((s for s in own if not s.finished), key=lambda s: (s.label != "download", s.started_at))
+    stage = running[0] if running else None
+    doing = " + ".join(s.label for s in running) or NEXT_STEP.get(work.phase, work.phase)  # StrEnum keys match str
     return Slot(work.work_rid, work.phase, doing, work.lease_owner, _aware(work.lease_heartbeat_at), work.size, stage)
 
 
