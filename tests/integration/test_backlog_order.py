@@ -4,11 +4,12 @@ ledger's index of queued works; copies the backlog will not reach in time are re
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from contract import RestoredWork, restore_state, staging_key_for_rid
-from onprem.finisher.ledger.store import Ledger
+from onprem.finisher.ledger.store import Ledger, WorkRecord
 from onprem.finisher.work.backlog import RESTORE_RENEWED
 from onprem.finisher.work.clients import AwsClients
 from tests.integration.worker_support import (
@@ -39,24 +40,58 @@ def kendall_tau(order: list[str], expected: list[str]) -> float:
 
 
 def staged_backlog(tmp_path: Path, clients: AwsClients, count: int,
-                   expiry_of: dict[str, datetime]) -> list[RestoredWork]:
-    works = []
+                   expiry_of: Callable[[str], datetime]) -> list[RestoredWork]:
+    """``count`` works staged on moto; ``expiry_of`` (called once all are staged) gives each message's expiry."""
+    staged = []
     for n in range(count):
         rid = f"W1NLM{5000 + n}"
-        work = stage_object(clients, make_zip(tmp_path / "zips", rid, files=1), rid)
-        works.append(work.model_copy(update={"restore_expiry": expiry_of[rid]}))
-    return works
+        staged.append(stage_object(clients, make_zip(tmp_path / "zips", rid, files=1), rid))
+    return [work.model_copy(update={"restore_expiry": expiry_of(work.work_rid)}) for work in staged]
+
+
+def _at(value: datetime | str) -> datetime:
+    moment = datetime.fromisoformat(value) if isinstance(value, str) else value
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def expiry_problems(records: dict[str, WorkRecord], expiry_of: dict[str, datetime]) -> list[str]:
+    """From the ledger's recorded times, for each work: synced before its restored copy expired, or renewed
+    before it expired (a ``restore_renewed`` note's time) and synced before the renewed copy's expiry."""
+    problems = []
+    for rid, expiry in sorted(expiry_of.items()):
+        record = records.get(rid)
+        if record is None or record.timestamps.get("synced") is None:
+            problems.append(f"{rid}: never synced")
+            continue
+        synced = _at(record.timestamps["synced"])  # type: ignore[arg-type]
+        renewals = [entry for entry in record.history if entry["event"] == RESTORE_RENEWED]
+        if any(_at(entry["at"]) >= expiry for entry in renewals):
+            problems.append(f"{rid}: renewed after its copy expired at {expiry.isoformat()}: {renewals}")
+        if synced < expiry:
+            continue
+        if not renewals:
+            problems.append(f"{rid}: synced at {synced.isoformat()}, its copy expired at {expiry.isoformat()}")
+        elif synced >= _at(renewals[-1]["restore_expiry"]):
+            problems.append(f"{rid}: synced at {synced.isoformat()}, after its renewed copy expired: {renewals}")
+    return problems
+
+
+def expired_in_order(order: list[str], sync_times: list[datetime], expiry_of: dict[str, datetime]) -> int:
+    """How many works would have been synced after their copy expired, processed in ``order`` at the same
+    sync times: what the backlog order saved."""
+    return sum(1 for rid, synced in zip(order, sorted(sync_times), strict=True) if synced >= expiry_of[rid])
 
 
 def test_a_backlog_of_200_in_random_order_is_processed_earliest_expiry_first(tmp_path: Path, aws: AwsClients) -> None:
     settings = worker_settings(tmp_path, concurrency=2, backlog_prior_rate=36000, drain_idle_limit=30,
                                renew_margin_hours=0)
     rng = random.Random(15)
-    start = datetime.now(UTC)
     rids = [f"W1NLM{5000 + n}" for n in range(200)]
-    # in time only in order: the n-th earliest expires well after the n-th turn, the last ones soon after the run
-    expiry_of = {rid: start + timedelta(seconds=rng.uniform(120, 900)) for rid in rids}
-    works = staged_backlog(tmp_path, aws, 200, expiry_of)
+    # in time only in order: from 20 s after the sends on, the n-th earliest ~4 s per turn later (the run needs
+    # a turn in ~1.5 s on a loaded 2-core machine): a work taken in the sending (random) order expires
+    expiry_of: dict[str, datetime] = {}
+    works = staged_backlog(tmp_path, aws, 200, lambda rid: expiry_of.setdefault(
+        rid, datetime.now(UTC) + timedelta(seconds=rng.uniform(20, 900))))
     rng.shuffle(works)
     for work in works:
         send(aws, work)
@@ -70,10 +105,13 @@ def test_a_backlog_of_200_in_random_order_is_processed_earliest_expiry_first(tmp
     assert tau >= 0.95
     ledger = Ledger(settings.ledger_url)
     records = {record.work_rid: record for record in ledger.works()}
-    late = [rid for rid, record in records.items()
-            if record.timestamps["synced"].replace(tzinfo=UTC) > expiry_of[rid]]  # type: ignore[union-attr]
-    assert late == []
+    assert expiry_problems(records, expiry_of) == []
     assert not any(entry["event"] == RESTORE_RENEWED for record in records.values() for entry in record.history)
+    # the check bites: the same sync times in the order the works were sent would have let copies expire
+    sync_times = [_at(record.timestamps["synced"]) for record in records.values()]  # type: ignore[arg-type]
+    would_expire = expired_in_order([work.work_rid for work in works], sync_times, expiry_of)
+    print(f"in the sending order, {would_expire} of 200 copies would have expired before their sync")
+    assert would_expire > 0
     assert queue_depth(aws) == {"visible": 0, "in_flight": 0} and queue_messages(aws, DLQ) == []
 
 
@@ -84,7 +122,7 @@ def test_copies_the_backlog_cannot_reach_in_time_are_renewed(tmp_path: Path, aws
     start = datetime.now(UTC)
     rids = [f"W1NLM{5000 + n}" for n in range(30)]
     expiry_of = {rid: start + timedelta(days=1 + n) for n, rid in enumerate(rids)}  # W1NLM5000 first
-    works = staged_backlog(tmp_path, aws, 30, expiry_of)
+    works = staged_backlog(tmp_path, aws, 30, expiry_of.__getitem__)
     s3 = aws.s3(REGION)
     before = {rid: restore_state(s3.head_object(Bucket=BUCKET, Key=staging_key_for_rid(rid))).expiry for rid in rids}
     for work in reversed(works):
@@ -105,3 +143,5 @@ def test_copies_the_backlog_cannot_reach_in_time_are_renewed(tmp_path: Path, aws
         assert entry["days"] >= 10 and entry["tier"] == "Bulk"
         after = restore_state(s3.head_object(Bucket=BUCKET, Key=staging_key_for_rid(rid))).expiry
         assert after is not None and before[rid] is not None and after > before[rid]  # moto took the RestoreObject
+        assert _at(entry["restore_expiry"]) > expiry_of[rid]  # the ledger's renewed expiry: later than the message's
+    assert expiry_problems(records, expiry_of) == []
