@@ -7,9 +7,10 @@ import socket
 import threading
 import time
 from collections import Counter
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -25,7 +26,7 @@ from onprem.finisher.work.cancel import CancelToken
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.runtime import build_worker
 from onprem.finisher.work.settings import Settings, load_settings
-from onprem.finisher.work.stages import StageContext
+from onprem.finisher.work.stages import Fetched, StageContext
 from onprem.finisher.work.wiring import real_stages
 from tests.integration.worker_support import (
     BUCKET,
@@ -571,3 +572,41 @@ def metric_stat(cloudwatch: object, namespace: str, name: str, stat: str, **dime
         StartTime=now - timedelta(hours=1), EndTime=now + timedelta(minutes=5))
     values = response["MetricDataResults"][0]["Values"]  # one per hour bucket the window touches
     return float({"Minimum": min, "Maximum": max}.get(stat, sum)(values))
+
+
+@dataclass
+class HalfwayStages(FileStages):
+    """The download stops halfway until CloudWatch shows the bytes so far: they must go out while it runs."""
+
+    cloudwatch: Any = None
+    namespace: str = ""
+
+    def fetch(self, work: RestoredWork, ctx: StageContext) -> Fetched:
+        progress = ctx.progress("download")
+        progress.start(work.size, 1)
+        body = self.clients.s3(work.region).get_object(Bucket=work.bucket, Key=work.key,
+                                                       VersionId=work.version_id)["Body"].read()
+        half = len(body) // 2
+        progress.advance(half)
+        wait_for(lambda: metric_stat(self.cloudwatch, self.namespace, "BytesDownloaded", "Sum") == half, 5,
+                 "the first half's bytes in CloudWatch while the download runs")
+        progress.advance(len(body) - half)
+        progress.finish()
+        dest = self.settings.downloads_dir / Path(work.key).name
+        dest.write_bytes(body)
+        return Fetched(dest, len(body))
+
+
+def test_bytes_downloaded_reach_cloudwatch_while_the_download_runs(tmp_path: Path, aws: AwsClients) -> None:
+    settings = worker_settings(tmp_path)
+    cloudwatch = aws.metrics_client(REGION)
+    namespace = settings.environment.monitoring.namespace
+    stages = HalfwayStages(settings, aws, cloudwatch=cloudwatch, namespace=namespace)
+    work = staged_work(tmp_path, aws)
+    send(aws, work)
+    metrics = BatchedMetrics(cloudwatch, namespace, interval_s=0.2)
+    summary = build_worker(settings, clients=aws, stages=stages.bundle(), metrics=metrics,
+                           progress_for=lambda label, rid: NullProgress()).run(drain=True)
+    assert summary.outcomes == Counter({"synced": 1})
+    assert metric_stat(cloudwatch, namespace, "BytesDownloaded", "Sum") == work.size  # the rest, and nothing twice
+    assert metric_stat(cloudwatch, namespace, "WorksSynced", "Sum") == 1 and metrics.dropped == 0

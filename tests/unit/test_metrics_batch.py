@@ -17,10 +17,13 @@ import pytest
 from botocore.config import Config
 from moto.server import ThreadedMotoServer
 
-from onprem.finisher.metrics import LogMetrics
+from onprem.finisher.metrics import LogMetrics, NullMetrics
 from onprem.finisher.metrics_batch import MAX_DATUMS_PER_CALL, BatchedMetrics
 from onprem.finisher.queue.sqs import WorkQueue
+from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.metered import RunMetrics
+from onprem.finisher.work.runtime import make_metrics
+from onprem.finisher.work.settings import load_settings
 from onprem.finisher.work.worker import PassTotals
 
 REGION = "us-east-1"
@@ -157,3 +160,24 @@ def test_the_loop_s_totals_go_out_as_differences_and_a_stuck_loop_has_no_heartbe
     time.sleep(0.15)  # the loop has not passed since: stuck, so the alarm must hear nothing
     run.tick()
     assert metrics.total("FinisherHeartbeat") == 3
+
+
+def test_metrics_are_on_against_aws_off_with_an_endpoint_and_the_variable_decides(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("AWS_ENDPOINT_URL", "FINISHER_METRICS", "FINISHER_SETTINGS_FILE", "FINISHER_ENDPOINT_URL"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "testing")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "testing")
+    against_aws = load_settings(env_name="prod")
+    assert against_aws.metrics and against_aws.endpoint_url is None
+    metrics = make_metrics(against_aws, AwsClients())
+    assert isinstance(metrics, BatchedMetrics) and (metrics.interval_s, metrics.capacity) == (60.0, 10_000)
+    assert metrics.namespace == against_aws.environment.monitoring.namespace
+    monkeypatch.setenv("AWS_ENDPOINT_URL", "http://127.0.0.1:5000")  # the demo's moto
+    demo = load_settings(env_name="dev")
+    assert not demo.metrics and isinstance(make_metrics(demo, AwsClients(demo.endpoint_url)), NullMetrics)
+    monkeypatch.setenv("FINISHER_METRICS", "true")
+    assert load_settings(env_name="dev").metrics
+    monkeypatch.delenv("AWS_ENDPOINT_URL")
+    monkeypatch.setenv("FINISHER_METRICS", "false")
+    assert not load_settings(env_name="prod").metrics
