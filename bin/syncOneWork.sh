@@ -114,8 +114,12 @@ write_marker() {
 # A run killed between its pending marker and its final one: append the success line unless it is already there
 # (after OFFSET: an earlier sync of this work may be named before it), then the final marker.
 finish_pending() {
-    local offset=$1
-    if [[ -n $SUCCESS_LIST ]] && ! tail -c "+$((offset + 1))" -- "$SUCCESS_LIST" 2>/dev/null | grep -qxF -- "$RID"; then
+    local offset=$1 listed=0
+    # grep -c reads to the end: an early exit (-q) would fail tail on the closed pipe and look like "not listed"
+    if [[ -n $SUCCESS_LIST ]]; then
+        listed=$(tail -c "+$((offset + 1))" -- "$SUCCESS_LIST" 2>/dev/null | grep -cxF -- "$RID" || true)
+    fi
+    if [[ -n $SUCCESS_LIST && ${listed:-0} == 0 ]]; then
         printf '%s\n' "$RID" >>"$SUCCESS_LIST" || die "$EX_SUCCESS_LIST" "cannot append to $SUCCESS_LIST"
         say "the success line of the interrupted sync appended to $SUCCESS_LIST"
     fi

@@ -50,12 +50,14 @@ def _ours(bench: Bench) -> list[str]:
 
 
 def _write_mv_shim(bin_dir: Path, last_arg_glob: str, flag: Path, pause_s: float) -> None:
-    """An ``mv`` that, when its destination matches ``last_arg_glob``, renames, touches ``flag`` and pauses."""
+    """An ``mv`` that, the first time its destination matches ``last_arg_glob``, renames, touches ``flag`` and
+    pauses (the marker is moved twice: pending, then complete)."""
     bin_dir.mkdir(parents=True, exist_ok=True)
     shim = bin_dir / "mv"
     shim.write_text(
         "#!/bin/sh\n"
         "for last; do :; done\n"
+        f'[ -e "{flag}" ] && exec /bin/mv "$@"\n'
         f'case "$last" in {last_arg_glob}) /bin/mv "$@"; status=$?; touch "{flag}"; sleep {pause_s}; '
         'exit $status;;\n'
         'esac\nexec /bin/mv "$@"\n', encoding="utf-8")
