@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
@@ -192,68 +192,6 @@ def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdent
             raise error
         logger.warning("%s: %s (attempt %d/%d)", request.work_rid, error.message, attempt, attempts,
                        extra={"work_rid": request.work_rid})
-
-
-def stream_object(s3_client: Any, request: FetchRequest, identity: DownloadIdentity,
-                  running: RunningChecksum | None) -> Generator[bytes, None, None]:
-    """The pinned object's bytes in one GET, as they arrive (about 1 MiB at a time); nothing is written here.
-
-    The full-object checksum is checked once the last byte is read: botocore's own check of the GET when it
-    covers ``running``'s checksum (vouched), else ``running`` is fed every chunk. Raises what ``download_part``
-    raises: ObjectChanged/ObjectMissing/RestoreExpired, TransferError (transient), IntegrityError (checksum or
-    size wrong). One attempt: a failed stream is retried as a whole by the caller.
-    """
-    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag,
-                              "ChecksumMode": "ENABLED"}
-    if identity.version_id:
-        kwargs["VersionId"] = identity.version_id
-    what, name = "GET of the whole object", PurePosixPath(identity.key).name
-    offset, body = 0, None
-    try:
-        response = s3_client.get_object(**kwargs)
-        body = response["Body"]
-        validated = running is not None and botocore_validated(response, running.checksum)
-        while chunk := body.read(CHUNK_SIZE):
-            if running is not None and not validated:
-                running.feed(offset, chunk)
-            offset += len(chunk)
-            yield chunk
-    except GeneratorExit:
-        if body is not None:
-            body.close()  # stopped early by the reader: the rest of the object is not wanted
-        raise
-    except ClientError as err:
-        raise translate_error(err, request, what) from err
-    except FlexibleChecksumError as err:
-        raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
-                             f"mismatch for {name} while streaming it: {err}") from err
-    except (BotoCoreError, OSError) as err:
-        raise TransferError(request.work_rid, f"{what} of {request.where} failed after "
-                                              f"{offset} bytes: {err}") from err
-    if offset != identity.size:
-        raise TransferError(request.work_rid, f"{what} of {name} ended after {offset} of {identity.size} bytes")
-    if running is None:
-        return
-    if validated:
-        running.vouch()
-    elif running.result() != running.checksum.value:
-        raise IntegrityError(request.work_rid, f"{running.checksum.algorithm} mismatch for {name} (expected "
-                             f"{running.checksum.value}, got {running.result()})")
-
-
-def get_range(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, start: int, end: int) -> bytes:
-    """The bytes ``[start, end)`` of the pinned object, in memory (a small read, e.g. a zip's tail)."""
-    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag,
-                              "Range": f"bytes={start}-{end - 1}"}
-    if identity.version_id:
-        kwargs["VersionId"] = identity.version_id
-    try:
-        body = s3_client.get_object(**kwargs)["Body"].read()
-    except ClientError as err:
-        raise translate_error(err, request, f"GET bytes={start}-{end - 1}") from err
-    if len(body) != end - start:
-        raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned {len(body)} bytes")
-    return bytes(body)
 
 
 def botocore_validated(response: dict[str, Any], checksum: ObjectChecksum) -> bool:
