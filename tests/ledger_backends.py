@@ -19,6 +19,7 @@ import socket
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -53,6 +54,10 @@ class PostgresCluster:
     data_dir: Path
     port: int
     user: str | None
+    #: the addresses it listens on (the hosts' tests add their services address: tests/hosts)
+    listen: tuple[str, ...] = ("127.0.0.1",)
+    #: networks (CIDR) besides loopback whose clients it trusts (pg_hba ``host … trust``)
+    client_networks: tuple[str, ...] = ()
     _databases: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def _run(self, *argv: str, timeout: float = 60) -> None:
@@ -66,11 +71,14 @@ class PostgresCluster:
     def init(self) -> None:
         self._run("initdb", "--auth=trust", "--username=postgres", "--no-sync", "--encoding=UTF8",
                   "--no-instructions", "-D", str(self.data_dir / "data"))
+        with (self.data_dir / "data" / "pg_hba.conf").open("a", encoding="utf-8") as hba:
+            hba.writelines(f"host all all {network} trust\n" for network in self.client_networks)
 
     def start(self) -> None:
         # fsync off: a test cluster loses nothing it must keep; a clean stop still checkpoints
-        options = (f"-c port={self.port} -c listen_addresses=127.0.0.1 -c unix_socket_directories={self.data_dir}"
-                   " -c fsync=off -c full_page_writes=off -c max_connections=200")
+        options = (f"-c port={self.port} -c listen_addresses={','.join(self.listen)}"
+                   f" -c unix_socket_directories={self.data_dir} -c fsync=off -c full_page_writes=off"
+                   " -c max_connections=200")
         self._run("pg_ctl", "-D", str(self.data_dir / "data"), "-l", str(self.data_dir / "server.log"), "-w",
                   "-o", options, "start")
 
@@ -78,8 +86,8 @@ class PostgresCluster:
         """A fast stop: the server ends every session (their transactions roll back) and checkpoints."""
         self._run("pg_ctl", "-D", str(self.data_dir / "data"), "-m", "fast", "-w", "stop")
 
-    def url(self, database: str = "postgres") -> str:
-        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+    def url(self, database: str = "postgres", host: str = "127.0.0.1") -> str:
+        return f"postgresql+psycopg://postgres@{host}:{self.port}/{database}"
 
     def new_database(self) -> str:
         """The URL of a new, empty database."""
@@ -93,15 +101,17 @@ class PostgresCluster:
         return self.url(name)
 
 
-@pytest.fixture(scope="session")
-def postgres_cluster() -> Iterator[PostgresCluster]:
-    """One PostgreSQL cluster for the whole session, stopped and removed at its end."""
+@contextmanager
+def running_cluster(listen: tuple[str, ...] = ("127.0.0.1",),
+                    client_networks: tuple[str, ...] = ()) -> Iterator[PostgresCluster]:
+    """A new cluster listening on ``listen`` (and its unix socket), trusting ``client_networks`` too; stopped and
+    removed at the end of the block."""
     user = _CLUSTER_USER if os.geteuid() == 0 else None
     data_dir = Path(tempfile.mkdtemp(prefix="bdrc-ledger-pg-"))
     if user is not None:
         account = pwd.getpwnam(user)
         os.chown(data_dir, account.pw_uid, account.pw_gid)
-    cluster = PostgresCluster(postgres_bin(), data_dir, _free_port(), user)
+    cluster = PostgresCluster(postgres_bin(), data_dir, _free_port(), user, listen, client_networks)
     try:
         cluster.init()
         cluster.start()
@@ -112,6 +122,13 @@ def postgres_cluster() -> Iterator[PostgresCluster]:
         except RuntimeError:
             pass  # never started, or already stopped by a test that failed mid-restart
         shutil.rmtree(data_dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_cluster() -> Iterator[PostgresCluster]:
+    """One PostgreSQL cluster for the whole session, stopped and removed at its end."""
+    with running_cluster() as cluster:
+        yield cluster
 
 
 @pytest.fixture(params=BACKENDS)
