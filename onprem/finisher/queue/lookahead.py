@@ -7,8 +7,14 @@ released only at shutdown or before SQS's 12 h cap.
 
 With ``hide_for`` (the backlog index, ``work/backlog.py``) only the messages ranked among the first of the whole
 backlog are held; the others are hidden until shortly before their turn (no receive spent until they come back),
-or, one receive from the redrive limit, handed on as a fresh copy of the same body. What one host holds is at
-most ``capacity``: the rest of the backlog stays available to every other host.
+or, one receive from the redrive limit, handed on as a fresh copy of the same body.
+
+What one host holds ahead of its free slots is at most one message per slot (``min(capacity, slots)``): the rest
+of the front of the backlog is hidden for a second and so stays available to every other host. Holding the whole
+look-ahead (8 by default) let the first finisher to receive keep a backlog of 12 from a second one (10/2, 11/1).
+The worker bounds it so with a server ledger (several hosts); an SQLite ledger is one host's, which keeps the
+whole look-ahead. Below a redrive limit of 3 the whole look-ahead is held (a message received again would go to
+the DLQ).
 """
 
 from __future__ import annotations
@@ -54,8 +60,11 @@ HideFor = Callable[[list[ReceivedMessage]], list[int]]
 class Lookahead:
     def __init__(self, capacity: int, visibility_s: int, fraction: float, max_visibility_s: int,
                  handoff_margin_s: int, max_receive_count: int, clock: Callable[[], float] = time.monotonic,
-                 hide_for: HideFor | None = None) -> None:
-        self.capacity, self.visibility_s, self.max_receive_count = capacity, visibility_s, max_receive_count
+                 hide_for: HideFor | None = None, slots: int | None = None) -> None:
+        # one spare per slot: more held here is a backlog another host with free slots cannot see; but with a
+        # redrive limit under 3 a message hidden and received again would reach the DLQ: then hold them all
+        self.capacity = min(capacity, slots) if slots is not None and max_receive_count >= 3 else capacity
+        self.visibility_s, self.max_receive_count = visibility_s, max_receive_count
         self.interval = max(visibility_s * fraction, 0.05)
         self.cap_s = max(max_visibility_s - handoff_margin_s, 1)
         self.clock, self.hide_for = clock, hide_for

@@ -56,8 +56,9 @@ class WorkerSettings(BaseModel):
     lease_busy_delay: int = Field(default=60, ge=0)
     #: messages received ahead of a free slot and held invisible, so the backlog goes earliest restore expiry first
     backlog_lookahead: int = Field(default=8, ge=0, le=50)
-    #: works per hour the whole fleet is assumed to sync until the ledger has measured it (the backlog's hides)
-    backlog_prior_rate: float = Field(default=60.0, gt=0)
+    #: works per hour the whole fleet is assumed to sync until the ledger has measured it (the backlog's hides);
+    #: fast on purpose: a message back too early costs one receive, one back too late leaves hosts idle
+    backlog_prior_rate: float = Field(default=3600.0, gt=0)
     #: seconds between two passes over the queued backlog for copies to renew before they expire
     renew_interval: float = Field(default=300.0, ge=0)
     #: ``run --drain`` gives up waiting for messages hidden by a backoff after this many idle seconds

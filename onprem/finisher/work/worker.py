@@ -117,7 +117,7 @@ class Worker:
         lookahead = Lookahead(self.settings.worker.backlog_lookahead, self.settings.worker.visibility_timeout,
                               self.settings.worker.heartbeat_fraction, self.settings.worker.max_visibility,
                               self.settings.worker.handoff_margin, self.settings.environment.queues.max_receive_count,
-                              hide_for=self._hide_for(drain))
+                              hide_for=self._hide_for(drain), slots=slots if self._shared_ledger else None)
         scan = BACKLOG_SCAN if self.backlog else 0
         idle_since: float | None = None
         poller = QueuePoller(self.queues, self._stop)
@@ -173,6 +173,11 @@ class Worker:
         with self._lock:
             waiting = self.summary.outcomes[Outcome.WAITING]
         return PassTotals(lookahead.hidden + lookahead.handed_on, waiting, self._renewed)
+
+    @property
+    def _shared_ledger(self) -> bool:
+        """A server ledger: other hosts share the queues, so the look-ahead holds one spare per slot at most."""
+        return not self.settings.ledger_url.startswith("sqlite")
 
     def _hide_for(self, drain: bool) -> Callable[[list[ReceivedMessage]], list[int]] | None:
         """The backlog's placement of received messages; in a drain, no message is hidden past the drain's idle
