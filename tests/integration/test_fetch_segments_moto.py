@@ -115,3 +115,24 @@ def test_too_little_space_for_the_payload_fails_before_any_payload_get(s3, bucke
         fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "staging", SETTINGS, DEBAG,
                                           free_bytes=lambda _path: 1000))
     assert len(gets) == 1  # the tail only
+
+
+def test_a_multipart_composite_checksum_is_combined_per_part_from_the_ranges(s3, bucket: str, tmp_path: Path) -> None:
+    zip_path = make_bdrc_bag_zip(tmp_path / "build", rids=(RID,), files_per_work=11, file_size=1_000_000)
+    body = zip_path.read_bytes()
+    part = 5 * 2**20
+    upload = s3.create_multipart_upload(Bucket=bucket, Key=KEY, ChecksumAlgorithm="CRC32")
+    parts = []
+    for number, start in enumerate(range(0, len(body), part), start=1):
+        sent = s3.upload_part(Bucket=bucket, Key=KEY, UploadId=upload["UploadId"], PartNumber=number,
+                              Body=body[start:start + part], ChecksumAlgorithm="CRC32")
+        parts.append({"PartNumber": number, "ETag": sent["ETag"], "ChecksumCRC32": sent["ChecksumCRC32"]})
+    done = s3.complete_multipart_upload(Bucket=bucket, Key=KEY, UploadId=upload["UploadId"],
+                                        MultipartUpload={"Parts": parts})
+    assert len(parts) == 3 and done["ETag"].endswith('-3"')
+    request = FetchRequest(RID, bucket, KEY, len(body), done["ETag"], None)  # unversioned
+    fetch = FetchSettings(part_size=2**20, max_concurrency=4, min_free_bytes=0)  # segments across part boundaries
+    result = fetch_and_debag(s3, FetchDebagJob(request, tmp_path / "staging", fetch, DEBAG))
+    assert result.fetch.checksum_verified == "crc32"
+    assert result.fetch.checksum_note == f"crc32 composite checksum of 3 parts of {part} bytes"
+    assert result.debag.works[0].files == 11

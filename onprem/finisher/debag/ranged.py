@@ -31,6 +31,7 @@ from onprem.finisher.debag.layout import plain_zip_allowed, plan_works
 from onprem.finisher.debag.manifest import load_work_manifest
 from onprem.finisher.debag.member_stream import MemberWriter, SegmentReader
 from onprem.finisher.debag.model import BagManifest, DebagResult, MemberDigest, WorkPlan, declared_algorithms, nfc
+from onprem.finisher.debag.range_hash import Piece, PieceHasher, RangeChecksum
 from onprem.finisher.debag.safety import check_archive
 from onprem.finisher.debag.segment_journal import SegmentJournal
 from onprem.finisher.debag.segments import Role, Segment, Span, make_segments, make_spans
@@ -49,19 +50,6 @@ from onprem.finisher.progress import NullProgress, Progress
 
 logger = logging.getLogger(__name__)
 
-#: the checksum of a range: ``crc(data, previous) -> value`` (zlib.crc32's shape)
-RangeChecksum = Callable[[bytes, int], int]
-
-
-@dataclass(frozen=True)
-class Piece:
-    """The checksum of the object's bytes ``[start, end)`` (None: not computed)."""
-
-    start: int
-    end: int
-    crc: int | None
-
-
 @dataclass(frozen=True)
 class RangeReading:
     """How the ranges are read and what is told on the way; the defaults suit a local zip."""
@@ -70,6 +58,8 @@ class RangeReading:
     concurrency: int = 4
     #: the checksum every range is hashed with (the object's S3 full-object checksum), None: none
     range_checksum: RangeChecksum | None = None
+    #: offsets where the ranges' checksums are cut (the upload's part boundaries, for a composite checksum)
+    cut_points: tuple[int, ...] = ()
     #: bytes read (the download's progress); the job's progress gets bytes written
     read_progress: Progress | None = None
     #: called with the bytes the members still to be written need: raises InsufficientSpace
@@ -102,8 +92,11 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
         clean_up(err, temp_dir, rid, settings)
         raise
     segments = make_segments(make_spans(directory.entries, directory.start_dir, plans), reading.part_size)
-    tail = Piece(directory.start_dir, source.size, None if reading.range_checksum is None else
-                 reading.range_checksum(directory.tail[directory.start_dir - directory.tail_start:], 0))
+    tail: list[Piece] = []
+    if reading.range_checksum is not None:
+        hasher = PieceHasher(reading.range_checksum, directory.start_dir, source.size, reading.cut_points)
+        hasher.feed(directory.tail[directory.start_dir - directory.tail_start:])
+        tail = hasher.so_far()
     run = _Run(source, job, reading, plans, temp_dir, journal)
     try:
         pieces, digests, resumed = run.read_all(segments)
@@ -111,7 +104,7 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
         works = [verify_work(plan, manifests.get(plan.work_rid), digests, temp_dir, job.staging_dir)
                  for plan in plans]
         if reading.settle is not None:
-            reading.settle(sorted([*pieces, tail], key=lambda piece: piece.start))
+            reading.settle(sorted([*pieces, *tail], key=lambda piece: piece.start))
         if reading.before_place is not None:
             reading.before_place()
         if settings.fsync:
@@ -168,7 +161,7 @@ class _Run:
             if reused is None:
                 todo.append(segment)
                 continue
-            pieces.append(Piece(segment.start, segment.end, reused[0]))
+            pieces.extend(reused[0])
             digests.update((digest.name, digest) for digest in reused[1])
             members_resumed += len(reused[1])
             segments_resumed += 1
@@ -182,8 +175,8 @@ class _Run:
                         self.job.work_rid, members_resumed, segments_resumed, extra={"work_rid": self.job.work_rid})
         with ThreadPoolExecutor(max_workers=max(1, self.reading.concurrency), thread_name_prefix="segment") as pool:
             tag_paths: dict[str, dict[str, Path]] = {}
-            for _, piece, written in self._run(pool, tags):
-                pieces.append(piece)
+            for _, read, written in self._run(pool, tags):
+                pieces.extend(read)
                 for span, _ in written:
                     assert span.plan is not None and span.target is not None and span.target.bag_path is not None
                     tag_paths.setdefault(span.plan.work_rid, {})[span.target.bag_path] = self._target(span)
@@ -192,16 +185,16 @@ class _Run:
                     manifest = load_work_manifest(plan, self.temp_dir / plan.work_rid / plan.bag_dir,
                                                   tag_paths.get(plan.work_rid, {}), self.job.settings)
                     self.manifests[plan.work_rid] = _checked(manifest, plan, self.hashed[plan.work_rid])
-            for segment, piece, written in self._run(pool, todo):
-                pieces.append(piece)
+            for segment, read, written in self._run(pool, todo):
+                pieces.extend(read)
                 found = [digest for _, digest in written]
                 digests.update((digest.name, digest) for digest in found)
                 if all(self._verified(span, digest) for span, digest in written):
-                    self.journal.record(segment, piece.crc, found)
+                    self.journal.record(segment, read, found)
         return pieces, digests, (members_resumed, segments_resumed)
 
     def _run(self, pool: ThreadPoolExecutor,
-             segments: list[Segment]) -> Iterator[tuple[Segment, Piece, list[tuple[Span, MemberDigest]]]]:
+             segments: list[Segment]) -> Iterator[tuple[Segment, list[Piece], list[tuple[Span, MemberDigest]]]]:
         """Each segment read on ``pool`` (started in file order), as they finish; the first failure stops all."""
         futures = {pool.submit(self._read_segment, segment): segment for segment in segments}
         pending = set(futures)
@@ -215,22 +208,20 @@ class _Run:
                 wait(pending)
                 raise _first_failure(failed)
             for future in done:
-                piece, written = future.result()
-                yield futures[future], piece, written
+                read, written = future.result()
+                yield futures[future], read, written
 
-    def _read_segment(self, segment: Segment) -> tuple[Piece, list[tuple[Span, MemberDigest]]]:
-        checksum = self.reading.range_checksum
-        value = received = 0
+    def _read_segment(self, segment: Segment) -> tuple[list[Piece], list[tuple[Span, MemberDigest]]]:
+        checksum, cuts = self.reading.range_checksum, self.reading.cut_points
+        hasher = PieceHasher(checksum, segment.start, segment.end, cuts) if checksum is not None else None
         chunks = self.source.chunks(segment.start, segment.end)
 
         def counted() -> Iterator[bytes]:
-            nonlocal value, received
             for chunk in chunks:
                 if self.cancelled.is_set():
                     raise ExtractionCancelled(f"segment at {segment.start}")
-                if checksum is not None:
-                    value = checksum(chunk, value)
-                received += len(chunk)
+                if hasher is not None:
+                    hasher.feed(chunk)
                 self.read_progress.advance(len(chunk))
                 yield chunk
 
@@ -244,26 +235,25 @@ class _Run:
                 if digest is not None:
                     written.append((span, digest))
         except CorruptArchive as err:
-            if checksum is not None:
-                self._read_again(segment, segment.start + received, value, err)
+            if hasher is not None:
+                self._read_again(segment, hasher, err)
             raise
         finally:
             close = getattr(chunks, "close", None)
             if close is not None:
                 close()  # a stopped segment's GET is closed now, not when it is collected
-        return Piece(segment.start, segment.end, value if checksum is not None else None), written
+        return (hasher.so_far() if hasher is not None else []), written
 
-    def _read_again(self, segment: Segment, reached: int, value: int, err: CorruptArchive) -> None:
+    def _read_again(self, segment: Segment, first: PieceHasher, err: CorruptArchive) -> None:
         """A member that does not read: the same bytes read a second time decide whether they changed on the way
         (IntegrityError: read again on retry) or are the object's own (the CorruptArchive stands)."""
-        checksum = self.reading.range_checksum
-        assert checksum is not None
-        again = 0
-        for chunk in self.source.chunks(segment.start, reached):
-            again = checksum(chunk, again)
-        if again != value:
-            raise IntegrityError(self.job.work_rid, f"bytes {segment.start}-{reached - 1} of {self.source.name} differ "
-                                                    f"between two reads (changed in transit): {err.message}") from err
+        again = PieceHasher(first.checksum, segment.start, first.position, self.reading.cut_points)
+        for chunk in self.source.chunks(segment.start, first.position):
+            again.feed(chunk)
+        if again.so_far() != first.so_far():
+            where = f"bytes {segment.start}-{first.position - 1} of {self.source.name}"
+            raise IntegrityError(self.job.work_rid, f"{where} differ between two reads (changed in transit): "
+                                                    f"{err.message}") from err
 
     def _target(self, span: Span) -> Path:
         assert span.plan is not None and span.target is not None

@@ -1,7 +1,7 @@
 """The resume journal of one de-bag: the segments whose members are written and verified, one line per segment.
 
 JSON lines in the temp dir: a first line with the identity of the bytes (an ETag and version, or a file's size and
-mtime; another identity starts the journal afresh), then one line per finished segment — its range, the checksum
+mtime; another identity starts the journal afresh), then one line per finished segment — its range, the checksums
 of its bytes (for the whole object's) and its members' sizes, CRCs and digests. A line is appended (one write,
 never an fsync) when a segment verified; the one flush of the filesystem before the works are placed makes them
 durable. A killed run re-reads only the segments that were in flight. A member taken from the journal is hashed
@@ -17,6 +17,7 @@ from pathlib import Path
 
 from onprem.finisher.debag.journal import file_digests
 from onprem.finisher.debag.model import MemberDigest
+from onprem.finisher.debag.range_hash import Piece
 from onprem.finisher.debag.segments import Segment
 
 
@@ -25,7 +26,7 @@ class SegmentJournal:
 
     def __init__(self, path: Path, identity: str) -> None:
         self.path, self.identity = path, identity
-        self.entries: dict[tuple[int, int], tuple[int | None, dict[str, MemberDigest]]] = {}
+        self.entries: dict[tuple[int, int], tuple[list[Piece], dict[str, MemberDigest]]] = {}
         self._lock = threading.Lock()
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
         if lines and _identity(lines[0]) == identity:
@@ -34,7 +35,8 @@ class SegmentJournal:
                     row = json.loads(line)
                     members = {m["name"]: MemberDigest(m["name"], m["size"], m["crc"], m["digests"])
                                for m in row["members"]}
-                    self.entries[(row["start"], row["end"])] = (row["crc"], members)
+                    pieces = [Piece(int(a), int(b), int(c)) for a, b, c in row["pieces"]]
+                    self.entries[(row["start"], row["end"])] = (pieces, members)
                 except (ValueError, KeyError, TypeError):
                     break  # a torn last line after a crash: what follows it is not trusted
             self._file = open(path, "a", encoding="utf-8")
@@ -44,12 +46,13 @@ class SegmentJournal:
             self._file.flush()
 
     def reusable(self, segment: Segment, temp_dir: Path,
-                 algorithms: dict[str, tuple[str, ...]]) -> tuple[int | None, list[MemberDigest]] | None:
-        """(checksum, digests) of a journaled segment whose members are all still on disk as verified, else None."""
+                 algorithms: dict[str, tuple[str, ...]]) -> tuple[list[Piece], list[MemberDigest]] | None:
+        """(checksums of its pieces, digests) of a journaled segment whose members are all still on disk as
+        verified, else None."""
         entry = self.entries.get((segment.start, segment.end))
         if entry is None:
             return None
-        crc, members = entry
+        pieces, members = entry
         found = []
         for span in segment.members:
             assert span.target is not None and span.plan is not None
@@ -68,11 +71,11 @@ class SegmentJournal:
             except FileNotFoundError:
                 return None
             found.append(digest)
-        return crc, found
+        return pieces, found
 
-    def record(self, segment: Segment, crc: int | None, digests: list[MemberDigest]) -> None:
+    def record(self, segment: Segment, pieces: list[Piece], digests: list[MemberDigest]) -> None:
         """Append the line of a segment whose payload members (``digests``) verified (one write; no fsync)."""
-        row = {"start": segment.start, "end": segment.end, "crc": crc,
+        row = {"start": segment.start, "end": segment.end, "pieces": [[p.start, p.end, p.crc] for p in pieces],
                "members": [{"name": d.name, "size": d.size, "crc": d.crc, "digests": d.digests} for d in digests]}
         with self._lock:
             self._file.write(json.dumps(row) + "\n")

@@ -186,3 +186,34 @@ def combine_ranges(algorithm: str, pieces: list[tuple[int, int, int]], size: int
     if position != size:
         return None
     return base64.b64encode(value.to_bytes(_WIDTHS[algorithm], "big")).decode("ascii")
+
+
+def composite_checksum(head: dict[str, Any]) -> tuple[ObjectChecksum, int] | None:
+    """The multipart composite checksum of ``head`` (a checksum of the parts' checksums) and its part count, when
+    its algorithm combines from ranges; None otherwise."""
+    parts = _MULTIPART_ETAG.search(head.get("ETag", ""))
+    for field, algorithm in (("ChecksumCRC64NVME", "crc64nvme"), ("ChecksumCRC32", "crc32"),
+                             ("ChecksumCRC32C", "crc32c")):
+        value = head.get(field)
+        if not value or head.get("ChecksumType") == "FULL_OBJECT" or (parts is None and "-" not in value):
+            continue
+        count = value.rpartition("-")[2] if "-" in value else parts.group(0).strip('-"') if parts else ""
+        if count.isdigit() and range_checksum(algorithm) is not None:
+            return ObjectChecksum(algorithm, value.partition("-")[0]), int(count)
+    return None
+
+
+def combine_composite(algorithm: str, pieces: list[tuple[int, int, int]], part_size: int, size: int) -> str | None:
+    """The base64 composite checksum (without ``-N``) from ranges cut at every ``part_size``: each part's checksum
+    combined from its ranges, then the checksum of their concatenation; None when the ranges do not cover it."""
+    check = range_checksum(algorithm)
+    assert check is not None
+    parts = []
+    for start in range(0, size, part_size):
+        inside = [p for p in pieces if start <= p[0] and p[1] <= min(start + part_size, size)]
+        value = combine_ranges(algorithm, [(s - start, e - start, c) for s, e, c in inside],
+                               min(part_size, size - start))
+        if value is None:
+            return None
+        parts.append(base64.b64decode(value))
+    return base64.b64encode(check(b"".join(parts), 0).to_bytes(_WIDTHS[algorithm], "big")).decode("ascii")

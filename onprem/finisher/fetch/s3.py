@@ -205,3 +205,20 @@ def botocore_validated(response: dict[str, Any], checksum: ObjectChecksum) -> bo
         checksum.algorithm, f"Checksum{checksum.algorithm.upper()}")
     return (isinstance(body, StreamingChecksumBody) and getattr(body, "_expected", None) == checksum.value
             and response.get(field) == checksum.value)
+
+
+def part_layout(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, parts: int) -> int | None:
+    """The part size of a multipart upload of ``parts`` parts when its parts are of one size (the last one
+    smaller): HEAD of the first and the last part (by version: the ranges themselves are pinned to the ETag). None
+    when that cannot be told."""
+    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key}
+    if identity.version_id:
+        kwargs["VersionId"] = identity.version_id
+    try:
+        first = int(s3_client.head_object(**kwargs, PartNumber=1)["ContentLength"])
+        last = int(s3_client.head_object(**kwargs, PartNumber=parts)["ContentLength"])
+    except ClientError as err:
+        raise translate_error(err, request, "HEAD of a part") from err
+    except (BotoCoreError, KeyError, ValueError):
+        return None
+    return first if first > 0 and (parts - 1) * first + last == identity.size and last <= first else None

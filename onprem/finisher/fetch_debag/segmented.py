@@ -21,14 +21,22 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from onprem.finisher.debag.model import DebagResult, DebagSettings
-from onprem.finisher.debag.ranged import Piece, RangeReading, debag_source
+from onprem.finisher.debag.range_hash import Piece
+from onprem.finisher.debag.ranged import RangeReading, debag_source
 from onprem.finisher.debag.staging import DebagJob
 from onprem.finisher.errors import InsufficientSpace, IntegrityError
-from onprem.finisher.fetch.checksum import ObjectChecksum, combine_ranges, full_object_checksum, range_checksum
+from onprem.finisher.fetch.checksum import (
+    ObjectChecksum,
+    combine_composite,
+    combine_ranges,
+    composite_checksum,
+    full_object_checksum,
+    range_checksum,
+)
 from onprem.finisher.fetch.journal import DownloadIdentity
 from onprem.finisher.fetch.ranges import S3Source
 from onprem.finisher.fetch.request import FetchRequest, FetchSettings
-from onprem.finisher.fetch.s3 import head_object, require_pinned
+from onprem.finisher.fetch.s3 import head_object, part_layout, require_pinned
 from onprem.finisher.progress import Progress
 
 __all__ = ["FetchDebagJob", "Fetched", "FetchedAndDebagged", "fetch_and_debag"]
@@ -102,6 +110,15 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
     if checksum is not None and crc is None:
         note = f"{checksum.algorithm} full-object checksum cannot be combined from ranges: not verified"
         checksum = None
+    part_size, composite = 0, composite_checksum({"ETag": head.etag, **head.checksums}) if settings.verify_checksum \
+        else None
+    if checksum is None and composite is not None:
+        part_size = part_layout(s3_client, request, pinned, composite[1]) or 0
+        if part_size:
+            checksum, crc = composite[0], range_checksum(composite[0].algorithm)
+            note = f"{checksum.algorithm} composite checksum of {composite[1]} parts of {part_size} bytes"
+        else:
+            note += "; its parts are not of one size: not verified"
     verified: list[str] = []
 
     def space_check(needed: int) -> None:
@@ -112,7 +129,7 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
 
     def settle(pieces: list[Piece]) -> None:
         if checksum is not None:
-            verified.append(_check(rid, checksum, pieces, head.size, PurePosixPath(request.key).name))
+            verified.append(_check(rid, checksum, pieces, head.size, PurePosixPath(request.key).name, part_size))
 
     logger.info("%s: fetching %s (%d bytes, ranges of %d, %d at once; %s)", rid, request.key, head.size,
                 settings.part_size, settings.max_concurrency, note, extra={"work_rid": rid})
@@ -121,23 +138,28 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
     debag_job = DebagJob(rid, job.staging_dir, job.debag_settings, job.version_tag or etag, None, job.debag_progress)
     result = debag_source(source, debag_job, RangeReading(
         part_size=settings.part_size, concurrency=settings.max_concurrency, range_checksum=crc,
+        cut_points=tuple(range(part_size, head.size, part_size)) if part_size else (),
         read_progress=job.fetch_progress, space_check=space_check, settle=settle, before_place=job.before_place))
     fetched = Fetched(source.name, head.size, etag, version_id, verified[0] if verified else None, note,
                       result.segments_resumed)
     logger.info("%s: fetched %s (%s%s; de-bagged on the way, the zip not kept)", rid, source.name,
-                f"{checksum.algorithm} full-object checksum verified" if verified and checksum else note,
+                f"{note}: verified" if verified else note,
                 f"; {result.segments_resumed} segment(s) verified before a restart" if result.segments_resumed else "",
                 extra={"work_rid": rid})
     return FetchedAndDebagged(fetched, result)
 
 
-def _check(rid: str, checksum: ObjectChecksum, pieces: list[Piece], size: int, name: str) -> str:
-    """The algorithm verified: the ranges' checksums combined equal the object's; IntegrityError otherwise."""
-    got = combine_ranges(checksum.algorithm, [(p.start, p.end, p.crc or 0) for p in pieces], size)
+def _check(rid: str, checksum: ObjectChecksum, pieces: list[Piece], size: int, name: str, part_size: int) -> str:
+    """The algorithm verified: the ranges' checksums combined (per part, for a composite) equal the object's;
+    IntegrityError otherwise."""
+    ranges = [(p.start, p.end, p.crc) for p in pieces]
+    got = (combine_composite(checksum.algorithm, ranges, part_size, size) if part_size
+           else combine_ranges(checksum.algorithm, ranges, size))
+    kind = "composite" if part_size else "full-object"
     if got is None:
         raise IntegrityError(rid, f"the ranges read of {name} do not cover the object: its {checksum.algorithm} "
-                                  "cannot be checked")
+                                  f"{kind} checksum cannot be checked")
     if got != checksum.value:
-        raise IntegrityError(rid, f"{checksum.algorithm} mismatch for {name} (expected {checksum.value}, got {got}, "
-                                  "combined from the ranges read): nothing placed")
+        raise IntegrityError(rid, f"{checksum.algorithm} mismatch for {name} ({kind} checksum: expected "
+                                  f"{checksum.value}, got {got}, combined from the ranges read): nothing placed")
     return checksum.algorithm
