@@ -1,9 +1,12 @@
-"""The S3 full-object checksum of a downloaded file, when the object has one this process can compute.
+"""The S3 checksum of an object, computed here: whole (a downloaded file) or combined from the checksums of
+the byte ranges read (the one fetch path).
 
-Verified: SHA256, SHA1 and CRC32 of single-part uploads and ``ChecksumType=FULL_OBJECT`` (hashlib / zlib);
-CRC32C and CRC64NVME only when ``awscrt`` is installed. Not verified (said so in the result): composite
-checksums of multipart uploads (a checksum of part checksums, ``…-N``), and objects without a checksum.
-The size is always checked, and each ranged GET is pinned to the ETag.
+From ranges: CRC32 (zlib), CRC32C and CRC64NVME (S3's default; ``awscrt``, pinned in the lock, also for the
+combining) — full-object (``combine_ranges``) or the composite of a multipart upload whose parts are of one size
+(``combine_composite``: each part's checksum combined from its ranges, then the checksum of their concatenation).
+SHA-1/SHA-256 do not combine: verified only on a whole downloaded file. Not verifiable (said so in the result and
+the log): those from ranges, a composite whose part sizes vary, an object without a checksum, the MD5 ETag (every
+ranged GET is pinned to it with ``IfMatch``). The size is always checked.
 """
 
 from __future__ import annotations
