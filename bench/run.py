@@ -29,15 +29,16 @@ from pathlib import Path
 from bench.aws import bench_aws
 from bench.context import BenchContext, BenchOptions
 from bench.goals import judge
+from bench.hosts import hosts_section
 from bench.picture import draw_bdrc
 from bench.report import Report, machine_facts, render_markdown, render_text, splice_readme, write_json
 from bench.resume import resume_section
-from bench.sections import cgroup_section, e2e_section, proxy_section, scale_section
+from bench.sections import cgroup_section, e2e_section, proxy_section
 from bench.stage_sections import debag_section, lambda_section, raw_section
 
 SECTIONS: dict[str, Callable[[BenchContext], None]] = {
     "raw": raw_section, "e2e": e2e_section, "cgroup": cgroup_section, "resume": resume_section,
-    "scale": scale_section, "proxy": proxy_section, "debag": debag_section, "lambda": lambda_section,
+    "hosts": hosts_section, "proxy": proxy_section, "debag": debag_section, "lambda": lambda_section,
 }
 FULL = {"bdrc_mib": 4096, "main_mib": 1024, "memory_mib": 4096, "small_files": 5000, "debag_mib": 1024,
         "scale_mib": 128}
