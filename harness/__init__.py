@@ -22,4 +22,7 @@ Harness (small API, loopback only)::
 - :mod:`.verify` — re-hash an archive's copies against the bags' manifests.
 - :mod:`.run`, :mod:`.report`, :mod:`.command` — the orchestration and what ``make demo`` prints.
 - :mod:`.proxy` — a loopback TCP proxy shaping each connection (rate cap, resets), for tests and benchmarks.
+- :mod:`.hosts` — finisher hosts on one machine: a network namespace each, its link capped by ``tc``.
+- :mod:`.fleet` — finishers on those hosts (or plain processes) sharing one ledger and one archive.
+- :mod:`.postgres` — a throwaway PostgreSQL cluster (``initdb`` + ``pg_ctl``) for a shared ledger.
 """
