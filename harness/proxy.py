@@ -147,6 +147,12 @@ class ShapingProxy:
             await self._server.wait_closed()
         for writer in list(self._writers):
             writer.transport.abort()
+        # every connection's handler ended before the loop closes: one left pending is destroyed with the loop, and
+        # its clean-up then raises in whatever thread collects it (an unraisable "Event loop is closed")
+        handlers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in handlers:
+            task.cancel()
+        await asyncio.gather(*handlers, return_exceptions=True)
 
     def _take_cut(self) -> bool:
         """Whether the connection that just reached ``cut_after_bytes`` is to be cut (counts the cut)."""

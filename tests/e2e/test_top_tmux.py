@@ -2,13 +2,15 @@
 loopback moto server whose downloads go through ``harness/proxy.py`` capped at 384 KiB/s, so a 4 MiB work is caught
 mid-download. The pane is captured (``tmux capture-pane -p``) and read: the work in its slot with its phase and
 bytes, the backlog's row, the failure of a bad zip with its cause and the member name holding ``[b]``/``[/draft]``
-printed as it is. ``top --json`` in the test's own process (a third one) reads the same."""
+printed as it is. ``top --json`` in the test's own process (a third one) reads the same; SIGTERM ends top."""
 
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import uuid
@@ -73,8 +75,10 @@ def _start_top(tmux: list[str], tmp_path: Path, env: dict[str, str]) -> None:
     # the terminal's own size, not one the test runner's environment (tmux's global one) carries
     exports = "".join(f"export {k}={shlex.quote(v)}\n" for k, v in env.items() if k not in ("COLUMNS", "LINES"))
     script = tmp_path / "top.sh"
+    # its pid and exit status written beside it: what a SIGTERM did to it is read from there
     script.write_text(f"{exports}unset COLUMNS LINES\ncd {shlex.quote(str(REPO_ROOT))}\n"
-                      f"exec {shlex.join(FINISHER)} top --interval 0.3\n")
+                      f"{shlex.join(FINISHER)} top --interval 0.3 &\necho $! > {tmp_path / 'top.pid'}\n"
+                      f"wait $!\necho $? > {tmp_path / 'top.exit'}\n")
     subprocess.run([*tmux, "new-session", "-d", "-s", "top", "-x", "230", "-y", "50", f"sh {script}"], check=True)
 
 
@@ -98,20 +102,20 @@ def test_top_in_a_terminal_shows_the_slot_mid_download_the_backlog_and_a_failure
             seen: list[str] = []
 
             def shown() -> str | None:
+                """The pane once one frame shows everything (a capture may land while Live redraws: wait for a
+                whole frame rather than assert on a torn one)."""
                 seen.append(pane := _pane(tmux))
-                wanted = (_line(pane, SLOW, "download", "KiB/s"), _line(pane, QUEUED, "UTC"),
-                          _line(pane, BAD, "unsafe_member_path", BRACKETED))
+                wanted = (_line(pane, SLOW, "restore_completed", "download", "4.0 MiB", "%", "KiB/s"),
+                          _line(pane, QUEUED, "UTC"), _line(pane, BAD, "failed", "unsafe_member_path", BRACKETED),
+                          _line(pane, "1 in slots, 1 queued, 0 synced, 1 failed"))
                 return pane if all(wanted) else None
 
             try:
-                pane = wait_for(shown, 30, "top to show the slot mid-download, the backlog and the failure")
+                wait_for(shown, 30, "top to show the slot mid-download, the backlog and the failure")
             except AssertionError as err:
                 tail = (tmp_path / "run.log").read_text()[-3000:]
                 raise AssertionError(f"{err}; the pane showed:\n{seen[-1] if seen else ''}\nthe finisher's log "
                                      f"ends:\n{tail}") from None
-            slot = _line(pane, SLOW, "download")
-            assert slot is not None and "restore_completed" in slot and "4.0 MiB" in slot and "%" in slot, pane
-            assert "1 in slots, 1 queued, 0 synced, 1 failed" in pane, pane
 
             for name in ("BDRC_ENV_FILE", "AWS_ENDPOINT_URL"):  # this process reads as a third one: no start-up
                 monkeypatch.setenv(name, env[name])
@@ -123,6 +127,11 @@ def test_top_in_a_terminal_shows_the_slot_mid_download_the_backlog_and_a_failure
             assert 0 < taken["stage"]["bytes_done"] < taken["stage"]["total_bytes"] <= taken["size"]  # the zip's ranges
             assert [entry["work_rid"] for entry in snapshot["backlog"]] == [QUEUED]
             assert [(f["work_rid"], f["cause"]) for f in snapshot["failures"]] == [(BAD, "unsafe_member_path")]
+
+            os.kill(int((tmp_path / "top.pid").read_text()), signal.SIGTERM)  # ends top like Ctrl-C
+            exit_file = tmp_path / "top.exit"
+            status = wait_for(lambda: exit_file.is_file() and exit_file.read_text().strip(), 10, "top to exit")
+            assert status == "0"  # its own exit, not killed by the signal (143)
         finally:
             run.kill()
             run.wait(10)

@@ -6,6 +6,7 @@ through the state volume) beside a running ``finisher run``. Every cell is plain
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from datetime import datetime
 
@@ -92,7 +93,8 @@ def top(
     failures: int = typer.Option(8, "--failures", min=0, help="failures shown"),
 ) -> None:
     """A live view of this ledger's finishers: slots (phase, bytes, rate, ETA), the backlog by restore expiry,
-    recent failures with causes. Reads the ledger and <state>/live/: run it beside `finisher run`. Ctrl-C ends it."""
+    recent failures with causes. Reads the ledger and <state>/live/: run it beside `finisher run`. Ctrl-C (or SIGTERM)
+    ends it."""
     settings = ctx.obj.settings()
     ledger = ctx.obj.ledger(settings)
     folder = live_dir(settings.state_dir)
@@ -107,12 +109,16 @@ def top(
         out_console().print(render(frame()))
         return
     stop = threading.Event()
-    with Live(render(frame()), console=Console(highlight=False), auto_refresh=False) as live:
-        try:
+    # SIGTERM ends it like Ctrl-C: the live display is closed and the terminal's cursor shown again
+    previous = signal.signal(signal.SIGTERM, lambda _signum, _frame: stop.set())
+    try:
+        with Live(render(frame()), console=Console(highlight=False), auto_refresh=False) as live:
             while not stop.wait(interval):
                 live.update(render(frame()), refresh=True)
-        except KeyboardInterrupt:
-            stop.set()
+    except KeyboardInterrupt:
+        stop.set()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 #: registered on the app by ``app.py``: the command with its one-line ledger errors
