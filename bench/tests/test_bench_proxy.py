@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import socket
 import socketserver
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -106,3 +108,20 @@ def test_proxy_listens_on_loopback_and_stop_closes_the_port(upstream: int) -> No
     proxy.stop()
     with pytest.raises(ConnectionRefusedError):
         socket.create_connection(("127.0.0.1", port), timeout=2).close()
+
+
+def test_stop_ends_every_connection_handler_before_its_loop_closes(upstream: int) -> None:
+    """A connection paced mid-payload at stop leaves no handler to be destroyed with the loop (it raised "Event loop
+    is closed" in whatever thread collected it: an unraisable exception whose traceback raced other threads)."""
+    unraisable: list[str] = []
+    previous, sys.unraisablehook = sys.unraisablehook, lambda hook: unraisable.append(repr(hook.exc_value))
+    try:
+        with socket.create_connection(("127.0.0.1", (proxy := ShapingProxy(
+                "127.0.0.1", upstream, rate_bytes_per_s=20_000).start()).port), timeout=10) as sock:
+            sock.sendall(b"GET\n")
+            sock.recv(1024)  # the payload is flowing, paced: the handler is waiting on its pacer
+            proxy.stop()
+        gc.collect()
+    finally:
+        sys.unraisablehook = previous
+    assert unraisable == []
