@@ -258,20 +258,31 @@ def test_run_drain_watch_takes_a_zip_completed_after_the_queues_drained_once_bes
         run = subprocess.Popen([sys.executable, "-c", "from onprem.finisher.cli.app import main; main()", "run",
                                 "--drain", "--watch", str(inbox), "--stable-seconds", "0.5"],
                                cwd=REPO_ROOT, env=env, stdout=out, stderr=out)
+    copying = threading.Event()
+    copying.set()
+
+    def copy_goes_on() -> None:  # its mtime moves: never stable, so never taken while the copy goes on
+        while copying.is_set():
+            os.utime(arriving)
+            time.sleep(0.1)
+
+    copier = threading.Thread(target=copy_goes_on, daemon=True)
+    copier.start()
     try:
         deadline = time.monotonic() + 60
         while "drained: all queues empty" not in log.read_text():
             assert run.poll() is None, log.read_text()
             assert time.monotonic() < deadline, log.read_text()
-            with arriving.open("ab"):  # the copy goes on: never stable, so never taken yet
-                os.utime(arriving)
-            time.sleep(0.2)
+            time.sleep(0.1)
         assert run.poll() is None, log.read_text()  # the queues are drained, the folder is not: still running
         refused = watch(inbox)
         assert refused.exit_code == 2 and "another finisher watch holds" in refused.stderr  # the run holds it
+        copying.clear()
+        copier.join()
         arriving.write_bytes(whole)  # the copy completes
         assert run.wait(60) == 0, log.read_text()
     finally:
+        copying.clear()
         run.kill()
     assert (inbox / "done" / arriving.name).is_file() and not arriving.exists()
     assert not list((inbox / "taking").iterdir()) and not list((inbox / "failed").iterdir())
