@@ -53,16 +53,17 @@ def test_harness_runs_every_pipeline_the_resume_row_and_the_goals_on_a_tiny_bdrc
                             str(tmp_path), "--results-dir", str(results), "--markdown", str(tmp_path / "table.md")])
     document = json.loads((results / "latest.json").read_text())
     e2e = next(s for s in document["sections"] if s["title"].startswith("End to end"))
-    assert exit_code == 0
+    raw = document["raw"]
+    # a failed run's output tail is on stderr ("!! <pipeline> on <bag> failed"), shown with the failure
+    assert exit_code == 0, (e2e["rows"], raw.get("resume"))
     pipelines = {(row[0].split()[0], row[1]): row for row in e2e["rows"]}
     assert set(pipelines) == {("bdrc", "baseline"), ("bdrc", "rclone"), ("bdrc", "ours")}
-    assert all(row[e2e["columns"].index("ok")] == "1/1" for row in e2e["rows"])
-    raw = document["raw"]
+    assert all(row[e2e["columns"].index("ok")] == "1/1" for row in e2e["rows"]), e2e["rows"]
     bdrc = raw["e2e_bdrc"]
     assert bdrc["baseline_written_per_byte"] > 0 and bdrc["ours_max_rss"] > 0 and bdrc["speedup_vs_rclone"] > 0
     # the baselines hold the zip and its extraction at once; the sampler saw it
-    assert bdrc["baseline_staging_peak_per_byte"] >= 1.9
-    assert raw["resume"]["all_ok"] and raw["resume"]["fetched_per_zip_byte"] >= 1
+    assert bdrc["baseline_staging_peak_per_byte"] >= 1.9, bdrc
+    assert raw["resume"]["all_ok"] and raw["resume"]["fetched_per_zip_byte"] >= 1, raw["resume"]
     assert raw["slowest_raw"]["bytes_per_s"] > 0
     assert raw["standin_ranges"]["seconds_by_range_bytes"]
     # ours on the production defaults: recorded, and the baselines get as many connections
