@@ -41,7 +41,6 @@ def drain_backlog(fleet: Fleet, names: list[str], first: int) -> dict[str, int]:
     return {name: len(works) - len(before[name]) for name, works in fleet.synced_by().items() if name in names}
 
 
-@pytest.mark.long  # ~45 s a case, past the suite's budget: run with --run-long
 @pytest.mark.parametrize("hosts", [2, 3])
 def test_finishers_with_default_settings_split_a_backlog_of_12_equal_works_evenly(fleet: Fleet, hosts: int) -> None:
     fleet.settings = {}  # the defaults: look-ahead 8, 2 slots, the prior rate, the 900 s visibility …
@@ -53,6 +52,6 @@ def test_finishers_with_default_settings_split_a_backlog_of_12_equal_works_evenl
 
     assert all(process.poll() is None for process in processes.values()), "a finisher ended early"
     assert sorted(fleet.sync_lines().values()) == [1] * WORKS  # every work once, none twice
-    # the issue asks within ±1 of even; measured: 6/6, 7/5, 5/7, 4/8; 4/4/4, 5/3/4, 5/5/2 (before: 10/2, 3/2/7)
-    assert sorted(shares) == names and all(abs(share - WORKS // hosts) <= 2 for share in shares.values()), shares
+    # measured: 6/6, 6/6, 7/5; 4/5/3, 4/3/5, 3/4/5 (before: 10/2, 3/2/7; one spare per slot: 4/8, 5/5/2)
+    assert sorted(shares) == names and all(abs(share - WORKS // hosts) <= 1 for share in shares.values()), shares
     assert fleet.dead() == 0

@@ -9,12 +9,13 @@ With ``hide_for`` (the backlog index, ``work/backlog.py``) only the messages ran
 backlog are held; the others are hidden until shortly before their turn (no receive spent until they come back),
 or, one receive from the redrive limit, handed on as a fresh copy of the same body.
 
-What one host holds ahead of its free slots is at most one message per slot (``min(capacity, slots)``): the rest
-of the front of the backlog is hidden for a second and so stays available to every other host. Holding the whole
-look-ahead (8 by default) let the first finisher to receive keep a backlog of 12 from a second one (10/2, 11/1).
-The worker bounds it so with a server ledger (several hosts); an SQLite ledger is one host's, which keeps the
-whole look-ahead. Below a redrive limit of 3 the whole look-ahead is held (a message received again would go to
-the DLQ).
+What one host holds ahead of its free slots is at most one message per two slots (``min(capacity, slots // 2)``):
+the rest of the front of the backlog is hidden for a second and so goes to whichever host has a free slot. Holding
+the whole look-ahead (8 by default) let the first finisher to receive keep a backlog of 12 from a second one (10/2,
+11/1); one spare per slot still left 4/8 and 5/5/2; one per two slots splits it within one of even (6/6, 7/5;
+4/5/3, 3/4/5). The worker bounds it so with a server ledger (several hosts); an SQLite ledger is one host's, which
+keeps the whole look-ahead. Below a redrive limit of 3 the whole look-ahead is held (a message received again
+would go to the DLQ).
 """
 
 from __future__ import annotations
@@ -61,9 +62,9 @@ class Lookahead:
     def __init__(self, capacity: int, visibility_s: int, fraction: float, max_visibility_s: int,
                  handoff_margin_s: int, max_receive_count: int, clock: Callable[[], float] = time.monotonic,
                  hide_for: HideFor | None = None, slots: int | None = None) -> None:
-        # one spare per slot: more held here is a backlog another host with free slots cannot see; but with a
-        # redrive limit under 3 a message hidden and received again would reach the DLQ: then hold them all
-        self.capacity = min(capacity, slots) if slots is not None and max_receive_count >= 3 else capacity
+        # one spare per two slots: more held here is a backlog another host with free slots cannot see; but with
+        # a redrive limit under 3 a message hidden and received again would reach the DLQ: then hold them all
+        self.capacity = min(capacity, slots // 2) if slots is not None and max_receive_count >= 3 else capacity
         self.visibility_s, self.max_receive_count = visibility_s, max_receive_count
         self.interval = max(visibility_s * fraction, 0.05)
         self.cap_s = max(max_visibility_s - handoff_margin_s, 1)

@@ -176,7 +176,7 @@ class Worker:
 
     @property
     def _shared_ledger(self) -> bool:
-        """A server ledger: other hosts share the queues, so the look-ahead holds one spare per slot at most."""
+        """A server ledger: other hosts share the queues, so the look-ahead holds one spare per two slots at most."""
         return not self.settings.ledger_url.startswith("sqlite")
 
     def _hide_for(self, drain: bool) -> Callable[[list[ReceivedMessage]], list[int]] | None:
