@@ -13,6 +13,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,7 +27,7 @@ from harness.proxy import ShapingProxy
 from onprem.finisher.cli.app import app
 from onprem.finisher.logs import reset_logging
 from tests.e2e.test_finisher_process import REPO_ROOT, Clients, server, wait_for
-from tests.integration.worker_support import QUEUE, REGION, stage_object
+from tests.integration.worker_support import BUCKET, DLQ, QUEUE, REGION, stage_object
 
 __all__ = ["server"]  # the moto server fixture, shared with test_finisher_process.py
 
@@ -43,6 +44,17 @@ def tmux() -> Iterator[list[str]]:
     command = ["tmux", "-L", f"top-test-{uuid.uuid4().hex[:8]}"]
     yield command
     subprocess.run([*command, "kill-server"], capture_output=True, check=False)
+
+
+def _fresh(clients: Clients) -> None:
+    """The server's resources made again from nothing: moto's state is the process's, and another test of this
+    process may have left messages in the same queues (in flight ones come back in the middle of this test)."""
+    urllib.request.urlopen(urllib.request.Request(f"{clients.endpoint}/moto-api/reset", method="POST"), timeout=10)
+    s3 = clients.s3(REGION)
+    s3.create_bucket(Bucket=BUCKET)
+    s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
+    for name in (DLQ, QUEUE):
+        clients.client("sqs", REGION).create_queue(QueueName=name)
 
 
 def _send(clients: Clients, *works: Any) -> None:
@@ -91,6 +103,7 @@ def test_top_in_a_terminal_shows_the_slot_mid_download_the_backlog_and_a_failure
         tmp_path: Path, server: tuple[Clients, dict[str, str]], tmux: list[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     clients, env = server
+    _fresh(clients)
     _stage_works(clients, tmp_path)
     moto_port = int(clients.endpoint.rsplit(":", 1)[1])
     with ShapingProxy("127.0.0.1", moto_port, rate_bytes_per_s=384 << 10) as proxy, \

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -244,6 +245,8 @@ def test_run_drain_watch_takes_a_zip_completed_after_the_queues_drained_once_bes
     for name, value in CREDENTIALS.items():
         monkeypatch.setenv(name, value)  # the boto3 clients of this test and the finisher's
     s3, sqs = clients.s3(REGION), clients.client("sqs", REGION)
+    # moto's state is the process's: another test of this process may have left messages in the same queues
+    urllib.request.urlopen(urllib.request.Request(f"{endpoint}/moto-api/reset", method="POST"), timeout=10)
     s3.create_bucket(Bucket=BUCKET)
     sqs.create_queue(QueueName=DLQ)
     sqs.create_queue(QueueName=QUEUE)
@@ -252,8 +255,9 @@ def test_run_drain_watch_takes_a_zip_completed_after_the_queues_drained_once_bes
     arriving = inbox / f"{OTHER}.bag.zip"
     arriving.write_bytes(whole[: len(whole) // 2])
     log = tmp_path / "run.log"
+    # a grace period shorter than the copy: the drain waits for the folder whatever the grace (it cut the wait)
     env = {**os.environ, "AWS_ENDPOINT_URL": endpoint, "FINISHER_WAIT_TIME_SECONDS": "0",
-           "FINISHER_DRAIN_IDLE_LIMIT": "5", "PYTHONUNBUFFERED": "1"}
+           "FINISHER_DRAIN_IDLE_LIMIT": "5", "FINISHER_GRACE_PERIOD": "1", "PYTHONUNBUFFERED": "1"}
     with log.open("w") as out:
         run = subprocess.Popen([sys.executable, "-c", "from onprem.finisher.cli.app import main; main()", "run",
                                 "--drain", "--watch", str(inbox), "--stable-seconds", "0.5"],
@@ -277,6 +281,8 @@ def test_run_drain_watch_takes_a_zip_completed_after_the_queues_drained_once_bes
         assert run.poll() is None, log.read_text()  # the queues are drained, the folder is not: still running
         refused = watch(inbox)
         assert refused.exit_code == 2 and "another finisher watch holds" in refused.stderr  # the run holds it
+        time.sleep(1.5)  # longer than the grace period: the run still waits for the zip
+        assert run.poll() is None, log.read_text()
         copying.clear()
         copier.join()
         arriving.write_bytes(whole)  # the copy completes

@@ -151,7 +151,7 @@ def run(
     try:
         summary = worker.run(drain=drain)
         if feeder is not None:  # with --drain, until the folder has nothing left too
-            feeder.finish(None if drain and not worker.stopping else settings.worker.grace_period)
+            feeder.finish(settings.worker.grace_period)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)

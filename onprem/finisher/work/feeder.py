@@ -63,17 +63,19 @@ class Feeder:
         """Stop after the zip being taken (its sync included)."""
         self._stop.set()
 
-    def finish(self, timeout_s: float | None = None) -> list[Taken]:
-        """The worker has returned: with ``drain``, wait until the folder has nothing left to take; else stop
-        after the zip being taken. Waits at most ``timeout_s``; a zip still being taken then stays in ``taking/``
-        and is taken again at the next start. Returns what was taken."""
+    def finish(self, grace_s: float) -> list[Taken]:
+        """The worker has returned. With ``drain`` and no stop asked, wait until the folder has nothing left to
+        take, however long its zips take; else (a signal) stop after the zip being taken, waiting ``grace_s`` at
+        most: a zip still being taken then stays in ``taking/`` and is taken again at the next start. Returns what
+        was taken."""
+        signalled = self._stop.is_set()
         self._queues_done.set()
         if not self.drain:
             self._stop.set()
-        self._thread.join(timeout_s)
+        self._thread.join(None if self.drain and not signalled else grace_s)
         if self._thread.is_alive():
-            logger.warning("%s: the zip being taken is not finished: it is taken again at the next start",
-                           self.intake.folder)
+            logger.warning("%s: the feeder did not stop within %g s: a zip being taken stays in taking/ and is "
+                           "taken again at the next start", self.intake.folder, grace_s)
         else:
             self._held.close()
         return self.results
