@@ -46,10 +46,15 @@ def tmux() -> Iterator[list[str]]:
     subprocess.run([*command, "kill-server"], capture_output=True, check=False)
 
 
-def _fresh(clients: Clients) -> None:
-    """The server's resources made again from nothing: moto's state is the process's, and another test of this
-    process may have left messages in the same queues (in flight ones come back in the middle of this test)."""
+def _reset(clients: Clients) -> None:
+    """moto's state is the process's: another test of this process may have left messages in the same queues (in
+    flight ones come back in the middle of it), and this one leaves two in flight when it kills the finisher."""
     urllib.request.urlopen(urllib.request.Request(f"{clients.endpoint}/moto-api/reset", method="POST"), timeout=10)
+
+
+def _fresh(clients: Clients) -> None:
+    """The server's resources made again from nothing (``_reset``)."""
+    _reset(clients)
     s3 = clients.s3(REGION)
     s3.create_bucket(Bucket=BUCKET)
     s3.put_bucket_versioning(Bucket=BUCKET, VersioningConfiguration={"Status": "Enabled"})
@@ -149,3 +154,4 @@ def test_top_in_a_terminal_shows_the_slot_mid_download_the_backlog_and_a_failure
             run.kill()
             run.wait(10)
             reset_logging()
+            _reset(clients)
