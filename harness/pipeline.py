@@ -29,6 +29,7 @@ from harness.events import (
 )
 from harness.lambda_runtime import Invocation, invoke_notify_restore
 from harness.moto_env import MOTO_ACCOUNT, LocalAws
+from onprem.finisher.debag.staging import STAGING_FOLDER
 
 
 @dataclass(frozen=True)
@@ -59,6 +60,11 @@ class FinisherPaths:
     @property
     def staging_dir(self) -> Path:
         return self.root / "staging"
+
+    @property
+    def works_dir(self) -> Path:
+        """Where the de-bag stages works by default: hidden under the archive root (FINISHER_ARCHIVE_STAGING_DIR)."""
+        return self.archive_root / STAGING_FOLDER / "works"
 
     @property
     def state_dir(self) -> Path:

@@ -63,16 +63,30 @@ def test_a_restored_work_is_drained_into_the_archive_owned_by_the_image_user(sit
     assert status.returncode == 0 and RID in status.stdout and "synced" in status.stdout, status.stderr
 
 
-def test_separate_staging_and_archive_mounts_fall_back_to_a_copy_logged_once(site: Site) -> None:
+def test_separate_staging_and_archive_mounts_link_the_works_staged_under_the_archive(site: Site) -> None:
+    """The works' staging folder defaults to /archive/.bdrc-staging: separate mounts no longer copy; with the
+    folder set on the staging mount (FINISHER_ARCHIVE_STAGING_DIR) the sync falls back to a copy, logged once."""
     site.send_work()
     drained = site.run("run", "--drain", timeout=180, FINISHER_LOG_LEVEL="DEBUG")
     assert drained.returncode == 0, drained.stderr[-3000:]
     events = log_events(drained.stderr)
     synced = [e for e in events if e["message"].startswith(f"synced {RID}")]
+    assert len(synced) == 1 and "copy_mode=link" in synced[0]["message"], synced
+    assert not [e for e in events if "hard links from " in e["message"]]
+    hidden = site.host_dir("archive") / ".bdrc-staging"
+    assert hidden.is_dir() and not [p for p in hidden.rglob("*") if p.is_file()]  # the staged copy is gone
+
+    other = "W1NLM4701"
+    site.send_work(other)
+    drained = site.run("run", "--drain", timeout=180, FINISHER_LOG_LEVEL="DEBUG",
+                       FINISHER_ARCHIVE_STAGING_DIR="/staging")
+    assert drained.returncode == 0, drained.stderr[-3000:]
+    events = log_events(drained.stderr)
+    synced = [e for e in events if e["message"].startswith(f"synced {other}")]
     assert len(synced) == 1 and "copy_mode=copy" in synced[0]["message"], synced
     fallback = [e for e in events if "hard links from /staging/" in e["message"]]
-    assert len(fallback) == 1 and fallback[0]["work_rid"] == RID, fallback
-    assert (site.host_dir("archive") / archive_relpath_for_rid(RID)).is_dir()
+    assert len(fallback) == 1 and fallback[0]["work_rid"] == other, fallback
+    assert (site.host_dir("archive") / archive_relpath_for_rid(other)).is_dir()
 
 
 def test_staging_and_archive_in_one_mount_are_hard_linked(site: Site) -> None:

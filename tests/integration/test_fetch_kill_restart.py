@@ -44,7 +44,7 @@ def test_killed_in_the_fetch_three_times_then_restarted_archives_the_work_once_r
     for kill, nth in ((MID_DOWNLOAD, 1), (MID_DOWNLOAD, 6), (BEFORE_PLACE, 1)):
         code = bench.run(["run", "--drain"], env={**SEGMENTS, **kill_at(kill, nth)})
         assert code == -signal.SIGKILL, f"not killed at {kill}:{nth} (exit {code}): never reached?"
-        assert not list(bench.paths.staging_dir.rglob(f"works/*/{RID}")), "nothing placed before the kill"
+        assert not list(bench.paths.works_dir.glob(f"*/{RID}")), "nothing placed before the kill"
     assert bench.drain_until_quiet(env=SEGMENTS) == 0
     assert bench.problems([work]) == []
     assert sync_count(bench, RID) == 1

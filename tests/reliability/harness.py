@@ -244,11 +244,10 @@ class Bench:
         return problems
 
     def staging_leftovers(self) -> list[str]:
-        """Temp files, partial downloads, de-bag dirs or staged works left after a drain (evidence excepted)."""
-        root = self.paths.staging_dir
-        if not root.is_dir():
-            return []
-        return sorted(str(p.relative_to(root)) for p in root.rglob("*")
+        """Temp files, partial downloads, de-bag dirs or staged works left after a drain (evidence excepted), in the
+        staging area and in the works' staging folder under the archive root."""
+        roots = [r for r in (self.paths.staging_dir, self.paths.works_dir.parent) if r.is_dir()]
+        return sorted(str(p.relative_to(root.parent)) for root in roots for p in root.rglob("*")
                       if p.is_file() and not any(part.startswith(EVIDENCE_PREFIX) for part in p.parts))
 
     def problems(self, works: Sequence[StagedWork]) -> list[str]:

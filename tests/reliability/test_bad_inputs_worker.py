@@ -99,7 +99,7 @@ def test_bad_zip_ends_in_the_dlq_with_its_reason_and_leaves_the_archive_untouche
     row = drained.status[rid]
     assert (row["phase"], row["last_cause"]) == ("failed", case.cause)
     assert not (drained.bench.paths.archive_root / archive_relpath_for_rid(rid)).exists()
-    works = drained.bench.paths.staging_dir / "works"
+    works = drained.bench.paths.works_dir
     assert not [*works.glob(rid), *works.glob(f"*/{rid}")], f"{rid}: a staged copy of a refused work"
 
 

@@ -106,7 +106,7 @@ def test_a_bags_own_sync_file_never_decides_where_the_work_goes(drained: Drained
     assert archived_tree(drained.bench, rid) == drained.bags[rid].expected
     assert drained.bench.status()[rid]["phase"] == "synced"
     assert list((drained.bench.scratch / ELSEWHERE).iterdir()) == []
-    assert not (drained.bench.paths.staging_dir / "works" / rid).exists()
+    assert not list(drained.bench.paths.works_dir.glob(f"*/{rid}"))  # synced: its staged copy removed
 
 
 def test_the_ignored_keys_are_logged_with_the_work(drained: Drained) -> None:

@@ -120,7 +120,7 @@ def test_an_unforeseen_exception_ends_in_the_dlq_with_its_cause_after_the_config
 
 
 def test_the_last_unexpected_attempt_leaves_its_temp_dir_as_evidence_and_nothing_resumable(drained: Drained) -> None:
-    slot = drained.bench.paths.staging_dir / "works" / staging_slot(drained.bug.message.idempotency_key)
+    slot = drained.bench.paths.works_dir / staging_slot(drained.bug.message.idempotency_key)
     names = [p.name for p in slot.iterdir()]
     assert [n for n in names if n.startswith(f".debag-failed-{BUG_RID}-")], names
     assert [n for n in names if not n.startswith(".debag-failed-")] == []

@@ -198,14 +198,15 @@ def test_backlog_deeper_than_the_slots_is_never_sent_to_the_dlq_unprocessed(benc
 
 @pytest.mark.parametrize("when", ["before_download", "during_extract"])
 def test_disk_full_is_retried_later_never_failed(bench: Bench, small_disk: Path, when: str) -> None:
-    """Before the download: staging on a 2 MiB filesystem, the work's payload alone needs ≈2.4 MiB (the one fetch
-    path stages the payload, never the zip beside it), refused up front. During the extract: the de-bag's writes
+    """Before the download: the works' staging folder (where the payload is written) on a 2 MiB filesystem, the
+    work's payload alone needs ≈2.4 MiB (the one fetch path stages the payload, never the zip beside it), refused
+    up front. During the extract: the de-bag's writes
     hit ENOSPC (the disk filled up by something else meanwhile)."""
     bench.stage(spec(RID, images=12 if when == "before_download" else 3, image_bytes=200 * 1024))
     env = {"FINISHER_BACKOFF_BASE": "600", "FINISHER_BACKOFF_MAX": "600", "FINISHER_DRAIN_IDLE_LIMIT": "2"}
     faults: list[dict[str, Any]] = []
     if when == "before_download" and small_disk.is_mount():
-        env["FINISHER_STAGING_DIR"] = str(small_disk)
+        env["FINISHER_ARCHIVE_STAGING_DIR"] = str(small_disk)
     else:
         faults.append({"kind": "write_limit", "bytes": 256 * 1024})
     assert bench.drain_until_quiet(env=env, faults=faults) == 0

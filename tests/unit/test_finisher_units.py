@@ -237,7 +237,7 @@ def test_the_sweep_looks_into_staging_slots_only_and_removes_empty_ones(tmp_path
     empty = tmp_path / "works" / "fedcba9876543210"
     for folder in (slot, staged, empty):
         folder.mkdir(parents=True)
-    (slot / "W1NLM4700.bag.zip.part").write_bytes(b"x")  # no journal: an orphan
+    (slot / "W1NLM4700.bag.zip.part").write_bytes(b"x")  # an older finisher's whole-zip download: an orphan
     (staged / "scan.part").write_bytes(b"a payload file")
     removed = sweep_orphans(tmp_path, grace_seconds=0, now=lambda: 4e9)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
@@ -253,5 +253,9 @@ def test_the_finisher_makes_its_own_folders_but_never_the_archive_root(tmp_path:
     monkeypatch.setenv("FINISHER_STATE_DIR", str(tmp_path / "state"))
     settings = load_settings(env_name="dev")
     settings.ensure_dirs()
-    assert settings.works_dir.is_dir() and settings.downloads_dir.is_dir() and settings.state_dir.is_dir()
-    assert not (tmp_path / "mnt").exists()
+    assert settings.downloads_dir.is_dir() and settings.state_dir.is_dir()
+    assert not (tmp_path / "mnt").exists()  # nor the works folder, hidden under the archive root
+    (tmp_path / "mnt" / "archive").mkdir(parents=True)  # mounted
+    settings.ensure_dirs()
+    assert settings.works_dir == tmp_path / "mnt" / "archive" / ".bdrc-staging" / "works"
+    assert settings.works_dir.is_dir()

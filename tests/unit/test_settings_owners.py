@@ -22,6 +22,7 @@ PRICES = {"Bulk": {"per_gb_usd": 0.001, "per_1000_requests_usd": 0.01, "eta_hour
 #: each operator name: the text an operator writes (env var) and what the owner's field then holds (never its default)
 VALUES: dict[str, tuple[str, Any]] = {
     "archive_root": ("/mnt/archive", Path("/mnt/archive")), "staging_dir": ("/srv/staging", Path("/srv/staging")),
+    "archive_staging_dir": ("/mnt/archive/.staged", Path("/mnt/archive/.staged")),
     "state_dir": ("/srv/state", Path("/srv/state")), "ledger_url": ("sqlite:////srv/l.sqlite", "sqlite:////srv/l.sqlite"),
     "ledger_lock_timeout": ("12", 12.0), "endpoint_url": ("http://127.0.0.1:9", "http://127.0.0.1:9"),
     "log_format": ("json", "json"), "log_level": ("DEBUG", "DEBUG"), "metrics": ("false", False),

@@ -126,7 +126,8 @@ def run(
     stages = ctx.obj.stages_for(settings, clients.s3)
     worker = build_worker(settings, stages, clients=clients, ledger=ledger,
                           progress_for=recording(default_progress, live_dir(settings.state_dir)))
-    sweep_orphans(settings.staging_dir)  # temp files no download or de-bag can resume from
+    for staging_root in dict.fromkeys([settings.staging_dir, settings.works_staging_dir]):
+        sweep_orphans(staging_root)  # temp files no download or de-bag can resume from
     feeder = feeder_for(settings, stages, ledger, watch_dir, stable_seconds=stable_seconds, drain=drain) \
         if watch_dir else None
     try:

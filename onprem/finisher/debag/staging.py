@@ -3,6 +3,10 @@
 Members are written at their final paths inside ``<staging>/.debag-<RID>-<version>/<RID>/``; once every work of
 the zip verified (and the filesystem was flushed once), each ``<tmp>/<RID>`` is renamed to ``<staging>/<RID>``:
 one rename per work, never one per member.
+
+The staging folder of works defaults to a hidden folder under the archive root (``STAGING_FOLDER``): the de-bag
+writes each byte once, on the archive's filesystem, and the sync places the work with hard links and a rename
+wherever the download's own bookkeeping lives (``open_works_dir`` never creates a missing archive root).
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from onprem.finisher.debag.model import DebagSettings, WorkPlan, zip_mtime
-from onprem.finisher.errors import Cleanup, FinisherError
+from onprem.finisher.errors import ArchiveUnavailable, Cleanup, FinisherError
 from onprem.finisher.progress import Progress
 
 logger = logging.getLogger(__name__)
@@ -25,6 +29,9 @@ logger = logging.getLogger(__name__)
 TEMP_PREFIX = ".debag-"
 FAILED_PREFIX = ".debag-failed-"
 JOURNAL_NAME = ".verified.jsonl"
+#: the default staging folder of works, under the archive root: hidden, never an ``Archive{n}`` bucket the
+#: sync script, the web copy or the archive check looks at
+STAGING_FOLDER = ".bdrc-staging"
 
 
 @dataclass(frozen=True)
@@ -45,6 +52,30 @@ def temp_dir_for(staging_dir: Path, work_rid: str, version_tag: str | None) -> P
     """The temp dir of one work and object version: ``<staging>/.debag-<RID>-<version>``."""
     tag = re.sub(r"[^A-Za-z0-9_-]", "", version_tag or "")[:40] or "unversioned"
     return staging_dir / f"{TEMP_PREFIX}{work_rid}-{tag}"
+
+
+def open_works_dir(works_dir: Path, archive_root: Path, work_rid: str) -> Path:
+    """Create ``works_dir`` (and the folders above it) and return it. Under ``archive_root`` it is created from
+    inside the root, never the root itself: a missing root (an unmounted archive) raises ``ArchiveUnavailable``
+    (retried once it is mounted), since creating it would fill the local disk under the mount point."""
+    if not works_dir.is_relative_to(archive_root):
+        works_dir.mkdir(parents=True, exist_ok=True)
+        return works_dir
+    try:
+        root_fd = os.open(archive_root, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise ArchiveUnavailable(work_rid, f"archive root {archive_root} does not exist (not mounted?): the staging "
+                                           f"folder {works_dir} lives in it; never created, retried") from err
+    try:
+        relative = works_dir.relative_to(archive_root).parts
+        for depth in range(1, len(relative) + 1):
+            try:  # relative to the root's descriptor: a root unmounted since the open is never recreated
+                os.mkdir(os.path.join(*relative[:depth]), dir_fd=root_fd)
+            except FileExistsError:
+                pass
+    finally:
+        os.close(root_fd)
+    return works_dir
 
 
 def place_works(plans: list[WorkPlan], temp_dir: Path, staging_dir: Path) -> None:

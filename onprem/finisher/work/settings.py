@@ -13,6 +13,7 @@ names are flat and documented (docs/operations.md): ``ROUTES`` says where each o
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -24,6 +25,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from config.loader import load_environment
 from config.model import EnvironmentConfig, RestoreTier
 from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.debag.staging import STAGING_FOLDER, open_works_dir
+from onprem.finisher.errors import ArchiveUnavailable
 from onprem.finisher.fetch.request import FetchSettings
 from onprem.finisher.fetch.restore import DEFAULT_PRICES, TierPrice
 from onprem.finisher.sync.stage import SyncSettings
@@ -115,6 +118,10 @@ class Settings(BaseModel):
     environment: EnvironmentConfig
     archive_root: Path
     staging_dir: Path
+    #: where the de-bag writes works (``<it>/works/<slot>/<RID>``; None: ``<archive_root>/.bdrc-staging``): on the
+    #: archive's filesystem the sync hard-links and renames them into place, one write per byte wherever
+    #: ``staging_dir`` (the downloads' bookkeeping) is; a folder elsewhere makes the sync copy them
+    archive_staging_dir: Path | None = None
     state_dir: Path
     #: ``sqlite:///…`` (default ``sqlite:///<state_dir>/ledger.sqlite``) or ``postgresql+psycopg://…`` for a ledger
     #: shared by several hosts (docs/deploy.md, "Several hosts"); any other database is refused at start
@@ -145,14 +152,21 @@ class Settings(BaseModel):
         return self.staging_dir / "downloads"
 
     @property
+    def works_staging_dir(self) -> Path:
+        """The folder holding ``works/``: ``archive_staging_dir``, by default hidden under the archive root."""
+        return self.archive_staging_dir or self.archive_root / STAGING_FOLDER
+
+    @property
     def works_dir(self) -> Path:
-        return self.staging_dir / "works"
+        return self.works_staging_dir / "works"
 
     def ensure_dirs(self) -> None:
         """Create the finisher's own folders. Never the archive root: a missing one is an unmounted archive, and
-        creating it would fill the local disk (the sync stage names it: ``ArchiveUnavailable``)."""
-        for path in (self.staging_dir, self.state_dir, self.downloads_dir, self.works_dir):
+        creating it would fill the local disk (the works folder under it waits for it: ``ArchiveUnavailable``)."""
+        for path in (self.staging_dir, self.state_dir, self.downloads_dir):
             path.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(ArchiveUnavailable):
+            open_works_dir(self.works_dir, self.archive_root, "-")
 
 
 #: the owner of each section of ``Settings`` (None: ``Settings`` itself)
@@ -163,9 +177,9 @@ SECTIONS: dict[str | None, type[BaseModel]] = {
 #: every operator name (``FINISHER_<NAME>``, ``<name>`` in the settings file, a keyword of ``load_settings``) →
 #: the section and field it sets; its type, bounds and default are the owning model's
 ROUTES: dict[str, tuple[str | None, str]] = {
-    **{name: (None, name) for name in ("archive_root", "staging_dir", "state_dir", "ledger_url", "ledger_lock_timeout",
-                                       "endpoint_url", "log_format", "log_level", "metrics", "metrics_interval",
-                                       "metrics_buffer", "fetch_debag_overlap")},
+    **{name: (None, name) for name in ("archive_root", "staging_dir", "archive_staging_dir", "state_dir", "ledger_url",
+                                       "ledger_lock_timeout", "endpoint_url", "log_format", "log_level", "metrics",
+                                       "metrics_interval", "metrics_buffer", "fetch_debag_overlap")},
     **{name: ("worker", name) for name in WorkerSettings.model_fields},
     "restore_tier": ("restore", "tier"), "restore_days": ("restore", "days"), "restore_prices": ("restore", "prices"),
     "restore_max_cost": ("restore", "max_cost_usd"),

@@ -19,6 +19,7 @@ from typing import Any
 from contract import RestoredWork
 from onprem.finisher.debag.archive import debag_archive, keep_or_remove_evidence, temp_dir_for
 from onprem.finisher.debag.model import StagedWork
+from onprem.finisher.debag.staging import open_works_dir
 from onprem.finisher.fetch.download import DONE_SUFFIX, fetch_object
 from onprem.finisher.fetch.request import FetchRequest
 from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
@@ -65,6 +66,7 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
 
     def debag(work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext, *,
               expected_rids: frozenset[str] | None = None) -> list[StagedWork]:
+        open_works_dir(settings.works_dir, settings.archive_root, work_rid)  # on the archive: never creates its root
         slot = staging_slot(version_key or str(zip_path))
         progress = CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT)
         with naming_failures(work_rid, lambda: evidence(work_rid, slot)):
@@ -74,6 +76,7 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
 
     def fetch_debag(work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
         request = FetchRequest.of(work, ctx.head)  # pinned to the restore check's HEAD
+        open_works_dir(settings.works_dir, settings.archive_root, work.work_rid)
         slot = staging_slot(work.idempotency_key)
         with naming_failures(work.work_rid, lambda: evidence(work.work_rid, slot)):
             result = fetch_and_debag(s3_client_for(work.region), FetchDebagJob(
