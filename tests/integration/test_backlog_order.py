@@ -107,11 +107,14 @@ def test_a_backlog_of_200_in_random_order_is_processed_earliest_expiry_first(tmp
     records = {record.work_rid: record for record in ledger.works()}
     assert expiry_problems(records, expiry_of) == []
     assert not any(entry["event"] == RESTORE_RENEWED for record in records.values() for entry in record.history)
-    # the check bites: the same sync times in the order the works were sent would have let copies expire
+    # the check bites (whatever the machine's speed): had each copy expired a second before its recorded sync,
+    # every work is named
+    early = {rid: _at(records[rid].timestamps["synced"]) - timedelta(seconds=1) for rid in expiry_of}  # type: ignore[arg-type]
+    assert len(expiry_problems(records, early)) == 200
+    # what the order saved, for the log only: how many depends on the machine's speed (none on a fast one)
     sync_times = [_at(record.timestamps["synced"]) for record in records.values()]  # type: ignore[arg-type]
     would_expire = expired_in_order([work.work_rid for work in works], sync_times, expiry_of)
     print(f"in the sending order, {would_expire} of 200 copies would have expired before their sync")
-    assert would_expire > 0
     assert queue_depth(aws) == {"visible": 0, "in_flight": 0} and queue_messages(aws, DLQ) == []
 
 

@@ -22,7 +22,7 @@ from config.loader import load_environment
 from contract import parse_message, staging_key_for_rid
 from harness.events import restore_completed_event
 from harness.lambda_invoke import LambdaInvokeStandIn
-from harness.moto_env import MOTO_ACCOUNT, LocalAws, local_aws
+from harness.moto_env import MOTO_ACCOUNT, LocalAws, local_aws, patched_environ
 from onprem.finisher.cli.app import app
 
 REGION = "us-east-1"
@@ -55,12 +55,13 @@ def replay(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Replay]:
     env_file.write_text(yaml.safe_dump(environment.model_dump(mode="json")), encoding="utf-8")
     for name in ("FINISHER_SETTINGS_FILE", "FINISHER_ENDPOINT_URL", "FAILURE_QUEUE_URL"):
         monkeypatch.delenv(name, raising=False)
+    # the variables are set inside local_aws's own patching and undone before it ends (a monkeypatch here would put
+    # local_aws's AWS_ENDPOINT_URL back after local_aws restored the environment: leaked into every later test)
     with local_aws(environment, config_dir=tmp_path / "aws") as aws, \
-            LambdaInvokeStandIn(aws, tmp_path / "lambda") as lambda_api:
-        monkeypatch.setenv("BDRC_ENV_FILE", str(env_file))
-        monkeypatch.delenv("AWS_ENDPOINT_URL")  # the finisher would send every service there
-        monkeypatch.setenv("AWS_ENDPOINT_URL_SQS", aws.endpoint_url)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_LAMBDA", lambda_api.url)
+            LambdaInvokeStandIn(aws, tmp_path / "lambda") as lambda_api, \
+            patched_environ({"BDRC_ENV_FILE": str(env_file), "AWS_ENDPOINT_URL_SQS": aws.endpoint_url,
+                             "AWS_ENDPOINT_URL_LAMBDA": lambda_api.url},
+                            remove=("AWS_ENDPOINT_URL",)):  # the finisher would send every service there
         yield Replay(aws, lambda_api, aws.failure_queue_url(REGION))
 
 
