@@ -5,7 +5,8 @@ in segments read in parallel, each member written once at its final path; the on
    planned (``plan_works``) before a byte of payload is read.
 2. The tag files' segments (small ranges) are read first and the bags' manifests loaded: every payload member's
    expected digests are known when its bytes arrive.
-3. The payload segments (``segments.make_segments``: about ``part_size`` each, cut at member boundaries),
+3. The payload segments (``segments.make_segments``: at most ``part_size`` each, finer when the zip would leave
+   connections idle, cut at member boundaries),
    ``concurrency`` at a time: each segment is one ranged read streamed through ``MemberWriter`` (local header
    held to the central directory, inflate, CRC-32, the manifests' algorithms, write). No thread hop per member.
 4. A segment whose members verified is journaled (``SegmentJournal``): a killed run resumes from the rest.
@@ -91,7 +92,8 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
     except FinisherError as err:
         clean_up(err, temp_dir, rid, settings)
         raise
-    segments = make_segments(make_spans(directory.entries, directory.start_dir, plans), reading.part_size)
+    segments = make_segments(make_spans(directory.entries, directory.start_dir, plans), reading.part_size,
+                             reading.concurrency)
     tail: list[Piece] = []
     if reading.range_checksum is not None:
         hasher = PieceHasher(reading.range_checksum, directory.start_dir, source.size, reading.cut_points)

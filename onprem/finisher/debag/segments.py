@@ -4,9 +4,10 @@ grouped into segments (one ranged read each), from the central directory alone. 
 A span is ``[start, end)`` of one entry: its local header, data, data descriptor and any gap up to the next entry
 (the first span also takes the bytes before the first entry). The spans and the tail ``[start_dir, size)`` cover
 the whole object, so the checksums of the segments combine into the object's. Segments are runs of consecutive
-spans of about ``part_size``, cut at entry boundaries; the tag files' spans form segments of their own (read
+spans cut at entry boundaries, never over ``part_size``; the tag files' spans form segments of their own (read
 first: the manifests must be known before the payload arrives). A member larger than ``part_size`` is a segment
-by itself (read as consecutive sub-ranges by its source).
+by itself (read as consecutive sub-ranges by its source). A zip smaller than ``concurrency`` x ``part_size`` is
+cut finer, so that it still fills every connection (``segment_size``).
 """
 
 from __future__ import annotations
@@ -81,15 +82,39 @@ def make_spans(entries: list[zipfile.ZipInfo], start_dir: int, plans: list[WorkP
     return spans
 
 
-def make_segments(spans: list[Span], part_size: int) -> list[Segment]:
-    """Runs of consecutive spans of about ``part_size`` bytes, a tag file's run apart from the payload's."""
+#: the smallest segment a zip is cut into to fill the connections (below, a GET's latency costs more than it gains)
+MIN_SEGMENT = 8 * 2**20
+
+
+def segment_size(spans: list[Span], part_size: int, concurrency: int) -> int:
+    """The size the payload is cut at: min(part_size, max(MIN_SEGMENT, payload / concurrency)) — ``part_size``
+    for a large zip, smaller for one that would otherwise leave connections idle (never under MIN_SEGMENT, unless
+    ``part_size`` is)."""
+    payload = sum(span.end - span.start for span in spans if span.role is not Role.TAG)
+    return min(part_size, max(MIN_SEGMENT, -(-payload // max(1, concurrency))))
+
+
+def make_segments(spans: list[Span], part_size: int, concurrency: int = 1) -> list[Segment]:
+    """Runs of consecutive spans, a tag file's run apart from the payload's: cut at the entry boundary nearest each
+    multiple of ``segment_size`` from the first span (so a zip of ``concurrency`` x that size makes
+    ``concurrency`` segments, not one more for the boundaries' slack), and before a run would pass ``part_size``
+    (the cuts go on a whole segment size from there)."""
+    size = segment_size(spans, part_size, concurrency)
+    origin = spans[0].start if spans else 0
+    boundary = origin + size
     segments: list[Segment] = []
     current = Segment()
     for span in spans:
-        is_tag = span.role is Role.TAG
-        if current.spans and (current.tags != is_tag or current.size + (span.end - span.start) > part_size):
+        is_tag, length = span.role is Role.TAG, span.end - span.start
+        passes = span.start + span.end > 2 * boundary  # the span's middle is past the next boundary
+        over = bool(current.spans) and current.size + length > part_size
+        if current.spans and (current.tags != is_tag or passes or over):
             segments.append(current)
             current = Segment()
+            if over and not passes:
+                boundary = span.start + size  # cut by the cap: the next cut a whole size on, no sliver before it
+        while span.start + span.end > 2 * boundary:
+            boundary += size
         current.spans.append(span)
     if current.spans:
         segments.append(current)
