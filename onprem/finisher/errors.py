@@ -431,10 +431,6 @@ class ExtractionCancelled(ControlFlow):
     """Another member failed: this one stops early (never escapes the de-bag stage)."""
 
 
-class PartCancelled(ControlFlow):
-    """Another part failed; this one stops (never escapes the fetch stage)."""
-
-
 class ReceiptHandleInvalid(ControlFlow):
     """The message is no longer ours (its handle expired or another receiver got it)."""
 

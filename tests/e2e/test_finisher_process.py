@@ -123,7 +123,7 @@ def test_sigterm_mid_work_releases_the_message_and_a_restart_finishes_it(
     work = send_work(clients, tmp_path)
     process = finisher(env, "run", FINISHER_TEST_SLOW_S="60", FINISHER_GRACE_PERIOD="0.5")
     try:
-        wait_for(lambda: any(e[0] == "start" for e in stage_log(tmp_path)), 30, "the de-bag to start")
+        wait_for(lambda: any(e[0] == "start" for e in stage_log(tmp_path)), 30, "the fetch + de-bag to start")
         process.send_signal(signal.SIGTERM)
         _, stderr = process.communicate(timeout=20)
     finally:
@@ -132,10 +132,11 @@ def test_sigterm_mid_work_releases_the_message_and_a_restart_finishes_it(
     assert depth(clients) == {"visible": 1, "in_flight": 0}
     ledger = Ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}")
     record = ledger.get(work.idempotency_key)
-    assert record is not None and record.phase == "downloaded" and record.lease_owner is None
+    # stopped in its fetch + de-bag: nothing is recorded downloaded before it is de-bagged
+    assert record is not None and record.phase == "restore_completed" and record.lease_owner is None
     assert any(e["event"] == "released" and e["reason"] == "shutdown" for e in record.history)
     events = [json.loads(line) for line in stderr.splitlines() if line.startswith("{")]
-    assert any("released in phase downloaded" in e["message"] and e.get("work_rid") == RID for e in events)
+    assert any("released in phase restore_completed" in e["message"] and e.get("work_rid") == RID for e in events)
 
     restart = finisher(env, "run", "--drain")
     _, stderr = restart.communicate(timeout=60)
@@ -171,7 +172,7 @@ def test_a_second_signal_exits_at_once_leaving_the_message_for_redelivery(
     work = send_work(clients, tmp_path)
     process = finisher(env, "run", FINISHER_TEST_SLOW_S="60", FINISHER_GRACE_PERIOD="60")
     try:
-        wait_for(lambda: any(e[0] == "start" for e in stage_log(tmp_path)), 30, "the de-bag to start")
+        wait_for(lambda: any(e[0] == "start" for e in stage_log(tmp_path)), 30, "the fetch + de-bag to start")
         process.send_signal(signal.SIGTERM)
         process.send_signal(signal.SIGINT)
         process.communicate(timeout=10)  # well inside the 60 s grace period: it did not wait for it
@@ -180,4 +181,4 @@ def test_a_second_signal_exits_at_once_leaving_the_message_for_redelivery(
     assert process.returncode == 1
     assert depth(clients) == {"visible": 0, "in_flight": 1}  # not deleted: back after its visibility timeout
     record = Ledger(f"sqlite:///{tmp_path / 'state' / 'ledger.sqlite'}").get(work.idempotency_key)
-    assert record is not None and record.phase == "downloaded"
+    assert record is not None and record.phase == "restore_completed"  # stopped in its fetch + de-bag

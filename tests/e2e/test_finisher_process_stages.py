@@ -1,7 +1,7 @@
 """The finisher processes of test_finisher_process.py: ``python -m tests.e2e.test_finisher_process_stages run …``
 is ``finisher run …`` on these stages (``cli.app.main(stages_for=slow_stages)``).
 
-The real stages with a slow, interruptible prelude to the de-bag: it works in small units for
+The real stages with a slow, interruptible prelude to the fetch + de-bag: it works in small units for
 FINISHER_TEST_SLOW_S seconds, checking the cancel token, and appends ``start``/``end`` lines to
 ``<state>/stage-log.txt`` so the test sees what each process did.
 """
@@ -11,18 +11,18 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
+from contract import RestoredWork
 from onprem.finisher.cli.app import main as finisher_main
 from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.work.settings import Settings
-from onprem.finisher.work.stages import StageContext, Stages
+from onprem.finisher.work.stages import Fetched, StageContext, Stages
 from onprem.finisher.work.wiring import real_stages
 
 
 def slow_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
-    """The real stages with a slow, interruptible prelude to the de-bag (used inside the finisher process)."""
+    """The real stages with a slow, interruptible prelude to the fetch + de-bag (used inside the finisher process)."""
     real = real_stages(settings, s3_client_for)
     slow_s = float(os.environ.get("FINISHER_TEST_SLOW_S", "0"))
     log = settings.state_dir / "stage-log.txt"
@@ -31,19 +31,18 @@ def slow_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
         with log.open("a", encoding="utf-8") as out:
             out.write(f"{what} {rid} {os.getpid()} {time.time():.3f}\n")
 
-    def debag(work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:
-        note("start", work_rid)
+    def fetch_debag(work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
+        note("start", work.work_rid)
         try:
             deadline = time.monotonic() + slow_s
             while time.monotonic() < deadline:
                 ctx.cancel.check()
                 time.sleep(0.02)
-            return real.debag(work_rid, zip_path, version_tag, ctx)
+            return real.fetch_debag(work, ctx)
         finally:
-            note("end", work_rid)
+            note("end", work.work_rid)
 
-    return Stages(fetch=real.fetch, debag=debag, sync=real.sync, discard_download=real.discard_download,
-                  works_dir=real.works_dir)
+    return Stages(fetch_debag=fetch_debag, debag=real.debag, sync=real.sync, works_dir=real.works_dir)
 
 
 def main() -> None:

@@ -232,10 +232,11 @@ def test_stop_releases_the_work_in_flight_and_a_restart_finishes_it(tmp_path: Pa
     assert not runner.is_alive() and worker.summary.outcomes == Counter({"released": 1})
     assert queue_depth(aws) == {"visible": 1, "in_flight": 0}
     record = ledger_of(settings).get(work.idempotency_key)
-    assert record is not None and record.phase == "downloaded" and record.lease_owner is None
+    # fetch and de-bag are one stage: nothing is recorded downloaded before the work is de-bagged
+    assert record is not None and record.phase == "restore_completed" and record.lease_owner is None
     del stages.before["debag"]
     summary = make_worker(settings, aws, stages).run(drain=True)
-    assert summary.outcomes == Counter({"synced": 1}) and stages.calls["fetch_reused"] == 1
+    assert summary.outcomes == Counter({"synced": 1}) and stages.calls["fetch"] == 2
 
 
 def test_work_near_the_visibility_cap_is_handed_on_and_resumed(tmp_path: Path, aws: AwsClients) -> None:
@@ -255,9 +256,9 @@ def test_work_near_the_visibility_cap_is_handed_on_and_resumed(tmp_path: Path, a
     record = ledger_of(settings).get(work.idempotency_key)
     assert record is not None and record.phase == "synced" and record.hops == 1
     [handed] = [e for e in record.history if e["event"] == "handed_on"]
-    assert (handed["hop"], handed["phase"]) == (1, "downloaded")
-    assert '"continuation":{"hop":1,"phase":"downloaded"' in (record.message_body or "")
-    assert stages.calls["fetch_reused"] == 1 and stages.calls["sync"] == 1
+    assert (handed["hop"], handed["phase"]) == (1, "restore_completed")
+    assert '"continuation":{"hop":1,"phase":"restore_completed"' in (record.message_body or "")
+    assert stages.calls["fetch"] == 2 and stages.calls["sync"] == 1
 
 
 def test_two_workers_never_process_the_same_work_at_once(tmp_path: Path, aws: AwsClients) -> None:
@@ -438,7 +439,7 @@ def test_a_name_too_long_for_the_filesystem_is_a_named_permanent_refusal(tmp_pat
 def _two_bucket_settings(root: Path) -> Settings:
     document = environment(root).model_dump(mode="json")
     document["regions"][0]["buckets"].append({"name": OTHER_BUCKET, "collection": "NLM"})
-    return load_settings(EnvironmentConfig.model_validate(document), fetch_debag_overlap=False, min_free_bytes=0)
+    return load_settings(EnvironmentConfig.model_validate(document), min_free_bytes=0)
 
 
 def _staged_in(aws: AwsClients, bucket: str, zip_path: Path, rid: str) -> RestoredWork:
@@ -451,7 +452,7 @@ def _staged_in(aws: AwsClients, bucket: str, zip_path: Path, rid: str) -> Restor
                               source_event_id=bucket)
 
 
-def test_one_rid_in_two_buckets_shares_no_download_temp_dir_or_staged_folder(tmp_path: Path, aws: AwsClients) -> None:
+def test_one_rid_in_two_buckets_shares_no_temp_dir_or_staged_folder(tmp_path: Path, aws: AwsClients) -> None:
     aws.s3(REGION).create_bucket(Bucket=OTHER_BUCKET)
     settings = _two_bucket_settings(tmp_path)
     settings.ensure_dirs()
@@ -461,14 +462,12 @@ def test_one_rid_in_two_buckets_shares_no_download_temp_dir_or_staged_folder(tmp
     second_zip = make_bdrc_bag_zip(tmp_path / "b", rids=[RID], files_per_work=3, file_size=2000)
     first = _staged_in(aws, BUCKET, first_zip, RID)
     second = _staged_in(aws, OTHER_BUCKET, second_zip, RID)
-    # the first is downloaded and de-bagged, then (a crash, a second slot) the second goes as far before it resumes
-    fetched_first = stages.fetch(first, ctx)
-    [staged_first] = stages.debag(RID, fetched_first.path, first.idempotency_key, ctx)
-    fetched_second = stages.fetch(second, ctx)
-    [staged_second] = stages.debag(RID, fetched_second.path, second.idempotency_key, ctx)
+    # the first is fetched and de-bagged, then (a crash, a second slot) the second goes as far before it resumes
+    fetched_first, [staged_first] = stages.fetch_debag(first, ctx)
+    fetched_second, [staged_second] = stages.fetch_debag(second, ctx)
     assert fetched_first.path != fetched_second.path and staged_first.path != staged_second.path
     assert staged_first.path.name == staged_second.path.name == RID  # the sync script takes the RID from it
-    assert fetched_first.path.read_bytes() == first_zip.read_bytes()
+    assert not fetched_first.path.exists() and not fetched_second.path.exists()  # the zips are never written
     images = sorted(p.stat().st_size for p in staged_first.path.rglob("*.tif"))
     assert images == [1000, 1000]
 

@@ -1,5 +1,6 @@
 """Shared pieces of the worker tests: a one-region environment on in-process moto, staged objects, messages,
-and in-test stages that do real file work (S3 download, unzip, copy into the archive) with hooks to slow them.
+and in-test stages that do real file work (S3 download and unzip in one stage, copy into the archive) with hooks to
+slow them.
 """
 
 from __future__ import annotations
@@ -141,7 +142,9 @@ def wait_for(predicate: Callable[[], Any], deadline_s: float, what: str) -> Any:
 
 @dataclass
 class FileStages:
-    """Real file work: download with boto3, unzip, copy into the archive. Hooks let a test slow or fail a stage."""
+    """Real file work: download with boto3 and unzip (one fetch + de-bag stage, as the real one: the zip is gone when
+    it returns), copy into the archive. Hooks (``before["fetch"]``, ``["debag"]``, ``["sync"]``) let a test slow or
+    fail a step."""
 
     settings: Settings
     clients: AwsClients
@@ -159,13 +162,16 @@ class FileStages:
             hook(rid, ctx)
         ctx.cancel.check()
 
+    def fetch_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
+        fetched = self.fetch(work, ctx)
+        try:
+            return fetched, self.debag(work.work_rid, fetched.path, work.idempotency_key, ctx)
+        finally:
+            fetched.path.unlink(missing_ok=True)  # nothing resumes from a whole zip (the real one never writes it)
+
     def fetch(self, work: RestoredWork, ctx: StageContext) -> Fetched:
         self._enter("fetch", work.work_rid, ctx)
         dest = self.settings.downloads_dir / Path(work.key).name
-        if dest.is_file() and dest.stat().st_size == work.size:
-            with self._lock:
-                self.calls["fetch_reused"] += 1
-            return Fetched(dest, work.size, 1)
         progress = ctx.progress("download")  # as the real fetch does: the bytes as they arrive (BytesDownloaded)
         progress.start(work.size, 1)
         self.clients.s3(work.region).download_file(work.bucket, work.key, str(dest),
@@ -187,8 +193,7 @@ class FileStages:
         return Synced(staged.work_rid, target)
 
     def bundle(self) -> Stages:
-        return Stages(fetch=self.fetch, debag=self.debag, sync=self.sync,
-                      discard_download=lambda path: path.unlink(missing_ok=True), works_dir=self.settings.works_dir)
+        return Stages(fetch_debag=self.fetch_debag, debag=self.debag, sync=self.sync, works_dir=self.settings.works_dir)
 
 
 def slow_until(seconds: float) -> Callable[[str, StageContext], None]:

@@ -1,13 +1,12 @@
-"""Delivery faults at the fetch stage, on a loopback moto server: throttling, restore states, resets.
+"""Delivery faults at the fetch stage (the one fetch path: ranged GETs de-bagged as they arrive), on a loopback moto
+server: throttling, restore states, resets.
 
 What the worker then does with each named error (retry later, DLQ) is checked in test_worker_faults.py.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,9 +14,12 @@ import boto3
 import pytest
 from botocore.config import Config
 
+from harness.bags import make_bdrc_bag_zip
 from harness.proxy import ShapingProxy
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import RestoreInProgress, RetryableError, TransferError
-from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.request import FetchRequest, FetchSettings
+from onprem.finisher.fetch_debag.segmented import FetchDebagJob, FetchedAndDebagged, fetch_and_debag
 from tests.reliability.faults import inject, restore_ongoing, slow_down, sqs_throttling, sqs_unavailable
 
 RID = "W1NLM4700"
@@ -25,60 +27,73 @@ KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 PARTS = FetchSettings(part_size=256 * 1024, max_concurrency=1, min_free_bytes=0)
 
 
+def _bag(tmp_path: Path) -> bytes:
+    """~720 KB stored: read as the tail, two tag files, the folder entry and three payload segments of <256 KiB."""
+    return make_bdrc_bag_zip(tmp_path / "build", rids=(RID,), files_per_work=24, file_size=30_000,
+                             compression=zipfile.ZIP_STORED).read_bytes()
+
+
 def _put(s3, bucket: str, body: bytes, **kwargs) -> FetchRequest:  # type: ignore[no-untyped-def]
-    put = s3.put_object(Bucket=bucket, Key=KEY, Body=body, ChecksumAlgorithm="SHA256", **kwargs)
+    put = s3.put_object(Bucket=bucket, Key=KEY, Body=body, ChecksumAlgorithm="CRC32", **kwargs)
     return FetchRequest(RID, bucket, KEY, len(body), put["ETag"], put.get("VersionId"))
 
 
-def _sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _fetch(client: object, request: FetchRequest, tmp_path: Path) -> FetchedAndDebagged:
+    return fetch_and_debag(client, FetchDebagJob(request, tmp_path / "staging", PARTS,
+                                                 DebagSettings(workers=1, fsync=False)))
 
 
-def test_get_answered_slow_down_is_retried_and_the_download_is_intact(s3, bucket: str, tmp_path: Path) -> None:
-    body = os.urandom(600_000)
-    request = _put(s3, bucket, body)
+def _intact(result: FetchedAndDebagged, tmp_path: Path) -> bool:
+    """Every member verified (CRC-32, manifests) and the whole object against S3's CRC32: the work placed."""
+    return result.fetch.checksum_verified == "crc32" and len(list((tmp_path / "staging" / RID).rglob("*.tif"))) == 24
+
+
+def test_get_answered_slow_down_is_retried_and_the_fetch_is_intact(s3, bucket: str, tmp_path: Path) -> None:
+    request = _put(s3, bucket, _bag(tmp_path))
     (fault,) = inject(s3, slow_down("GetObject", 2))
-    result = fetch_object(s3, request, tmp_path, PARTS)
-    assert fault.injected == 2 and fault.passed == result.parts_total
-    assert result.checksum_verified == "sha256" and _sha256(result.path) == hashlib.sha256(body).hexdigest()
+    result = _fetch(s3, request, tmp_path)
+    assert fault.injected == 2 and fault.passed == 7  # the tail, tags, the folder entry, three payload segments
+    assert _intact(result, tmp_path)
 
 
 def test_head_answered_slow_down_is_retried(s3, bucket: str, tmp_path: Path) -> None:
-    request = _put(s3, bucket, os.urandom(10_000))
+    body = _bag(tmp_path)
+    request = _put(s3, bucket, body)
     (fault,) = inject(s3, slow_down("HeadObject", 2))
-    assert fetch_object(s3, request, tmp_path, PARTS).size == 10_000
+    assert _fetch(s3, request, tmp_path).fetch.size == len(body)
     assert fault.injected == 2
 
 
 def test_slow_down_past_every_retry_is_retryable_and_the_next_fetch_resumes(
     s3, bucket: str, moto_endpoint: str, tmp_path: Path,
 ) -> None:
-    body = os.urandom(3 * 256 * 1024 + 5)
-    request = _put(s3, bucket, body)
+    request = _put(s3, bucket, _bag(tmp_path))
     impatient = boto3.client("s3", endpoint_url=moto_endpoint, region_name="us-east-1",
                              config=Config(retries={"mode": "standard", "max_attempts": 1}))
-    inject(impatient, slow_down("GetObject", times=1000, after=1))  # the first part gets through, then 503s
+    # the tail, two tag files, the folder entry, one payload segment; then 503s
+    (fault,) = inject(impatient, slow_down("GetObject", times=1000, after=5))
     with pytest.raises(TransferError) as caught:
-        fetch_object(impatient, request, tmp_path, PARTS)
+        _fetch(impatient, request, tmp_path)
     assert isinstance(caught.value, RetryableError) and str(caught.value).startswith(f"{RID}: ")
-    assert "SlowDown" in str(caught.value)
-    journal = tmp_path / f"{RID}.bag.zip.part.json"
-    assert json.loads(journal.read_text())["done"] == [0] and not (tmp_path / f"{RID}.bag.zip").exists()
+    assert "SlowDown" in str(caught.value) and fault.passed == 5
+    assert not (tmp_path / "staging" / RID).exists()  # nothing placed
 
-    result = fetch_object(s3, request, tmp_path, PARTS)
-    assert (result.parts_resumed, result.parts_downloaded) == (1, 3)
-    assert _sha256(result.path) == hashlib.sha256(body).hexdigest() and not journal.exists()
+    gets: list[str] = []
+    s3.meta.events.register("before-call.s3.GetObject", lambda params, **_: gets.append(params["headers"]["Range"]))
+    result = _fetch(s3, request, tmp_path)
+    # the first payload segment (and the folder entry before the tags: a segment of its own) not read again
+    assert result.fetch.segments_resumed == 2 and len(gets) == 5 and _intact(result, tmp_path)
 
 
-def test_restore_still_in_progress_is_retryable_later_and_downloads_nothing(s3, bucket: str, tmp_path: Path) -> None:
-    request = _put(s3, bucket, os.urandom(10_000), StorageClass="DEEP_ARCHIVE")
+def test_restore_still_in_progress_is_retryable_later_and_fetches_nothing(s3, bucket: str, tmp_path: Path) -> None:
+    request = _put(s3, bucket, _bag(tmp_path), StorageClass="DEEP_ARCHIVE")
     s3.restore_object(Bucket=bucket, Key=KEY, VersionId=request.version_id,
                       RestoreRequest={"Days": 1, "GlacierJobParameters": {"Tier": "Bulk"}})
     hook = restore_ongoing(s3)
     with pytest.raises(RestoreInProgress, match=f"^{RID}: restore of .* still in progress") as caught:
-        fetch_object(s3, request, tmp_path, PARTS)
+        _fetch(s3, request, tmp_path)
     assert hook.seen == 1 and caught.value.retry_after and caught.value.retry_after >= 600
-    assert list(tmp_path.iterdir()) == []
+    assert not (tmp_path / "staging").exists() or list((tmp_path / "staging").iterdir()) == []
 
 
 @pytest.mark.parametrize("fault", [sqs_throttling("ReceiveMessage", 2), sqs_unavailable("ReceiveMessage", 2)],
@@ -100,31 +115,28 @@ def proxy(moto_endpoint: str) -> Iterator[ShapingProxy]:
         yield running
 
 
-def test_connection_reset_mid_part_is_retried_and_the_download_is_intact(
+def test_connection_reset_mid_segment_is_retried_and_the_fetch_is_intact(
     s3, bucket: str, proxy: ShapingProxy, tmp_path: Path,
 ) -> None:
-    body = os.urandom(4 * 256 * 1024)
-    request = _put(s3, bucket, body)
-    proxy.cut_after_bytes, proxy.cut_connections = 100_000, 1  # inside the first part (one connection a request)
+    request = _put(s3, bucket, _bag(tmp_path))
     via_proxy = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1")
-    result = fetch_object(via_proxy, request, tmp_path, PARTS)
-    assert proxy.stats().cuts == 1
-    assert result.checksum_verified == "sha256" and _sha256(result.path) == hashlib.sha256(body).hexdigest()
+    _fetch(via_proxy, request, tmp_path / "warm")  # the tail and the tags: small GETs, under the cut
+    proxy.cut_after_bytes, proxy.cut_connections = 100_000, 1  # inside a payload segment (one connection a request)
+    result = _fetch(via_proxy, request, tmp_path)
+    assert proxy.stats().cuts == 1 and _intact(result, tmp_path)
 
 
 def test_resets_on_every_connection_are_retryable_and_the_next_fetch_resumes(
     s3, bucket: str, proxy: ShapingProxy, tmp_path: Path,
 ) -> None:
-    body = os.urandom(3 * 256 * 1024)
-    request = _put(s3, bucket, body)
-    proxy.cut_after_bytes = 100_000  # every connection dies before one part is through
+    request = _put(s3, bucket, _bag(tmp_path))
+    proxy.cut_after_bytes = 100_000  # every connection dies before one payload segment is through
     via_proxy = boto3.client("s3", endpoint_url=proxy.url, region_name="us-east-1",
                              config=Config(retries={"mode": "standard", "max_attempts": 1}))
     with pytest.raises(TransferError) as caught:
-        fetch_object(via_proxy, request, tmp_path, PARTS)
-    assert str(caught.value).startswith(f"{RID}: GET bytes=0-") and proxy.stats().cuts >= PARTS.part_attempts
-    assert not (tmp_path / f"{RID}.bag.zip").exists()
+        _fetch(via_proxy, request, tmp_path)
+    assert str(caught.value).startswith(f"{RID}: GET bytes=") and proxy.stats().cuts >= PARTS.part_attempts
+    assert not (tmp_path / "staging" / RID).exists()
 
     proxy.cut_after_bytes = None  # the network is back
-    result = fetch_object(via_proxy, request, tmp_path, PARTS)
-    assert _sha256(result.path) == hashlib.sha256(body).hexdigest()
+    assert _intact(_fetch(via_proxy, request, tmp_path), tmp_path)

@@ -98,8 +98,7 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
             self.effects[self.current_key or "?"] += 1
             return result
 
-        stages = Stages(fetch=real.fetch, debag=real.debag, sync=sync, discard_download=real.discard_download,
-                        works_dir=real.works_dir)
+        stages = Stages(fetch_debag=real.fetch_debag, debag=real.debag, sync=sync, works_dir=real.works_dir)
         worker = build_worker(self.settings, clients=self.clients, stages=stages, metrics=NullMetrics(),
                               progress_for=lambda _label, _rid: NullProgress())
         self.runner, self.queue = worker.runner, WorkQueue(self.sqs, REGION, QUEUE, DLQ)

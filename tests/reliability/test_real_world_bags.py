@@ -30,7 +30,7 @@ import pytest
 from harness.bags import write_work_tree, zip_tree
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
-from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.request import FetchRequest, FetchSettings
 from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 
 RID = "W1REAL0001"
@@ -185,11 +185,11 @@ def test_bdrc_bag_zip_is_taken_through_fetch_and_debag_from_moto(s3, bucket: str
     _assert_staged_as_source(tmp_path, staging)
 
 
-def test_bagit_1_0_bag_is_taken_through_fetch_then_debag_from_moto(s3, bucket: str, tmp_path: Path,  # type: ignore[no-untyped-def]
-                                                                   staging: Path) -> None:
+def test_bagit_1_0_bag_is_taken_through_fetch_and_debag_from_moto(s3, bucket: str, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                                                  staging: Path) -> None:
     bag_dir = _bagit_bag(tmp_path, ["sha512"], extra_names=("50%.tif",))
     _as_bagit_1_0(bag_dir)
-    fetched = fetch_object(s3, _put(s3, bucket, _zip(bag_dir, tmp_path)), tmp_path / "downloads", FETCH)
-    work = debag_archive(fetched.path, RID, staging, SETTINGS, version_tag=fetched.etag).works[0]
+    result = fetch_and_debag(s3, FetchDebagJob(_put(s3, bucket, _zip(bag_dir, tmp_path)), staging, FETCH, SETTINGS))
+    work = result.debag.works[0]
     assert work.fixity_checked and (staging / RID / "sources" / "50%.tif").is_file()
     _assert_staged_as_source(tmp_path, staging)

@@ -4,7 +4,7 @@ The zips (``real_zips.py``): Info-ZIP ``zip -r`` (unflagged raw UTF-8 names, mad
 deflate (names flagged UTF-8), and the shape macOS Finder's Compress writes (NFD names unflagged, data
 descriptors, ``__MACOSX/._*`` and a ``.DS_Store`` beside the bag). What each tool writes is asserted here, so
 the docstring of ``real_zips.py`` stays true. Through moto: the one fetch path, with one segment or many (the zip
-never written; the macOS shape's data descriptors read past), and a fetch then a de-bag.
+never written; the macOS shape's data descriptors read past).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import pytest
 
 from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import DebagSettings
-from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.request import FetchRequest, FetchSettings
 from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 from tests.reliability.real_zips import NAMES, info_zip_bag, macos_zip_bag, seven_zip_bag
 
@@ -128,11 +128,3 @@ def test_other_tools_zips_are_taken_through_fetch_and_debag_from_moto(  # type: 
     _taken(tmp_path, staging, rid, result.debag.works)
     assert result.fetch.checksum_verified is None  # a SHA-256 full-object checksum does not combine from ranges
     assert None not in ranges, "ranged GETs only"
-
-
-def test_an_info_zip_bag_fetched_then_debagged_from_moto(s3, bucket: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    rid = _rid("info_zip_fetched")
-    request = _put(s3, bucket, info_zip_bag(tmp_path, rid), rid)
-    fetched = fetch_object(s3, request, tmp_path / "downloads", FETCH_MODES["segments"])
-    staging = _staging(tmp_path)
-    _taken(tmp_path, staging, rid, debag_archive(fetched.path, rid, staging, SETTINGS).works)

@@ -11,13 +11,20 @@ import pytest
 from botocore.stub import Stubber
 
 from contract import S3ErrorCode, S3ErrorResponse
+from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import ObjectMissing, PermanentError, RestoreExpired
-from onprem.finisher.fetch.download import FetchRequest, FetchSettings, fetch_object
+from onprem.finisher.fetch.request import FetchRequest, FetchSettings
 from onprem.finisher.fetch.s3 import MISSING_OR_FORBIDDEN, head_object
+from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 
 RID = "W1NLM4700"
 KEY = f"Archive0/00/{RID}/{RID}.bag.zip"
 ETAG = '"0123456789abcdef0123456789abcdef"'
+
+
+def _fetch(client: object, request: FetchRequest, staging: Path, settings: FetchSettings) -> object:
+    """The one fetch path (its first GET is the zip's tail)."""
+    return fetch_and_debag(client, FetchDebagJob(request, staging, settings, DebagSettings(fsync=False)))
 
 
 @pytest.fixture
@@ -61,7 +68,7 @@ def test_a_get_refused_with_access_denied_is_not_retried(stubbed, tmp_path: Path
     stubber.add_response("head_object", {"ContentLength": 8, "ETag": ETAG})
     stubber.add_client_error("get_object", "AccessDenied", "Access Denied", 403)  # one answer: a retry would fail
     with pytest.raises(ObjectMissing, match="missing or not permitted"):
-        fetch_object(client, FetchRequest(RID, "b", KEY, 8, ETAG, None), tmp_path,
+        _fetch(client, FetchRequest(RID, "b", KEY, 8, ETAG, None), tmp_path,
                      FetchSettings(part_size=4, max_concurrency=1, min_free_bytes=0, part_attempts=3))
     stubber.assert_no_pending_responses()
 
@@ -73,5 +80,5 @@ def test_invalid_object_state_is_still_restore_expired(stubbed, tmp_path: Path) 
                                                     '00:00:00 GMT"'})
     stubber.add_client_error("get_object", "InvalidObjectState", "The operation is not valid", 403)
     with pytest.raises(RestoreExpired):
-        fetch_object(client, FetchRequest(RID, "b", KEY, 8, ETAG, None), tmp_path,
+        _fetch(client, FetchRequest(RID, "b", KEY, 8, ETAG, None), tmp_path,
                      FetchSettings(part_size=4, max_concurrency=1, min_free_bytes=0))

@@ -27,7 +27,6 @@ VALUES: dict[str, tuple[str, Any]] = {
     "ledger_lock_timeout": ("12", 12.0), "endpoint_url": ("http://127.0.0.1:9", "http://127.0.0.1:9"),
     "log_format": ("json", "json"), "log_level": ("DEBUG", "DEBUG"), "metrics": ("false", False),
     "metrics_interval": ("15", 15.0), "metrics_buffer": ("500", 500),
-    "fetch_debag_overlap": ("false", False),
     "concurrency": ("7", 7), "visibility_timeout": ("901", 901), "wait_time_seconds": ("3", 3),
     "heartbeat_fraction": ("0.25", 0.25), "grace_period": ("11", 11.0), "max_hops": ("4", 4),
     "handoff_margin": ("100", 100), "max_visibility": ("40000", 40000), "backoff_base": ("5", 5),

@@ -68,7 +68,7 @@ def test_ledger_rows_and_status_json_hold_the_plain_strings(tmp_path: Path) -> N
 def test_the_control_flow_signals_are_one_family_and_never_a_failure() -> None:
     family = {name for name, cls in vars(errors).items()
               if isinstance(cls, type) and issubclass(cls, ControlFlow) and cls is not ControlFlow}
-    assert family == {"WorkInterrupted", "WorkSuperseded", "ExtractionCancelled", "PartCancelled",
+    assert family == {"WorkInterrupted", "WorkSuperseded", "ExtractionCancelled",
                       "ReceiptHandleInvalid"}
     assert not any(issubclass(getattr(errors, name), FinisherError) for name in family)
 

@@ -1,11 +1,10 @@
-"""The S3 checksum of an object, computed here: whole (a downloaded file) or combined from the checksums of
-the byte ranges read (the one fetch path).
+"""The S3 checksum of an object, combined from the checksums of the byte ranges read (the one fetch path).
 
 From ranges: CRC32 (zlib), CRC32C and CRC64NVME (S3's default; ``awscrt``, pinned in the lock, also for the
 combining) — full-object (``combine_ranges``) or the composite of a multipart upload whose parts are of one size
 (``combine_composite``: each part's checksum combined from its ranges, then the checksum of their concatenation).
-SHA-1/SHA-256 do not combine: verified only on a whole downloaded file. Not verifiable (said so in the result and
-the log): those from ranges, a composite whose part sizes vary, an object without a checksum, the MD5 ETag (every
+SHA-1/SHA-256 do not combine (the zip is never downloaded whole). Not verifiable (said so in the result and the
+log): SHA-1/SHA-256, a composite whose part sizes vary, an object without a checksum, the MD5 ETag (every
 ranged GET is pinned to it with ``IfMatch``). The size is always checked.
 """
 
@@ -13,16 +12,12 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import re
-import threading
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-CHUNK_SIZE = 8 << 20
 _MULTIPART_ETAG = re.compile(r"-\d+\"?$")
 
 
@@ -87,72 +82,6 @@ def full_object_checksum(head: dict[str, Any]) -> tuple[ObjectChecksum | None, s
             return None, f"{algorithm} full-object checksum present but not computable here (needs awscrt)"
         return ObjectChecksum(algorithm, value), f"{algorithm} full-object checksum"
     return None, "the object has no S3 checksum: size and ETag-pinned ranges only"
-
-
-def file_checksum(path: Path, algorithm: str) -> str:
-    """The base64 checksum of a file, as S3 encodes ``algorithm``'s digest."""
-    factory = _hasher_factory(algorithm)
-    if factory is None:
-        raise ValueError(f"cannot compute {algorithm}")
-    hasher = factory()
-    with open(path, "rb") as f:
-        while chunk := f.read(CHUNK_SIZE):
-            hasher.update(chunk)
-    return base64.b64encode(hasher.digest()).decode("ascii")
-
-
-class RunningChecksum:
-    """The full-object checksum computed while the bytes arrive: never a second full read of the file.
-
-    Chunks written at the hashed prefix's end are hashed from memory as they are written (``feed``); bytes that
-    arrived out of order (parallel parts, parts of an earlier run) are read back from the file once the prefix
-    reaches them (``catch_up``, page cache). ``vouch`` records that botocore validated one whole-object GET
-    against this very checksum (it raises FlexibleChecksumError on a mismatch): then nothing is hashed here.
-    """
-
-    def __init__(self, checksum: ObjectChecksum, size: int) -> None:
-        factory = _hasher_factory(checksum.algorithm)
-        if factory is None:
-            raise ValueError(f"cannot compute {checksum.algorithm}")
-        self.checksum, self.size = checksum, size
-        self.position = 0
-        #: bytes read back from the file (the tests count them; a single in-order stream reads none)
-        self.bytes_read_back = 0
-        self.vouched = False
-        self._hasher = factory()
-        self._lock = threading.Lock()
-
-    def feed(self, offset: int, chunk: bytes) -> None:
-        """Hash ``chunk`` (written at ``offset``) when it extends the hashed prefix; else it is read back later."""
-        if self.vouched or offset != self.position:
-            return
-        with self._lock:
-            if offset == self.position:
-                self._hasher.update(chunk)
-                self.position += len(chunk)
-
-    def catch_up(self, fd: int, upto: int) -> None:
-        """Hash the file's bytes from the prefix's end up to ``upto`` (bytes known to be written)."""
-        if self.vouched:
-            return
-        with self._lock:
-            while self.position < upto:
-                chunk = os.pread(fd, min(CHUNK_SIZE, upto - self.position), self.position)
-                if not chunk:
-                    break
-                self._hasher.update(chunk)
-                self.position += len(chunk)
-                self.bytes_read_back += len(chunk)
-
-    def vouch(self) -> None:
-        """botocore validated a whole-object GET against this checksum while it streamed."""
-        self.vouched = True
-
-    def result(self) -> str:
-        """The base64 checksum of the whole object (call once the prefix covers it, or it was vouched for)."""
-        if self.vouched:
-            return self.checksum.value
-        return base64.b64encode(self._hasher.digest()).decode("ascii")
 
 
 #: the full-object checksums that combine from the checksums of consecutive ranges (CRC arithmetic)

@@ -17,8 +17,7 @@ from typing import Any
 from botocore.exceptions import BotoCoreError, ClientError
 
 from onprem.finisher.errors import TransferError
-from onprem.finisher.fetch.journal import DownloadIdentity
-from onprem.finisher.fetch.request import FetchRequest
+from onprem.finisher.fetch.request import DownloadIdentity, FetchRequest
 from onprem.finisher.fetch.s3 import CHUNK_SIZE, translate_error
 
 logger = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""What the fetch stage is asked for: the object a message names, and how to download it."""
+"""What the fetch stage is asked for: the object a message names, the version pinned, and how to fetch it."""
 
 from __future__ import annotations
 
@@ -30,6 +30,18 @@ class FetchRequest:
     @property
     def where(self) -> str:
         return f"s3://{self.bucket}/{self.key}"
+
+
+@dataclass(frozen=True)
+class DownloadIdentity:
+    """The pinned object version every ranged GET of a fetch reads (and a segment journal belongs to)."""
+
+    bucket: str
+    key: str
+    etag: str
+    version_id: str | None
+    size: int
+    part_size: int
 
 
 class FetchSettings(BaseModel):

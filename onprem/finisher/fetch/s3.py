@@ -10,41 +10,25 @@ S3 answers a missing key 403, not 404).
 
 from __future__ import annotations
 
-import logging
-import os
-import threading
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import PurePosixPath
 from typing import TYPE_CHECKING, Any
 
-from botocore.exceptions import BotoCoreError, ClientError, FlexibleChecksumError
-from botocore.httpchecksum import StreamingChecksumBody
+from botocore.exceptions import BotoCoreError, ClientError
 
 from contract import ObjectHead, RestoreState, RestoreStatus, S3ErrorCode, S3ErrorResponse
 from contract.restored_work import normalize_etag
-from onprem.finisher.durability import start_writeback
 from onprem.finisher.errors import (
-    IntegrityError,
     ObjectChanged,
     ObjectMissing,
-    PartCancelled,
     RestoreExpired,
     RestoreInProgress,
     TransferError,
 )
-from onprem.finisher.fetch.checksum import ObjectChecksum, RunningChecksum
-from onprem.finisher.progress import Progress
 
 if TYPE_CHECKING:
-    from onprem.finisher.fetch.journal import DownloadIdentity
-    from onprem.finisher.fetch.request import FetchRequest
+    from onprem.finisher.fetch.request import DownloadIdentity, FetchRequest
 
-logger = logging.getLogger(__name__)
-
+#: bytes read from a ranged GET's body at a time
 CHUNK_SIZE = 1 << 20
-#: bytes of a part after which their writeback is started (no wait), so the part's fsync finds little to do
-WRITEBACK_EVERY = 16 << 20
 #: seconds before a message whose restore is still running is looked at again
 RESTORE_RETRY_AFTER = 3600
 #: the cause of an ObjectMissing raised on a 403: the key is missing, or outside the finisher's policy
@@ -117,94 +101,6 @@ def require_pinned(request: FetchRequest, head: ObjectHead) -> ObjectHead:
         raise ObjectChanged(rid, f"{where} has {head.size} bytes, the message says {request.size}: it was "
                                  "overwritten")
     return head
-
-
-@dataclass(frozen=True)
-class PartWrite:
-    """Where one part's bytes go: ``[start, end)`` of the object, written at the same offsets of the file ``fd``."""
-
-    fd: int
-    start: int
-    end: int
-
-
-def download_part(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, part: PartWrite,
-                  progress: Progress, cancelled: threading.Event, *, attempts: int = 3,
-                  running: RunningChecksum | None = None, on_written: Callable[[int, int], None] | None = None,
-                  ) -> None:
-    """GET ``[start, end)`` and ``pwrite`` it at ``start``; transient failures are tried ``attempts`` times.
-
-    Each chunk written is fed to ``running`` (the full-object checksum) and reported as ``on_written(start,
-    offset_reached)``. With a checksum, the whole object is a GET without ``Range`` (S3 checksums come only then): when
-    botocore validated it against ``running``'s checksum, ``running`` is vouched for instead of hashed again.
-    """
-    fd, start, end = part.fd, part.start, part.end
-    whole = start == 0 and end == identity.size and running is not None
-    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key, "IfMatch": identity.etag}
-    if whole:
-        kwargs["ChecksumMode"] = "ENABLED"
-    else:
-        kwargs["Range"] = f"bytes={start}-{end - 1}"
-    if identity.version_id:
-        kwargs["VersionId"] = identity.version_id
-    for attempt in range(1, attempts + 1):
-        written = 0
-        try:
-            response = s3_client.get_object(**kwargs)
-            body = response["Body"]
-            # botocore checks the whole object against its checksum at the body's end: not hashed twice
-            validated = whole and running is not None and botocore_validated(response, running.checksum)
-            offset = start
-            while chunk := body.read(min(CHUNK_SIZE, end - offset) or 1):
-                if cancelled.is_set():
-                    body.close()
-                    raise PartCancelled(f"part at {start}")
-                if offset + len(chunk) > end:
-                    raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} returned too many bytes")
-                os.pwrite(fd, chunk, offset)
-                if running is not None and not validated:
-                    running.feed(offset, chunk)
-                offset += len(chunk)
-                written += len(chunk)
-                progress.advance(len(chunk))
-                if on_written is not None:
-                    on_written(start, offset)
-                if offset - start >= WRITEBACK_EVERY and (offset - start) % WRITEBACK_EVERY < len(chunk):
-                    start_writeback(fd, offset - WRITEBACK_EVERY, WRITEBACK_EVERY)  # the part's fsync waits less
-            if offset != end:
-                raise TransferError(request.work_rid, f"GET bytes={start}-{end - 1} ended after {written} bytes")
-            if validated:
-                running.vouch()  # type: ignore[union-attr]
-            return
-        except ClientError as err:
-            error = translate_error(err, request, f"GET bytes={start}-{end - 1}")
-        except FlexibleChecksumError as err:
-            raise IntegrityError(request.work_rid, f"{running.checksum.algorithm if running else 'checksum'} "
-                                 f"mismatch for {PurePosixPath(identity.key).name} while downloading: {err}") from err
-        except (BotoCoreError, OSError) as err:
-            if isinstance(err, OSError) and err.errno is not None and err.errno not in (104, 110, 32):
-                raise  # a local write error (disk full, I/O) is not a transfer problem
-            error = TransferError(request.work_rid, f"GET bytes={start}-{end - 1} failed: {err}")
-        except TransferError as err:
-            error = err
-        progress.advance(-written)
-        if not isinstance(error, TransferError) or attempt == attempts:
-            raise error
-        logger.warning("%s: %s (attempt %d/%d)", request.work_rid, error.message, attempt, attempts,
-                       extra={"work_rid": request.work_rid})
-
-
-def botocore_validated(response: dict[str, Any], checksum: ObjectChecksum) -> bool:
-    """Whether botocore checked this fully read GET body against ``checksum`` (the object's full checksum).
-
-    botocore wraps a body in a ``StreamingChecksumBody`` when the response carries a (non-composite) checksum
-    header; reading it to its end compares the digest and raises FlexibleChecksumError on a mismatch.
-    """
-    body = response.get("Body")
-    field = {"crc64nvme": "ChecksumCRC64NVME", "crc32c": "ChecksumCRC32C"}.get(
-        checksum.algorithm, f"Checksum{checksum.algorithm.upper()}")
-    return (isinstance(body, StreamingChecksumBody) and getattr(body, "_expected", None) == checksum.value
-            and response.get(field) == checksum.value)
 
 
 def part_layout(s3_client: Any, request: FetchRequest, identity: DownloadIdentity, parts: int) -> int | None:

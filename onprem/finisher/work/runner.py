@@ -18,7 +18,6 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
@@ -55,7 +54,6 @@ from onprem.finisher.work.heartbeat import BeatTiming, Heartbeat, HeldLease
 from onprem.finisher.work.history import (
     backoff_seconds,
     failures_with_cause,
-    last_detail,
     rid_guess,
     staged_works,
     synced_works,
@@ -63,7 +61,7 @@ from onprem.finisher.work.history import (
 from onprem.finisher.work.hook_phase import HookPhase
 from onprem.finisher.work.outcome import Outcome
 from onprem.finisher.work.settings import Settings
-from onprem.finisher.work.stages import Fetched, StageContext, StagedWork, Stages
+from onprem.finisher.work.stages import StageContext, StagedWork, Stages
 from onprem.finisher.work.waiting import RestoreWaits, WaitPolicy
 
 logger = logging.getLogger(__name__)
@@ -179,7 +177,6 @@ class WorkRunner:
         rid, key = work.work_rid, work.idempotency_key
         ctx = StageContext(token, lambda label: self.progress_for(label, rid))
         staged = self._resumable(record)
-        zip_path = last_detail(record, Phase.DOWNLOADED, "path")
         if staged is None:
             if record.timestamps[Phase.DOWNLOADED] is None or record.phase == Phase.FAILED:
                 started = time.monotonic()
@@ -193,11 +190,7 @@ class WorkRunner:
                 self.metrics.phase_duration("restore_check", time.monotonic() - started)
                 ctx = replace(ctx, head=head)  # the fetch pins to this HEAD: one HEAD per attempt
             token.check()
-            if self.stages.fetch_debag is not None:  # the zip is never on disk: a resume reads its ranges again
-                fetched, staged = self._fetch_and_debag(work, ctx)
-            else:
-                fetched, staged = self._fetch_then_debag(work, ctx)
-            zip_path = str(fetched.path)
+            staged = self._fetch_and_debag(work, ctx)  # the zip is never on disk
         else:
             logger.info("%s: resuming from phase debagged (%d work(s) staged)", rid, len(staged),
                         extra={"work_rid": rid})
@@ -212,36 +205,16 @@ class WorkRunner:
             self.ledger.note(key, Event.WORK_SYNCED, work_rid=item.work_rid,
                              archive_path=str(synced.archive_path) if synced.archive_path else None, **synced.details)
         self.ledger.advance(key, Phase.SYNCED, works=[s.work_rid for s in staged])
-        if zip_path:
-            self.stages.discard_download(Path(zip_path))
 
-    def _fetch_then_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
-        started = time.monotonic()
-        fetched = self.stages.fetch(work, ctx)
-        self._downloaded(work, fetched, "download", started)
-        ctx.cancel.check()
-        started = time.monotonic()
-        staged = self.stages.debag(work.work_rid, fetched.path, work.idempotency_key, ctx)
-        self._debagged(work, staged, "debag", started)
-        return fetched, staged
-
-    def _fetch_and_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
-        assert self.stages.fetch_debag is not None
+    def _fetch_and_debag(self, work: RestoredWork, ctx: StageContext) -> list[StagedWork]:
         started = time.monotonic()
         fetched, staged = self.stages.fetch_debag(work, ctx)
-        self._downloaded(work, fetched, "download_debag", started)
-        self._debagged(work, staged, None, started)
-        return fetched, staged
-
-    def _downloaded(self, work: RestoredWork, fetched: Fetched, phase: str, started: float) -> None:
-        self.metrics.phase_duration(phase, time.monotonic() - started)  # its bytes: as they came (work/metered.py)
+        # its bytes: as they came (work/metered.py)
+        self.metrics.phase_duration("download_debag", time.monotonic() - started)
         self.ledger.advance(work.idempotency_key, Phase.DOWNLOADED, path=str(fetched.path), size=fetched.size,
                             resumed_parts=fetched.resumed_parts)
-
-    def _debagged(self, work: RestoredWork, staged: list[StagedWork], phase: str | None, started: float) -> None:
-        if phase:
-            self.metrics.phase_duration(phase, time.monotonic() - started)
         self.ledger.advance(work.idempotency_key, Phase.DEBAGGED, works=[s.to_detail() for s in staged])
+        return staged
 
     def _resumable(self, record: WorkRecord) -> list[StagedWork] | None:
         """The staged works of an earlier run when the ledger says de-bagged and they are all still there."""

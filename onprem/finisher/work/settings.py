@@ -139,8 +139,6 @@ class Settings(BaseModel):
     metrics_interval: float = Field(default=60.0, gt=0, le=300)
     #: datums buffered between two sends at most; beyond, a datum is dropped and counted (MetricsDropped)
     metrics_buffer: int = Field(default=10_000, ge=1)
-    #: de-bag while downloading (fetch_debag/) instead of one after the other
-    fetch_debag_overlap: bool = True
     worker: WorkerSettings
     restore: RestoreSettings
     fetch: FetchSettings = FetchSettings()
@@ -179,7 +177,7 @@ SECTIONS: dict[str | None, type[BaseModel]] = {
 ROUTES: dict[str, tuple[str | None, str]] = {
     **{name: (None, name) for name in ("archive_root", "staging_dir", "archive_staging_dir", "state_dir", "ledger_url",
                                        "ledger_lock_timeout", "endpoint_url", "log_format", "log_level", "metrics",
-                                       "metrics_interval", "metrics_buffer", "fetch_debag_overlap")},
+                                       "metrics_interval", "metrics_buffer")},
     **{name: ("worker", name) for name in WorkerSettings.model_fields},
     "restore_tier": ("restore", "tier"), "restore_days": ("restore", "days"), "restore_prices": ("restore", "prices"),
     "restore_max_cost": ("restore", "max_cost_usd"),

@@ -2,10 +2,10 @@
 
 The worker (``runner.py``) knows only these and the one shape of a staged work (``debag.model.StagedWork``: what
 the de-bag returns, the ledger's ``debagged`` detail holds and the sync takes); ``wiring.py`` binds them to the
-real fetch, de-bag and sync stages.
-Each object version (idempotency key) gets its own staging slot, ``<downloads>/<slot>/`` and ``<works>/<slot>/``
-(``staging_slot``): two objects with the same RID in two buckets never share a download, a de-bag temp dir or a
-staged work folder.
+real fetch + de-bag (one pass over the object's ranges: the zip is never on disk) and sync stages; the de-bag
+of a local zip is ``finisher ingest``'s.
+Each object version (idempotency key) gets its own staging slot, ``<works>/<slot>/`` (``staging_slot``): two
+objects with the same RID in two buckets never share a de-bag temp dir or a staged work folder.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class StageContext:
 
 @dataclass(frozen=True)
 class Fetched:
+    """What was fetched: ``path`` names the object (nothing is written there), its size, the segments resumed."""
+
     path: Path
     size: int
     resumed_parts: int = 0
@@ -46,12 +48,9 @@ class Synced:
     details: dict[str, Any] = field(default_factory=dict)
 
 
-class FetchStage(Protocol):
-    def __call__(self, work: RestoredWork, ctx: StageContext) -> Fetched: ...
-
-
 class DebagStage(Protocol):
-    """``version_key`` names the object version (the worker passes the idempotency key): its staging slot."""
+    """The de-bag of a local zip (``finisher ingest``); ``version_key`` names the object version: its staging
+    slot."""
 
     def __call__(self, work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext, *,
                  expected_rids: frozenset[str] | None = None) -> list[StagedWork]:
@@ -70,13 +69,9 @@ class HookStage(Protocol):
 
 
 class FetchDebagStage(Protocol):
-    """Download and de-bag overlapped (members extracted while the rest of the zip arrives)."""
+    """Fetch and de-bag in one pass: each member written once at its final path as its bytes arrive."""
 
     def __call__(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]: ...
-
-
-class DiscardDownload(Protocol):
-    def __call__(self, zip_path: Path) -> None: ...
 
 
 class KeepEvidence(Protocol):
@@ -87,14 +82,13 @@ class KeepEvidence(Protocol):
 
 @dataclass(frozen=True)
 class Stages:
-    fetch: FetchStage
+    #: a message's work: fetched and de-bagged in one pass
+    fetch_debag: FetchDebagStage
+    #: a local zip (``finisher ingest``)
     debag: DebagStage
     sync: SyncStage
-    discard_download: DiscardDownload
     #: where the de-bag stage puts works (``<works_dir>/<slot>/<RID>``): the worker resumes from what is there
     works_dir: Path
-    #: when set, used instead of fetch then de-bag for a work not yet downloaded
-    fetch_debag: FetchDebagStage | None = None
     #: when set, called once a work has failed for good (permanent, or unexpected for the last time)
     keep_evidence: KeepEvidence | None = None
     #: when set, run after the sync of each work, retried alone when it fails (``hook_phase.py``)

@@ -1,9 +1,10 @@
-"""Start-up sweep of the staging root: temp files no download or de-bag can resume from.
+"""Start-up sweep of the staging root: temp files no fetch + de-bag can resume from.
 
 Looked at: the staging root, each folder in it (``downloads``, ``works``) and each staging slot in those (one per
-object version: ``downloads/<slot>/``, ``works/<slot>/``). Kept: a ``.part`` with its journal (resumable),
-``.debag-<RID>-<version>`` dirs (resumable) and ``.debag-failed-…`` evidence, all until they are older than
-``max_age_seconds``; evidence is never swept. A slot left empty is removed after the grace period.
+object version: ``downloads/<slot>/``, ``works/<slot>/``). Kept: ``.debag-<RID>-<version>`` dirs (resumable) until
+they are older than ``max_age_seconds``, and ``.debag-failed-…`` evidence (never swept). A whole-zip download an
+older finisher left (``<name>.part``, ``.part.json``, ``.part.json.tmp``: nothing resumes from them now) is removed
+after the grace period, as is a slot left empty.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from onprem.finisher.fetch.journal import JOURNAL_SUFFIX, PART_SUFFIX, TMP_SUFFIX
-
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE = 7 * 24 * 3600
 #: an incomplete pair younger than this may be another finisher's download that is just starting (shared staging)
 DEFAULT_GRACE = 3600
 _DEBAG_TEMP, _DEBAG_FAILED = ".debag-", ".debag-failed-"
+#: the files of an older finisher's whole-zip download (the zip is never downloaded now)
+_OLD_DOWNLOAD = (".part", ".part.json", ".part.json.tmp")
 #: a staging slot's name (stages.staging_slot): only these are looked into, never a staged work's own folders
 _SLOT = re.compile(r"[0-9a-f]{16}")
 
@@ -61,14 +62,8 @@ def _older_than(path: Path, cutoff: float) -> bool:
 
 def _is_orphan(path: Path, cutoff: float) -> bool:
     name = path.name
-    if name.endswith(JOURNAL_SUFFIX + TMP_SUFFIX):
+    if name.endswith(_OLD_DOWNLOAD) and path.is_file():
         return True
-    if name.endswith(PART_SUFFIX):
-        journal = path.with_name(name + ".json")
-        return not journal.exists() or journal.stat().st_mtime < cutoff
-    if name.endswith(JOURNAL_SUFFIX):
-        part = path.with_name(name.removesuffix(".json"))
-        return not part.exists() or path.stat().st_mtime < cutoff
     if path.is_dir() and name.startswith(_DEBAG_TEMP) and not name.startswith(_DEBAG_FAILED):
         return path.stat().st_mtime < cutoff
     return False

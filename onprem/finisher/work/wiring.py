@@ -1,5 +1,5 @@
-"""The composition of the real stages: fetch + de-bag (one pass over the object's ranges) and sync bound to the
-settings.
+"""The composition of the real stages: fetch + de-bag (one pass over the object's ranges), the de-bag of a local
+zip (``finisher ingest``) and sync, bound to the settings.
 
 The one module that knows every stage package; the CLI builds the worker's stages here (``real_stages``: a test
 hands a finisher process its own through ``cli.app.main(stages_for=…)``). An exception a stage lets
@@ -20,7 +20,6 @@ from contract import RestoredWork
 from onprem.finisher.debag.archive import debag_archive, keep_or_remove_evidence, temp_dir_for
 from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.debag.staging import open_works_dir
-from onprem.finisher.fetch.download import DONE_SUFFIX, fetch_object
 from onprem.finisher.fetch.request import FetchRequest
 from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 from onprem.finisher.sync.stage import run_post_sync_hook, sync_work
@@ -33,21 +32,15 @@ from onprem.finisher.work.stages import Fetched, StageContext, Stages, Synced, s
 logger = logging.getLogger(__name__)
 
 
-def _discard(zip_path: Path) -> None:
-    zip_path.unlink(missing_ok=True)
-    zip_path.with_name(zip_path.name + DONE_SUFFIX).unlink(missing_ok=True)
-    _remove_empty_slot(zip_path.parent)
-
-
 def _remove_empty_slot(folder: Path) -> None:
-    if len(folder.name) == 16:  # a staging slot (staging_slot); never the downloads or works folder itself
+    if len(folder.name) == 16:  # a staging slot (staging_slot); never the works folder itself
         with contextlib.suppress(OSError):  # not empty (another file of this version): the sweep takes it later
             folder.rmdir()
 
 
 def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stages:
-    """The fetch + de-bag (one pass: ``fetch_debag.segmented``) and sync stages bound to the settings;
-    ``s3_client_for(region)`` gives an S3 client. Each object version works in its own staging slot."""
+    """The fetch + de-bag (one pass: ``fetch_debag.segmented``), local de-bag and sync stages bound to the
+    settings; ``s3_client_for(region)`` gives an S3 client. Each object version works in its own staging slot."""
     fetch_settings, debag_settings, sync_settings = settings.fetch, settings.debag, settings.sync
     _warm_s3_clients(s3_client_for, sorted({r.region for r in settings.environment.regions}))
 
@@ -56,13 +49,6 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
 
     def keep_evidence(work_rid: str, version_key: str) -> None:
         evidence(work_rid, staging_slot(version_key))
-
-    def fetch(work: RestoredWork, ctx: StageContext) -> Fetched:
-        request = FetchRequest.of(work, ctx.head)  # pinned to the restore check's HEAD
-        progress = CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD)
-        result = fetch_object(s3_client_for(work.region), request,
-                              settings.downloads_dir / staging_slot(work.idempotency_key), fetch_settings, progress)
-        return Fetched(result.path, result.size, result.parts_resumed)
 
     def debag(work_rid: str, zip_path: Path, version_key: str | None, ctx: StageContext, *,
               expected_rids: frozenset[str] | None = None) -> list[StagedWork]:
@@ -106,9 +92,8 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
                            timeout_s=sync_settings.hook_timeout_s, cancel=ctx.cancel,
                            terminate_timeout_s=sync_settings.terminate_timeout_s)
 
-    return Stages(fetch=fetch, debag=debag, sync=sync, discard_download=_discard, works_dir=settings.works_dir,
-                  fetch_debag=fetch_debag if settings.fetch_debag_overlap else None, keep_evidence=keep_evidence,
-                  hook=hook if sync_settings.post_sync_hook else None)
+    return Stages(fetch_debag=fetch_debag, debag=debag, sync=sync, works_dir=settings.works_dir,
+                  keep_evidence=keep_evidence, hook=hook if sync_settings.post_sync_hook else None)
 
 
 def _warm_s3_clients(s3_client_for: Callable[[str], Any], regions: list[str]) -> None:
