@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +43,21 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         where = Path(str(item.path)).resolve().relative_to(REPO_ROOT)
         shared = len(where.parts) > 2 and where.parts[0] == "tests" and where.parts[1] in _ONE_WORKER_FOLDERS
         item.add_marker(pytest.mark.xdist_group(where.parts[1] if shared else where.as_posix()))
+
+
+def _endpoints_and_settings() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if k.startswith(("AWS_", "FINISHER_", "BDRC_"))}
+
+
+@pytest.fixture(autouse=True)
+def environment_is_left_as_found() -> Iterator[None]:
+    """Every test leaves the AWS and finisher variables as it found them: a leaked ``AWS_ENDPOINT_URL`` (a
+    monkeypatch undone after the moto server's own patching) sent later in-process moto tests to a stopped server."""
+    before = _endpoints_and_settings()
+    yield
+    after = _endpoints_and_settings()
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    assert not changed, f"the test left these variables changed: {changed}"
 
 
 @pytest.fixture
