@@ -41,8 +41,6 @@ class BenchOptions:
     small_files: int = 2000
     small_kib: int = 64
     debag_mib: int = 128
-    scale_works: int = 6
-    scale_mib: int = 32
     repeats: int = 3
     memory_limit_mib: int = 512
     proxy_rate_mb_s: float = 40.0
@@ -103,8 +101,6 @@ class BenchContext:
             return [BagSpec("W1BENCH04", min(o.main_mib, o.proxy_mib) * MIB, o.file_mib * MIB)]
         if name == "memory":
             return [BagSpec("W1BENCH03", o.memory_mib * MIB, o.file_mib * MIB)]
-        if name == "scale":
-            return [BagSpec(f"W1BENCHS{n:02d}", o.scale_mib * MIB, o.file_mib * MIB) for n in range(o.scale_works)]
         raise KeyError(name)
 
     def staged(self, name: str) -> list[StagedBag]:

@@ -141,6 +141,7 @@ def rows(runs: list[HostsRun]) -> tuple[list[list[Any]], dict[str, Any], list[st
             notes.append(f"{run.hosts} hosts: {ratio:.2f}x one host (goal >= {GOALS[run.hosts]}x): "
                          f"{'met' if met else 'not met'}")
     facts["duplicate_syncs"] = sum(r.duplicate_syncs for r in runs)
+    facts["all_ok"] = all(r.ok for r in runs)
     facts["peak_transactions_per_work"] = max((r.transactions_per_work for r in runs), default=0.0)
     return table, facts, notes
 

@@ -3,7 +3,7 @@ production run starts it, on the production defaults: the environment file is ``
 and no fetch, de-bag or sync setting is set, so each is its owner's default (``production_settings`` records them).
 Set are only the run's folders, the endpoint, and two settings of the worker loop that end a bench run sooner
 (the length of the last long poll, the drain's idle limit); a section may add worker settings of its own (the
-scale section's one slot per process, the resume row's short visibility timeout)."""
+resume row's short visibility timeout)."""
 
 from __future__ import annotations
 

@@ -5,11 +5,11 @@
     .venv/bin/python -m bench.run --sections e2e,debag --repeats 5
 
 Sections: raw (stage ceilings, the stand-in's ranged GETs), e2e (end to end: bdrc, 5 MiB files, many small files;
-baseline, rclone pipeline, ours), cgroup (memory-limited), resume (SIGKILL at half the download), scale (two
-finishers on one queue), proxy (per-connection rate cap), debag (stage alone), lambda. Ours runs on its production
-defaults in every section. Prints the tables and the issue's goals (met / not met), writes the JSON (machine facts
-and ours' settings included) under bench/results/, draws docs/bench-bdrc.png and, with --markdown, the README's
-tables to a file.
+baseline, rclone pipeline, ours), cgroup (memory-limited), resume (SIGKILL at half the download), hosts (1-3
+finisher hosts in network namespaces, bench/hosts.py), proxy (per-connection rate cap), debag (stage alone),
+lambda. Ours runs on its production defaults in every section. Prints the tables and the issue's goals (met / not
+met), writes the JSON (machine facts and ours' settings included) under bench/results/, draws docs/bench-bdrc.png
+and, with --markdown, the README's tables to a file.
 """
 
 from __future__ import annotations
@@ -40,10 +40,9 @@ SECTIONS: dict[str, Callable[[BenchContext], None]] = {
     "raw": raw_section, "e2e": e2e_section, "cgroup": cgroup_section, "resume": resume_section,
     "hosts": hosts_section, "proxy": proxy_section, "debag": debag_section, "lambda": lambda_section,
 }
-FULL = {"bdrc_mib": 4096, "main_mib": 1024, "memory_mib": 4096, "small_files": 5000, "debag_mib": 1024,
-        "scale_mib": 128}
+FULL = {"bdrc_mib": 4096, "main_mib": 1024, "memory_mib": 4096, "small_files": 5000, "debag_mib": 1024}
 TINY = {"bdrc_mib": 12, "main_mib": 4, "file_mib": 1, "memory_mib": 8, "small_files": 20, "small_kib": 16,
-        "debag_mib": 2, "scale_works": 2, "scale_mib": 1, "repeats": 1, "memory_limit_mib": 256, "proxy_mib": 4,
+        "debag_mib": 2, "repeats": 1, "memory_limit_mib": 256, "proxy_mib": 4,
         "lambda_invocations": 10, "lambda_cold_runs": 1, "cold_starts": 0}
 PICTURE = Path(__file__).resolve().parents[1] / "docs" / "bench-bdrc.png"
 

@@ -11,13 +11,13 @@ import boto3
 from bench.cgroup import CgroupUnavailable, probe_memory_cgroup
 from bench.context import MIB, BenchContext, median
 from bench.e2e import PipelineRun
-from bench.ours import OursPipeline, connections
+from bench.ours import connections
 from bench.raw import get_throughput
 from bench.report import Section
 from bench.stage_sections import RANGED_SPAN
 from harness.proxy import ShapingProxy
 
-__all__ = ["cgroup_section", "e2e_section", "proxy_section", "scale_section"]
+__all__ = ["cgroup_section", "e2e_section", "proxy_section"]
 
 E2E_COLUMNS = ["bag", "pipeline", "median s", "MB/s", "written/bag", "read/bag", "staging peak/bag", "max RSS MiB",
                "ok", "runs s"]
@@ -141,31 +141,6 @@ def cgroup_section(ctx: BenchContext) -> None:
         section.rows.append([*_row(label, name, rs), max(peaks) / MIB if peaks else None])
     section.notes.append(f"ours is {facts['speedup']:.2f}x the baseline; {reason}")
     _stage_notes(section, {"memory": runs})
-
-
-def scale_section(ctx: BenchContext) -> None:
-    """``scale_works`` works on one queue: one finisher process vs two, alternating; duplicates counted."""
-    section = ctx.report.section("Two finishers on one queue", ["works", "processes", "median s", "MB/s",
-                                                                "duplicate syncs", "ok", "runs s"])
-    one_slot = OursPipeline({"FINISHER_CONCURRENCY": "1"})
-    results: dict[int, list[PipelineRun]] = {1: [], 2: []}
-    for _ in range(ctx.options.repeats):
-        for processes in (1, 2):
-            results[processes].append(ctx.run(one_slot, "scale", processes=processes, record=f"scale/{processes}"))
-    label = _label(ctx, "scale")
-    for processes, runs in results.items():
-        seconds = median([r.seconds for r in runs])
-        section.rows.append([label, processes, seconds, runs[0].payload_bytes / seconds / 1e6,
-                             sum(r.duplicate_syncs for r in runs), f"{sum(r.ok for r in runs)}/{len(runs)}",
-                             " ".join(f"{r.seconds:.2f}" for r in runs)])
-    ratio = median([r.seconds for r in results[1]]) / median([r.seconds for r in results[2]])
-    duplicates = sum(r.duplicate_syncs for rs in results.values() for r in rs)
-    synced = [len(r.synced_rids) for rs in results.values() for r in rs]
-    ctx.raw["scale"] = {"throughput_ratio": ratio, "duplicate_syncs": duplicates, "syncs_per_run": synced,
-                        "all_ok": all(r.ok for rs in results.values() for r in rs)}
-    section.notes.append(f"2 processes give {ratio:.2f}x the throughput of 1 (one work at a time per process: "
-                         f"FINISHER_CONCURRENCY=1); duplicate syncs: {duplicates} (counted from the success list "
-                         "syncOneWork.sh appends to, one line per sync)")
 
 
 def proxy_section(ctx: BenchContext) -> None:
