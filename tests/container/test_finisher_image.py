@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from pathlib import Path
@@ -117,6 +118,11 @@ def test_docker_stop_mid_sync_exits_within_the_grace_and_the_work_is_synced_once
     while not calls.is_file():
         assert time.monotonic() < deadline, docker("logs", name).stderr[-3000:]
         time.sleep(0.2)
+    # the live view from another container through the state volume, the work mid-sync in the running one
+    view = site.run("top", "--json", timeout=60)
+    assert view.returncode == 0, view.stderr[-3000:]
+    slots = {slot["work_rid"]: slot for slot in json.loads(view.stdout)["slots"]}
+    assert RID in slots and slots[RID]["phase"] == "debagged", view.stdout  # de-bagged, syncing
     started = time.monotonic()
     docker("stop", "--time", "20", name, timeout=60)
     stopped_in = time.monotonic() - started
