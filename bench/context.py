@@ -53,6 +53,8 @@ class BenchOptions:
     lambda_cold_runs: int = 5
     #: the bags of the end-to-end section: bdrc (a real work's shape), main (5 MiB files), small (many small files)
     e2e_bags: str = "bdrc,main,small"
+    #: of those, the bags run again with the archive on another filesystem (a loop-mounted ext4; "" for none)
+    archive_fs_bags: str = "bdrc"
     sections: tuple[str, ...] = ()
 
 
@@ -119,16 +121,19 @@ class BenchContext:
         return self._staged[name]
 
     def run(self, pipeline: Pipeline, bags: str, *, transfer: Transfer | None = None, processes: int = 1,
-            endpoint: str | None = None, memory_limit: int | None = None, record: str | None = None) -> PipelineRun:
-        """One end-to-end run in a fresh folder; failures are kept (they show in the tables as such)."""
+            endpoint: str | None = None, memory_limit: int | None = None, record: str | None = None,
+            archive_base: Path | None = None) -> PipelineRun:
+        """One end-to-end run in a fresh folder (the archive root on ``archive_base`` when given: another
+        filesystem); failures are kept (they show in the tables as such)."""
         self._run_number += 1
         result = run_pipeline(self.aws, pipeline, self.staged(bags), self.scratch / "runs" / f"run-{self._run_number}",
                               transfer=transfer or self.transfer, processes=processes, endpoint=endpoint,
-                              memory_limit=memory_limit)
+                              memory_limit=memory_limit, archive_base=archive_base)
         if not result.ok:
             tails = "\n".join(p.output_tail for p in result.processes)
             print(f"!! {pipeline.name} on {bags} failed: {result.archive_problems}\n{tails}", file=sys.stderr)
-        self.runs.setdefault(record or f"{bags}/{pipeline.name}", []).append(result)
+        layout = "/archive-fs" if archive_base else ""
+        self.runs.setdefault(record or f"{bags}/{pipeline.name}{layout}", []).append(result)
         return result
 
     def empty_run_seconds(self, pipeline: Pipeline) -> float:

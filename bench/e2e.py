@@ -44,9 +44,11 @@ class Transfer:
 
 @dataclass(frozen=True)
 class RunPaths:
-    """Fresh folders of one run (all on the scratch filesystem, as staging and archive are on one volume)."""
+    """Fresh folders of one run: all on the scratch filesystem (staging and archive on one volume), or the archive
+    root on ``archive_base`` (another filesystem: bench/archive_fs.py)."""
 
     root: Path
+    archive_base: Path | None = None
 
     @property
     def staging_dir(self) -> Path:
@@ -54,7 +56,7 @@ class RunPaths:
 
     @property
     def archive_root(self) -> Path:
-        return self.root / "archive"
+        return self.archive_base / self.root.name / "archive" if self.archive_base else self.root / "archive"
 
     @property
     def state_dir(self) -> Path:
@@ -159,15 +161,18 @@ def _wait_ready(running: Sequence[MeasuredProcess], marker: str, deadline: float
 
 def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag], run_dir: Path, *,
                  transfer: Transfer, processes: int = 1, endpoint: str | None = None,
-                 memory_limit: int | None = None, warm: bool = True, timeout_s: float = 900) -> PipelineRun:
+                 memory_limit: int | None = None, warm: bool = True, timeout_s: float = 900,
+                 archive_base: Path | None = None) -> PipelineRun:
     """Send one message per staged bag to ``processes`` copies of ``pipeline``; stop the clock at an empty queue.
 
     ``warm``: the processes are started first and the messages sent once each is polling (a long-running
     finisher's situation); they are then stopped with SIGTERM. Else they start with the messages already queued
-    and drain (start-up inside the time).
+    and drain (start-up inside the time). ``archive_base``: the archive root on that filesystem instead of the run's
+    folder (removed once checked: the next run finds the mount empty).
     """
     shutil.rmtree(run_dir, ignore_errors=True)
-    paths = RunPaths(run_dir)
+    paths = RunPaths(run_dir, archive_base)
+    shutil.rmtree(paths.archive_root.parent if archive_base else paths.archive_root, ignore_errors=True)
     for folder in (paths.staging_dir, paths.archive_root, paths.state_dir):
         folder.mkdir(parents=True)
     argv, env = pipeline.command(aws, paths, transfer, endpoint or aws.endpoint_url, serve=warm)
@@ -203,6 +208,8 @@ def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag],
         if group:
             group.__exit__()
     problems = check_archive(paths, staged)
+    if archive_base:
+        shutil.rmtree(paths.archive_root.parent, ignore_errors=True)
     if aws.queue_depth() > 0:
         problems.append(f"{aws.queue_depth()} message(s) left on the queue")
         aws.purge()

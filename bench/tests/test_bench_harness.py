@@ -63,6 +63,10 @@ def test_harness_runs_every_pipeline_the_resume_row_and_the_goals_on_a_tiny_bdrc
     assert bdrc["baseline_written_per_byte"] > 0 and bdrc["ours_max_rss"] > 0 and bdrc["speedup_vs_rclone"] > 0
     # the baselines hold the zip and its extraction at once; the sampler saw it
     assert bdrc["baseline_staging_peak_per_byte"] >= 1.9, bdrc
+    # the archive on a loop-mounted ext4, staging on the scratch disk: ours still writes each byte once, linked
+    archive_fs = raw["e2e_bdrc_archive_fs"]
+    assert archive_fs["measured"] and archive_fs["write_bytes_counted_per_byte"] > 0.9, archive_fs
+    assert archive_fs["ours_written_per_byte"] < 1.5 < archive_fs["baseline_written_per_byte"], archive_fs
     assert raw["resume"]["all_ok"] and raw["resume"]["fetched_per_zip_byte"] >= 1, raw["resume"]
     assert raw["slowest_raw"]["bytes_per_s"] > 0
     assert raw["standin_ranges"]["seconds_by_range_bytes"]
