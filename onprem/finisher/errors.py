@@ -14,14 +14,12 @@ from enum import StrEnum
 class Cleanup(StrEnum):
     """What a failure of a class leaves on disk (``FinisherError.cleanup``, applied by ``debag.archive.clean_up``)."""
 
-    RESUME = "resume"  #: the de-bag temp dir, its journal and the partial download kept: the retry resumes
+    RESUME = "resume"  #: the de-bag temp dir and its journal of verified segments kept: the retry resumes
     EVIDENCE = "evidence"  #: the de-bag temp dir kept as ``.debag-failed-…`` (removed if keep_evidence is off)
-    DISCARD = "discard"  #: as EVIDENCE, and the partial download removed: its bytes are not the object's
-    PURGE = "purge"  #: the partial download and the temp dir removed: bytes of a version that is gone
-
-    @property
-    def removes_download(self) -> bool:
-        return self in (Cleanup.DISCARD, Cleanup.PURGE)
+    #: as EVIDENCE (the bytes read are not the object's; with the one fetch path no download is on disk beside the
+    #: temp dir, so nothing else goes): kept apart so the ledger and the logs name why
+    DISCARD = "discard"
+    PURGE = "purge"  #: the temp dir removed: bytes of a version that is gone
 
 
 class Cause(StrEnum):

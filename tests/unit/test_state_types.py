@@ -96,23 +96,20 @@ def test_each_error_class_has_one_cleanup_policy() -> None:
                if not issubclass(c, errors.PermanentError) and c is not errors.IntegrityError)
 
 
-@pytest.mark.parametrize(("error", "temp_dir_left", "evidence_kept", "download_left"), [
-    (errors.TransferError(RID, "connection reset"), True, False, True),
-    (errors.ExtractionCancelled("a segment stopped"), True, False, True),
-    (errors.BagIncomplete(RID, "a file missing"), False, True, True),
-    (errors.IntegrityError(RID, "sha256 mismatch"), False, True, False),
-    (errors.ObjectChanged(RID, "overwritten"), False, False, False),
+@pytest.mark.parametrize(("error", "temp_dir_left", "evidence_kept"), [
+    (errors.TransferError(RID, "connection reset"), True, False),
+    (errors.ExtractionCancelled("a segment stopped"), True, False),
+    (errors.BagIncomplete(RID, "a file missing"), False, True),
+    (errors.IntegrityError(RID, "sha256 mismatch"), False, True),
+    (errors.ObjectChanged(RID, "overwritten"), False, False),
 ])
 def test_clean_up_leaves_what_the_error_class_says(tmp_path: Path, error: BaseException, temp_dir_left: bool,
-                                                   evidence_kept: bool, download_left: bool) -> None:
+                                                   evidence_kept: bool) -> None:
     temp_dir = temp_dir_for(tmp_path / "works", RID, "etag-1")
     temp_dir.mkdir(parents=True)
     (temp_dir / ".verified.jsonl").write_text("{}\n", encoding="utf-8")
-    part = tmp_path / "downloads" / f"{RID}.bag.zip.part"
-    part.parent.mkdir()
-    part.write_bytes(b"PK")
-    clean_up(error, temp_dir, RID, DebagSettings(), discard_download=lambda: part.unlink())
+    clean_up(error, temp_dir, RID, DebagSettings())
     evidence = [p for p in (tmp_path / "works").iterdir() if p.name.startswith(f".debag-failed-{RID}-etag-1-")]
-    assert (temp_dir.is_dir(), bool(evidence), part.is_file()) == (temp_dir_left, evidence_kept, download_left)
+    assert (temp_dir.is_dir(), bool(evidence)) == (temp_dir_left, evidence_kept)
     if evidence:
         assert (evidence[0] / ".verified.jsonl").is_file()

@@ -16,7 +16,6 @@ import os
 import re
 import shutil
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -96,19 +95,16 @@ def place_works(plans: list[WorkPlan], temp_dir: Path, staging_dir: Path) -> Non
         os.rename(temp_dir / plan.work_rid, final)
 
 
-def clean_up(err: BaseException, temp_dir: Path, work_rid: str, settings: DebagSettings, *,
-             discard_download: Callable[[], None] | None = None) -> None:
+def clean_up(err: BaseException, temp_dir: Path, work_rid: str, settings: DebagSettings) -> None:
     """Leave on disk what ``err``'s class says (``FinisherError.cleanup``): RESUME keeps the temp dir and its
-    journal; EVIDENCE keeps the temp dir as evidence (``keep_or_remove_evidence``); DISCARD does that and calls
-    ``discard_download``; PURGE removes the temp dir and calls ``discard_download``. Anything else (a control-flow
-    signal, a kill, a bug) is RESUME: ``work.failures.naming_failures`` keeps the evidence of what it names."""
+    journal; EVIDENCE and DISCARD keep the temp dir as evidence (``keep_or_remove_evidence``); PURGE removes it.
+    Anything else (a control-flow signal, a kill, a bug) is RESUME: ``work.failures.naming_failures`` keeps the
+    evidence of what it names."""
     policy = err.cleanup if isinstance(err, FinisherError) else Cleanup.RESUME
     if policy is Cleanup.PURGE:
         shutil.rmtree(temp_dir, ignore_errors=True)
     elif policy in (Cleanup.EVIDENCE, Cleanup.DISCARD):
         keep_or_remove_evidence(temp_dir, work_rid, settings)
-    if policy.removes_download and discard_download is not None:
-        discard_download()
 
 
 def keep_or_remove_evidence(temp_dir: Path, work_rid: str, settings: DebagSettings) -> None:
