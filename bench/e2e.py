@@ -3,8 +3,9 @@ every work synced into a fresh archive and every message deleted.
 
 The clock starts when the messages are sent and stops when the work queue is empty (the last message deleted),
 polled every 20 ms from here; the process's own exit (its last empty long poll) is reported apart. Meanwhile a
-:class:`~bench.timeline.TimelineSampler` records, every 0.2 s, the bytes the stand-in served, the bytes on the
-staging filesystem and the payload bytes in place (the staging peak and the picture come from it).
+:class:`~bench.timeline.TimelineSampler` records, every 0.02 s at first and 0.2 s from about 4 s, the bytes the
+stand-in served, the bytes on the staging filesystem and the payload bytes in place (the staging peak and the picture
+come from it).
 """
 
 from __future__ import annotations

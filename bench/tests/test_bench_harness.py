@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from bench.e2e import RunPaths, Transfer
 from bench.measure import MeasuredProcess
 from bench.ours import OursPipeline
 from bench.run import main as bench_main
+from bench.timeline import TimelineSampler
 from harness.bags import make_streamed_bag_zip
 
 
@@ -93,3 +95,17 @@ def test_ours_runs_on_the_production_defaults(tmp_path: Path) -> None:
                                  serve=True)[1]
     assert [name for name in env if name.startswith(("FINISHER_FETCH", "FINISHER_DEBAG", "FINISHER_SYNC"))] == []
     assert env["AWS_ENDPOINT_URL"] == "http://127.0.0.1:1"
+
+
+def test_the_sampler_sees_a_staging_peak_that_lasts_a_tenth_of_a_second(tmp_path: Path) -> None:
+    """The tiny bench's baseline holds its zip and extraction for ~0.1 s; at one sample per 0.2 s it was missed."""
+    staging, archive = tmp_path / "staging", tmp_path / "archive"
+    staging.mkdir(), archive.mkdir()
+    with TimelineSampler("http://127.0.0.1:9", staging, archive) as sampler:
+        time.sleep(0.03)
+        (staging / "zip").write_bytes(b"z" * 4096)
+        time.sleep(0.1)
+        (staging / "zip").unlink()
+        time.sleep(0.03)
+    assert sampler.staging_peak == 4096
+    assert sampler.next_interval(0.0) == 0.02 and sampler.next_interval(60.0) == 0.2
