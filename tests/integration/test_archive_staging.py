@@ -119,4 +119,4 @@ def test_a_missing_archive_root_is_never_created_for_the_staging_folder(tmp_path
     settings.ensure_dirs()  # the finisher starts: its own folders, not the one under the archive
     with pytest.raises(ArchiveUnavailable, match="does not exist"):
         open_works_dir(settings.works_dir, settings.archive_root, RID)
-    assert not (tmp_path / "mnt").exists() and settings.downloads_dir.is_dir()
+    assert not (tmp_path / "mnt").exists() and settings.staging_dir.is_dir() and settings.state_dir.is_dir()

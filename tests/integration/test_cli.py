@@ -116,6 +116,14 @@ def test_run_drain_syncs_a_real_bag_with_the_real_stages(tmp_path: Path, aws: Aw
     assert row["phase"] == "synced" and row["synced_at"] and row["downloaded_at"] and row["debagged_at"]
     assert row["idempotency_key"] == work.idempotency_key
     assert not list((tmp_path / "staging").rglob("*.bag.zip*"))  # the zip is never written
+    # the ledger says what was read, not a file: no path that does not exist, the checksum S3 gave verified
+    [downloaded] = [e for e in row["history"] if e["event"] == "downloaded"]
+    assert not [v for v in downloaded.values() if isinstance(v, str) and v.startswith("/") and not Path(v).exists()]
+    assert (downloaded["object"], downloaded["size"]) == (work.key, work.size)
+    assert downloaded["checksum_verified"] in ("crc32", "crc32c", "crc64nvme"), downloaded  # as the upload made it
+    assert row["fetched"] == {"object": work.key, "size": work.size, "segments_resumed": 0,
+                              "checksum_verified": downloaded["checksum_verified"],
+                              "checksum_note": downloaded["checksum_note"]}
     table = cli.invoke(app, ["status", "--phase", "synced"])
     assert RID in table.stdout and "synced" in table.stdout
 

@@ -31,8 +31,8 @@ def bench(tmp_path: Path) -> Iterator[Bench]:
 
 def _resumed_segments(bench: Bench) -> list[int]:
     history = bench.status().get(RID, {}).get("history", [])
-    return [int(entry.get("resumed_parts") or 0) for entry in history if entry.get("phase") == "downloaded"
-            or "resumed_parts" in entry]
+    return [int(entry.get("segments_resumed") or 0) for entry in history if entry.get("phase") == "downloaded"
+            or "segments_resumed" in entry]
 
 
 def test_killed_in_the_fetch_three_times_then_restarted_archives_the_work_once_resuming_by_segment(

@@ -36,6 +36,7 @@ from tests.integration.worker_support import (
     FileStages,
     aws,
     environment,
+    fetched_as_the_real_stage,
     make_worker,
     make_zip,
     queue_depth,
@@ -81,7 +82,9 @@ def test_message_is_deleted_only_after_sync(tmp_path: Path, aws: AwsClients) -> 
     assert all(record.timestamps[p] for p in ("restore_completed", "downloaded", "debagged", "synced"))
     assert record.lease_owner is None
     assert metrics.total("WorksSynced") == 1 and metrics.total("BytesDownloaded") == work.size
-    assert not list(settings.downloads_dir.iterdir())
+    [downloaded] = [e for e in record.history if e["event"] == "downloaded"]
+    assert downloaded["object"] == work.key and downloaded["size"] == work.size and "path" not in downloaded
+    assert not (settings.staging_dir / "downloads").exists()  # nothing is downloaded to disk
 
 
 def test_duplicate_messages_are_synced_once(tmp_path: Path, aws: AwsClients) -> None:
@@ -465,9 +468,10 @@ def test_one_rid_in_two_buckets_shares_no_temp_dir_or_staged_folder(tmp_path: Pa
     # the first is fetched and de-bagged, then (a crash, a second slot) the second goes as far before it resumes
     fetched_first, [staged_first] = stages.fetch_debag(first, ctx)
     fetched_second, [staged_second] = stages.fetch_debag(second, ctx)
-    assert fetched_first.path != fetched_second.path and staged_first.path != staged_second.path
+    assert [(f.object, f.size) for f in (fetched_first, fetched_second)] == [(w.key, w.size) for w in (first, second)]
+    assert staged_first.path != staged_second.path
     assert staged_first.path.name == staged_second.path.name == RID  # the sync script takes the RID from it
-    assert not fetched_first.path.exists() and not fetched_second.path.exists()  # the zips are never written
+    assert not list(tmp_path.rglob("*.bag.zip.part")) and not (settings.staging_dir / "downloads").exists()
     images = sorted(p.stat().st_size for p in staged_first.path.rglob("*.tif"))
     assert images == [1000, 1000]
 
@@ -580,7 +584,7 @@ class HalfwayStages(FileStages):
     cloudwatch: Any = None
     namespace: str = ""
 
-    def fetch(self, work: RestoredWork, ctx: StageContext) -> Fetched:
+    def fetch(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, bytes]:
         progress = ctx.progress("download")
         progress.start(work.size, 1)
         body = self.clients.s3(work.region).get_object(Bucket=work.bucket, Key=work.key,
@@ -591,9 +595,7 @@ class HalfwayStages(FileStages):
                  "the first half's bytes in CloudWatch while the download runs")
         progress.advance(len(body) - half)
         progress.finish()
-        dest = self.settings.downloads_dir / Path(work.key).name
-        dest.write_bytes(body)
-        return Fetched(dest, len(body))
+        return fetched_as_the_real_stage(work, len(body)), body
 
 
 def test_bytes_downloaded_reach_cloudwatch_while_the_download_runs(tmp_path: Path, aws: AwsClients) -> None:

@@ -1,10 +1,11 @@
 """Shared pieces of the worker tests: a one-region environment on in-process moto, staged objects, messages,
-and in-test stages that do real file work (S3 download and unzip in one stage, copy into the archive) with hooks to
-slow them.
+and in-test stages that do real file work (S3 read and unzip in one stage, no zip on disk; copy into the archive)
+with hooks to slow them.
 """
 
 from __future__ import annotations
 
+import io
 import shutil
 import threading
 import time
@@ -15,7 +16,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import pytest
 from moto import mock_aws
@@ -142,9 +143,9 @@ def wait_for(predicate: Callable[[], Any], deadline_s: float, what: str) -> Any:
 
 @dataclass
 class FileStages:
-    """Real file work: download with boto3 and unzip (one fetch + de-bag stage, as the real one: the zip is gone when
-    it returns), copy into the archive. Hooks (``before["fetch"]``, ``["debag"]``, ``["sync"]``) let a test slow or
-    fail a step."""
+    """Real file work: read the object with boto3 into memory and unzip it (one fetch + de-bag stage, as the real
+    one: no zip on disk, the ``Fetched`` the real stage returns), copy into the archive. Hooks (``before["fetch"]``,
+    ``["debag"]``, ``["sync"]``) let a test slow or fail a step."""
 
     settings: Settings
     clients: AwsClients
@@ -163,25 +164,28 @@ class FileStages:
         ctx.cancel.check()
 
     def fetch_debag(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, list[StagedWork]]:
-        fetched = self.fetch(work, ctx)
-        try:
-            return fetched, self.debag(work.work_rid, fetched.path, work.idempotency_key, ctx)
-        finally:
-            fetched.path.unlink(missing_ok=True)  # nothing resumes from a whole zip (the real one never writes it)
+        fetched, body = self.fetch(work, ctx)
+        return fetched, self._unzip(work.work_rid, io.BytesIO(body), ctx)
 
-    def fetch(self, work: RestoredWork, ctx: StageContext) -> Fetched:
+    def fetch(self, work: RestoredWork, ctx: StageContext) -> tuple[Fetched, bytes]:
+        """The object's bytes (the test bags are small) and what the real stage says of them: its key, its size;
+        no checksum is checked here."""
         self._enter("fetch", work.work_rid, ctx)
-        dest = self.settings.downloads_dir / Path(work.key).name
+        body = io.BytesIO()
         progress = ctx.progress("download")  # as the real fetch does: the bytes as they arrive (BytesDownloaded)
         progress.start(work.size, 1)
-        self.clients.s3(work.region).download_file(work.bucket, work.key, str(dest),
-                                                   ExtraArgs={"VersionId": work.version_id}, Callback=progress.advance)
+        self.clients.s3(work.region).download_fileobj(work.bucket, work.key, body,
+                                                      ExtraArgs={"VersionId": work.version_id},
+                                                      Callback=progress.advance)
         progress.finish()
-        return Fetched(dest, dest.stat().st_size)
+        return fetched_as_the_real_stage(work, len(body.getvalue())), body.getvalue()
 
     def debag(self, work_rid: str, zip_path: Path, version_tag: str | None, ctx: StageContext) -> list[StagedWork]:
+        return self._unzip(work_rid, zip_path, ctx)
+
+    def _unzip(self, work_rid: str, zip_source: Path | BinaryIO, ctx: StageContext) -> list[StagedWork]:
         self._enter("debag", work_rid, ctx)
-        with zipfile.ZipFile(zip_path) as zf:
+        with zipfile.ZipFile(zip_source) as zf:
             zf.extractall(self.settings.works_dir)
         return [StagedWork(work_rid, self.settings.works_dir / work_rid)]
 
@@ -194,6 +198,11 @@ class FileStages:
 
     def bundle(self) -> Stages:
         return Stages(fetch_debag=self.fetch_debag, debag=self.debag, sync=self.sync, works_dir=self.settings.works_dir)
+
+
+def fetched_as_the_real_stage(work: RestoredWork, size: int) -> Fetched:
+    """The ``Fetched`` of a test double's read of ``work``: named by its key, nothing on disk, no checksum checked."""
+    return Fetched(work.key, size, checksum_note="not checked (a test double's fetch)")
 
 
 def slow_until(seconds: float) -> Callable[[str, StageContext], None]:

@@ -6,6 +6,8 @@ import errno
 import io
 import json
 import logging
+import os
+import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -13,9 +15,10 @@ from pathlib import Path
 import pytest
 
 from config.loader import load_environment
-from contract import RestoredWork
+from contract import RestoredWork, staging_key_for_rid
 from onprem.finisher.errors import NameTooLong, UndecodableText
 from onprem.finisher.fetch.restore import DEFAULT_PRICES, estimate, locate
+from onprem.finisher.ledger.store import Ledger, Phase
 from onprem.finisher.logs import configure_logging, current_work_rid, reset_logging
 from onprem.finisher.metrics import LogMetrics, NullMetrics
 from onprem.finisher.progress import CountingProgress
@@ -23,7 +26,9 @@ from onprem.finisher.queue.backlog import order_by_restore_expiry, order_for_slo
 from onprem.finisher.work.cancel import CancelToken, CheckingProgress, TokenRegistry, WorkInterrupted
 from onprem.finisher.work.failures import named_failure
 from onprem.finisher.work.history import backoff_seconds
+from onprem.finisher.work.operator import status_document
 from onprem.finisher.work.settings import load_settings
+from onprem.finisher.work.stages import OLD_ENTRY_NOTE, Fetched
 from onprem.finisher.work.sweep import sweep_orphans
 
 NOW = datetime(2026, 11, 29, tzinfo=UTC)
@@ -232,7 +237,7 @@ def test_other_exceptions_are_not_named() -> None:
 
 
 def test_the_sweep_looks_into_staging_slots_only_and_removes_empty_ones(tmp_path: Path) -> None:
-    slot = tmp_path / "downloads" / "0123456789abcdef"
+    slot = tmp_path / "downloads" / "0123456789abcdef"  # an older finisher's download slot: nothing makes one now
     staged = tmp_path / "works" / "W1NLM4700" / "images"  # not a slot: a staged work's files are never looked at
     empty = tmp_path / "works" / "fedcba9876543210"
     for folder in (slot, staged, empty):
@@ -241,8 +246,25 @@ def test_the_sweep_looks_into_staging_slots_only_and_removes_empty_ones(tmp_path
     (staged / "scan.part").write_bytes(b"a payload file")
     removed = sweep_orphans(tmp_path, grace_seconds=0, now=lambda: 4e9)
     assert sorted(p.relative_to(tmp_path).as_posix() for p in removed) == [
-        "downloads/0123456789abcdef", "downloads/0123456789abcdef/W1NLM4700.bag.zip.part", "works/fedcba9876543210"]
-    assert (staged / "scan.part").is_file()
+        "downloads", "downloads/0123456789abcdef", "downloads/0123456789abcdef/W1NLM4700.bag.zip.part",
+        "works/fedcba9876543210"]
+    assert (staged / "scan.part").is_file() and (tmp_path / "works").is_dir()
+
+
+def test_the_sweep_empties_an_older_finishers_downloads_in_one_start_past_the_grace(tmp_path: Path) -> None:
+    # the .part files go first: the slot and downloads/ they leave are judged by their age before the sweep
+    slot = tmp_path / "downloads" / "0123456789abcdef"
+    slot.mkdir(parents=True)
+    (slot / "W1NLM4700.bag.zip.part").write_bytes(b"x")
+    (slot / "W1NLM4700.bag.zip.part.json").write_text("{}")
+    two_hours_ago = time.time() - 2 * 3600
+    for path in (slot / "W1NLM4700.bag.zip.part", slot / "W1NLM4700.bag.zip.part.json", slot, slot.parent):
+        os.utime(path, (two_hours_ago, two_hours_ago))
+    assert len(sweep_orphans(tmp_path)) == 4
+    assert list(tmp_path.iterdir()) == []
+    young = tmp_path / "downloads" / "fedcba9876543210"  # within the grace: perhaps another finisher's, kept
+    young.mkdir(parents=True)
+    assert sweep_orphans(tmp_path) == [] and young.is_dir()
 
 
 def test_the_finisher_makes_its_own_folders_but_never_the_archive_root(tmp_path: Path,
@@ -253,9 +275,31 @@ def test_the_finisher_makes_its_own_folders_but_never_the_archive_root(tmp_path:
     monkeypatch.setenv("FINISHER_STATE_DIR", str(tmp_path / "state"))
     settings = load_settings(env_name="dev")
     settings.ensure_dirs()
-    assert settings.downloads_dir.is_dir() and settings.state_dir.is_dir()
+    assert settings.staging_dir.is_dir() and settings.state_dir.is_dir()
+    assert not (settings.staging_dir / "downloads").exists()  # the zip is never on disk: no downloads folder
     assert not (tmp_path / "mnt").exists()  # nor the works folder, hidden under the archive root
     (tmp_path / "mnt" / "archive").mkdir(parents=True)  # mounted
     settings.ensure_dirs()
     assert settings.works_dir == tmp_path / "mnt" / "archive" / ".bdrc-staging" / "works"
     assert settings.works_dir.is_dir()
+
+
+def test_status_reads_what_was_fetched_from_this_and_an_older_finishers_downloaded_entry(tmp_path: Path) -> None:
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.sqlite'}")
+    works = [RestoredWork.build(collection="NLM", bucket="glacier.staging.nlm.dev.bdrc.org",
+                                key=staging_key_for_rid(rid), region="ap-northeast-2", size=10, etag="abc",
+                                event_time=datetime(2026, 11, 29, tzinfo=UTC), source_event_id=rid)
+             for rid in ("W1NLM4700", "W1NLM4701")]
+    for work in works:
+        ledger.register(work, work.to_body(), message_id=work.work_rid)
+    old, new = works
+    # what the finisher before the one fetch path wrote: a zip path in downloads/ (never there now), parts resumed
+    ledger.advance(old.idempotency_key, Phase.DOWNLOADED, path="/staging/downloads/0123456789abcdef/W1NLM4700.bag.zip",
+                   size=10, resumed_parts=2)
+    fetched = Fetched(new.key, 10, 1, "crc64nvme", "crc64nvme full-object checksum")
+    ledger.advance(new.idempotency_key, Phase.DOWNLOADED, **fetched.to_detail())
+    shown = {row["work_rid"]: row["fetched"] for row in status_document(ledger, [], None)["works"]}
+    assert shown["W1NLM4700"] == {"object": "W1NLM4700.bag.zip", "size": 10, "segments_resumed": 2,
+                                  "checksum_verified": None, "checksum_note": OLD_ENTRY_NOTE}
+    assert shown["W1NLM4701"] == fetched.to_detail() and Fetched.from_detail(shown["W1NLM4701"]) == fetched
+    assert not any("path" in entry for entry in ledger.get(new.idempotency_key).history)  # type: ignore[union-attr]

@@ -20,10 +20,12 @@ from onprem.finisher.fetch.restore import (
     locate,
     request_restore,
 )
+from onprem.finisher.ledger.models import WorkRecord
 from onprem.finisher.ledger.store import Ledger, Phase
 from onprem.finisher.queue.sqs import WorkQueue
 from onprem.finisher.work.clients import AwsClients
 from onprem.finisher.work.settings import Settings
+from onprem.finisher.work.stages import Fetched
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +115,19 @@ def submit_restores(settings: Settings, clients: AwsClients, ledger: Ledger, pla
 
 
 def status_document(ledger: Ledger, rids: list[str], phase: Phase | None) -> dict[str, Any]:
-    works = [r.as_json() for r in ledger.works(rids or None, phase)]
+    """Each work's row with its history, and ``fetched``: its last ``downloaded`` entry read in today's shape (the
+    object's key, size, segments resumed, checksum verified), also when an older finisher wrote it."""
+    works = [{**r.as_json(), "fetched": _fetched_json(r)} for r in ledger.works(rids or None, phase)]
     pending = [r for r in ledger.restore_requests(pending_only=True) if not rids or r["work_rid"] in rids]
     if phase and phase != Phase.RESTORE_REQUESTED:
         pending = []
     return {"works": works, "pending_restores": pending}
+
+
+def _fetched_json(record: WorkRecord) -> dict[str, Any] | None:
+    """The last ``downloaded`` entry as ``Fetched`` reads it (None: nothing fetched yet)."""
+    entry = next((e for e in reversed(record.history) if e.get("event") == Phase.DOWNLOADED), None)
+    return Fetched.from_detail(entry).to_detail() if entry else None
 
 
 def expiring_works(settings: Settings, ledger: Ledger, now: datetime | None = None) -> dict[str, Any]:

@@ -211,8 +211,7 @@ class WorkRunner:
         fetched, staged = self.stages.fetch_debag(work, ctx)
         # its bytes: as they came (work/metered.py)
         self.metrics.phase_duration("download_debag", time.monotonic() - started)
-        self.ledger.advance(work.idempotency_key, Phase.DOWNLOADED, path=str(fetched.path), size=fetched.size,
-                            resumed_parts=fetched.resumed_parts)
+        self.ledger.advance(work.idempotency_key, Phase.DOWNLOADED, **fetched.to_detail())
         self.ledger.advance(work.idempotency_key, Phase.DEBAGGED, works=[s.to_detail() for s in staged])
         return staged
 

@@ -117,10 +117,12 @@ class Settings(BaseModel):
 
     environment: EnvironmentConfig
     archive_root: Path
+    #: the staging area: the fetch writes nothing there (the zip is never on disk); the start-up sweep removes what
+    #: an older finisher left in it (``downloads/<slot>/<name>.part``)
     staging_dir: Path
     #: where the de-bag writes works (``<it>/works/<slot>/<RID>``; None: ``<archive_root>/.bdrc-staging``): on the
     #: archive's filesystem the sync hard-links and renames them into place, one write per byte wherever
-    #: ``staging_dir`` (the downloads' bookkeeping) is; a folder elsewhere makes the sync copy them
+    #: ``staging_dir`` is; a folder elsewhere makes the sync copy them
     archive_staging_dir: Path | None = None
     state_dir: Path
     #: ``sqlite:///…`` (default ``sqlite:///<state_dir>/ledger.sqlite``) or ``postgresql+psycopg://…`` for a ledger
@@ -146,10 +148,6 @@ class Settings(BaseModel):
     sync: SyncSettings
 
     @property
-    def downloads_dir(self) -> Path:
-        return self.staging_dir / "downloads"
-
-    @property
     def works_staging_dir(self) -> Path:
         """The folder holding ``works/``: ``archive_staging_dir``, by default hidden under the archive root."""
         return self.archive_staging_dir or self.archive_root / STAGING_FOLDER
@@ -161,7 +159,7 @@ class Settings(BaseModel):
     def ensure_dirs(self) -> None:
         """Create the finisher's own folders. Never the archive root: a missing one is an unmounted archive, and
         creating it would fill the local disk (the works folder under it waits for it: ``ArchiveUnavailable``)."""
-        for path in (self.staging_dir, self.state_dir, self.downloads_dir):
+        for path in (self.staging_dir, self.state_dir):
             path.mkdir(parents=True, exist_ok=True)
         with contextlib.suppress(ArchiveUnavailable):
             open_works_dir(self.works_dir, self.archive_root, "-")

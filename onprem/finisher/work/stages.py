@@ -13,13 +13,16 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any, Protocol
 
 from contract import ObjectHead, RestoredWork
 from onprem.finisher.debag.model import StagedWork
 from onprem.finisher.progress import Progress
 from onprem.finisher.work.cancel import CancelToken
+
+#: the checksum note of a ``downloaded`` entry an older finisher wrote: it recorded none
+OLD_ENTRY_NOTE = "not recorded (an older finisher's entry)"
 
 
 @dataclass(frozen=True)
@@ -34,11 +37,30 @@ class StageContext:
 
 @dataclass(frozen=True)
 class Fetched:
-    """What was fetched: ``path`` names the object (nothing is written there), its size, the segments resumed."""
+    """What was fetched, as the ledger's ``downloaded`` entry holds it: the object read (its S3 key; nothing of it
+    is written on disk), its size, the segments a restart found verified, and the whole-object checksum check."""
 
-    path: Path
+    object: str
     size: int
-    resumed_parts: int = 0
+    segments_resumed: int = 0
+    #: the S3 checksum algorithm verified over the whole object (``crc64nvme`` …), None when none could be
+    checksum_verified: str | None = None
+    #: what the checksum check was or why there was none (``"no S3 checksum …"``)
+    checksum_note: str = ""
+
+    def to_detail(self) -> dict[str, Any]:
+        return {"object": self.object, "size": self.size, "segments_resumed": self.segments_resumed,
+                "checksum_verified": self.checksum_verified, "checksum_note": self.checksum_note}
+
+    @classmethod
+    def from_detail(cls, detail: dict[str, Any]) -> Fetched:
+        """A ``downloaded`` entry read back, also one an older finisher wrote (``path`` of a zip in
+        ``<staging>/downloads/``, ``resumed_parts``, no checksum recorded)."""
+        name = detail.get("object") or PurePath(str(detail.get("path") or "")).name
+        return cls(object=str(name), size=int(detail.get("size") or 0),
+                   segments_resumed=int(detail.get("segments_resumed", detail.get("resumed_parts")) or 0),
+                   checksum_verified=detail.get("checksum_verified"),
+                   checksum_note=str(detail.get("checksum_note", OLD_ENTRY_NOTE if "path" in detail else "")))
 
 
 @dataclass(frozen=True)

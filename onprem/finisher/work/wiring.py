@@ -70,9 +70,9 @@ def real_stages(settings: Settings, s3_client_for: Callable[[str], Any]) -> Stag
                 fetch_progress=CheckingProgress(ctx.progress("download"), ctx.cancel, faults.MID_DOWNLOAD),
                 debag_progress=CheckingProgress(ctx.progress("de-bag"), ctx.cancel, faults.MID_EXTRACT),
                 before_place=lambda: faults.checkpoint(faults.BEFORE_PLACE, work_rid=work.work_rid)))
-        # the zip is never written: the path names what was fetched (nothing there to discard)
-        return (Fetched(settings.downloads_dir / slot / result.fetch.name, result.fetch.size,
-                        result.fetch.segments_resumed), result.debag.works)
+        fetch = result.fetch  # the zip is never written: what was read is named by its key, nothing on disk
+        return (Fetched(work.key, fetch.size, fetch.segments_resumed, fetch.checksum_verified, fetch.checksum_note),
+                result.debag.works)
 
     def sync(staged: StagedWork, ctx: StageContext) -> Synced:
         ctx.cancel.check()
