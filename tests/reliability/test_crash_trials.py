@@ -186,9 +186,10 @@ def test_killed_at_the_second_hit_of_the_fetch_then_restarted_archives_the_work_
 
 
 @pytest.mark.parametrize("checkpoint", [MID_DOWNLOAD, MID_EXTRACT, BEFORE_DELETE])
-def test_killed_while_streaming_one_part_then_restarted_archives_the_work_once(bench: Bench,
-                                                                                 checkpoint: str) -> None:
-    """The same kills when the zip is de-bagged from its GET (one part): the retry streams it again."""
+def test_killed_while_reading_the_object_as_one_range_then_restarted_archives_the_work_once(
+        bench: Bench, checkpoint: str) -> None:
+    """The same kills when the whole object is one segment (one ranged GET, ``STREAM``'s settings): the retry
+    reads it again."""
     code, problems = _trial(bench, checkpoint, mode=STREAM)
     assert code == -signal.SIGKILL, f"the finisher was not killed at {checkpoint} (exit {code}): never reached?"
     assert problems == []
