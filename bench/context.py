@@ -44,6 +44,8 @@ class BenchOptions:
     repeats: int = 3
     memory_limit_mib: int = 512
     proxy_rate_mb_s: float = 40.0
+    #: the capped link's rate, every connection together: the issue's 4 x 40 MB/s (0: connections capped only)
+    proxy_link_mb_s: float = 160.0
     #: the capped-proxy section's bag: at most this (the link's time is what it measures, not the bag's size)
     proxy_mib: int = 256
     workers: int = 2

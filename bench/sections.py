@@ -176,18 +176,21 @@ def cgroup_section(ctx: BenchContext) -> None:
 
 
 def proxy_section(ctx: BenchContext) -> None:
-    """Every connection capped (one S3 connection over a WAN): the raw ranged GET at ours' connections and part size,
-    and both pipelines (the baseline with as many connections), same link, same run."""
+    """A capped link (S3 over a WAN): each connection at ``proxy_rate_mb_s`` and all of them together at
+    ``proxy_link_mb_s``; the raw ranged GET at ours' connections and part size, and both pipelines (the baseline with
+    as many connections), same link, same run."""
     o = ctx.options
-    rate = o.proxy_rate_mb_s * 1e6
+    rate, link = o.proxy_rate_mb_s * 1e6, (o.proxy_link_mb_s * 1e6 or None)
     fetch = ctx.ours_settings.get("fetch", {})
     part = int(fetch.get("part_size") or fetch.get("segment_size") or 64 * MIB)
     threads = connections(ctx.ours_settings)
-    section = ctx.report.section(f"Through a loopback proxy capping each connection at {o.proxy_rate_mb_s:.0f} MB/s",
+    title = f"Through a loopback proxy capping each connection at {o.proxy_rate_mb_s:.0f} MB/s"
+    section = ctx.report.section(title + (f" and the link at {o.proxy_link_mb_s:.0f} MB/s" if link else ""),
                                  E2E_COLUMNS)
     staged = ctx.staged("proxy")[0]
     upstream = urlsplit(ctx.aws.endpoint_url)
-    with ShapingProxy(upstream.hostname or "127.0.0.1", upstream.port or 80, rate_bytes_per_s=rate) as proxy:
+    with ShapingProxy(upstream.hostname or "127.0.0.1", upstream.port or 80, rate_bytes_per_s=rate,
+                      link_bytes_per_s=link) as proxy:
         s3 = boto3.client("s3", region_name=ctx.aws.region, endpoint_url=proxy.url)
         span = min(staged.size, RANGED_SPAN)
         single = get_throughput(s3, staged.bucket, staged.key, staged.size, span=span)

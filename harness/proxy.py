@@ -1,7 +1,11 @@
-"""A loopback TCP proxy that shapes each connection: a per-connection rate cap and a "cut after N bytes" fault.
+"""A loopback TCP proxy that shapes each connection: a per-connection rate cap, a cap of the whole link (every
+connection's bytes together) and a "cut after N bytes" fault.
 
     with ShapingProxy("127.0.0.1", moto_port, rate_bytes_per_s=40e6) as proxy:
         s3 = boto3.client("s3", endpoint_url=proxy.url, ...)   # every connection capped at 40 MB/s
+
+    with ShapingProxy("127.0.0.1", moto_port, rate_bytes_per_s=40e6, link_bytes_per_s=160e6) as proxy:
+        ...  # each connection at 40 MB/s at most, and all of them together at 160 MB/s (a 4 x 40 MB/s link)
 
     with ShapingProxy("127.0.0.1", moto_port, cut_after_bytes=1 << 20, cut_connections=1) as proxy:
         ...  # the first connection is reset after 1 MiB from the server; later ones pass untouched
@@ -63,15 +67,21 @@ class ShapingProxy:
     """A TCP proxy on 127.0.0.1 in front of ``upstream_host:upstream_port``.
 
     ``rate_bytes_per_s``: cap of each connection's server → client bytes (None: unlimited).
+    ``link_bytes_per_s``: cap of every connection's server → client bytes together (None: unlimited): the link's
+    rate, shared by however many connections a client opens.
     ``cut_after_bytes``: reset a connection once that many server → client bytes went through (None: never);
     ``cut_connections``: how many connections get cut (None: every one), counted in the order they are cut.
     """
 
     def __init__(self, upstream_host: str, upstream_port: int, *, rate_bytes_per_s: float | None = None,
-                 cut_after_bytes: int | None = None, cut_connections: int | None = None) -> None:
+                 link_bytes_per_s: float | None = None, cut_after_bytes: int | None = None,
+                 cut_connections: int | None = None) -> None:
         self.upstream_host = upstream_host
         self.upstream_port = upstream_port
         self.rate_bytes_per_s = rate_bytes_per_s
+        self.link_bytes_per_s = link_bytes_per_s
+        #: the link's pacer, shared by every connection (all run on the proxy's one event loop: no lock needed)
+        self._link_pacer = RatePacer(time.monotonic())
         self.cut_after_bytes = cut_after_bytes
         self.cut_connections = cut_connections
         self.port = 0
@@ -207,8 +217,9 @@ class ShapingProxy:
         pacer = RatePacer(time.monotonic())
         try:
             while True:
-                rate, cut_at = self.rate_bytes_per_s, self.cut_after_bytes
-                size = _CHUNK if not rate else max(1024, min(_CHUNK, int(rate / 50)))
+                rate, link, cut_at = self.rate_bytes_per_s, self.link_bytes_per_s, self.cut_after_bytes
+                paced = min(r for r in (rate, link, float(_CHUNK * 50)) if r)
+                size = max(1024, min(_CHUNK, int(paced / 50)))
                 if cut_at is not None:
                     size = max(1, min(size, cut_at - sent)) if sent < cut_at else size
                 chunk = await reader.read(size)
@@ -216,10 +227,11 @@ class ShapingProxy:
                     if writer.can_write_eof():
                         writer.write_eof()
                     return
-                if rate:
-                    delay = pacer.delay(time.monotonic(), len(chunk), rate)
-                    if delay > 0:
-                        await asyncio.sleep(delay)
+                now = time.monotonic()
+                delay = max(pacer.delay(now, len(chunk), rate) if rate else 0.0,
+                            self._link_pacer.delay(now, len(chunk), link) if link else 0.0)
+                if delay > 0:
+                    await asyncio.sleep(delay)
                 writer.write(chunk)
                 await writer.drain()
                 sent += len(chunk)

@@ -8,6 +8,7 @@ import socket
 import socketserver
 import sys
 import threading
+import time
 from collections.abc import Iterator
 
 import pytest
@@ -58,6 +59,22 @@ def test_rate_capped_proxy_forwards_every_byte_unchanged(upstream: int) -> None:
     assert stats.connections == 1
     assert stats.bytes_to_client == len(PAYLOAD)
     assert stats.bytes_to_server == len(b"GET\n")
+
+
+def test_the_link_cap_is_shared_by_every_connection(upstream: int) -> None:
+    """Four connections at 40 MB/s each on a 4 MB/s link take as long as their bytes at 4 MB/s, not a quarter."""
+    with ShapingProxy("127.0.0.1", upstream, rate_bytes_per_s=40e6, link_bytes_per_s=4e6) as proxy:
+        started = time.monotonic()
+        threads = [threading.Thread(target=_fetch, args=(proxy.port,)) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=30)
+        elapsed = time.monotonic() - started
+        stats = proxy.stats()
+    assert stats.bytes_to_client == 4 * len(PAYLOAD)
+    # 1.2 MB at 4 MB/s = 0.3 s, less the link's burst credit of 0.02 s; per connection alone it would be 0.0075 s
+    assert elapsed >= 4 * len(PAYLOAD) / 4e6 - 0.03
 
 
 def test_pacer_spaces_chunks_at_the_capped_rate() -> None:
