@@ -7,7 +7,7 @@
 Sections: raw (stage ceilings, the stand-in's ranged GETs), e2e (end to end: bdrc, 5 MiB files, many small files;
 baseline, rclone pipeline, ours; the bdrc bag again with the archive on a loop-mounted ext4, bench/archive_fs.py),
 cgroup (memory-limited), resume (SIGKILL at half the download), hosts (1-3 finisher hosts in network namespaces,
-bench/hosts.py), proxy (a capped link: per connection and in all), debag (stage alone), lambda. Ours runs on its production
+bench/hosts.py), proxy (a capped link), debag (stage alone), lambda. Ours runs on its production
 defaults in every section. Prints the tables and the issue's goals (met / not met), writes the JSON (machine facts
 and ours' settings included) under bench/results/, draws docs/bench-bdrc.png and, with --markdown, the README's
 tables to a file.
