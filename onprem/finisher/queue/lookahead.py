@@ -9,13 +9,15 @@ With ``hide_for`` (the backlog index, ``work/backlog.py``) only the messages ran
 backlog are held; the others are hidden until shortly before their turn (no receive spent until they come back),
 or, one receive from the redrive limit, handed on as a fresh copy of the same body.
 
-What one host holds ahead of its free slots is at most one message per two slots (``min(capacity, slots // 2)``):
-the rest of the front of the backlog is hidden for a second and so goes to whichever host has a free slot. Holding
-the whole look-ahead (8 by default) let the first finisher to receive keep a backlog of 12 from a second one (10/2,
-11/1); one spare per slot still left 4/8 and 5/5/2; one per two slots splits it within one of even (6/6, 7/5;
-4/5/3, 3/4/5). The worker bounds it so with a server ledger (several hosts); an SQLite ledger is one host's, which
-keeps the whole look-ahead. Below a redrive limit of 3 the whole look-ahead is held (a message received again
-would go to the DLQ).
+With a server ledger (several hosts share the queues) a host holds nothing ahead of its free slots: the front of
+the backlog it received but cannot start is put back at once (visible, for the next host with a free slot), and it
+scans the backlog (receives all it sees, to register it) once per ``SHARED_SCAN_INTERVAL_S``, otherwise receiving
+only what its free slots start. Holding the whole look-ahead let the first finisher to receive keep a backlog of 12
+from a second one (10/2, 11/1); one spare per slot left 4/8 and 5/5/2; one per two slots with a scan on every
+receive 2/5/5 (the host that freed a slot received the whole visible backlog and put it back after ranking it, by
+when a host idle in its long poll had missed it); now 4/4/4 (tests/hosts). An SQLite ledger is one host's: it keeps
+the whole look-ahead and scans on every receive. Below a redrive limit of 3 the whole look-ahead is held (a message
+received again would go to the DLQ).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from dataclasses import dataclass
 
 from botocore.exceptions import BotoCoreError, ClientError
 
+from contract import ContractError, parse_message
 from onprem.finisher.errors import ReceiptHandleInvalid
 from onprem.finisher.queue.backlog import order_for_slots
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
@@ -58,18 +61,24 @@ class Held:
 HideFor = Callable[[list[ReceivedMessage]], list[int]]
 
 
+#: with a server ledger, a host scans the backlog (receives all it can see, to register it) at most this often
+SHARED_SCAN_INTERVAL_S = 30.0
+
+
 class Lookahead:
     def __init__(self, capacity: int, visibility_s: int, fraction: float, max_visibility_s: int,
                  handoff_margin_s: int, max_receive_count: int, clock: Callable[[], float] = time.monotonic,
                  hide_for: HideFor | None = None, slots: int | None = None) -> None:
-        # one spare per two slots: more held here is a backlog another host with free slots cannot see; but with
-        # a redrive limit under 3 a message hidden and received again would reach the DLQ: then hold them all
-        self.capacity = min(capacity, slots // 2) if slots is not None and max_receive_count >= 3 else capacity
+        # with several hosts, a message held here is one another host with a free slot cannot see; but with a
+        # redrive limit under 3 a message put back and received again would reach the DLQ: then hold them all
+        self.shared = slots is not None and max_receive_count >= 3
+        self.capacity = 0 if self.shared else capacity
         self.visibility_s, self.max_receive_count = visibility_s, max_receive_count
         self.interval = max(visibility_s * fraction, 0.05)
         self.cap_s = max(max_visibility_s - handoff_margin_s, 1)
         self.clock, self.hide_for = clock, hide_for
         self.held: list[Held] = []
+        self._scanned_at = float("-inf")
         #: messages hidden until their turn and copies handed on, since the start (the run's story)
         self.hidden = self.handed_on = 0
 
@@ -78,6 +87,17 @@ class Lookahead:
 
     def room(self) -> int:
         return max(self.capacity - len(self.held), 0)
+
+    def wanted(self, free: int, scan: int = 0) -> int:
+        """How many messages to receive for ``free`` slots: those the held ones do not fill, plus the room, plus
+        ``scan`` (the backlog's registration; with a server ledger once per ``SHARED_SCAN_INTERVAL_S``); 0 when
+        the held ones fill the free slots (no receive)."""
+        needed = max(free - len(self.held), 0) + self.room() if free > 0 else 0
+        if needed and scan and self.shared:
+            if self.clock() - self._scanned_at < SHARED_SCAN_INTERVAL_S:
+                return needed
+            self._scanned_at = self.clock()
+        return needed + scan if needed else 0
 
     def choose(self, received: list[tuple[WorkQueue, ReceivedMessage]], free: int) -> list[Held]:
         """Add ``received`` to the held messages; return the ``free`` to process now, in backlog order."""
@@ -96,14 +116,20 @@ class Lookahead:
         if self.hide_for is None:
             for extra in extras:
                 extra.queue.release(extra.message)
-        elif extras:  # displaced by earlier-expiring ones: hidden by their rank, no receive spent now
+        elif extras:
+            # past the backlog's front: hidden by their rank; at its front (0) but over what this host may hold:
+            # visible again at once, for the next host with a free slot (a second's hide let one host's next
+            # receive take them all while another idled: 2/5/5 on 12 works)
             for extra, seconds in zip(extras, self.hide_for([e.message for e in extras]), strict=True):
-                self._hide(extra, max(seconds, 1))
+                self._hide(extra, max(seconds, 0))
+        if logger.isEnabledFor(logging.DEBUG) and (received or taken):
+            logger.debug("look-ahead: %d received, %d free: taken %s, held %s, put back %s", len(received), free,
+                         _rids(taken), _rids(self.held), _rids(extras))
         return taken
 
     def _hide(self, item: Held, seconds: int) -> None:
-        """Hidden for ``seconds``; one receive from the redrive limit, handed on instead (the same body sent
-        first, then the old message deleted: a crash between leaves a duplicate the ledger dedups)."""
+        """Hidden for ``seconds`` (0: visible now); one receive from the redrive limit, handed on instead (the same
+        body sent first, then the old message deleted: a crash between leaves a duplicate the ledger dedups)."""
         try:
             if item.message.receive_count >= self.max_receive_count - 1:
                 item.queue.send(item.message.body, item.message.message_attributes, delay_s=seconds)
@@ -111,7 +137,7 @@ class Lookahead:
                 self.handed_on += 1
                 return
             item.queue.set_visibility(item.message, min(seconds, self.cap_s))
-            self.hidden += 1
+            self.hidden += seconds > 0
         except ReceiptHandleInvalid:
             logger.debug("message %s: no longer ours, not hidden", item.message.message_id)
         except (BotoCoreError, ClientError) as err:  # it reappears after the receive's visibility: no loss
@@ -139,3 +165,14 @@ class Lookahead:
         for item in self.held:
             item.queue.release(item.message)
         self.held = []
+
+
+def _rids(items: list[Held]) -> list[str]:
+    """The works of ``items`` (the debug line's), the message id of a body that is not one."""
+    rids = []
+    for item in items:
+        try:
+            rids.append(parse_message(item.body).work_rid)
+        except ContractError:
+            rids.append(item.message.message_id)
+    return rids

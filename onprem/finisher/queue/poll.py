@@ -73,6 +73,7 @@ class QueuePoller:
                 self._stop.wait(min(ERROR_PAUSE_S, max(request.wait_s, 1)))  # this queue only: the others go on
                 break
             result.messages += batch
+            logger.debug("%s: receive of %d (wait %d s): %d", queue.queue_name, asked, wait_s, len(batch))
             if len(batch) < asked or self._stop.is_set():
                 break
             wait_s = 0  # a full batch: more is waiting, take it at once (the backlog's scan)

@@ -139,8 +139,7 @@ class Worker:
                     lookahead.choose(self._receive_all(poller, 0, drain, quick=True), 0)
                     wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
-                received = self._receive_all(poller, free + lookahead.room() + scan, drain,
-                                             quick=len(lookahead) > 0)
+                received = self._receive_all(poller, lookahead.wanted(free, scan), drain, quick=len(lookahead) > 0)
                 if self._stop.is_set():
                     for queue, message in received:
                         queue.release(message)
@@ -176,7 +175,7 @@ class Worker:
 
     @property
     def _shared_ledger(self) -> bool:
-        """A server ledger: other hosts share the queues, so the look-ahead holds one spare per two slots at most."""
+        """A server ledger: other hosts share the queues, so the look-ahead holds nothing ahead of the free slots."""
         return not self.settings.ledger_url.startswith("sqlite")
 
     def _hide_for(self, drain: bool) -> Callable[[list[ReceivedMessage]], list[int]] | None:

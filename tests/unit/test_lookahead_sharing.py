@@ -1,0 +1,79 @@
+"""The look-ahead of a host sharing its queues with other hosts (a server ledger): nothing held ahead of its free
+slots, the front of the backlog it cannot start put back at once, the backlog scanned at most once per interval.
+
+Each of these failed before (issue 20): the host held a spare per two slots, hid the rest of the front for a second,
+and received the whole visible backlog on every free slot, so a host idle in its long poll missed it (2/5/5 on 12
+equal works with 3 hosts; tests/hosts/test_lookahead_fairness.py shows the split on namespace hosts).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from contract import RestoredWork
+from onprem.finisher.queue.lookahead import SHARED_SCAN_INTERVAL_S, Lookahead
+from onprem.finisher.queue.sqs import ReceivedMessage
+
+NOW = datetime(2026, 11, 29, tzinfo=UTC)
+
+
+class RecordingQueue:
+    """Records the visibility changes the look-ahead asks of SQS."""
+
+    def __init__(self) -> None:
+        self.visibility: list[tuple[str, int]] = []
+
+    def set_visibility(self, message: ReceivedMessage, seconds: int) -> None:
+        self.visibility.append((message.message_id, seconds))
+
+    def release(self, message: ReceivedMessage) -> bool:
+        self.visibility.append((message.message_id, 0))
+        return True
+
+
+def message(number: int, receive_count: int = 1) -> ReceivedMessage:
+    rid = f"W1NLM{number}"
+    body = RestoredWork.build(collection="NLM", bucket="b-staging", key=f"Archive0/00/{rid}/{rid}.bag.zip",
+                              region="us-east-1", size=1, etag="e", event_time=NOW, source_event_id="x",
+                              restore_expiry=NOW + timedelta(days=1, minutes=number)).to_body()
+    return ReceivedMessage("us-east-1", f"m{number}", f"h{number}", body, receive_count, None, None,
+                           received_monotonic=0.0)
+
+
+def shared_lookahead(clock: list[float]) -> Lookahead:
+    """A host of 2 slots on a server ledger, the default look-ahead of 8, every message at the backlog's front."""
+    return Lookahead(8, visibility_s=900, fraction=1 / 3, max_visibility_s=43200, handoff_margin_s=1800,
+                     max_receive_count=5, clock=lambda: clock[0], hide_for=lambda messages: [0] * len(messages),
+                     slots=2)
+
+
+def test_a_host_on_a_server_ledger_holds_nothing_ahead_and_puts_the_front_back_at_once() -> None:
+    queue, clock = RecordingQueue(), [0.0]
+    ahead = shared_lookahead(clock)
+    taken = ahead.choose([(queue, message(n)) for n in range(6)], free=1)  # type: ignore[misc]
+
+    assert [item.message.message_id for item in taken] == ["m0"]  # the earliest expiry
+    assert len(ahead) == 0 and ahead.hidden == 0
+    # visible again now (0 s), for the next host with a free slot: not hidden for a second
+    assert queue.visibility == [(f"m{n}", 0) for n in range(1, 6)]
+
+
+def test_a_host_on_a_server_ledger_scans_the_backlog_once_per_interval_and_asks_for_its_free_slots() -> None:
+    clock = [100.0]
+    ahead = shared_lookahead(clock)
+    assert ahead.wanted(2, scan=500) == 502  # the first receive registers the backlog
+    clock[0] += SHARED_SCAN_INTERVAL_S / 2
+    assert ahead.wanted(1, scan=500) == 1  # then only what its free slots start
+    assert ahead.wanted(0, scan=500) == 0
+    clock[0] += SHARED_SCAN_INTERVAL_S
+    assert ahead.wanted(1, scan=500) == 501
+
+
+def test_a_single_host_keeps_its_whole_lookahead_and_receives_only_for_what_the_held_ones_do_not_fill() -> None:
+    queue, clock = RecordingQueue(), [0.0]
+    ahead = Lookahead(3, visibility_s=900, fraction=1 / 3, max_visibility_s=43200, handoff_margin_s=1800,
+                      max_receive_count=5, clock=lambda: clock[0], hide_for=lambda messages: [0] * len(messages))
+    ahead.choose([(queue, message(n)) for n in range(4)], free=1)  # type: ignore[misc]
+
+    assert len(ahead) == 3 and ahead.wanted(2, scan=500) == 0  # the held ones fill both slots: no receive
+    assert ahead.wanted(4, scan=500) == 1 + 500  # every pass with a free slot scans (one host: no one to starve)
