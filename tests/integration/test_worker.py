@@ -61,8 +61,8 @@ def ledger_of(settings) -> Ledger:  # type: ignore[no-untyped-def]
     return Ledger(settings.ledger_url)
 
 
-def test_message_is_deleted_only_after_sync(tmp_path: Path, aws: AwsClients) -> None:
-    settings = worker_settings(tmp_path)
+def test_message_is_deleted_only_after_sync(tmp_path: Path, aws: AwsClients, ledger_url: str) -> None:
+    settings = worker_settings(tmp_path, ledger_url=ledger_url)
     stages = FileStages(settings, aws)
     seen_at_sync: list[dict[str, int]] = []
     stages.before["sync"] = lambda rid, ctx: seen_at_sync.append(queue_depth(aws))
@@ -87,8 +87,8 @@ def test_message_is_deleted_only_after_sync(tmp_path: Path, aws: AwsClients) -> 
     assert not (settings.staging_dir / "downloads").exists()  # nothing is downloaded to disk
 
 
-def test_duplicate_messages_are_synced_once(tmp_path: Path, aws: AwsClients) -> None:
-    settings = worker_settings(tmp_path, concurrency=1)
+def test_duplicate_messages_are_synced_once(tmp_path: Path, aws: AwsClients, ledger_url: str) -> None:
+    settings = worker_settings(tmp_path, ledger_url=ledger_url, concurrency=1)
     stages = FileStages(settings, aws)
     work = staged_work(tmp_path, aws)
     send(aws, work)
@@ -152,8 +152,8 @@ def test_invalid_message_goes_to_the_dlq_at_once(tmp_path: Path, aws: AwsClients
     assert (row.phase, row.source) == ("failed", "rejected")
 
 
-def test_retryable_failure_comes_back_and_then_syncs(tmp_path: Path, aws: AwsClients) -> None:
-    settings = worker_settings(tmp_path)
+def test_retryable_failure_comes_back_and_then_syncs(tmp_path: Path, aws: AwsClients, ledger_url: str) -> None:
+    settings = worker_settings(tmp_path, ledger_url=ledger_url)
     stages = FileStages(settings, aws)
     failures = iter([TransferError(RID, "connection reset")])
 
@@ -214,8 +214,9 @@ def test_expired_restore_is_requested_again_then_synced(tmp_path: Path, aws: Aws
     assert (request["status"], request["key"]) == ("reissued", work.key)
 
 
-def test_stop_releases_the_work_in_flight_and_a_restart_finishes_it(tmp_path: Path, aws: AwsClients) -> None:
-    settings = worker_settings(tmp_path, grace_period=0.2)
+def test_stop_releases_the_work_in_flight_and_a_restart_finishes_it(tmp_path: Path, aws: AwsClients,
+                                                                  ledger_url: str) -> None:
+    settings = worker_settings(tmp_path, ledger_url=ledger_url, grace_period=0.2)
     stages = FileStages(settings, aws)
     started = threading.Event()
 
@@ -264,8 +265,8 @@ def test_work_near_the_visibility_cap_is_handed_on_and_resumed(tmp_path: Path, a
     assert stages.calls["fetch"] == 2 and stages.calls["sync"] == 1
 
 
-def test_two_workers_never_process_the_same_work_at_once(tmp_path: Path, aws: AwsClients) -> None:
-    settings = worker_settings(tmp_path, concurrency=2)
+def test_two_workers_never_process_the_same_work_at_once(tmp_path: Path, aws: AwsClients, ledger_url: str) -> None:
+    settings = worker_settings(tmp_path, ledger_url=ledger_url, concurrency=2)
     stages = FileStages(settings, aws)
     running, most = Counter[str](), Counter[str]()
     lock = threading.Lock()
@@ -308,8 +309,8 @@ def test_backlog_is_processed_earliest_restore_expiry_first(tmp_path: Path, aws:
     assert [rid for stage, rid in stages.events if stage == "sync"] == ["W1NLM4702", "W1NLM4703", "W1NLM4701"]
 
 
-def test_lease_held_elsewhere_sends_the_message_back(tmp_path: Path, aws: AwsClients) -> None:
-    settings = worker_settings(tmp_path, drain_idle_limit=0.3, lease_busy_delay=30)
+def test_lease_held_elsewhere_sends_the_message_back(tmp_path: Path, aws: AwsClients, ledger_url: str) -> None:
+    settings = worker_settings(tmp_path, ledger_url=ledger_url, drain_idle_limit=0.3, lease_busy_delay=30)
     stages = FileStages(settings, aws)
     work = staged_work(tmp_path, aws)
     ledger = Ledger(settings.ledger_url)

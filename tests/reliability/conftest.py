@@ -12,6 +12,7 @@ import pytest
 
 from harness.moto_env import FAKE_CREDENTIALS
 from harness.moto_server import MotoServer
+from tests.reliability.harness import Bench, trial_bench
 
 REGION = "us-east-1"
 SMALL_DISK_BYTES = 2 * 2**20
@@ -24,6 +25,14 @@ def moto_endpoint() -> Iterator[str]:
         yield server.start()
     finally:
         server.stop()
+
+
+@pytest.fixture
+def backend_bench(tmp_path: Path, ledger_url: str) -> Iterator[Bench]:
+    """A trial's world whose finisher keeps its ledger on the test's backend (the id's ``[sqlite]`` or
+    ``[postgresql]``): for the trials where the backend matters (leases, claims, a restart)."""
+    with trial_bench(tmp_path, ledger_url) as running:
+        yield running
 
 
 @pytest.fixture

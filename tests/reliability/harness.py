@@ -74,6 +74,8 @@ class Bench:
     aws: LocalAws
     paths: FinisherPaths
     scratch: Path
+    #: the finisher's ledger (a PostgreSQL database of the session's cluster); None: SQLite in its state folder
+    ledger_url: str | None = None
 
     def __post_init__(self) -> None:
         self.paths.root.mkdir(parents=True, exist_ok=True)
@@ -131,8 +133,9 @@ class Bench:
 
     # --- the finisher ------------------------------------------------------------------------------------------
     def environ(self, extra: Mapping[str, str] | None = None) -> dict[str, str]:
-        settings = {**self.paths.environ(self.aws.environment.name), **TRIAL_FINISHER_ENV, "PYTHONUNBUFFERED": "1",
-                    "COLUMNS": "160", **dict(extra or {})}
+        ledger = {"FINISHER_LEDGER_URL": self.ledger_url} if self.ledger_url else {}
+        settings = {**self.paths.environ(self.aws.environment.name), **TRIAL_FINISHER_ENV, **ledger,
+                    "PYTHONUNBUFFERED": "1", "COLUMNS": "160", **dict(extra or {})}
         return self.aws.subprocess_env(**settings)
 
     def start(self, args: Sequence[str], env: Mapping[str, str] | None = None,
@@ -218,7 +221,7 @@ class Bench:
         """Every ledger row (rejected messages included), read with the finisher's own Ledger."""
         from onprem.finisher.ledger.store import Ledger
 
-        ledger = Ledger(f"sqlite:///{self.paths.state_dir / 'ledger.sqlite'}")
+        ledger = Ledger(self.ledger_url or f"sqlite:///{self.paths.state_dir / 'ledger.sqlite'}")
         try:
             return [{**record.as_json(), "message_body": record.message_body} for record in ledger.works()]
         finally:
@@ -287,10 +290,11 @@ def history_problems(history: Sequence[dict[str, Any]]) -> list[str]:
 
 
 @contextmanager
-def trial_bench(root: Path) -> Iterator[Bench]:
-    """A fresh moto server (dev environment: empty queues) and new finisher folders (a new ledger) under ``root``."""
+def trial_bench(root: Path, ledger_url: str | None = None) -> Iterator[Bench]:
+    """A fresh moto server (dev environment: empty queues) and new finisher folders under ``root``; the ledger a new
+    SQLite file in them, or ``ledger_url`` (a fresh database)."""
     with local_aws(DEV, config_dir=root / "aws") as aws:
-        yield Bench(aws, FinisherPaths(root / "out"), root)
+        yield Bench(aws, FinisherPaths(root / "out"), root, ledger_url)
 
 
 def sync_count(bench: Bench, rid: str) -> int:

@@ -197,7 +197,8 @@ def test_killed_while_reading_the_object_as_one_range_then_restarted_archives_th
     assert not list(bench.paths.staging_dir.rglob("*.bag.zip*")), "a zip file outlived the work"
 
 
-def test_killed_mid_rsync_then_restarted_archives_the_work_once(bench: Bench) -> None:
+def test_killed_mid_rsync_then_restarted_archives_the_work_once(backend_bench: Bench) -> None:
+    bench = backend_bench  # the ledger on the id's backend: claims, leases, a restart
     code, problems = _trial(bench, MID_RSYNC)
     assert code == -signal.SIGKILL
     assert problems == []

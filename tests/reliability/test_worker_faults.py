@@ -68,9 +68,10 @@ def test_redriven_messages_sync_a_failed_work_once_and_a_synced_one_never_again(
     assert _history(bench, RID)[-1] == "duplicate"
 
 
-def test_two_finishers_racing_for_one_work_sync_it_once(bench: Bench) -> None:
+def test_two_finishers_racing_for_one_work_sync_it_once(backend_bench: Bench) -> None:
     """Both start at once on a fresh state directory (test_ledger_start.py forces that race) and both get a
     message of the same object version."""
+    bench = backend_bench  # the ledger on the id's backend: claims, leases, a restart
     work = bench.stage(spec(RID, images=6))
     bench.send(bench.message_for(work.bucket, work.key, work.version_id, "NLM", work.region, event_id="twin"))
     first, second = bench.start(["run", "--drain"]), bench.start(["run", "--drain"])
@@ -122,7 +123,8 @@ def test_message_for_a_bucket_outside_the_environment_is_refused(bench: Bench) -
 
 
 # --- lost handles, throttling ---------------------------------------------------------------------------------------
-def test_refused_heartbeat_stops_the_work_and_the_redelivery_finishes_it(bench: Bench) -> None:
+def test_refused_heartbeat_stops_the_work_and_the_redelivery_finishes_it(backend_bench: Bench) -> None:
+    bench = backend_bench  # the ledger on the id's backend: claims, leases, a restart
     work = bench.stage(spec(RID, images=6))
     faults = [_error("sqs", "ChangeMessageVisibility", 1, 400, "ReceiptHandleIsInvalid")]
     assert bench.drain_until_quiet(env={"FINISHER_HEARTBEAT_FRACTION": "0.05"}, faults=faults) == 0
@@ -130,9 +132,10 @@ def test_refused_heartbeat_stops_the_work_and_the_redelivery_finishes_it(bench: 
     assert bench.problems([work]) == [] and sync_count(bench, RID) == 1
 
 
-def test_extensions_failing_longer_than_the_visibility_never_run_one_work_twice(bench: Bench) -> None:
+def test_extensions_failing_longer_than_the_visibility_never_run_one_work_twice(backend_bench: Bench) -> None:
     """The message reappears while its work still runs (every heartbeat extension fails, the download is slowed
     to ≈5 s by the proxy): the other slot receives it again and must not work on the same work beside it."""
+    bench = backend_bench  # the ledger on the id's backend: claims, leases, a restart
     work = bench.stage(spec(RID, images=6, image_bytes=200 * 1024))
     port = int(bench.aws.endpoint_url.rsplit(":", 1)[1])
     faults = [_error("sqs", "ChangeMessageVisibility", 40, 503, "ServiceUnavailable")]
