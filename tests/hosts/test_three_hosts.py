@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from contract import RestoredWork
 from harness.bags import SampleSpec, SampleZip
@@ -23,14 +24,17 @@ from tests.ledger_backends import PostgresCluster
 
 #: a work in these phases is still being fetched (nothing of it in the archive yet)
 FETCHING = ("received", "restore_completed")
+T = TypeVar("T")
 
 
-def wait_for(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
+def wait_for(condition: Callable[[], T], timeout_s: float, what: str) -> T:
+    """``condition()``'s first true value within ``timeout_s``."""
     deadline = time.monotonic() + timeout_s
-    while not condition():
+    while not (value := condition()):
         if time.monotonic() > deadline:
             raise AssertionError(f"not within {timeout_s} s: {what}")
         time.sleep(0.05)
+    return value
 
 
 def backlog(fleet: Fleet, count: int, first: int, image_bytes: int) -> list[tuple[SampleZip, RestoredWork]]:
@@ -73,7 +77,9 @@ def test_three_hosts_drain_the_backlog_once_through_a_killed_host_and_a_postgres
     processes |= {name: fleet.start(name, ["run", "--drain"]) for name in ("h2", "h3")}
     wait_for(lambda: all("finisher started" in fleet.log(name) for name in ("h2", "h3")), 60, "h2 and h3 started")
 
-    held = [record.work_rid for record in fleet.leased_by("h1") if str(record.phase) in FETCHING]
+    # h1 mid-fetch at the kill: taken when it is (a snapshot found both its slots syncing or between works once)
+    fetching = lambda: [r.work_rid for r in fleet.leased_by("h1") if str(r.phase) in FETCHING]  # noqa: E731
+    held = wait_for(fetching, 30, "h1 fetching a work")
     killed = network.kill_all(network.hosts[0])
     assert processes["h1"].wait(timeout=10) == -9 and network.pids(network.hosts[0]) == []
 

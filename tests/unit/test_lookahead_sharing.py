@@ -11,6 +11,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from contract import RestoredWork
+from onprem.finisher.errors import LedgerUnavailable
 from onprem.finisher.queue.lookahead import SHARED_SCAN_INTERVAL_S, Lookahead
 from onprem.finisher.queue.sqs import ReceivedMessage
 
@@ -77,3 +78,19 @@ def test_a_single_host_keeps_its_whole_lookahead_and_receives_only_for_what_the_
 
     assert len(ahead) == 3 and ahead.wanted(2, scan=500) == 0  # the held ones fill both slots: no receive
     assert ahead.wanted(4, scan=500) == 1 + 500  # every pass with a free slot scans (one host: no one to starve)
+
+
+def test_the_ledger_out_of_reach_while_placing_a_receive_neither_ends_the_run_nor_hides_the_front() -> None:
+    """PostgreSQL restarted during the index's registration (a commit whose outcome is unknown): before, the error
+    left the worker's loop and the finisher exited 3 mid-drain (tests/hosts, the restart test)."""
+    queue, clock = RecordingQueue(), [0.0]
+
+    def unreachable(messages: list[ReceivedMessage]) -> list[int]:
+        raise LedgerUnavailable("postgresql://h/ledger", "connection lost at commit, outcome unknown")
+
+    ahead = Lookahead(8, visibility_s=900, fraction=1 / 3, max_visibility_s=43200, handoff_margin_s=1800,
+                      max_receive_count=5, clock=lambda: clock[0], hide_for=unreachable, slots=2)
+    taken = ahead.choose([(queue, message(n)) for n in (3, 1, 2)], free=1)  # type: ignore[misc]
+
+    assert [item.message.message_id for item in taken] == ["m1"]
+    assert queue.visibility == [("m2", 0), ("m3", 0)]  # put back for the other hosts, not hidden

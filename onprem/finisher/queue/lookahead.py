@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from botocore.exceptions import BotoCoreError, ClientError
 
 from contract import ContractError, parse_message
-from onprem.finisher.errors import ReceiptHandleInvalid
+from onprem.finisher.errors import LedgerUnavailable, ReceiptHandleInvalid
 from onprem.finisher.queue.backlog import order_for_slots
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 
@@ -104,7 +104,7 @@ class Lookahead:
         now = self.clock()
         fresh = [Held(queue, message, now) for queue, message in received]
         if self.hide_for is not None and fresh:
-            hides = self.hide_for([item.message for item in fresh])
+            hides = self._placements([item.message for item in fresh])
             for item, seconds in zip(fresh, hides, strict=True):
                 if seconds > 0:
                     self._hide(item, seconds)
@@ -120,12 +120,23 @@ class Lookahead:
             # past the backlog's front: hidden by their rank; at its front (0) but over what this host may hold:
             # visible again at once, for the next host with a free slot (a second's hide let one host's next
             # receive take them all while another idled: 2/5/5 on 12 works)
-            for extra, seconds in zip(extras, self.hide_for([e.message for e in extras]), strict=True):
+            for extra, seconds in zip(extras, self._placements([e.message for e in extras]), strict=True):
                 self._hide(extra, max(seconds, 0))
         if logger.isEnabledFor(logging.DEBUG) and (received or taken):
             logger.debug("look-ahead: %d received, %d free: taken %s, held %s, put back %s", len(received), free,
                          _rids(taken), _rids(self.held), _rids(extras))
         return taken
+
+    def _placements(self, messages: list[ReceivedMessage]) -> list[int]:
+        """The backlog index's placement of ``messages``; with the ledger out of reach (a server restarting), 0 for
+        each: ordered among themselves, nothing hidden, the run goes on (the works' own ledger calls wait for it)."""
+        assert self.hide_for is not None
+        try:
+            return self.hide_for(messages)
+        except LedgerUnavailable as err:
+            logger.warning("backlog index unavailable, %d message(s) placed by this receive alone: %s",
+                           len(messages), err)
+            return [0] * len(messages)
 
     def _hide(self, item: Held, seconds: int) -> None:
         """Hidden for ``seconds`` (0: visible now); one receive from the redrive limit, handed on instead (the same
