@@ -119,8 +119,9 @@ def test_a_backlog_of_200_in_random_order_is_processed_earliest_expiry_first(tmp
 
 
 def test_copies_the_backlog_cannot_reach_in_time_are_renewed(tmp_path: Path, aws: AwsClients) -> None:
-    # one work a second at most: the 30 queued works need ~30 s, a margin of 10 days makes the first 10 due
-    settings = worker_settings(tmp_path, concurrency=2, backlog_prior_rate=3600, drain_idle_limit=30,
+    # ten works a second at most (the backlog's hides: the 30 queued works need ~3 s; at one a second the drain
+    # idled ~20 s), a margin of 10 days makes the first 10 due
+    settings = worker_settings(tmp_path, concurrency=2, backlog_prior_rate=36000, drain_idle_limit=30,
                                renew_margin_hours=240, renew_interval=0, backlog_lookahead=0)
     start = datetime.now(UTC)
     rids = [f"W1NLM{5000 + n}" for n in range(30)]
