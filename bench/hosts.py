@@ -8,6 +8,8 @@ work. The link is the bound each host has in production (a WAN to S3), not its C
 Each run: a fresh moto server and ledger database; the finishers started (production defaults but short polls,
 ``BENCH_SETTINGS``) and ready before the backlog is sent at once; timed from the send to every work synced and
 its message deleted; then the finishers are killed (their work is done). Works are equal (incompressible images).
+Each host's timeline (its works' lease to sync, from the ledger's history) shows whether a host idled while another
+still had works: the table gives each host's first start and last sync, the raw facts every work's.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import ipaddress
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -56,6 +59,8 @@ class HostsRun:
     duplicate_syncs: int
     transactions_per_work: float
     shares: dict[str, int]
+    #: host → each of its works' (started, synced) in seconds from the send (the ledger's history): who idled when
+    timeline: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -98,7 +103,7 @@ def run_hosts(network: HostNetwork, cluster: PostgresCluster, scratch: Path, hos
             fleet.start(name, ["run"])
         _wait(lambda: all("finisher started" in fleet.log(name) for name in names), 120, "the finishers started")
         before = _transactions(cluster, database)
-        started = time.monotonic()
+        started, sent_at = time.monotonic(), datetime.now(UTC)
         for _, message in messages:
             fleet.send(message)
         _wait(lambda: sum(fleet.sync_lines().values()) >= options.works and fleet.queued() == 0, 900,
@@ -110,8 +115,22 @@ def run_hosts(network: HostNetwork, cluster: PostgresCluster, scratch: Path, hos
         transactions = _transactions(cluster, database) - before
         lines = fleet.sync_lines()
         shares = {name: len(works) for name, works in fleet.synced_by().items() if name in names}
+        timeline = _timeline(fleet, names, sent_at)
     return HostsRun(hosts, seconds, payload, len(lines), sum(lines.values()) - len(lines),
-                    transactions / max(options.works, 1), shares)
+                    transactions / max(options.works, 1), shares, timeline)
+
+
+def _timeline(fleet: Fleet, names: list[str], sent_at: datetime) -> dict[str, list[tuple[float, float]]]:
+    """Host → its works' (lease taken: ``restore_completed``, ``synced``) in seconds from ``sent_at``."""
+    host_of = {rid: name for name, rids in fleet.synced_by().items() if name in names for rid in rids}
+    timeline: dict[str, list[tuple[float, float]]] = {name: [] for name in names}
+    for record in fleet.ledger_records():
+        moments = {entry.get("event"): entry.get("at") for entry in record.history}
+        if record.work_rid in host_of and moments.get("restore_completed") and moments.get("synced"):
+            start, end = (round((datetime.fromisoformat(str(moments[e])) - sent_at).total_seconds(), 2)
+                          for e in ("restore_completed", "synced"))
+            timeline[host_of[record.work_rid]].append((start, end))
+    return {name: sorted(works) for name, works in timeline.items()}
 
 
 def measure(options: HostsOptions, scratch: Path) -> list[HostsRun]:
@@ -134,6 +153,8 @@ def rows(runs: list[HostsRun]) -> tuple[list[list[Any]], dict[str, Any], list[st
         ratio = one.seconds / run.seconds if one else float("nan")
         table.append([run.hosts, run.seconds, run.payload_bytes / run.seconds / 1e6, ratio, run.duplicate_syncs,
                       run.transactions_per_work, " ".join(f"{n}:{c}" for n, c in sorted(run.shares.items())),
+                      " ".join(f"{n}:{works[0][0]:.1f}-{works[-1][1]:.1f}" for n, works in
+                               sorted(run.timeline.items()) if works),
                       "ok" if run.ok else "FAILED"])
         facts[f"ratio_{run.hosts}"] = ratio
         if run.hosts in GOALS:
@@ -146,7 +167,8 @@ def rows(runs: list[HostsRun]) -> tuple[list[list[Any]], dict[str, Any], list[st
     return table, facts, notes
 
 
-COLUMNS = ["hosts", "s", "MB/s", "x one host", "duplicate syncs", "ledger tx/work", "works per host", "ok"]
+COLUMNS = ["hosts", "s", "MB/s", "x one host", "duplicate syncs", "ledger tx/work", "works per host",
+           "first start-last sync per host (s)", "ok"]
 
 
 def hosts_section(ctx: Any) -> None:
