@@ -105,6 +105,7 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
         self.delivered: set[str] = set()
         self.held: list[ReceivedMessage] = []  # received and crashed or left: in flight until they "expire"
         self.crash_at: str | None = None
+        self._known_depth: dict[str, int] | None = None
         self._real_checkpoint = faults.checkpoint
         faults.checkpoint = self._checkpoint  # type: ignore[assignment]
 
@@ -136,18 +137,25 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
     @rule(version=versions, new_event_id=st.booleans())
     def deliver(self, version: RestoredWork, new_event_id: bool) -> None:
         """The restore event reaches the queue again: an SQS duplicate, or a new event id (Lambda dedupe bypassed)."""
+        self._known_depth = None
         message = version.model_copy(update={"source_event_id": str(uuid.uuid4())}) if new_event_id else version
         self.sqs.send_message(QueueUrl=self.queue.queue_url, MessageBody=message.to_body(),
                               MessageAttributes=message_attributes(message))
         self.delivered.add(version.idempotency_key)
 
     def _depth(self) -> dict[str, int]:
-        return self.queue.depth()
+        """The queues' depth for the preconditions, asked before every step for each rule drawn: read once per step
+        (two moto calls), since the queues change only in a rule (each forgets it); one read per question was
+        about a quarter of the test's time."""
+        if self._known_depth is None:
+            self._known_depth = self.queue.depth()
+        return self._known_depth
 
     @precondition(lambda self: self._depth()["visible"] > 0)
     @rule(pick=st.integers(0, 9), crash=st.one_of(st.none(), st.sampled_from(faults.CHECKPOINTS)))
     def process_one(self, pick: int, crash: str | None) -> None:
         """Receive a batch, process the message Hypothesis picks (order is SQS's business), release the others."""
+        self._known_depth = None
         batch = self.queue.receive(10, 0, self.settings.worker.visibility_timeout)
         if not batch:
             return
@@ -169,6 +177,7 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
     @rule()
     def visibility_expires(self) -> None:
         """Every message a crashed attempt left in flight becomes visible again."""
+        self._known_depth = None
         for message in self.held:
             self.queue.release(message)
         self.held.clear()
@@ -176,6 +185,7 @@ class QueueLedgerProtocol(RuleBasedStateMachine):
     @precondition(lambda self: self._depth()["dlq"] > 0)
     @rule()
     def redrive(self) -> None:
+        self._known_depth = None
         self.queue.redrive(wait_s=0)
 
     # --- invariants ----------------------------------------------------------------------------------------------
@@ -234,10 +244,25 @@ def _key_of(body: str) -> str | None:
         return None
 
 
-QueueLedgerProtocol.TestCase.settings = settings(
-    max_examples=int(os.environ.get("RELIABILITY_SM_EXAMPLES", "25")), stateful_step_count=15, deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
-    phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],  # shrinking re-runs real I/O: too slow
-    print_blob=True,
-)
+#: examples of 15 steps (~1 s each on an idle 2-core machine): in ``make test``, and with ``--run-long``;
+#: ``RELIABILITY_SM_EXAMPLES`` overrides both
+EXAMPLES, LONG_EXAMPLES = 12, 50
+
+
+def _settings(examples: int) -> settings:
+    return settings(
+        max_examples=examples, stateful_step_count=15, deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        phases=[Phase.explicit, Phase.reuse, Phase.generate, Phase.target],  # shrinking re-runs real I/O: too slow
+        print_blob=True,
+    )
+
+
+@pytest.fixture(autouse=True)
+def examples_of_this_run(request: pytest.FixtureRequest) -> None:
+    """The run's example count, set before Hypothesis reads the test case's settings."""
+    default = LONG_EXAMPLES if request.config.getoption("--run-long") else EXAMPLES
+    QueueLedgerProtocol.TestCase.settings = _settings(int(os.environ.get("RELIABILITY_SM_EXAMPLES", default)))
+
+
 test_queue_ledger_protocol = pytest.mark.timeout(240)(QueueLedgerProtocol.TestCase)
