@@ -1,14 +1,17 @@
 """The whole backlog in restore-expiry order (issue 15): hundreds of works sent in random order, two slots, the
-ledger's index of queued works; copies the backlog will not reach in time are renewed on moto's S3."""
+ledger's index of queued works; copies the backlog will not reach in time are renewed on moto's S3. A backlog sent
+while finishers run is started from its front on SQLite and PostgreSQL, with one finisher and two (issue 20)."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from contract import RestoredWork, restore_state, staging_key_for_rid
+from harness.postgres import PostgresCluster
 from onprem.finisher.ledger.store import Ledger, WorkRecord
 from onprem.finisher.work.backlog import RESTORE_RENEWED
 from onprem.finisher.work.clients import AwsClients
@@ -149,3 +152,70 @@ def test_copies_the_backlog_cannot_reach_in_time_are_renewed(tmp_path: Path, aws
         assert after is not None and before[rid] is not None and after > before[rid]  # moto took the RestoreObject
         assert _at(entry["restore_expiry"]) > expiry_of[rid]  # the ledger's renewed expiry: later than the message's
     assert expiry_problems(records, expiry_of) == []
+
+
+def started_past_the_front(started: list[str], expiry_of: dict[str, datetime], front: int) -> list[str]:
+    """The works started while ``front`` or more of ``expiry_of``'s works not yet started expired before them:
+    the server ledger's bound (each start is among the first ``slots + BACKLOG_LOOKAHEAD`` of the backlog left)."""
+    left = sorted(expiry_of, key=expiry_of.__getitem__)
+    problems = []
+    for rid in started:
+        ahead = left.index(rid)
+        if ahead >= front:
+            problems.append(f"{rid}: started with {ahead} works left that expire before it")
+        left.remove(rid)
+    return problems
+
+
+def drain_a_backlog_sent_while_running(tmp_path: Path, aws: AwsClients, ledger_url: str, hosts: int,
+                                       count: int = 30) -> tuple[list[str], dict[str, datetime]]:
+    """``hosts`` finishers (2 slots each) on ``ledger_url`` drain one work, whose fetch sends a backlog of
+    ``count`` in random order: their first scan saw a queue of one. Returns the backlog's starts, its expiries."""
+    settings = worker_settings(tmp_path, ledger_url=ledger_url, concurrency=2, backlog_prior_rate=36000,
+                               drain_idle_limit=5, renew_margin_hours=0)
+    rng = random.Random(20)
+    start = datetime.now(UTC)
+    works = staged_backlog(tmp_path, aws, count + 1, lambda rid: start + timedelta(hours=rng.uniform(1, 100)))
+    first, backlog = works[0], works[1:]
+    rng.shuffle(backlog)
+    stages = FileStages(settings, aws)
+
+    def send_the_backlog(rid: str, ctx: object) -> None:
+        if rid == first.work_rid:
+            for work in backlog:
+                send(aws, work)
+
+    stages.before["fetch"] = send_the_backlog
+    send(aws, first)
+    workers = [make_worker(settings, aws, stages, ledger=Ledger(ledger_url), owner=f"host-{n}:1")
+               for n in range(hosts)]
+    with ThreadPoolExecutor(hosts) as pool:
+        summaries = list(pool.map(lambda worker: worker.run(drain=True), workers))
+    assert sum(summary.outcomes["synced"] for summary in summaries) == count + 1
+    started = [rid for stage, rid in stages.events if stage == "fetch" and rid != first.work_rid]
+    return started, {work.work_rid: work.restore_expiry for work in backlog}  # type: ignore[misc]
+
+
+def test_a_backlog_sent_while_the_finisher_runs_is_started_from_its_front(tmp_path: Path, aws: AwsClients,
+                                                                          ledger_url: str) -> None:
+    """On PostgreSQL (a host's scan paced to once per 30 s) the backlog was started in the queue's order: the
+    start's scan had seen a queue of one (Kendall's tau 0.05, 6 of 30 started past the front). Now a receive that
+    brings a message never received before makes the next receive scan; only that first receive's works start
+    unranked."""
+    started, expiry_of = drain_a_backlog_sent_while_running(tmp_path, aws, ledger_url, hosts=1)
+    front = 2 + 8  # the slots and the default look-ahead
+    tau = kendall_tau(started, sorted(expiry_of, key=expiry_of.__getitem__))
+    print(f"Kendall's tau, processing order against expiry order: {tau:.4f}")
+    assert started_past_the_front(started[2:], expiry_of, front) == []
+    assert started_past_the_front(list(expiry_of)[2:], expiry_of, front)  # the check bites: the sending order fails
+
+
+def test_two_finishers_on_one_postgresql_ledger_start_a_backlog_sent_while_they_run_from_its_front(
+        tmp_path: Path, aws: AwsClients, postgres_cluster: PostgresCluster) -> None:
+    """Each host's first receive of the backlog starts unranked (its free slots); after it every start is among
+    the first slots + look-ahead of the works no host has leased, so of the backlog left with the other host's
+    slots (its leases not yet started when this one starts), whichever host starts it."""
+    started, expiry_of = drain_a_backlog_sent_while_running(tmp_path, aws, postgres_cluster.new_database(), hosts=2)
+    tau = kendall_tau(started, sorted(expiry_of, key=expiry_of.__getitem__))
+    print(f"Kendall's tau, processing order against expiry order: {tau:.4f}")
+    assert started_past_the_front(started[2 * 2:], expiry_of, 2 * 2 + 8) == []

@@ -94,3 +94,19 @@ def test_the_ledger_out_of_reach_while_placing_a_receive_neither_ends_the_run_no
 
     assert [item.message.message_id for item in taken] == ["m1"]
     assert queue.visibility == [("m2", 0), ("m3", 0)]  # put back for the other hosts, not hidden
+
+
+def test_a_receive_bringing_a_message_never_received_before_makes_the_next_receive_scan() -> None:
+    """A backlog that arrived after the scan (the finisher started on an empty queue, or its long poll returned the
+    first messages of a backlog still arriving) is registered at the next receive, not up to 30 s later: before,
+    the backlog was started in the queue's order (tests/integration/test_backlog_order.py)."""
+    queue, clock = RecordingQueue(), [100.0]
+    ahead = shared_lookahead(clock)
+    assert ahead.wanted(2, scan=500) == 502  # the start's scan: the queue is empty
+    ahead.choose([], free=2)
+    clock[0] += 1
+    assert ahead.wanted(2, scan=500) == 2
+    ahead.choose([(queue, message(7))], free=2)  # type: ignore[list-item]  # first received: no host registered it
+    assert ahead.wanted(1, scan=500) == 501
+    ahead.choose([(queue, message(n, receive_count=2)) for n in (3, 4)], free=1)  # type: ignore[misc]
+    assert ahead.wanted(1, scan=500) == 1  # messages received before: the interval paces the scans again

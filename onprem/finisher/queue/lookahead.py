@@ -11,8 +11,10 @@ or, one receive from the redrive limit, handed on as a fresh copy of the same bo
 
 With a server ledger (several hosts share the queues) a host holds nothing ahead of its free slots: the front of
 the backlog it received but cannot start is put back at once (visible, for the next host with a free slot), and it
-scans the backlog (receives all it sees, to register it) once per ``SHARED_SCAN_INTERVAL_S``, otherwise receiving
-only what its free slots start. Holding the whole look-ahead let the first finisher to receive keep a backlog of 12
+scans the backlog (receives all it sees, to register it) once per ``SHARED_SCAN_INTERVAL_S``, and on the next
+receive after one brought a message never received before (a backlog that arrived since: the finisher started
+before it, its scan saw an empty queue and the order was the queue's for 30 s), otherwise receiving only what its
+free slots start. Holding the whole look-ahead let the first finisher to receive keep a backlog of 12
 from a second one (10/2, 11/1); one spare per slot left 4/8 and 5/5/2; one per two slots with a scan on every
 receive 2/5/5 (the host that freed a slot received the whole visible backlog and put it back after ranking it, by
 when a host idle in its long poll had missed it); now 4/4/4 (tests/hosts). An SQLite ledger is one host's: it keeps
@@ -79,6 +81,9 @@ class Lookahead:
         self.clock, self.hide_for = clock, hide_for
         self.held: list[Held] = []
         self._scanned_at = float("-inf")
+        #: a receive brought a message no host had received before (ApproximateReceiveCount 1): a backlog no scan
+        #: has registered arrived since the last one, so the next receive scans whatever the interval
+        self._unscanned = False
         #: messages hidden until their turn and copies handed on, since the start (the run's story)
         self.hidden = self.handed_on = 0
 
@@ -90,18 +95,22 @@ class Lookahead:
 
     def wanted(self, free: int, scan: int = 0) -> int:
         """How many messages to receive for ``free`` slots: those the held ones do not fill, plus the room, plus
-        ``scan`` (the backlog's registration; with a server ledger once per ``SHARED_SCAN_INTERVAL_S``); 0 when
-        the held ones fill the free slots (no receive)."""
+        ``scan`` (the backlog's registration; with a server ledger once per ``SHARED_SCAN_INTERVAL_S``, and at
+        once after a receive brought a message never received before); 0 when the held ones fill the free slots
+        (no receive)."""
         needed = max(free - len(self.held), 0) + self.room() if free > 0 else 0
         if needed and scan and self.shared:
-            if self.clock() - self._scanned_at < SHARED_SCAN_INTERVAL_S:
+            if self.clock() - self._scanned_at < SHARED_SCAN_INTERVAL_S and not self._unscanned:
                 return needed
-            self._scanned_at = self.clock()
+            self._scanned_at, self._unscanned = self.clock(), False
         return needed + scan if needed else 0
 
     def choose(self, received: list[tuple[WorkQueue, ReceivedMessage]], free: int) -> list[Held]:
         """Add ``received`` to the held messages; return the ``free`` to process now, in backlog order."""
         now = self.clock()
+        # a first receive: the backlog it came with may be unregistered (a scan at the start saw an empty queue,
+        # or a long poll returned the first of a backlog still arriving); rescanning once more costs a receive
+        self._unscanned |= any(message.receive_count <= 1 for _, message in received)
         fresh = [Held(queue, message, now) for queue, message in received]
         if self.hide_for is not None and fresh:
             hides = self._placements([item.message for item in fresh])
