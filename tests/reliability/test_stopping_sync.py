@@ -69,9 +69,9 @@ def _syncing_copy_has_files(bench: Bench) -> bool:
     return any(p.is_file() for d in parent.glob(f".{RID}.syncing.*") for p in d.rglob("*"))
 
 
-def _slowed(bench: Bench) -> dict[str, str]:
+def _slowed(bench: Bench, bwlimit_kib: int = 32) -> dict[str, str]:
     shim_dir = bench.scratch / "shims"
-    write_rsync_shim(shim_dir, bench.scratch / "rsync-calls.txt", bwlimit_kib=32)
+    write_rsync_shim(shim_dir, bench.scratch / "rsync-calls.txt", bwlimit_kib=bwlimit_kib)
     return {"PATH": f"{shim_dir}:{os.environ['PATH']}", "SYNC_FORCE_COPY": "1"}
 
 
@@ -116,7 +116,8 @@ def test_sigterm_between_the_two_renames_puts_the_previous_copy_back_and_a_resta
     (target / "old-image-group" / "old.tif").write_bytes(b"the previous archive copy")
     work = bench.stage(spec(RID))
     flag = bench.scratch / "moved-aside"
-    env = {**_slowed(bench)}
+    # the mv shim holds the sync at the rename: the copy before it need not crawl (at 32 KiB/s it took ~9 s)
+    env = {**_slowed(bench, bwlimit_kib=4096)}
     _write_mv_shim(bench.scratch / "shims", "*/.*.previous.*", flag, 60)
     process = _sigterm_when(bench, env, flag.exists)
     assert process.returncode == 0
@@ -142,7 +143,8 @@ def test_sigterm_while_the_success_line_and_marker_are_written_finishes_that_syn
 def test_sigkill_of_the_finisher_alone_lets_the_sync_finish_and_the_restart_records_it_synced_once(
         bench: Bench) -> None:
     work = bench.stage(spec(RID))
-    process = bench.start(["run", "--drain"], env=_slowed(bench))
+    # the surviving copy runs ~4 s past the kill (~288 KiB at 64 KiB/s), and the restart waits for it
+    process = bench.start(["run", "--drain"], env=_slowed(bench, bwlimit_kib=64))
     wait_for(lambda: _syncing_copy_has_files(bench) or process.poll() is not None, 60, "rsync writing")
     process.kill()  # the finisher alone: its sync's process group lives on, its stdout pipe closed
     process.wait(timeout=30)
