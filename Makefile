@@ -64,16 +64,17 @@ debs:
 # The venv holds exactly the lock file's versions; the project itself is installed on top, without dependencies.
 # uv installs them (parallel downloads, its cache: ~1 min less than pip from a clean clone), with pip's settings of
 # this host carried over (requirements/uv_pip_install.py); uv comes from PATH, else pip installs it into the venv;
-# pip installs the lock itself when neither works.
+# pip installs the lock itself when there is no uv or uv fails.
 UV ?= $(shell command -v uv 2>/dev/null)
 UV_PIP_INSTALL = $(PY_BOOT) requirements/uv_pip_install.py
 $(STAMP): pyproject.toml requirements/dev.lock
 	test -x $(PY) || $(PY_BOOT) -m venv $(VENV)
 	uv="$(UV)"; [ -n "$$uv" ] || [ ! -x $(VENV)/bin/uv ] || uv=$(VENV)/bin/uv; \
 	[ -n "$$uv" ] || { $(PIP) install -q uv==$(UV_VERSION) && uv=$(VENV)/bin/uv; } || echo "no uv: pip installs"; \
-	if [ -n "$$uv" ]; then \
-	  $(UV_PIP_INSTALL) "$$uv" $(PY) -q -r requirements/dev.lock && $(UV_PIP_INSTALL) "$$uv" $(PY) -q --no-deps -e .; \
+	if [ -n "$$uv" ] && $(UV_PIP_INSTALL) "$$uv" $(PY) -q -r requirements/dev.lock \
+	    && $(UV_PIP_INSTALL) "$$uv" $(PY) -q --no-deps -e .; then :; \
 	else \
+	  [ -z "$$uv" ] || echo "uv did not install the lock: pip installs it"; \
 	  $(PIP) install -q -r requirements/dev.lock && $(PIP) install -q --no-deps -e .; \
 	fi
 	touch $(STAMP)
