@@ -44,6 +44,11 @@ def pip_settings(python: str) -> dict[str, str]:
     listing = subprocess.run(
         [python, "-m", "pip", "config", "list"], capture_output=True, text=True, check=False
     ).stdout
+    return effective_settings(listing)
+
+
+def effective_settings(listing: str) -> dict[str, str]:
+    """The settings ``pip install`` applies, from ``pip config list``'s lines (``section.key='value'``)."""
     by_section: dict[str, dict[str, str]] = {section: {} for section in _SECTIONS}
     for line in listing.splitlines():
         name, sep, quoted = line.partition("=")
