@@ -31,8 +31,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 #: folders whose tests share one expensive session fixture (a synthesis, the image's site): under pytest-xdist
-#: (``make test`` runs ``-n`` workers with ``--dist loadgroup``) each folder stays on one worker, so it is made once;
-#: every other test file stays on one worker too, so its module fixtures (a whole drain) run once
+#: (``-n`` workers with ``--dist loadgroup``; ``make test`` runs serially: on 2 cores workers were no faster) each
+#: folder stays on one worker, so it is made once; every other test file stays on one worker too, so its module
+#: fixtures (a whole drain) run once
 _ONE_WORKER_FOLDERS = ("infra", "container")
 
 
