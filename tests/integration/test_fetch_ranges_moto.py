@@ -171,7 +171,12 @@ def test_a_corrupt_member_without_an_s3_checksum_is_a_corrupt_archive_read_no_fu
     with pytest.raises(CorruptArchive, match=rf"^{RID}: corrupt zip member {first}"):
         fetch_and_debag(s3, _job(request, tmp_path / "staging", DebagSettings(workers=1, fsync=False),
                                  FetchSettings(part_size=2**20, max_concurrency=2, min_free_bytes=0)))
-    assert len(gets) < 8, f"{len(gets)} GETs: the rest of the zip is not read once a member is corrupt"
+    # 12 payload segments of one member each; the other connection may finish one or two while the corrupt
+    # segment is read again (timing: a bound of 8 GETs in all failed 1 run in 5 under load), never the rest
+    with zipfile.ZipFile(zip_path) as zf:
+        payload_start = min(i.header_offset for i in zf.infolist() if i.filename.endswith(".tif"))
+    payload_gets = [r for r in gets if r and int(r.removeprefix("bytes=").split("-")[0]) >= payload_start]
+    assert len(payload_gets) <= 6, f"{payload_gets}: the rest of the zip is not read once a member is corrupt"
     _nothing_placed(tmp_path / "staging")
 
 

@@ -9,6 +9,8 @@ in segments read in parallel, each member written once at its final path; the on
    connections idle, cut at member boundaries),
    ``concurrency`` at a time: each segment is one ranged read streamed through ``MemberWriter`` (local header
    held to the central directory, inflate, CRC-32, the manifests' algorithms, write). No thread hop per member.
+   A segment that runs while other connections are idle (a member larger than a segment, the last segments)
+   borrows them to fetch its next sub-ranges ahead (``read_ahead``), handed on in order, memory bounded.
 4. A segment whose members verified is journaled (``SegmentJournal``): a killed run resumes from the rest.
 5. Fixity of every work (``verify_work``), then ``settle`` sees the checksums of every range of the object
    (segments and the tail: the whole object, the bytes between members included) — the fetch compares their
@@ -33,9 +35,10 @@ from onprem.finisher.debag.manifest import load_work_manifest
 from onprem.finisher.debag.member_stream import MemberWriter, SegmentReader
 from onprem.finisher.debag.model import BagManifest, DebagResult, MemberDigest, WorkPlan, declared_algorithms, nfc
 from onprem.finisher.debag.range_hash import Piece, PieceHasher, RangeChecksum
+from onprem.finisher.debag.read_ahead import Connections, read_ahead
 from onprem.finisher.debag.safety import check_archive
 from onprem.finisher.debag.segment_journal import SegmentJournal
-from onprem.finisher.debag.segments import Role, Segment, Span, make_segments, make_spans
+from onprem.finisher.debag.segments import MIN_SEGMENT, Role, Segment, Span, make_segments, make_spans
 from onprem.finisher.debag.staging import JOURNAL_NAME, DebagJob, clean_up, place_works, temp_dir_for
 from onprem.finisher.debag.verify import verify_work
 from onprem.finisher.durability import sync_filesystem
@@ -145,6 +148,8 @@ class _Run:
         self.progress = job.progress or NullProgress()
         self.read_progress = reading.read_progress or NullProgress()
         self.writer = MemberWriter(job.work_rid, job.settings, self.progress, self.cancelled)
+        self.connections = Connections(reading.concurrency)
+        self._ahead: ThreadPoolExecutor | None = None
         self.hashed = {plan.work_rid: declared_algorithms(str(t.bag_path) for t in plan.tag_files) for plan in plans}
         self.manifests: dict[str, BagManifest] = {}
 
@@ -175,7 +180,9 @@ class _Run:
         if segments_resumed:
             logger.info("%s: %d members in %d segments already verified before a restart, not read again",
                         self.job.work_rid, members_resumed, segments_resumed, extra={"work_rid": self.job.work_rid})
-        with ThreadPoolExecutor(max_workers=max(1, self.reading.concurrency), thread_name_prefix="segment") as pool:
+        concurrency = max(1, self.reading.concurrency)
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="segment") as pool, \
+                ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="read-ahead") as self._ahead:
             tag_paths: dict[str, dict[str, Path]] = {}
             for _, read, written in self._run(pool, tags):
                 pieces.extend(read)
@@ -214,9 +221,15 @@ class _Run:
                 yield futures[future], read, written
 
     def _read_segment(self, segment: Segment) -> tuple[list[Piece], list[tuple[Span, MemberDigest]]]:
+        with self.connections.hold():
+            return self._read_held(segment)
+
+    def _read_held(self, segment: Segment) -> tuple[list[Piece], list[tuple[Span, MemberDigest]]]:
         checksum, cuts = self.reading.range_checksum, self.reading.cut_points
         hasher = PieceHasher(checksum, segment.start, segment.end, cuts) if checksum is not None else None
-        chunks = self.source.chunks(segment.start, segment.end)
+        assert self._ahead is not None
+        chunks = read_ahead(self.source, segment.start, segment.end, sub_range=MIN_SEGMENT,
+                            ahead=self.reading.concurrency - 1, connections=self.connections, pool=self._ahead)
 
         def counted() -> Iterator[bytes]:
             for chunk in chunks:

@@ -6,8 +6,8 @@ A span is ``[start, end)`` of one entry: its local header, data, data descriptor
 the whole object, so the checksums of the segments combine into the object's. Segments are runs of consecutive
 spans cut at entry boundaries, never over ``part_size``; the tag files' spans form segments of their own (read
 first: the manifests must be known before the payload arrives). A member larger than ``part_size`` is a segment
-by itself (read as consecutive sub-ranges by its source). A zip smaller than ``concurrency`` x ``part_size`` is
-cut finer, so that it still fills every connection (``segment_size``).
+by itself (its sub-ranges are read ahead on idle connections: ``read_ahead``). A zip smaller than ``concurrency`` x
+``part_size`` is cut finer, so that it still fills every connection (``segment_size``).
 """
 
 from __future__ import annotations

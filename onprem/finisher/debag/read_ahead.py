@@ -1,0 +1,80 @@
+"""Read-ahead inside one segment: its bytes as consecutive sub-ranges, the next ones fetched on connections the
+other segments leave idle, handed on in order (a member is inflated and hashed front to back).
+
+A segment holds one of the fetch's connections while it reads (``Connections.hold``). A large member is a segment
+by itself, and the last segments of a zip run while the others' connections are done: without read-ahead either
+reads on one connection while the rest idle. ``read_ahead`` borrows spare connections (never more than the
+fetch's ``concurrency`` in all, never waiting for one) to fetch the sub-ranges after the one being consumed, each
+whole in memory, at most ``ahead`` of them: memory stays bounded (``ahead`` x ``sub_range``) whatever the member.
+The sub-range being consumed with no borrowed read for it is streamed on the segment's own connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from onprem.finisher.debag.byte_source import CHUNK_SIZE, ByteSource
+
+__all__ = ["Connections", "read_ahead"]
+
+
+class Connections:
+    """The fetch's ``n`` connections: a segment holds one while it reads, a read-ahead borrows a spare one."""
+
+    def __init__(self, n: int) -> None:
+        self._slots = threading.BoundedSemaphore(max(1, n))
+
+    @contextlib.contextmanager
+    def hold(self) -> Iterator[None]:
+        with self._slots:
+            yield
+
+    def borrow(self) -> bool:
+        """A spare connection taken (give it back with ``give_back``), or False at once when none is spare."""
+        return self._slots.acquire(blocking=False)
+
+    def give_back(self) -> None:
+        self._slots.release()
+
+
+def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahead: int, connections: Connections,
+               pool: ThreadPoolExecutor) -> Iterator[bytes]:
+    """The bytes ``[start, end)`` in order, about ``CHUNK_SIZE`` at a time; up to ``ahead`` of the following
+    ``sub_range``-sized sub-ranges fetched on borrowed connections meanwhile (module docstring)."""
+    if ahead < 1 or end - start <= sub_range:
+        yield from source.chunks(start, end)
+        return
+    cuts = [(begin, min(end, begin + sub_range)) for begin in range(start, end, sub_range)]
+    borrowed: dict[int, Future[bytes]] = {}
+    started = 0
+
+    def fetch(begin: int, stop: int) -> bytes:
+        try:
+            return b"".join(source.chunks(begin, stop))
+        finally:
+            connections.give_back()
+
+    try:
+        for index, (begin, stop) in enumerate(cuts):
+            started = max(started, index + 1)
+            while started < min(len(cuts), index + 1 + ahead) and connections.borrow():
+                try:
+                    borrowed[started] = pool.submit(fetch, *cuts[started])
+                except RuntimeError:  # the pool is shutting down (the de-bag stopped): no more read-ahead
+                    connections.give_back()
+                    break
+                started += 1
+            future = borrowed.pop(index, None)
+            if future is None:
+                yield from source.chunks(begin, stop)  # on the segment's own connection
+                continue
+            data = memoryview(future.result())
+            for at in range(0, len(data), CHUNK_SIZE):
+                yield bytes(data[at:at + CHUNK_SIZE])
+    finally:
+        for future in borrowed.values():
+            if future.cancel():
+                connections.give_back()  # never started: its connection was not used
