@@ -8,9 +8,10 @@ equal works with 3 hosts; tests/hosts/test_lookahead_fairness.py shows the split
 
 from __future__ import annotations
 
+import dataclasses
 from datetime import UTC, datetime, timedelta
 
-from contract import RestoredWork
+from contract import Continuation, RestoredWork, parse_message
 from onprem.finisher.errors import LedgerUnavailable
 from onprem.finisher.queue.lookahead import SHARED_SCAN_INTERVAL_S, Lookahead
 from onprem.finisher.queue.sqs import ReceivedMessage
@@ -110,3 +111,13 @@ def test_a_receive_bringing_a_message_never_received_before_makes_the_next_recei
     assert ahead.wanted(1, scan=500) == 501
     ahead.choose([(queue, message(n, receive_count=2)) for n in (3, 4)], free=1)  # type: ignore[misc]
     assert ahead.wanted(1, scan=500) == 1  # messages received before: the interval paces the scans again
+    ahead.choose([(queue, waiting(message(5)))], free=1)  # type: ignore[list-item]
+    assert ahead.wanted(1, scan=500) == 1  # a work waiting for its restore, handed on as a new message: registered
+
+
+def waiting(received: ReceivedMessage) -> ReceivedMessage:
+    """``received`` as the new message the finisher hands a work waiting for its restore on as."""
+    work = parse_message(received.body)
+    body = work.model_copy(update={"continuation": Continuation(hop=0, phase="received", handed_on_at=NOW,
+                                                                 waits=1, waiting_since=NOW)}).to_body()
+    return dataclasses.replace(received, body=body)

@@ -110,7 +110,7 @@ class Lookahead:
         now = self.clock()
         # a first receive: the backlog it came with may be unregistered (a scan at the start saw an empty queue,
         # or a long poll returned the first of a backlog still arriving); rescanning once more costs a receive
-        self._unscanned |= any(message.receive_count <= 1 for _, message in received)
+        self._unscanned |= self.shared and any(_first_sight(message) for _, message in received)
         fresh = [Held(queue, message, now) for queue, message in received]
         if self.hide_for is not None and fresh:
             hides = self._placements([item.message for item in fresh])
@@ -185,6 +185,17 @@ class Lookahead:
         for item in self.held:
             item.queue.release(item.message)
         self.held = []
+
+
+def _first_sight(message: ReceivedMessage) -> bool:
+    """Received for the first time and not a continuation (a work this fleet registered, handed on as a new message
+    while it waits for its restore or nears the 12 h cap: it would rescan once per wait)."""
+    if message.receive_count > 1:
+        return False
+    try:
+        return parse_message(message.body).continuation is None
+    except ContractError:
+        return False  # an invalid body is failed, not ranked
 
 
 def _rids(items: list[Held]) -> list[str]:
