@@ -75,13 +75,15 @@ def test_three_hosts_drain_the_backlog_once_through_a_killed_host_and_a_postgres
     assert network is not None
     wait_for(lambda: bool(fleet.leased_by("h1")), 60, "h1 working on a work")
     processes |= {name: fleet.start(name, ["run", "--drain"]) for name in ("h2", "h3")}
-    wait_for(lambda: all("finisher started" in fleet.log(name) for name in ("h2", "h3")), 60, "h2 and h3 started")
 
-    # h1 mid-fetch at the kill: taken when it is (a snapshot found both its slots syncing or between works once)
+    # h1 mid-fetch at the kill: taken when it is (a snapshot found both its slots syncing or between works once),
+    # before h2 and h3 are up (waiting for them first let h1 end its share of the backlog in a clean-clone make
+    # test: never fetching again within 30 s)
     fetching = lambda: [r.work_rid for r in fleet.leased_by("h1") if str(r.phase) in FETCHING]  # noqa: E731
     held = wait_for(fetching, 30, "h1 fetching a work")
     killed = network.kill_all(network.hosts[0])
     assert processes["h1"].wait(timeout=10) == -9 and network.pids(network.hosts[0]) == []
+    wait_for(lambda: all("finisher started" in fleet.log(name) for name in ("h2", "h3")), 60, "h2 and h3 started")
 
     hosts_cluster.stop()  # every session of every finisher ends: they reconnect with backoff
     time.sleep(1.0)
