@@ -19,11 +19,15 @@ from typing import TypeVar
 from contract import RestoredWork
 from harness.bags import SampleSpec, SampleZip
 from harness.fleet import Fleet
+from harness.hosts import HostNetwork
 from harness.verify import verify_work_in_archive
+from tests.hosts.conftest import HOST_RATE_BYTES_PER_S
 from tests.ledger_backends import PostgresCluster
 
 #: a work in these phases is still being fetched (nothing of it in the archive yet)
 FETCHING = ("received", "restore_completed")
+#: the killed host's link: a work of ~0.6 MB takes it ~2 s, so a kill finds it mid-fetch
+H1_RATE_BYTES_PER_S = 300e3
 T = TypeVar("T")
 
 
@@ -70,9 +74,20 @@ def once_each(fleet: Fleet, staged: Sequence[tuple[SampleZip, RestoredWork]]) ->
 def test_three_hosts_drain_the_backlog_once_through_a_killed_host_and_a_postgresql_restart(
         fleet: Fleet, hosts_cluster: PostgresCluster) -> None:
     staged = backlog(fleet, 12, 7100, 96 * 1024)
-    processes = {"h1": fleet.start("h1", ["run", "--drain"])}
     network = fleet.network
     assert network is not None
+    # h1 on a slow link (~2 s a work) is mid-fetch nearly all the time: on the shared link it fetched a work in
+    # ~0.3 s and a clean-clone make test found it fetching nothing within 30 s (twice)
+    network.shape(network.hosts[0], H1_RATE_BYTES_PER_S)
+    try:
+        _drain_through_a_killed_host_and_a_restart(fleet, hosts_cluster, network, staged)
+    finally:
+        network.shape(network.hosts[0], HOST_RATE_BYTES_PER_S)
+
+
+def _drain_through_a_killed_host_and_a_restart(fleet: Fleet, hosts_cluster: PostgresCluster, network: HostNetwork,
+                                               staged: list[tuple[SampleZip, RestoredWork]]) -> None:
+    processes = {"h1": fleet.start("h1", ["run", "--drain"])}
     wait_for(lambda: bool(fleet.leased_by("h1")), 60, "h1 working on a work")
     processes |= {name: fleet.start(name, ["run", "--drain"]) for name in ("h2", "h3")}
 
