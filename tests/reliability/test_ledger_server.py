@@ -14,7 +14,9 @@ import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
+from typing import Any
 
+import psycopg
 import pytest
 
 from contract import RestoredWork
@@ -125,4 +127,62 @@ def test_a_postgresql_away_longer_than_the_budget_is_named_within_it(cluster: Po
     assert "\n" not in str(caught.value).strip()
     assert 0.5 <= waited < 6
     assert [r.work_rid for r in ledger.works()] == ["W1NLM0001"]  # back: the same ledger goes on
+    ledger.close()
+
+
+def _lose_the_next_commit(ledger: Ledger, *, written: bool) -> list[str]:
+    """The ledger's next COMMIT ends with its connection closed under it: after the server wrote it (the reply
+    lost) or before (the server rolls it back). The list returned names each COMMIT so lost."""
+    dialect, lost = ledger.engine.dialect, []
+    real_commit = dialect.do_commit
+
+    def do_commit(dbapi_connection: Any) -> None:
+        if lost:
+            return real_commit(dbapi_connection)
+        if written:
+            real_commit(dbapi_connection)
+        lost.append("written" if written else "rolled back")
+        getattr(dbapi_connection, "dbapi_connection", dbapi_connection).close()  # the driver's, under the pool's
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    dialect.do_commit = do_commit  # type: ignore[method-assign]
+    return lost
+
+
+@pytest.mark.parametrize("written", [True, False], ids=["written", "rolled-back"])
+def test_a_commit_lost_with_its_connection_is_read_back_and_recorded_once(cluster: PostgresCluster,
+                                                                          written: bool) -> None:
+    """Before: LedgerUnavailable 'connection lost at commit, outcome unknown', and the finisher ended (exit 1)."""
+    ledger = Ledger(cluster.new_database())
+    work = make_work(1)
+    key = work.idempotency_key
+    ledger.register(work, work.to_body())
+    calls = [lambda: ledger.advance(key, Phase.DOWNLOADED, bytes=10),
+             lambda: ledger.note(key, "released", owner="host-a:1"),
+             lambda: ledger.fail(key, "s3_throttled", "slow down", permanent=False),
+             lambda: ledger.record_rejected("{not json", None, "invalid_message", "not JSON"),
+             lambda: ledger.reset_for_retry(key)]
+    for call in calls:
+        lost = _lose_the_next_commit(ledger, written=written)
+        call()
+        assert lost == ["written" if written else "rolled back"]
+    record = ledger.get(key)
+    assert record is not None
+    assert [entry["event"] for entry in record.history] == ["received", "downloaded", "released", "retry",
+                                                            "requeued"]
+    assert record.attempts == 1 and record.phase == Phase.DOWNLOADED
+    rejected = [r for r in ledger.works() if r.source == "rejected"]
+    assert [(r.attempts, [e["event"] for e in r.history]) for r in rejected] == [(1, ["failed"])]
+    ledger.close()
+
+
+def test_a_lease_call_lost_at_commit_is_run_again_and_finds_what_it_did(cluster: PostgresCluster) -> None:
+    ledger = Ledger(cluster.new_database())
+    work = make_work(1)
+    ledger.register(work, work.to_body())
+    _lose_the_next_commit(ledger, written=True)
+    assert ledger.acquire_lease(work.idempotency_key, "host-a:1", 600)  # run again: the lease is already ours
+    _lose_the_next_commit(ledger, written=True)
+    assert ledger.renew_lease(work.idempotency_key, "host-a:1", 600)
+    assert not ledger.acquire_lease(work.idempotency_key, "host-b:1", 600)
     ledger.close()

@@ -143,6 +143,14 @@ class LedgerConnectionLost(LedgerUnavailable):
     cause = "ledger_connection_lost"
 
 
+class LedgerCommitUnknown(LedgerConnectionLost):
+    """The server went away during COMMIT: the transaction may or may not be written. A call whose effect is the
+    same run twice (a lease's compare-and-set, an upsert, a read) is simply run again; a call that appends to a
+    work's history first reads the row back to learn which it was (``Ledger._appending``)."""
+
+    cause = "ledger_commit_unknown"
+
+
 def is_transient(engine: sa.Engine, err: BaseException) -> bool:
     """A PostgreSQL error after which the same transaction may simply run again: the connection lost or refused
     (a restart), the server shutting down or starting up, a serialization failure or a deadlock (rolled back)."""

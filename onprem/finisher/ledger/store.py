@@ -27,6 +27,7 @@ from onprem.finisher.ledger import leases, schema
 from onprem.finisher.ledger.engine import (
     DATABASE_ERRORS,
     DEFAULT_LOCK_TIMEOUT_S,
+    LedgerCommitUnknown,
     LedgerConnectionLost,
     driver_reason,
     is_transient,
@@ -59,7 +60,8 @@ _RID_WIDTH = WorkRow.__table__.c.work_rid.type.length
 
 def _retried(method: Callable[_P, _R]) -> Callable[_P, _R]:
     """The ledger call run again while its server is away (a restart, a failover): backoff from 50 ms doubling to
-    2 s, within the ledger's ``lock_timeout_s``; then the LedgerConnectionLost of the last attempt."""
+    2 s, within the ledger's ``lock_timeout_s``; then the LedgerConnectionLost of the last attempt. A call lost at
+    COMMIT is run again too: the ones that append to a history have read the row back first (``_appending``)."""
 
     @functools.wraps(method)
     def call(*args: _P.args, **kwargs: _P.kwargs) -> _R:
@@ -128,7 +130,7 @@ class Ledger:
     @contextmanager
     def _session(self) -> Iterator[Session]:
         """One transaction. A server lost before COMMIT is LedgerConnectionLost (nothing written: ``_retried``
-        runs the call again); lost during COMMIT, its outcome is unknown, so it is not run again."""
+        runs the call again); lost during COMMIT, LedgerCommitUnknown (written or not: see ``_appending``)."""
         with self._sessions() as session:
             try:
                 yield session
@@ -142,9 +144,36 @@ class Ledger:
             except DATABASE_ERRORS as err:
                 named = unavailable(self.url, err, self.lock_timeout_s)
                 if is_transient(self.engine, err):
-                    named = LedgerUnavailable(named.location, f"connection lost at commit, outcome unknown: "
-                                                              f"{named.reason}")
+                    named = LedgerCommitUnknown(named.location, f"connection lost at commit, outcome unknown: "
+                                                                f"{named.reason}")
                 raise named from err
+
+    def _appending(self, idempotency_key: str, entry: dict[str, Any], change: Callable[[WorkRow], bool], *,
+                   row_of: Callable[[Session], WorkRow] | None = None) -> WorkRecord:
+        """One transaction that changes the work's row and, when ``change`` says so, appends ``entry`` to its
+        history. Its COMMIT lost with the connection, the row is read back once the server answers: the entry
+        there, the call is done; not there, nothing was written and ``_retried`` runs the call again. The history
+        gains the entry once, whichever way the COMMIT went."""
+        try:
+            with self._session() as session:
+                row = row_of(session) if row_of else self._row(session, idempotency_key)
+                if change(row):
+                    row.history = [*row.history, entry]
+                return snapshot(row)
+        except LedgerCommitUnknown as lost:
+            try:
+                record = self.get(idempotency_key)
+            except LedgerConnectionLost as gone:
+                raise LedgerUnavailable(gone.location, f"{lost.reason}; not back within {self.lock_timeout_s:g} s "
+                                                       f"to read it back: {gone.reason}") from gone
+            written = record is not None and any(
+                seen.get("at") == entry["at"] and seen.get("event") == entry["event"] for seen in record.history)
+            logger.warning("%s: the connection was lost at the COMMIT of %s; read back: %s",
+                           record.work_rid if record else idempotency_key, entry["event"],
+                           "written" if written else "not written, so run again")
+            if written:
+                return record  # type: ignore[return-value]
+            raise LedgerConnectionLost(lost.location, f"{lost.reason} (read back: not written)") from lost
 
     def _row(self, session: Session, idempotency_key: str) -> WorkRow:
         row = session.scalars(sa.select(WorkRow).where(WorkRow.idempotency_key == idempotency_key)).one_or_none()
@@ -189,7 +218,8 @@ class Ledger:
     def record_rejected(self, body: str, work_rid: str | None, cause: str, message: str) -> WorkRecord:
         """A message that is not a valid RestoredWork: kept under a key derived from its body."""
         key = "rejected:" + hashlib.sha256(body.encode("utf-8", "replace")).hexdigest()[:64]
-        with self._session() as session:
+
+        def row_of(session: Session) -> WorkRow:
             row = session.scalars(sa.select(WorkRow).where(WorkRow.idempotency_key == key)).one_or_none()
             if row is None:
                 now = utcnow()
@@ -197,11 +227,15 @@ class Ledger:
                               message_body=body,
                               phase=Phase.FAILED, created_at=now, updated_at=now, history=[], attempts=0, hops=0)
                 session.add(row)
+            return row
+
+        def change(row: WorkRow) -> bool:
             row.last_cause, row.last_error, row.updated_at = cause, message, utcnow()
             row.attempts += 1
-            row.history = [*row.history, history_event(Phase.FAILED, cause=cause, error=message, permanent=True)]
-            session.flush()
-            return snapshot(row)
+            return True
+
+        return self._appending(key, history_event(Phase.FAILED, cause=cause, error=message, permanent=True),
+                               change, row_of=row_of)
 
     @_retried
     def get(self, idempotency_key: str) -> WorkRecord | None:
@@ -212,29 +246,31 @@ class Ledger:
     @_retried
     def advance(self, idempotency_key: str, phase: Phase, **details: Any) -> WorkRecord:
         """Record that ``phase`` was reached (its timestamp, the current phase, a history entry)."""
-        with self._session() as session:
-            row = self._row(session, idempotency_key)
+
+        def change(row: WorkRow) -> bool:
             now = utcnow()
             if phase in PHASE_COLUMNS:
                 setattr(row, f"{phase}_at", now)
             row.phase, row.updated_at = phase, now
             if phase == Phase.SYNCED:
                 row.last_error = row.last_cause = None
-            row.history = [*row.history, history_event(phase, **details)]
-            return snapshot(row)
+            return True
+
+        return self._appending(idempotency_key, history_event(phase, **details), change)
 
     @_retried
     def note(self, idempotency_key: str, event: str, **details: Any) -> WorkRecord:
         """A history entry that does not change the phase (duplicate, released, handed_on, restore_reissued …)."""
-        with self._session() as session:
-            row = self._row(session, idempotency_key)
+
+        def change(row: WorkRow) -> bool:
             row.updated_at, row.last_cause, row.last_error = utcnow(), *row.causes_after_note(event, details)
             if event == Event.HANDED_ON:
                 row.hops = int(details.get("hop", row.hops + 1))
             if "restore_expiry" in details and details["restore_expiry"] is not None:
                 row.restore_expiry = naive_utc(datetime.fromisoformat(str(details["restore_expiry"])))
-            row.history = [*row.history, history_event(event, **details)]
-            return snapshot(row)
+            return True
+
+        return self._appending(idempotency_key, history_event(event, **details), change)
 
     @_retried
     def fail(self, idempotency_key: str, cause: str, message: str, *, permanent: bool) -> WorkRecord:
@@ -243,28 +279,30 @@ class Ledger:
         A work already synced stays synced: an error after the archive has it (lost lease, throttled delete) is
         not a failure of the work and is not recorded as one.
         """
-        with self._session() as session:
-            row = self._row(session, idempotency_key)
+        entry = history_event(Phase.FAILED if permanent else Event.RETRY, cause=cause, error=message)
+
+        def change(row: WorkRow) -> bool:
             if row.phase == Phase.SYNCED:
-                return snapshot(row)
+                return False
             row.attempts += 1
             row.last_cause, row.last_error, row.updated_at = cause, message, utcnow()
             if permanent:
                 row.phase = Phase.FAILED
-            row.history = [*row.history, history_event(Phase.FAILED if permanent else Event.RETRY, cause=cause,
-                                                       error=message, attempt=row.attempts)]
-            return snapshot(row)
+            entry["attempt"] = row.attempts
+            return True
+
+        return self._appending(idempotency_key, entry, change)
 
     @_retried
     def reset_for_retry(self, idempotency_key: str) -> WorkRecord:
         """``finisher retry``: a failed work goes back to ``received`` (its message body is sent again)."""
-        with self._session() as session:
-            row = self._row(session, idempotency_key)
+        def change(row: WorkRow) -> bool:
             if row.phase == Phase.FAILED:
                 row.phase = Phase.RECEIVED
-            row.history = [*row.history, history_event(Event.REQUEUED, by="cli")]
             row.updated_at = utcnow()
-            return snapshot(row)
+            return True
+
+        return self._appending(idempotency_key, history_event(Event.REQUEUED, by="cli"), change)
 
     @_retried
     def works(self, rids: list[str] | None = None, phase: Phase | None = None) -> list[WorkRecord]:
