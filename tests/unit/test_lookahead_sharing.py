@@ -49,6 +49,22 @@ def shared_lookahead(clock: list[float]) -> Lookahead:
                      slots=2)
 
 
+def asked(ahead: Lookahead, free: int) -> int:
+    """What the worker's receive asks for with ``free`` slots (a scan of 500), the scan reported as the worker does."""
+    ask = ahead.wanted(free, scan=500)
+    if ask.scans:
+        ahead.scanned()
+    return ask.count
+
+
+def test_asking_what_to_receive_changes_nothing_until_the_scan_is_reported() -> None:
+    clock = [100.0]
+    ahead = shared_lookahead(clock)
+    assert ahead.wanted(2, scan=500) == ahead.wanted(2, scan=500) == (502, True)  # before: the first call marked it
+    ahead.scanned()
+    assert ahead.wanted(2, scan=500) == (2, False)
+
+
 def test_a_host_on_a_server_ledger_holds_nothing_ahead_and_puts_the_front_back_at_once() -> None:
     queue, clock = RecordingQueue(), [0.0]
     ahead = shared_lookahead(clock)
@@ -63,12 +79,12 @@ def test_a_host_on_a_server_ledger_holds_nothing_ahead_and_puts_the_front_back_a
 def test_a_host_on_a_server_ledger_scans_the_backlog_once_per_interval_and_asks_for_its_free_slots() -> None:
     clock = [100.0]
     ahead = shared_lookahead(clock)
-    assert ahead.wanted(2, scan=500) == 502  # the first receive registers the backlog
+    assert asked(ahead, 2) == 502  # the first receive registers the backlog
     clock[0] += SHARED_SCAN_INTERVAL_S / 2
-    assert ahead.wanted(1, scan=500) == 1  # then only what its free slots start
-    assert ahead.wanted(0, scan=500) == 0
+    assert asked(ahead, 1) == 1  # then only what its free slots start
+    assert asked(ahead, 0) == 0
     clock[0] += SHARED_SCAN_INTERVAL_S
-    assert ahead.wanted(1, scan=500) == 501
+    assert asked(ahead, 1) == 501
 
 
 def test_a_single_host_keeps_its_whole_lookahead_and_receives_only_for_what_the_held_ones_do_not_fill() -> None:
@@ -77,8 +93,8 @@ def test_a_single_host_keeps_its_whole_lookahead_and_receives_only_for_what_the_
                       max_receive_count=5, clock=lambda: clock[0], hide_for=lambda messages: [0] * len(messages))
     ahead.choose([(queue, message(n)) for n in range(4)], free=1)  # type: ignore[misc]
 
-    assert len(ahead) == 3 and ahead.wanted(2, scan=500) == 0  # the held ones fill both slots: no receive
-    assert ahead.wanted(4, scan=500) == 1 + 500  # every pass with a free slot scans (one host: no one to starve)
+    assert len(ahead) == 3 and asked(ahead, 2) == 0  # the held ones fill both slots: no receive
+    assert asked(ahead, 4) == 1 + 500  # every pass with a free slot scans (one host: no one to starve)
 
 
 def test_the_ledger_out_of_reach_while_placing_a_receive_neither_ends_the_run_nor_hides_the_front() -> None:
@@ -103,16 +119,16 @@ def test_a_receive_bringing_a_message_never_received_before_makes_the_next_recei
     the backlog was started in the queue's order (tests/integration/test_backlog_order.py)."""
     queue, clock = RecordingQueue(), [100.0]
     ahead = shared_lookahead(clock)
-    assert ahead.wanted(2, scan=500) == 502  # the start's scan: the queue is empty
+    assert asked(ahead, 2) == 502  # the start's scan: the queue is empty
     ahead.choose([], free=2)
     clock[0] += 1
-    assert ahead.wanted(2, scan=500) == 2
+    assert asked(ahead, 2) == 2
     ahead.choose([(queue, message(7))], free=2)  # type: ignore[list-item]  # first received: no host registered it
-    assert ahead.wanted(1, scan=500) == 501
+    assert asked(ahead, 1) == 501
     ahead.choose([(queue, message(n, receive_count=2)) for n in (3, 4)], free=1)  # type: ignore[misc]
-    assert ahead.wanted(1, scan=500) == 1  # messages received before: the interval paces the scans again
+    assert asked(ahead, 1) == 1  # messages received before: the interval paces the scans again
     ahead.choose([(queue, waiting(message(5)))], free=1)  # type: ignore[list-item]
-    assert ahead.wanted(1, scan=500) == 1  # a work waiting for its restore, handed on as a new message: registered
+    assert asked(ahead, 1) == 1  # a work waiting for its restore, handed on as a new message: registered
 
 
 def waiting(received: ReceivedMessage) -> ReceivedMessage:

@@ -28,6 +28,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from botocore.exceptions import BotoCoreError, ClientError
 
@@ -37,6 +38,13 @@ from onprem.finisher.queue.backlog import order_for_slots
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 
 logger = logging.getLogger(__name__)
+
+
+class Ask(NamedTuple):
+    """How many messages a receive asks for, and whether that includes a scan of the backlog."""
+
+    count: int
+    scans: bool
 
 
 @dataclass
@@ -93,17 +101,20 @@ class Lookahead:
     def room(self) -> int:
         return max(self.capacity - len(self.held), 0)
 
-    def wanted(self, free: int, scan: int = 0) -> int:
-        """How many messages to receive for ``free`` slots: those the held ones do not fill, plus the room, plus
-        ``scan`` (the backlog's registration; with a server ledger once per ``SHARED_SCAN_INTERVAL_S``, and at
-        once after a receive brought a message never received before); 0 when the held ones fill the free slots
-        (no receive)."""
+    def wanted(self, free: int, scan: int = 0) -> Ask:
+        """What to receive for ``free`` slots (no side effect): those the held ones do not fill, plus the room, plus
+        ``scan`` (the backlog's registration; with a server ledger once per ``SHARED_SCAN_INTERVAL_S``, and at once
+        after a receive brought a message never received before); 0 when the held ones fill the free slots (no
+        receive). A receive made for an ask that ``scans`` is reported with ``scanned``."""
         needed = max(free - len(self.held), 0) + self.room() if free > 0 else 0
-        if needed and scan and self.shared:
-            if self.clock() - self._scanned_at < SHARED_SCAN_INTERVAL_S and not self._unscanned:
-                return needed
-            self._scanned_at, self._unscanned = self.clock(), False
-        return needed + scan if needed else 0
+        if not needed:
+            return Ask(0, scans=False)
+        due = not self.shared or self._unscanned or self.clock() - self._scanned_at >= SHARED_SCAN_INTERVAL_S
+        return Ask(needed + scan, scans=True) if scan and due else Ask(needed, scans=False)
+
+    def scanned(self) -> None:
+        """A receive has scanned the backlog: the next scan is due an interval from now (or after a first sight)."""
+        self._scanned_at, self._unscanned = self.clock(), False
 
     def choose(self, received: list[tuple[WorkQueue, ReceivedMessage]], free: int) -> list[Held]:
         """Add ``received`` to the held messages; return the ``free`` to process now, in backlog order."""

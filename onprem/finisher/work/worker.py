@@ -139,7 +139,10 @@ class Worker:
                     lookahead.choose(self._receive_all(poller, 0, drain, quick=True), 0)
                     wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
-                received = self._receive_all(poller, lookahead.wanted(free, scan), drain, quick=len(lookahead) > 0)
+                ask = lookahead.wanted(free, scan)
+                received = self._receive_all(poller, ask.count, drain, quick=len(lookahead) > 0)
+                if ask.scans:
+                    lookahead.scanned()
                 if self._stop.is_set():
                     for queue, message in received:
                         queue.release(message)
