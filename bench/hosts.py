@@ -45,7 +45,7 @@ MIB = 1 << 20
 class HostsOptions:
     #: under what this 2-core machine pushes end to end (~17 MB/s with 3 finishers and the stand-in): the links bound
     rate_mb_s: float = 5.0
-    works: int = 12
+    works: int = 24
     work_mib: float = 8.0
     host_counts: tuple[int, ...] = (1, 2, 3)
 
