@@ -34,34 +34,36 @@ INFLATE_PIECE = 1 << 20
 
 
 class SegmentReader:
-    """Exact reads over a segment's chunks; ``position`` is the zip offset of the next unread byte."""
+    """Exact reads over a segment's chunks; ``position`` is the zip offset of the next unread byte. Member data
+    comes out as views into the chunks (no copy); only a header split between two chunks is joined."""
 
     def __init__(self, chunks: Iterator[bytes], start: int) -> None:
         self._chunks, self.position = chunks, start
-        self._buffer, self._at = b"", 0
+        self._view, self._at = memoryview(b""), 0
 
     def _fill(self) -> bool:
         chunk = next(self._chunks, None)
         if chunk is None:
             return False
-        self._buffer, self._at = (self._buffer[self._at:] + chunk if self._at < len(self._buffer) else chunk), 0
+        rest = self._view[self._at:]
+        self._view, self._at = memoryview(bytes(rest) + chunk if len(rest) else chunk), 0
         return True
 
     def exact(self, n: int, what: str, work_rid: str) -> bytes:
-        while len(self._buffer) - self._at < n:
+        while len(self._view) - self._at < n:
             if not self._fill():
                 raise CorruptArchive(work_rid, f"the zip ends inside {what}")
-        out = self._buffer[self._at:self._at + n]
+        out = bytes(self._view[self._at:self._at + n])
         self._at += n
         self.position += n
         return out
 
-    def pieces(self, n: int, what: str, work_rid: str) -> Iterator[bytes]:
-        """The next ``n`` bytes, in the pieces they arrived in."""
+    def pieces(self, n: int, what: str, work_rid: str) -> Iterator[memoryview]:
+        """The next ``n`` bytes, in the pieces they arrived in (views, valid until the next read)."""
         while n > 0:
-            if self._at >= len(self._buffer) and not self._fill():
+            if self._at >= len(self._view) and not self._fill():
                 raise CorruptArchive(work_rid, f"the zip ends inside {what}")
-            piece = self._buffer[self._at:self._at + n]
+            piece = self._view[self._at:self._at + n]
             self._at += len(piece)
             self.position += len(piece)
             n -= len(piece)
@@ -168,7 +170,8 @@ class MemberWriter:
                                                                                                  strict=True)})
 
 
-def _inflate(inflater: zlib._Decompress | None, piece: bytes, work_rid: str, name: str) -> Iterator[bytes]:
+def _inflate(inflater: zlib._Decompress | None, piece: memoryview, work_rid: str,
+             name: str) -> Iterator[bytes | memoryview]:
     """The inflated bytes of one compressed piece, at most ``INFLATE_PIECE`` at a time (stored: the piece)."""
     if inflater is None:
         yield piece

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from onprem.finisher.debag.byte_source import CHUNK_SIZE, ByteSource
+from onprem.finisher.debag.byte_source import ByteSource
 
 __all__ = ["Connections", "read_ahead"]
 
@@ -48,12 +48,12 @@ def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahea
         yield from source.chunks(start, end)
         return
     cuts = [(begin, min(end, begin + sub_range)) for begin in range(start, end, sub_range)]
-    borrowed: dict[int, Future[bytes]] = {}
+    borrowed: dict[int, Future[list[bytes]]] = {}
     started = 0
 
-    def fetch(begin: int, stop: int) -> bytes:
+    def fetch(begin: int, stop: int) -> list[bytes]:
         try:
-            return b"".join(source.chunks(begin, stop))
+            return list(source.chunks(begin, stop))  # the chunks as they came: not joined, not copied
         finally:
             connections.give_back()
 
@@ -71,9 +71,10 @@ def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahea
             if future is None:
                 yield from source.chunks(begin, stop)  # on the segment's own connection
                 continue
-            data = memoryview(future.result())
-            for at in range(0, len(data), CHUNK_SIZE):
-                yield bytes(data[at:at + CHUNK_SIZE])
+            chunks = future.result()
+            chunks.reverse()
+            while chunks:
+                yield chunks.pop()  # each let go once handed on
     finally:
         for future in borrowed.values():
             if future.cancel():
