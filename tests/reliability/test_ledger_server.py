@@ -13,7 +13,7 @@ import multiprocessing
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import psycopg
@@ -185,4 +185,26 @@ def test_a_lease_call_lost_at_commit_is_run_again_and_finds_what_it_did(cluster:
     _lose_the_next_commit(ledger, written=True)
     assert ledger.renew_lease(work.idempotency_key, "host-a:1", 600)
     assert not ledger.acquire_lease(work.idempotency_key, "host-b:1", 600)
+    ledger.close()
+
+
+def test_the_backlog_index_reads_wait_for_a_restarted_postgresql(cluster: PostgresCluster) -> None:
+    """Before: the backlog's renewal pass read the queued works on a bare connection, and a PostgreSQL restart
+    during it ended the finisher with an OperationalError (exit 1, tests/hosts in a clean-clone make test)."""
+    ledger = Ledger(cluster.new_database())
+    work = RestoredWork.build(collection="NLM", bucket="staging.nlm", key="Archive0/01/W1NLM0001/W1NLM0001.bag.zip",
+                              region="us-east-1", size=10, etag="abc", version_id="v1",
+                              event_time=datetime(2026, 11, 29, tzinfo=UTC), source_event_id="e1",
+                              restore_expiry=datetime(2026, 12, 30, tzinfo=UTC))
+    ledger.register(work, work.to_body())
+    ledger.queued_works(datetime.now(UTC), timedelta(days=400))  # the pool holds a connection the stop kills
+    cluster.stop()
+    restart = threading.Timer(1.0, cluster.start)
+    restart.start()
+    try:
+        queued = ledger.queued_works(datetime.now(UTC), timedelta(days=400))
+        rate = ledger.synced_per_second(datetime.now(UTC), timedelta(hours=1))
+    finally:
+        restart.join()
+    assert [w.work_rid for w in queued] == ["W1NLM0001"] and rate is None
     ledger.close()

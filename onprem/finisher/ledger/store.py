@@ -14,7 +14,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from contract import RestoredWork
 from onprem.finisher.errors import LedgerUnavailable
-from onprem.finisher.ledger import leases, schema
+from onprem.finisher.ledger import backlog, leases, schema
 from onprem.finisher.ledger.engine import (
     DATABASE_ERRORS,
     DEFAULT_LOCK_TIMEOUT_S,
@@ -339,6 +339,21 @@ class Ledger:
     def release_lease(self, idempotency_key: str, owner: str) -> None:
         with self._session() as session:
             session.execute(leases.release(idempotency_key, owner))
+
+    # --- the backlog index's reads (ledger/backlog.py's queries), waiting for a server away like every call -
+    @_retried
+    def queued_works(self, now: datetime, stale_after: timedelta) -> list[backlog.QueuedWork]:
+        try:
+            return backlog.queued_works(self.engine, now, stale_after)
+        except DATABASE_ERRORS as err:
+            raise self._named(err) from err
+
+    @_retried
+    def synced_per_second(self, now: datetime, window: timedelta) -> float | None:
+        try:
+            return backlog.synced_per_second(self.engine, now, window)
+        except DATABASE_ERRORS as err:
+            raise self._named(err) from err
 
     # --- restore requests -------------------------------------------------------------------------------
     @_retried

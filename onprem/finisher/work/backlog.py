@@ -20,7 +20,6 @@ from botocore.exceptions import BotoCoreError, ClientError
 from contract import ContractError, parse_message
 from onprem.finisher.errors import FinisherError
 from onprem.finisher.fetch.restore import request_restore
-from onprem.finisher.ledger.backlog import queued_works, synced_per_second
 from onprem.finisher.ledger.store import Ledger
 from onprem.finisher.queue.backlog import hide_seconds, rank_among, renewal_days
 from onprem.finisher.queue.sqs import ReceivedMessage
@@ -49,7 +48,7 @@ class BacklogIndex:
 
     def rate_per_s(self, now: datetime) -> float:
         """The fleet's measured syncs per second, or the configured prior before there is a measurement."""
-        measured = synced_per_second(self.ledger.engine, now, RATE_WINDOW)
+        measured = self.ledger.synced_per_second(now, RATE_WINDOW)
         return measured if measured is not None else self.settings.worker.backlog_prior_rate / 3600
 
     def hide_for(self, messages: list[ReceivedMessage]) -> list[int]:
@@ -64,7 +63,7 @@ class BacklogIndex:
             self.ledger.register(work, message.body, message_id=message.message_id)
             expiries.append(work.restore_expiry)
         now = self.clock()
-        queued = [w.restore_expiry for w in queued_works(self.ledger.engine, now, STALE_AFTER)]
+        queued = [w.restore_expiry for w in self.ledger.queued_works(now, STALE_AFTER)]
         rate = self.rate_per_s(now)
         return [0 if expiry is None else hide_seconds(rank_among(expiry, queued), self.hold, rate, self.cap_s)
                 for expiry in expiries]
@@ -77,7 +76,7 @@ class BacklogIndex:
             return 0
         self._renewed_at = now
         restore = self.settings.restore
-        queued = [(w, w.restore_expiry) for w in queued_works(self.ledger.engine, now, STALE_AFTER)]
+        queued = [(w, w.restore_expiry) for w in self.ledger.queued_works(now, STALE_AFTER)]
         due = renewal_days(queued, now, self.rate_per_s(now), timedelta(hours=restore.renew_margin_hours), 30)
         renewed = 0
         for work, days in due[:RENEWALS_PER_PASS]:

@@ -21,7 +21,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from onprem.finisher.ledger.backlog import queued_works
 from onprem.finisher.ledger.live import LeasedWork, leased_works, phase_counts, recent_failures
 from onprem.finisher.ledger.store import Ledger, Phase
 from onprem.finisher.progress import LIVE_SUFFIX, Progress, make_progress, recording
@@ -191,7 +190,7 @@ def read_snapshot(ledger: Ledger, progress_dir: Path, *, now: datetime | None = 
     slots = [_slot(work, stages) for work in leased_works(ledger.engine)]
     slots += [Slot(s.work_rid, "ingest", s.label, f"{s.host}:{s.pid}/watch", None, None, s) for s in stages
               if s.kind == "watch" and not s.finished and now - s.updated_at <= WATCH_FRESH]
-    queued = queued_works(ledger.engine, now, STALE_AFTER)
+    queued = ledger.queued_works(now, STALE_AFTER)
     backlog = [BacklogEntry(q.work_rid, q.restore_expiry, (q.restore_expiry - now).total_seconds() / 3600)
                for q in queued[:backlog_limit]]
     failures = [Failure(f.work_rid, f.phase, f.cause, f.message, f.attempts, _aware(f.updated_at) or now)
