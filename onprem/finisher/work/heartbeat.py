@@ -1,10 +1,12 @@
 """Keeps a message invisible and the ledger lease alive while its work runs; stops the work when either is lost.
 
-Every ``visibility * fraction`` seconds: renew the lease and extend the message's visibility. A refused
-extension (receipt handle invalid) or a lease taken by someone else cancels the work (``lease_lost``); a
-transient extension failure does not (the lease keeps other finishers off the work meanwhile). SQS caps a
-message's visibility at 12 h from its receive: ``handoff_margin`` before that, the work is asked to stop at its
-next checkpoint (``handoff``) so the worker can hand it on as a continuation message.
+Two beats, every ``visibility * fraction`` seconds, each on its own thread: one renews the lease, the other
+extends the message's visibility. They never wait for each other: an extension that spends botocore's retries
+(SQS throttling, a slow link) must not delay the renewal past the lease's TTL, or another finisher would take a
+work that is still running here. A refused extension (receipt handle invalid) or a lease taken by someone else
+cancels the work (``lease_lost``); a transient extension failure does not (the lease keeps other finishers off the
+work meanwhile). SQS caps a message's visibility at 12 h from its receive: ``handoff_margin`` before that, the
+work is asked to stop at its next checkpoint (``handoff``) so the worker can hand it on as a continuation message.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Protocol
 from botocore.exceptions import BotoCoreError, ClientError
 from sqlalchemy.exc import SQLAlchemyError
 
-from onprem.finisher.errors import InterruptReason, ReceiptHandleInvalid
+from onprem.finisher.errors import InterruptReason, LedgerUnavailable, ReceiptHandleInvalid
 from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work.cancel import CancelToken
 
@@ -60,18 +62,42 @@ class Heartbeat:
         self.handoff_margin_s = timing.handoff_margin_s
         self.interval = max(timing.visibility_s * timing.fraction, 0.05)
         self._stop = threading.Event()
-        self.beats = 0
-        self._thread = threading.Thread(target=self._run, name=f"heartbeat-{token.work_rid}", daemon=True)
+        #: successful visibility extensions and lease renewals so far
+        self.beats = self.renewals = 0
+        rid = token.work_rid
+        self._threads = [threading.Thread(target=self._renew_lease, name=f"lease-{rid}", daemon=True),
+                         threading.Thread(target=self._extend_visibility, name=f"heartbeat-{rid}", daemon=True)]
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self) -> None:
         self._stop.set()
-        if self._thread.is_alive() and threading.current_thread() is not self._thread:
-            self._thread.join(timeout=5)
+        for thread in self._threads:
+            if thread.is_alive() and threading.current_thread() is not thread:
+                thread.join(timeout=5)
 
-    def _run(self) -> None:
+    def _renew_lease(self) -> None:
+        """While the lease is ours no other finisher starts this work, even if SQS shows the message again after
+        a throttled extension."""
+        rid = self.token.work_rid
+        while not self._stop.wait(self.interval):
+            try:
+                renewed = self.lease.ledger.renew_lease(self.lease.idempotency_key, self.lease.owner, self.visibility_s)
+            except (SQLAlchemyError, LedgerUnavailable) as err:  # a database away past its retries: next beat
+                logger.warning("%s: lease renewal failed: %s", rid, err, extra={"work_rid": rid})
+                continue
+            if not renewed:
+                if self._stop.is_set():  # the work ended while the renewal ran: its lease is released, not lost
+                    return
+                logger.warning("%s: ledger lease taken by another finisher: stopping the work", rid,
+                               extra={"work_rid": rid})
+                self.token.cancel(InterruptReason.LEASE_LOST)
+                return
+            self.renewals += 1
+
+    def _extend_visibility(self) -> None:
         rid = self.token.work_rid
         while not self._stop.wait(self.interval):
             remaining_cap = self.max_visibility_s - (self.clock() - self.message.received_monotonic)
@@ -79,18 +105,6 @@ class Heartbeat:
                 logger.info("%s: %.0f s left before the 12 h visibility cap: handing the work on at its next "
                             "checkpoint", rid, remaining_cap, extra={"work_rid": rid})
                 self.token.cancel(InterruptReason.HANDOFF)
-            # the lease first: while it is ours no other finisher starts this work, even if SQS shows the
-            # message again after a throttled extension
-            try:
-                renewed = self.lease.ledger.renew_lease(self.lease.idempotency_key, self.lease.owner, self.visibility_s)
-            except SQLAlchemyError as err:  # a busy database: try again at the next beat
-                logger.warning("%s: lease renewal failed: %s", rid, err, extra={"work_rid": rid})
-                renewed = True
-            if not renewed:
-                logger.warning("%s: ledger lease taken by another finisher: stopping the work", rid,
-                               extra={"work_rid": rid})
-                self.token.cancel(InterruptReason.LEASE_LOST)
-                return
             extension = int(min(self.visibility_s, remaining_cap - 1))
             if extension <= 0:
                 continue
