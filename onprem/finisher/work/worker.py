@@ -38,6 +38,10 @@ STOP_MARGIN_S = 5.0
 #: with the backlog index, messages received per pass beyond what the slots and the look-ahead take: the scan
 #: that registers the backlog, so a work's place is known from its first receive
 BACKLOG_SCAN = 500
+#: a drain ends on this many empty readings of every queue in a row, a receive pass between two: the counts are
+#: approximate (SQS's by design, moto's read one after the other) and a message whose delay or hiding ends between
+#: two of them is in none
+EMPTY_READINGS = 2
 
 
 @dataclass
@@ -98,6 +102,7 @@ class Worker:
         self._lock = threading.Lock()
         self.summary = RunSummary()
         self._renewed = 0
+        self._empty_readings = 0
 
     def request_stop(self) -> None:
         """First signal: stop receiving; in-flight works get the grace period."""
@@ -150,7 +155,7 @@ class Worker:
                 for item in lookahead.choose(received, free):
                     in_flight.add(pool.submit(self._process, item.queue, item.message))
                 if received or in_flight or len(lookahead):
-                    idle_since = None
+                    idle_since, self._empty_readings = None, 0
                     if not received:
                         wait(in_flight, timeout=0.5, return_when=FIRST_COMPLETED)
                     continue
@@ -222,7 +227,8 @@ class Worker:
         return outcome
 
     def _drained(self, idle_s: float) -> bool:
-        """Drain ends when every queue is empty (nothing visible, in flight or delayed), or after a long idle."""
+        """Drain ends when every queue reads empty (nothing visible, in flight or delayed) ``EMPTY_READINGS``
+        times in a row, or after a long idle."""
         depths = {}
         for queue in self.queues:
             try:
@@ -235,10 +241,11 @@ class Worker:
         pending = sum(d["visible"] + d["in_flight"] + d["delayed"] for d in depths.values())
         if pending == 0 and self.summary.queue_errors:
             return idle_s >= self.settings.worker.drain_idle_limit  # refused receives are not empty queues
-        if pending == 0:
+        self._empty_readings = self._empty_readings + 1 if pending == 0 else 0
+        if self._empty_readings >= EMPTY_READINGS:
             logger.info("drained: all queues empty")
             return True
-        if idle_s >= self.settings.worker.drain_idle_limit:
+        if pending and idle_s >= self.settings.worker.drain_idle_limit:
             logger.warning("drain stops after %.0f s idle with messages still hidden (backoff): %s", idle_s, depths)
             return True
         self._stop.wait(min(1.0, max(self.settings.worker.wait_time_seconds, 0.2)))
