@@ -4,6 +4,7 @@ A queue and a lease keeper of our own (the heartbeat's two protocols), driven by
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -12,7 +13,7 @@ from botocore.exceptions import ClientError
 from onprem.finisher.errors import InterruptReason, ReceiptHandleInvalid
 from onprem.finisher.queue.sqs import ReceivedMessage
 from onprem.finisher.work.cancel import CancelToken
-from onprem.finisher.work.heartbeat import BeatTiming, HeldLease, Heartbeat
+from onprem.finisher.work.heartbeat import BeatTiming, Heartbeat, HeldLease
 
 RID = "W22084"
 #: a beat every 0.1 s, the lease's TTL 1 s
@@ -71,7 +72,7 @@ def test_a_stuck_extension_does_not_delay_the_lease_renewal() -> None:
     assert queue.calls == 1  # the one extension still stuck
     assert not token.is_set()
     assert len(keeper.renewed_at) >= 8, keeper.renewed_at
-    gaps = [b - a for a, b in zip(keeper.renewed_at, keeper.renewed_at[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(keeper.renewed_at)]
     assert max(gaps) < TIMING.visibility_s / 2, gaps
 
 
