@@ -245,7 +245,9 @@ class Worker:
         if self._empty_readings >= EMPTY_READINGS:
             logger.info("drained: all queues empty")
             return True
-        if pending and idle_s >= self.settings.worker.drain_idle_limit:
+        if self._empty_readings:
+            return False  # read again after one more receive pass, at once
+        if idle_s >= self.settings.worker.drain_idle_limit:
             logger.warning("drain stops after %.0f s idle with messages still hidden (backoff): %s", idle_s, depths)
             return True
         self._stop.wait(min(1.0, max(self.settings.worker.wait_time_seconds, 0.2)))
