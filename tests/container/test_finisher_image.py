@@ -44,6 +44,27 @@ def test_the_image_holds_the_product_and_no_credentials(site: Site) -> None:
     assert "No module named 'harness'" in harness
 
 
+#: in the image, the .py files of the product and its heavy dependencies without their compiled bytecode
+UNCOMPILED = """
+import importlib, importlib.util, pathlib
+for name in ("onprem", "contract", "config", "boto3", "botocore", "s3transfer", "sqlalchemy", "pydantic", "typer",
+             "rich", "alembic", "psycopg"):
+    root = pathlib.Path(importlib.import_module(name).__file__).parent
+    for source in root.rglob("*.py"):
+        if not pathlib.Path(importlib.util.cache_from_source(str(source))).is_file():
+            print(source)
+"""
+
+
+def test_the_image_starts_from_bytecode_compiled_at_build_time() -> None:
+    """Nothing may write bytecode at run time (PYTHONDONTWRITEBYTECODE, a read-only root): before, installed with
+    --no-compile, every start compiled boto3, SQLAlchemy and pydantic from source (import 2.6 s, now 1.0 s)."""
+    # from /, as the console script imports them (the working directory holds the product's sources too)
+    found = docker("run", "--rm", "--read-only", "--network", "none", "--workdir", "/", "--entrypoint", "python3",
+                   IMAGE, "-c", UNCOMPILED)
+    assert found.stdout.split() == []
+
+
 def test_version_and_status_work_on_a_read_only_root(site: Site) -> None:
     version = site.run("--version")
     assert version.returncode == 0 and version.stdout.startswith("finisher "), version.stderr
