@@ -12,9 +12,10 @@ import pytest
 
 from harness.bags import make_bdrc_bag_zip
 from harness.zip_edits import tamper_member
-from onprem.finisher.debag.archive import debag_archive, temp_dir_for
+from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.directory import TAIL_READ
 from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.debag.staging import temp_dir_for
 from onprem.finisher.errors import ChecksumMismatch, InsufficientSpace, ObjectChanged
 from onprem.finisher.fetch.request import FetchRequest, FetchSettings
 from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag

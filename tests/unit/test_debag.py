@@ -12,11 +12,12 @@ import pytest
 from harness.bags import make_bdrc_bag_zip, make_plain_work_zip
 from harness.zip_edits import add_member, drop_member, read_members, rewrite_zip, tamper_member
 from onprem.finisher.debag import ranged as debag_module
-from onprem.finisher.debag.archive import DebagJob, debag_archive, temp_dir_for
+from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.byte_source import FileSource
 from onprem.finisher.debag.member_stream import MemberWriter
 from onprem.finisher.debag.model import DebagResult, DebagSettings
 from onprem.finisher.debag.ranged import RangeReading, debag_source
+from onprem.finisher.debag.staging import DebagJob, temp_dir_for
 from onprem.finisher.errors import (
     BagIncomplete,
     BagInvalid,

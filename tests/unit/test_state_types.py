@@ -14,8 +14,8 @@ import pytest
 
 from contract import RestoredWork, staging_key_for_rid
 from onprem.finisher import errors
-from onprem.finisher.debag.archive import clean_up, temp_dir_for
 from onprem.finisher.debag.model import DebagSettings
+from onprem.finisher.debag.staging import clean_up, temp_dir_for
 from onprem.finisher.errors import Cause, Cleanup, ControlFlow, FinisherError, InterruptReason
 from onprem.finisher.ledger.store import Event, Ledger, Phase
 from onprem.finisher.work.operator import status_document

@@ -11,10 +11,11 @@ from pathlib import Path
 import pytest
 
 from harness.bags import image_group, make_bagit_bag, write_work_tree, zip_entries, zip_tree
-from onprem.finisher.debag.archive import JOURNAL_NAME, debag_archive
+from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.budget import InflateBudget
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.debag.safety import guard_member
+from onprem.finisher.debag.staging import JOURNAL_NAME
 from onprem.finisher.errors import ZipBomb
 from onprem.finisher.work.settings import load_settings
 

@@ -19,25 +19,11 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from onprem.finisher.debag.byte_source import FileSource
-from onprem.finisher.debag.directory import read_directory
-from onprem.finisher.debag.model import DebagResult, DebagSettings, SafeMember, StagedWork
+from onprem.finisher.debag.model import DebagResult, DebagSettings
 from onprem.finisher.debag.ranged import RangeReading, debag_source
-from onprem.finisher.debag.safety import check_archive
-from onprem.finisher.debag.staging import (
-    FAILED_PREFIX,
-    JOURNAL_NAME,
-    TEMP_PREFIX,
-    DebagJob,
-    clean_up,
-    keep_or_remove_evidence,
-    temp_dir_for,
-)
+from onprem.finisher.debag.staging import DebagJob
 from onprem.finisher.errors import CorruptArchive
 from onprem.finisher.progress import Progress
-
-__all__ = ["FAILED_PREFIX", "JOURNAL_NAME", "TEMP_PREFIX", "DebagJob", "DebagResult", "DebagSettings",
-           "StagedWork", "clean_up", "debag_archive", "keep_or_remove_evidence", "read_central_directory",
-           "temp_dir_for"]
 
 
 def debag_archive(
@@ -61,11 +47,3 @@ def debag_archive(
         raise CorruptArchive(work_rid, f"unreadable zip {zip_path.name}: {err}") from err
     return debag_source(source, job, RangeReading(concurrency=settings.workers), archive=zip_path)
 
-
-def read_central_directory(zip_path: Path, work_rid: str, settings: DebagSettings) -> list[SafeMember]:
-    """The zip's members, each through the safety guard (``check_archive``); CorruptArchive when unreadable."""
-    try:
-        source = FileSource(zip_path)
-    except OSError as err:
-        raise CorruptArchive(work_rid, f"unreadable zip {zip_path.name}: {err}") from err
-    return check_archive(read_directory(source, work_rid, settings).archive, work_rid, settings)

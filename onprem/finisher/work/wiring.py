@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from contract import RestoredWork
-from onprem.finisher.debag.archive import debag_archive, keep_or_remove_evidence, temp_dir_for
+from onprem.finisher.debag.archive import debag_archive
 from onprem.finisher.debag.model import StagedWork
-from onprem.finisher.debag.staging import open_works_dir
+from onprem.finisher.debag.staging import keep_or_remove_evidence, open_works_dir, temp_dir_for
 from onprem.finisher.fetch.request import FetchRequest
 from onprem.finisher.fetch_debag.segmented import FetchDebagJob, fetch_and_debag
 from onprem.finisher.sync.stage import run_post_sync_hook, sync_work
