@@ -11,11 +11,11 @@ again from disk (a power loss may keep the line and lose the bytes): the segment
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import threading
 from pathlib import Path
 
-from onprem.finisher.debag.journal import file_digests
 from onprem.finisher.debag.model import MemberDigest
 from onprem.finisher.debag.range_hash import Piece
 from onprem.finisher.debag.segments import Segment
@@ -65,8 +65,8 @@ class SegmentJournal:
             try:
                 if target.stat().st_size != digest.size:
                     return None
-                one = sorted(digest.digests)[:1]  # one algorithm is enough to see bytes a power loss took
-                if one and file_digests(target, tuple(one)) != {a: digest.digests[a] for a in one}:
+                algorithm = min(digest.digests, default=None)  # one is enough to see bytes a power loss took
+                if algorithm is not None and _hex_digest(target, algorithm) != digest.digests[algorithm]:
                     return None
             except FileNotFoundError:
                 return None
@@ -94,3 +94,8 @@ def _identity(line: str) -> str | None:
     except (ValueError, AttributeError):
         return None
     return value if isinstance(value, str) else None
+
+
+def _hex_digest(path: Path, algorithm: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, algorithm).hexdigest()
