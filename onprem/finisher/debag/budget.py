@@ -2,9 +2,9 @@
 
 Three bounds, all in ``DebagSettings`` (and ``FINISHER_DEBAG_*`` variables):
 
-- declared, from the central directory (or a local header in the stream) before a byte is inflated: the entry
-  count (``check_entry_count`` reads it from the End of central directory, before zipfile builds one object per
-  entry), each member's size, the sum of sizes, and each member's ratio ``file_size / compress_size``. Deflate
+- declared, before a byte is inflated: the entry count and the directory's size from the End of central directory
+  (``check_end_record``, before zipfile builds one object per entry); each member's size and ratio ``file_size /
+  compress_size``, and the sum of sizes, from the central directory (or a local header in the stream). Deflate
   cannot pass ~1032:1, so ``max_member_ratio`` sits above that: a blank scan is taken, a lie is refused.
 - per member, while inflating: never a byte past its declared size (``SizeGuard``) — with the declared ratio,
   that bounds a member's output by its compressed size.
@@ -16,33 +16,23 @@ from __future__ import annotations
 
 import threading
 import zipfile
-from pathlib import Path
 
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.errors import ZipBomb
 
-__all__ = ["InflateBudget", "SizeGuard", "check_declared", "check_entries", "check_entry_count"]
+__all__ = ["InflateBudget", "SizeGuard", "check_declared", "check_end_record", "check_entries"]
 
 #: average bytes one central-directory entry may take (46 fixed, name, extras): bounds the directory's size by
 #: the entry-count limit, since zipfile reads entries until the declared directory size is used up
 MAX_BYTES_PER_ENTRY = 1024
 
 
-def check_entry_count(zip_path: Path, work_rid: str, settings: DebagSettings) -> None:
-    """Refuse a zip whose End of central directory declares more entries (or a larger directory) than allowed.
-
-    Read before ``zipfile.ZipFile`` parses the directory, so a zip of millions of entries costs one read of its
-    tail, not their memory. An unreadable tail is left for zipfile to report (CorruptArchive).
-    """
-    with open(zip_path, "rb") as f:
-        endrec = zipfile._EndRecData(f)  # type: ignore[attr-defined]
-    if not endrec:
-        return
-    entries = endrec[zipfile._ECD_ENTRIES_TOTAL]  # type: ignore[attr-defined]
-    size = endrec[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
-    check_entries(entries, work_rid, settings, where=zip_path.name)
-    if size > settings.max_entries * MAX_BYTES_PER_ENTRY:
-        raise ZipBomb(work_rid, f"{zip_path.name}: the central directory takes {size} bytes (limit "
+def check_end_record(entries: int, directory_bytes: int, work_rid: str, settings: DebagSettings, *,
+                     where: str) -> None:
+    """ZipBomb when the End of central directory declares more entries, or a larger directory, than allowed."""
+    check_entries(entries, work_rid, settings, where=where)
+    if directory_bytes > settings.max_entries * MAX_BYTES_PER_ENTRY:
+        raise ZipBomb(work_rid, f"{where}: the central directory takes {directory_bytes} bytes (limit "
                                 f"{settings.max_entries * MAX_BYTES_PER_ENTRY}: {settings.max_entries} entries)")
 
 

@@ -13,10 +13,10 @@ import io
 import zipfile
 from dataclasses import dataclass
 
-from onprem.finisher.debag.budget import MAX_BYTES_PER_ENTRY, check_entries
+from onprem.finisher.debag.budget import check_end_record
 from onprem.finisher.debag.byte_source import ByteSource
 from onprem.finisher.debag.model import DebagSettings
-from onprem.finisher.errors import CorruptArchive, NonUtf8MemberName, ZipBomb
+from onprem.finisher.errors import CorruptArchive, NonUtf8MemberName
 
 #: bytes of the first read of a zip's tail: the end records and the central directory of ~7,000 entries
 TAIL_READ = 1 << 20
@@ -79,12 +79,9 @@ def read_directory(source: ByteSource, work_rid: str, settings: DebagSettings) -
         endrec = zipfile._EndRecData(tail)  # type: ignore[attr-defined]
         if not endrec:
             raise CorruptArchive(work_rid, f"unreadable zip {name}: no end of central directory")
-        check_entries(endrec[zipfile._ECD_ENTRIES_TOTAL], work_rid, settings,  # type: ignore[attr-defined]
-                      where=name)
         cd_size = endrec[zipfile._ECD_SIZE]  # type: ignore[attr-defined]
-        if cd_size > settings.max_entries * MAX_BYTES_PER_ENTRY:
-            raise ZipBomb(work_rid, f"{name}: the central directory takes {cd_size} bytes (limit "
-                                    f"{settings.max_entries * MAX_BYTES_PER_ENTRY}: {settings.max_entries} entries)")
+        check_end_record(endrec[zipfile._ECD_ENTRIES_TOTAL], cd_size, work_rid, settings,  # type: ignore[attr-defined]
+                         where=name)
         cd_start = endrec[zipfile._ECD_LOCATION] - cd_size  # type: ignore[attr-defined]
         if 0 <= cd_start < tail.tail_start:
             tail.extend(cd_start)  # a directory larger than the first read: one more read, not one per entry
