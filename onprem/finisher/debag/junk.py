@@ -17,7 +17,9 @@ import zipfile
 from collections.abc import Sequence
 from pathlib import PurePosixPath
 
-__all__ = ["MACOSX_DIR", "is_junk_name", "log_junk", "split_junk"]
+from onprem.finisher.debag.model import raw_name
+
+__all__ = ["MACOSX_DIR", "log_junk", "split_junk"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,11 +31,6 @@ _BAG_DECLARATION = "bagit.txt"
 def is_macosx_name(name: str) -> bool:
     """Whether ``name`` lies under the zip's top-level ``__MACOSX/`` folder (or is that folder)."""
     return name.split("/", 1)[0] == MACOSX_DIR
-
-
-def is_junk_name(name: str) -> bool:
-    """Whether ``name`` may be junk by its name alone (``__MACOSX/…`` or a ``.DS_Store`` anywhere)."""
-    return is_macosx_name(name) or _last(name) == DS_STORE
 
 
 def split_junk(infos: Sequence[zipfile.ZipInfo]) -> tuple[list[zipfile.ZipInfo], list[zipfile.ZipInfo]]:
@@ -66,7 +63,6 @@ def log_junk(junk: Sequence[zipfile.ZipInfo], work_rid: str) -> None:
     files = [info for info in junk if not info.is_dir()]
     first = (files or list(junk))[0]
     # junk names are never guarded: shown as UTF-8 where they are (Finder's are, unflagged), escaped by %r
-    raw = first.orig_filename.encode("utf-8" if first.flag_bits & 0x800 else "cp437")
-    example = raw.decode("utf-8", errors="backslashreplace")
+    example = raw_name(first).decode("utf-8", errors="backslashreplace")
     logger.warning("%s: %d macOS entries ignored (__MACOSX/, .DS_Store outside the bag; never extracted), e.g. %r",
                    work_rid, len(junk), example, extra={"work_rid": work_rid, "ignored_entries": len(junk)})

@@ -40,7 +40,7 @@ class _ExtractedBag(bagit.Bag):  # type: ignore[misc]
 
     bagit resolves each manifest path with ``realpath`` (a few syscalls per path, ~0.1 ms, seconds for big
     manifests). The bag folder here holds only regular files extracted by the de-bag (zip members are never
-    symlinks: zip_safety), so below the bag folder's real path resolution is lexical: ``normpath``.
+    symlinks: safety.py), so below the bag folder's real path resolution is lexical: ``normpath``.
     """
 
     def _path_is_dangerous(self, path: str) -> bool:

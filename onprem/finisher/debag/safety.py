@@ -1,9 +1,9 @@
 """Zip safety: every member goes through ``guard_member`` before a byte of it is written.
 
-``check_archive`` sets macOS junk aside (``zip_junk.py``), applies the per-member guard and the archive-wide
+``check_archive`` sets macOS junk aside (``junk.py``), applies the per-member guard and the archive-wide
 rules (entry count, duplicates and case twins, overlapping entries, declared totals) to a zip's central
 directory, and returns the members with their decoded names and safe relative paths. The bytes actually
-inflated are bounded while they are written (``zip_budget.py``).
+inflated are bounded while they are written (``budget.py``).
 
 Names: a name flagged UTF-8 (bit 11) is UTF-8; an unflagged one is ASCII, or raw UTF-8 when the entry was
 made on Unix (Info-ZIP ``zip`` on Linux writes names as the filesystem gives them, without the flag); any other
@@ -17,14 +17,13 @@ import itertools
 import logging
 import re
 import stat
-import unicodedata
 import zipfile
 from pathlib import PurePosixPath
 
 from contract.keys import control_characters
 from onprem.finisher.debag.budget import check_declared, check_entries
 from onprem.finisher.debag.junk import log_junk, split_junk
-from onprem.finisher.debag.model import DebagSettings, SafeMember, raw_name
+from onprem.finisher.debag.model import DebagSettings, SafeMember, nfc, raw_name
 from onprem.finisher.errors import (
     CaseCollision,
     ControlCharacterName,
@@ -148,10 +147,6 @@ def check_archive(zf: zipfile.ZipFile, work_rid: str, settings: DebagSettings) -
     return members
 
 
-def _nfc(text: str) -> str:
-    return unicodedata.normalize("NFC", text)
-
-
 def _folders(path: str) -> list[str]:
     """Every folder of ``path`` (``a/b/c`` → ``a/b``, ``a``): string work, no path object per entry."""
     parts = path.split("/")
@@ -161,7 +156,7 @@ def _folders(path: str) -> list[str]:
 def _check_duplicates(members: list[SafeMember], work_rid: str) -> None:
     # NFC-normalized so that two spellings of one name cannot land on the same file
     seen: dict[str, str] = {}
-    keys = [_nfc(str(m.path)) for m in members]
+    keys = [nfc(str(m.path)) for m in members]
     files = {key for key, m in zip(keys, members, strict=True) if not m.is_dir}
     for key, member in zip(keys, members, strict=True):
         if key in seen and not (member.is_dir and seen[key].endswith("/")):
@@ -180,9 +175,9 @@ def _check_case_twins(members: list[SafeMember], work_rid: str) -> None:
     spelled: dict[str, str] = {}
     done: set[str] = set()
     for member in members:
-        spelling = _nfc(str(member.path))
+        spelling = nfc(str(member.path))
         # casefold keeps every "/", so the folded path splits into the same components
-        parts, folded = spelling.split("/"), _nfc(spelling.casefold()).split("/")
+        parts, folded = spelling.split("/"), nfc(spelling.casefold()).split("/")
         for depth in range(len(parts), 0, -1):
             path = "/".join(parts[:depth])
             if path in done:
