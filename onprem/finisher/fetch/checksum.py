@@ -11,7 +11,6 @@ ranged GET is pinned to it with ``IfMatch``). The size is always checked.
 from __future__ import annotations
 
 import base64
-import hashlib
 import re
 import zlib
 from collections.abc import Callable
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from typing import Any
 
 _MULTIPART_ETAG = re.compile(r"-\d+\"?$")
+#: the full-object checksums that combine from the checksums of consecutive ranges (CRC arithmetic), by width
+_WIDTHS = {"crc32": 4, "crc32c": 4, "crc64nvme": 8}
 
 
 @dataclass(frozen=True)
@@ -27,43 +28,13 @@ class ObjectChecksum:
     value: str  # base64, as S3 gives it
 
 
-class _Crc32:
-    def __init__(self) -> None:
-        self.value = 0
-
-    def update(self, chunk: bytes) -> None:
-        self.value = zlib.crc32(chunk, self.value)
-
-    def digest(self) -> bytes:
-        return self.value.to_bytes(4, "big")
-
-
-def _crt_factory(name: str) -> Callable[[], Any] | None:
+def _crt_checksums() -> Any:
+    """awscrt's ``checksums`` (CRC32C, CRC64NVME and every combine), or None when awscrt is not installed."""
     try:
         from awscrt import checksums  # type: ignore[import-not-found]
     except ImportError:
         return None
-
-    class _Crt:
-        def __init__(self) -> None:
-            self.value = 0
-            self.fn, self.width = {"crc32c": (checksums.crc32c, 4), "crc64nvme": (checksums.crc64nvme, 8)}[name]
-
-        def update(self, chunk: bytes) -> None:
-            self.value = self.fn(chunk, self.value)
-
-        def digest(self) -> bytes:
-            return self.value.to_bytes(self.width, "big")
-
-    return _Crt
-
-
-def _hasher_factory(algorithm: str) -> Callable[[], Any] | None:
-    if algorithm in ("sha256", "sha1"):
-        return lambda: hashlib.new(algorithm)
-    if algorithm == "crc32":
-        return _Crc32
-    return _crt_factory(algorithm)
+    return checksums
 
 
 def full_object_checksum(head: dict[str, Any]) -> tuple[ObjectChecksum | None, str]:
@@ -78,24 +49,16 @@ def full_object_checksum(head: dict[str, Any]) -> tuple[ObjectChecksum | None, s
             "-" in value or _MULTIPART_ETAG.search(head.get("ETag", "")) is not None))
         if composite:
             return None, f"{algorithm} checksum is a multipart composite (not a full-object checksum): not verified"
-        if _hasher_factory(algorithm) is None:
+        if algorithm in ("crc32c", "crc64nvme") and _crt_checksums() is None:
             return None, f"{algorithm} full-object checksum present but not computable here (needs awscrt)"
         return ObjectChecksum(algorithm, value), f"{algorithm} full-object checksum"
     return None, "the object has no S3 checksum: size and ETag-pinned ranges only"
 
 
-#: the full-object checksums that combine from the checksums of consecutive ranges (CRC arithmetic)
-COMBINABLE = ("crc32", "crc32c", "crc64nvme")
-_WIDTHS = {"crc32": 4, "crc32c": 4, "crc64nvme": 8}
-
-
 def range_checksum(algorithm: str) -> Callable[[bytes, int], int] | None:
     """``crc(data, previous)`` of a combinable algorithm (zlib for CRC32, awscrt for CRC32C/CRC64NVME), or None."""
-    if algorithm not in COMBINABLE:
-        return None
-    try:
-        from awscrt import checksums  # combine_ranges needs it for CRC32 too
-    except ImportError:
+    checksums = _crt_checksums()  # combine_ranges needs it for CRC32 too
+    if algorithm not in _WIDTHS or checksums is None:
         return None
     if algorithm == "crc32":
         return zlib.crc32
@@ -105,8 +68,7 @@ def range_checksum(algorithm: str) -> Callable[[bytes, int], int] | None:
 def combine_ranges(algorithm: str, pieces: list[tuple[int, int, int]], size: int) -> str | None:
     """The base64 checksum of the object from ``(start, end, crc)`` of ranges covering ``[0, size)`` in order;
     None when they leave a gap or overlap (nothing can then be said)."""
-    from awscrt import checksums
-
+    checksums = _crt_checksums()
     combine: Callable[[int, int, int], int] = {
         "crc32": checksums.combine_crc32, "crc32c": checksums.combine_crc32c,
         "crc64nvme": checksums.combine_crc64nvme}[algorithm]
