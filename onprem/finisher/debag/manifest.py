@@ -17,7 +17,7 @@ from pathlib import Path
 import bagit
 
 from onprem.finisher.debag.bag_checks import check_declaration, check_tagmanifest_coverage, manifest_paths
-from onprem.finisher.debag.model import STRONG_ALGORITHMS, BagManifest, DebagSettings, WorkPlan, nfc
+from onprem.finisher.debag.model import PAYLOAD_DIR, STRONG_ALGORITHMS, BagManifest, DebagSettings, WorkPlan, nfc
 from onprem.finisher.errors import (
     BagInvalid,
     BagRidMismatch,
@@ -30,7 +30,6 @@ from onprem.finisher.errors import (
 
 logger = logging.getLogger(__name__)
 
-PAYLOAD_PREFIX = "data/"
 #: RFC 8493 §2.1.3 (BagIt >= 1.0): ``%`` is written ``%25`` (bagit itself decodes only ``%0A``/``%0D``)
 _PERCENT_25 = re.compile("%25")
 
@@ -76,7 +75,7 @@ def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag
     except (UnicodeError, LookupError) as err:  # bag_checks decoded every file bagit reads: only a backstop
         raise TagFileUndecodable(work_rid, f"a tag file does not decode as {declaration.encoding}: {err}") from err
     _check_bdrc_rid(bag, work_rid)
-    payload_algorithms = sorted(_algorithm(Path(p).name, "manifest-") for p in bag.manifest_files())
+    payload_algorithms = sorted(Path(p).stem.removeprefix("manifest-") for p in bag.manifest_files())
     if not payload_algorithms:
         raise BagInvalid(work_rid, "the bag has no payload manifest (manifest-<alg>.txt)")
     if not list(bag.tagmanifest_files()):
@@ -103,7 +102,7 @@ def load_bag_manifest(bag_dir: Path, work_rid: str, settings: DebagSettings, tag
             if posix not in payload_paths and literal in payload_paths:
                 posix = literal
         lowered = {alg: digest.lower() for alg, digest in digests.items()}
-        (payload if posix.startswith(PAYLOAD_PREFIX) else tags)[posix] = lowered
+        (payload if posix.startswith(f"{PAYLOAD_DIR}/") else tags)[posix] = lowered
     return BagManifest(tuple(bag.algorithms), payload, tags, _oxum(bag, work_rid), warnings)
 
 
@@ -115,10 +114,6 @@ def _check_bdrc_rid(bag: bagit.Bag, work_rid: str) -> None:
         if value != work_rid:
             raise BagRidMismatch(work_rid, f"bag-info.txt declares BDRC-RID {value!r}, the bag is {work_rid}: "
                                            "a bag's BDRC-RID must agree with its work")
-
-
-def _algorithm(filename: str, prefix: str) -> str:
-    return filename.removeprefix(prefix).removesuffix(".txt")
 
 
 def _oxum(bag: bagit.Bag, work_rid: str) -> tuple[int, int] | None:
@@ -133,20 +128,13 @@ def _oxum(bag: bagit.Bag, work_rid: str) -> tuple[int, int] | None:
     return int(octets), int(count)
 
 
-def digest_files(paths: dict[str, Path], algorithms: tuple[str, ...]) -> dict[str, dict[str, str]]:
-    """Digests of small extracted tag files, with bagit's own hashing helpers."""
-    digests = {}
-    for rel, path in paths.items():
-        hashers = {alg: hasher for alg, hasher in bagit.get_hashers(algorithms).items()}
-        digests[nfc(rel)] = bagit._calculate_file_hashes(str(path), hashers)
-    return digests
-
-
 def load_work_manifest(plan: WorkPlan, bag_dir: Path, tag_files: dict[str, Path],
                        settings: DebagSettings) -> BagManifest:
     """The bag of ``plan`` read from its tag files extracted to ``bag_dir`` (``tag_files``: path in the bag → file),
     with the digests of those tag files in the bag's algorithms (checked against its tag manifests later)."""
     payload_paths = {nfc(str(item.bag_path)) for item in plan.payload}
     manifest = load_bag_manifest(bag_dir, plan.work_rid, settings, set(tag_files), payload_paths)
-    manifest.tag_digests = digest_files(tag_files, manifest.algorithms)
+    # small files, hashed with bagit's own helpers (fresh hashers per file)
+    manifest.tag_digests = {nfc(rel): bagit._calculate_file_hashes(str(path), bagit.get_hashers(manifest.algorithms))
+                            for rel, path in tag_files.items()}
     return manifest
