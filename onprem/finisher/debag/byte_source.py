@@ -44,22 +44,9 @@ class FileSource:
     """A zip on the local disk (``finisher ingest``, ``finisher watch``), read with ``pread``."""
 
     def __init__(self, path: Path) -> None:
-        self.path = path
         stat = path.stat()
-        self._size = stat.st_size
-        self._identity = f"file:{stat.st_size}:{stat.st_mtime_ns}"
-
-    @property
-    def name(self) -> str:
-        return self.path.name
-
-    @property
-    def size(self) -> int:
-        return self._size
-
-    @property
-    def identity(self) -> str:
-        return self._identity
+        self.path, self.name, self.size = path, path.name, stat.st_size
+        self.identity = f"file:{stat.st_size}:{stat.st_mtime_ns}"
 
     def read(self, start: int, end: int) -> bytes:
         return b"".join(self.chunks(start, end))

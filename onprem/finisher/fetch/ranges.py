@@ -31,19 +31,8 @@ class S3Source:
 
     def __init__(self, s3_client: Any, request: FetchRequest, pinned: DownloadIdentity, *, attempts: int = 3) -> None:
         self.s3_client, self.request, self.pinned, self.attempts = s3_client, request, pinned, max(1, attempts)
-
-    @property
-    def name(self) -> str:
-        return PurePosixPath(self.pinned.key).name
-
-    @property
-    def size(self) -> int:
-        return self.pinned.size
-
-    @property
-    def identity(self) -> str:
-        pinned = self.pinned
-        return f"s3:{pinned.bucket}/{pinned.key}:{pinned.etag}:{pinned.version_id}:{pinned.size}"
+        self.name, self.size = PurePosixPath(pinned.key).name, pinned.size
+        self.identity = f"s3:{pinned.bucket}/{pinned.key}:{pinned.etag}:{pinned.version_id}:{pinned.size}"
 
     def read(self, start: int, end: int) -> bytes:
         return b"".join(self._get(start, end))  # one GET: a small read (the tail)
