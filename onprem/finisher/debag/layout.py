@@ -46,12 +46,12 @@ def plan_works(members: list[SafeMember], work_rid: str, *, allow_plain_zip: boo
     files = [m for m in members if not m.is_dir]
     roots = _outermost(p.path.parent for p in files if p.path.name == "bagit.txt")
     if roots:
-        plans = [_plan_bag(root, files, members, work_rid) for root in roots]
+        plans = [_plan(root, members, work_rid, bag=True) for root in roots]
     elif not allow_plain_zip:
         raise NoBagInZip(work_rid, f"{zip_name} holds no bag (no bagit.txt): a .bag.zip must hold a bag, and only "
                                    "a plain zip (RID.zip) may be taken without one, when plain zips are allowed")
     else:
-        plans = [_plan_plain(root, files, members, work_rid) for root in _plain_roots(files, work_rid)]
+        plans = [_plan(root, members, work_rid, bag=False) for root in _plain_roots(files, work_rid)]
     rids = [plan.work_rid for plan in plans]
     if len(set(rids)) != len(rids):
         raise BagInvalid(work_rid, f"the zip holds the same work twice: {sorted(rids)}")
@@ -76,9 +76,9 @@ def _check_expected(rids: list[str], expected: frozenset[str], work_rid: str, zi
                                     "must hold every work it was fetched or ingested for", details=missing)
 
 
-def _outermost(paths: object) -> list[PurePosixPath]:
+def _outermost(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
     roots: list[PurePosixPath] = []
-    for path in sorted(set(paths), key=lambda p: (len(p.parts), str(p))):  # type: ignore[call-overload]
+    for path in sorted(set(paths), key=lambda p: (len(p.parts), str(p))):
         if not any(root == path or root in path.parents for root in roots):
             roots.append(path)
     return roots
@@ -103,23 +103,24 @@ def _under(path: PurePosixPath, root: PurePosixPath) -> PurePosixPath | None:
     return None
 
 
-def _plan_bag(root: PurePosixPath, files: list[SafeMember], members: list[SafeMember], work_rid: str) -> WorkPlan:
-    plan = WorkPlan(work_rid=_rid_of_root(root, work_rid), bag=True, root=root)
-    for member in files:
+def _plan(root: PurePosixPath, members: list[SafeMember], work_rid: str, *, bag: bool) -> WorkPlan:
+    """The work at ``root``: a bag's ``data/…`` is its payload and the rest its tag files; a plain folder is payload."""
+    plan = WorkPlan(work_rid=_rid_of_root(root, work_rid), bag=bag, root=root)
+    for member in members:
         rel = _under(member.path, root)
         if rel is None:
             continue
-        if rel.parts[0] == PAYLOAD_DIR and len(rel.parts) > 1:
-            target = PurePosixPath(*rel.parts[1:])
-            if target.parts[0] == str(plan.bag_dir):
-                raise BagInvalid(plan.work_rid, f"payload {str(rel)!r} collides with the tag folder {plan.bag_dir}")
-            plan.payload.append(MemberTarget(member, target, str(rel)))
+        if bag and not (rel.parts[0] == PAYLOAD_DIR and len(rel.parts) > 1):
+            if not member.is_dir:
+                plan.tag_files.append(MemberTarget(member, plan.bag_dir / rel, str(rel)))
+            continue
+        target = PurePosixPath(*rel.parts[1:]) if bag else rel
+        if member.is_dir:
+            plan.dirs.append((member, target))
+        elif bag and target.parts[0] == str(plan.bag_dir):
+            raise BagInvalid(plan.work_rid, f"payload {str(rel)!r} collides with the tag folder {plan.bag_dir}")
         else:
-            plan.tag_files.append(MemberTarget(member, plan.bag_dir / rel, str(rel)))
-    for member in members:
-        rel = _under(member.path, root) if member.is_dir else None
-        if rel is not None and rel.parts[0] == PAYLOAD_DIR and len(rel.parts) > 1:
-            plan.dirs.append((member, PurePosixPath(*rel.parts[1:])))
+            plan.payload.append(MemberTarget(member, target, str(rel) if bag else None))
     return plan
 
 
@@ -141,16 +142,3 @@ def _plain_roots(files: list[SafeMember], work_rid: str) -> list[PurePosixPath]:
     if _is_work_folder(PurePosixPath("."), work_rid, files):
         return [PurePosixPath(".")]
     raise BagInvalid(work_rid, "the zip holds neither a bag nor a work folder (RID/images, RID/RID-I…)")
-
-
-def _plan_plain(root: PurePosixPath, files: list[SafeMember], members: list[SafeMember], work_rid: str) -> WorkPlan:
-    plan = WorkPlan(work_rid=_rid_of_root(root, work_rid), bag=False, root=root)
-    for member in files:
-        rel = _under(member.path, root)
-        if rel is not None:
-            plan.payload.append(MemberTarget(member, rel, None))
-    for member in members:
-        rel = _under(member.path, root) if member.is_dir else None
-        if rel is not None:
-            plan.dirs.append((member, rel))
-    return plan
