@@ -19,8 +19,8 @@ import re
 from collections.abc import Iterable
 from pathlib import PurePosixPath
 
-from contract.keys import is_rid
-from onprem.finisher.debag.model import BAG_SUFFIX, PAYLOAD_DIR, MemberTarget, SafeMember, WorkPlan
+from contract.keys import STAGED_BAG_SUFFIX, is_rid
+from onprem.finisher.debag.model import PAYLOAD_DIR, MemberTarget, SafeMember, WorkPlan
 from onprem.finisher.errors import BagIncomplete, BagInvalid, MissingWork, NoBagInZip, UnexpectedWork
 
 #: a zip named so must hold a bag: never taken as a plain zip
@@ -87,7 +87,7 @@ def _outermost(paths: Iterable[PurePosixPath]) -> list[PurePosixPath]:
 def _rid_of_root(root: PurePosixPath, work_rid: str) -> str:
     if root == PurePosixPath("."):
         return work_rid
-    name = root.name[: -len(BAG_SUFFIX)] if root.name.endswith(BAG_SUFFIX) else root.name
+    name = root.name.removesuffix(STAGED_BAG_SUFFIX)
     if not is_rid(name):
         raise BagInvalid(work_rid, f"bag folder {str(root)!r} is not named after a work RID")
     return name

@@ -59,12 +59,10 @@ class DebagSettings(BaseModel):
 
 @dataclass(frozen=True)
 class StagedWork:
-    """One work placed in the staging layout (``path`` = ``<staging>/<work_rid>``): one shape from the de-bag that
-    made it, through the ledger's ``debagged`` detail (``to_detail``/``from_detail``), to the sync that takes it,
-    in this attempt or a resumed one.
-
-    Beyond ``work_rid`` and ``path`` the fields describe what the de-bag verified; their defaults say "not known"
-    (a ``debagged`` entry written before they were recorded, or a stage that only places files)."""
+    """One work placed in the staging layout (``path`` = ``<staging>/<work_rid>``): one shape from the de-bag,
+    through the ledger's ``debagged`` detail (``to_detail``/``from_detail``), to the sync, in this attempt or a
+    resumed one. The other fields say what the de-bag verified; their defaults say "not known" (an older entry,
+    or a stage that only places files)."""
 
     work_rid: str
     path: Path
@@ -114,7 +112,6 @@ class SafeMember:
     is_dir: bool
     name: str
 
-BAG_SUFFIX = STAGED_BAG_SUFFIX
 
 PAYLOAD_DIR = "data"
 
@@ -142,7 +139,7 @@ class WorkPlan:
     @property
     def bag_dir(self) -> PurePosixPath:
         """The tag files' folder relative to the work's staging folder."""
-        return PurePosixPath(f"{self.work_rid}{BAG_SUFFIX}")
+        return PurePosixPath(f"{self.work_rid}{STAGED_BAG_SUFFIX}")
 
 
 @dataclass(frozen=True)
