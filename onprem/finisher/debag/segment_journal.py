@@ -88,12 +88,11 @@ class SegmentJournal:
             self._file.close()
 
 
-def _identity(line: str) -> str | None:
+def _identity(line: str) -> object:
     try:
-        value = json.loads(line).get("identity")
+        return json.loads(line).get("identity")
     except (ValueError, AttributeError):
         return None
-    return value if isinstance(value, str) else None
 
 
 def _hex_digest(path: Path, algorithm: str) -> str:
