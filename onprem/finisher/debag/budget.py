@@ -53,12 +53,9 @@ def check_declared(name: str, file_size: int, compress_size: int, work_rid: str,
 
 
 class InflateBudget:
-    """The whole zip's bytes inflated so far against compressed bytes taken on so far; thread-safe.
-
-    ``take`` is called with every chunk written: ZipBomb once the total passes ``max_total_bytes``, or passes
-    ``zip_ratio_floor_bytes`` at a ratio over ``max_zip_ratio``. Nothing past the limit is ever written: the
-    chunk that would pass it is refused before it reaches the disk.
-    """
+    """The whole zip's bytes inflated so far against compressed bytes taken on so far; thread-safe. ``take``, called
+    before each chunk is written, raises ZipBomb past ``max_total_bytes``, or past ``zip_ratio_floor_bytes`` at a
+    ratio over ``max_zip_ratio``: the chunk that would pass a limit never reaches the disk."""
 
     def __init__(self, work_rid: str, settings: DebagSettings) -> None:
         self.work_rid, self.settings = work_rid, settings

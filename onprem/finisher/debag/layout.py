@@ -38,11 +38,8 @@ def plain_zip_allowed(zip_name: str, allow_plain_zip: bool) -> bool:
 
 def plan_works(members: list[SafeMember], work_rid: str, *, allow_plain_zip: bool,
                expected_rids: Iterable[str] | None = None, zip_name: str = "the zip") -> list[WorkPlan]:
-    """Split a zip's members into works; every file member belongs to exactly one work or this raises.
-
-    ``expected_rids`` (default ``{work_rid}``): the works the zip must hold, no more, no fewer.
-    ``allow_plain_zip``: whether a zip without a bag may be taken (see ``plain_zip_allowed``).
-    """
+    """Split a zip's members into works, exactly ``expected_rids`` (default ``{work_rid}``), a zip without a bag
+    only with ``allow_plain_zip`` (``plain_zip_allowed``); every file member belongs to one work or this raises."""
     files = [m for m in members if not m.is_dir]
     roots = _outermost(p.path.parent for p in files if p.path.name == "bagit.txt")
     if roots:
