@@ -11,7 +11,6 @@ The sub-range being consumed with no borrowed read for it is streamed on the seg
 
 from __future__ import annotations
 
-import contextlib
 import threading
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -27,10 +26,9 @@ class Connections:
     def __init__(self, n: int) -> None:
         self._slots = threading.BoundedSemaphore(max(1, n))
 
-    @contextlib.contextmanager
-    def hold(self) -> Iterator[None]:
-        with self._slots:
-            yield
+    def hold(self) -> threading.BoundedSemaphore:
+        """A connection held for as long as the ``with`` block that takes it (waiting for one to be free)."""
+        return self._slots
 
     def borrow(self) -> bool:
         """A spare connection taken (give it back with ``give_back``), or False at once when none is spare."""
