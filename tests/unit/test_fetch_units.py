@@ -138,22 +138,12 @@ def test_a_short_body_is_a_transfer_error_after_the_last_attempt(stubbed, tmp_pa
     ({"ChecksumSHA256": "x-3", "ETag": '"a-3"'}, False, "composite"),
     ({"ChecksumCRC32": "x", "ETag": '"a-3"', "ChecksumType": "FULL_OBJECT"}, True, "crc32 full-object"),
     ({"ChecksumCRC32C": "x", "ETag": '"a-3"', "ChecksumType": "COMPOSITE"}, False, "composite"),
+    ({"ChecksumCRC64NVME": "x", "ETag": '"a"', "ChecksumType": "FULL_OBJECT"}, True, "crc64nvme full-object"),
     ({"ETag": '"a"'}, False, "no S3 checksum"),
 ])
 def test_which_checksums_are_full_object(head: dict[str, str], verifiable: bool, note: str) -> None:
     checksum, reason = full_object_checksum(head)
     assert (checksum is not None) == verifiable and note in reason
-
-
-def test_crc64nvme_without_awscrt_is_reported_not_verified() -> None:
-    try:
-        import awscrt  # type: ignore[import-not-found]  # noqa: F401
-        has_crt = True
-    except ImportError:
-        has_crt = False
-    checksum, reason = full_object_checksum({"ChecksumCRC64NVME": "x", "ChecksumType": "FULL_OBJECT", "ETag": "a"})
-    assert (checksum is not None) == has_crt
-    assert has_crt or "needs awscrt" in reason
 
 
 def test_sweep_removes_only_what_cannot_be_resumed(tmp_path: Path) -> None:
