@@ -11,6 +11,7 @@ come from it).
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from collections.abc import Sequence
@@ -46,7 +47,7 @@ class Transfer:
 @dataclass(frozen=True)
 class RunPaths:
     """Fresh folders of one run: all on the scratch filesystem (staging and archive on one volume), or the archive
-    root on ``archive_base`` (another filesystem: bench/archive_fs.py)."""
+    root on ``archive_base`` (another filesystem: bench/loopfs.py)."""
 
     root: Path
     archive_base: Path | None = None
@@ -176,6 +177,9 @@ def run_pipeline(aws: BenchAws, pipeline: Pipeline, staged: Sequence[StagedBag],
     shutil.rmtree(paths.archive_root.parent if archive_base else paths.archive_root, ignore_errors=True)
     for folder in (paths.staging_dir, paths.archive_root, paths.state_dir):
         folder.mkdir(parents=True)
+    # no run pays for another's writes: what the previous run left dirty (the baselines never flush) and its
+    # clean-up are written back before this run's clock starts
+    os.sync()
     argv, env = pipeline.command(aws, paths, transfer, endpoint or aws.endpoint_url, serve=warm)
     group = MemoryCgroup(memory_limit).__enter__() if memory_limit else None
     try:

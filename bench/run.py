@@ -5,7 +5,7 @@
     .venv/bin/python -m bench.run --sections e2e,debag --repeats 5
 
 Sections: raw (stage ceilings, the stand-in's ranged GETs), e2e (end to end: bdrc, 5 MiB files, many small files;
-baseline, rclone pipeline, ours; the bdrc bag again with the archive on a loop-mounted ext4, bench/archive_fs.py),
+baseline, rclone pipeline, ours; the bdrc bag again with the archive on a loop-mounted ext4, bench/loopfs.py),
 cgroup (memory-limited), resume (SIGKILL at half the download), hosts (1-3 finisher hosts in network namespaces,
 bench/hosts.py), proxy (a capped link), debag (stage alone), lambda. Ours runs on its production
 defaults in every section. Prints the tables and the issue's goals (met / not met), writes the JSON (machine facts
@@ -20,10 +20,12 @@ import logging
 import os
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from dataclasses import fields
 from pathlib import Path
 
@@ -31,6 +33,7 @@ from bench.aws import bench_aws
 from bench.context import BenchContext, BenchOptions
 from bench.goals import judge
 from bench.hosts import hosts_section
+from bench.loopfs import LoopFsUnavailable, create_cost, free_bytes, loop_ext4
 from bench.picture import draw_bdrc
 from bench.report import Report, machine_facts, render_markdown, render_text, splice_readme, write_json
 from bench.resume import resume_section
@@ -60,6 +63,9 @@ def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse
     parser.add_argument("--full", action="store_true", help="the issue's sizes (1 GiB main bag, 4 GiB memory bag)")
     parser.add_argument("--tiny", action="store_true", help="tiny sizes, one repeat (tests of the harness)")
     parser.add_argument("--scratch", type=Path, default=None, help="parent of the temp dir (a real disk, not tmpfs)")
+    parser.add_argument("--scratch-fs", choices=("fresh", "as-is"), default="fresh",
+                        help="fresh (default): run on a new journaled ext4 made under the scratch dir "
+                             "(bench/loopfs.py); as-is: on the scratch dir's own filesystem")
     parser.add_argument("--results-dir", type=Path, default=None, help="where the JSON goes (default bench/results)")
     parser.add_argument("--markdown", type=Path, default=None, help="also write the tables as markdown here")
     parser.add_argument("--shared", action="store_true", help="say the machine is shared (recorded in the JSON)")
@@ -78,6 +84,41 @@ def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse
     return BenchOptions(**values, sections=tuple(chosen)), args
 
 
+@contextmanager
+def bench_filesystem(scratch: Path, mode: str, report: Report) -> Iterator[Path]:
+    """The folder every section works in: a fresh journaled ext4 under ``scratch`` (mode ``fresh``; the scratch
+    dir itself when that cannot be made, with the reason) or ``scratch`` itself (``as-is``). What each costs per
+    file created after a clean-up is measured on both and kept in ``report.machine["bench_fs"]``."""
+    facts: dict[str, object] = {"mode": mode, "scratch_fs": _filesystem(scratch),
+                                "scratch_create_us": round(create_cost(scratch), 1)}
+    report.machine["bench_fs"] = facts
+    if mode == "as-is":
+        yield scratch
+        return
+    with ExitStack() as stack:
+        try:
+            # sparse: it takes on the disk what the runs write; all but a margin of the free space, so no section
+            # runs out of room before it would have on the disk itself
+            size = max(free_bytes(scratch) - 4 * 2**30, 8 * 2**30)
+            fs = stack.enter_context(loop_ext4(scratch, size, "bench-fs"))
+        except LoopFsUnavailable as err:
+            facts.update(made=False, reason=str(err))
+            print(f"bench filesystem: not made ({err}); running on {scratch}", file=sys.stderr, flush=True)
+            yield scratch
+            return
+        facts.update(made=True, size_gib=round(size / 2**30, 1), direct_io=fs.direct_io, mkfs_s=round(fs.mkfs_s, 2),
+                     create_us=round(create_cost(fs.mount), 1))
+        print(f"bench filesystem: fresh ext4 on {fs.device} ({facts['size_gib']} GiB sparse, mkfs {fs.mkfs_s:.1f} s); "
+              f"a create after a clean-up costs {facts['create_us']} us there, {facts['scratch_create_us']} us on "
+              f"{scratch}", file=sys.stderr, flush=True)
+        yield fs.mount
+
+
+def _filesystem(path: Path) -> str:
+    return subprocess.run(["findmnt", "--noheadings", "--output", "FSTYPE,OPTIONS", "--target", str(path)],
+                          capture_output=True, text=True, check=False).stdout.strip()
+
+
 def main(argv: list[str] | None = None) -> int:
     options, args = parse_options(argv)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(message)s")
@@ -88,15 +129,17 @@ def main(argv: list[str] | None = None) -> int:
                     machine=machine_facts(scratch, declared_shared=args.shared))
     failed: list[str] = []
     try:
-        with bench_aws(scratch, "prod") as aws:
-            ctx = BenchContext(options, scratch, aws, report)
+        with ExitStack() as stack:
+            work = stack.enter_context(bench_filesystem(scratch, args.scratch_fs, report))
+            aws = stack.enter_context(bench_aws(work, "prod"))
+            ctx = BenchContext(options, work, aws, report)
             for name in options.sections:
                 print(f"== {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
                 SECTIONS[name](ctx)
                 failed += [f"{key}: {run.archive_problems}" for key, runs in ctx.runs.items() for run in runs
                            if not run.ok and f"{key}: {run.archive_problems}" not in failed]
             report.goals = judge(ctx)
-            report.raw = ctx.raw
+            report.raw = {**ctx.raw, "scratch_fs": report.machine["bench_fs"]}
             if "bdrc" in ctx.timelines:
                 picture = args.picture or (PICTURE if not args.tiny else (args.results_dir or Path(".")) /
                                            "bench-bdrc.png")

@@ -8,10 +8,10 @@ from urllib.parse import urlsplit
 
 import boto3
 
-from bench.archive_fs import ArchiveFsUnavailable, loop_ext4, write_accounting_ratio
 from bench.cgroup import CgroupUnavailable, probe_memory_cgroup
 from bench.context import MIB, BenchContext, median
 from bench.e2e import PipelineRun
+from bench.loopfs import LoopFsUnavailable, loop_ext4, write_accounting_ratio
 from bench.ours import connections
 from bench.raw import get_throughput
 from bench.report import Section
@@ -83,10 +83,10 @@ def _archive_fs_rows(ctx: BenchContext, section: Section, bags: str) -> None:
         # one run's archive at a time (removed once checked): twice the payload of room, the free bytes ours keeps
         # on the filesystem its payload is written to (checked there), and ext4's own; a sparse image
         keep_free = int(ctx.ours_settings.get("fetch", {}).get("min_free_bytes", 2 * 2**30))
-        with loop_ext4(ctx.scratch, 2 * payload + keep_free + 256 * MIB) as mount:
-            counted = write_accounting_ratio(mount)
-            runs = ctx.alternate([ctx.baseline, ctx.ours], bags, ctx.options.repeats, archive_base=mount)
-    except ArchiveFsUnavailable as err:
+        with loop_ext4(ctx.scratch, 2 * payload + keep_free + 256 * MIB, "archive-fs") as archive_fs:
+            counted = write_accounting_ratio(archive_fs.mount)
+            runs = ctx.alternate([ctx.baseline, ctx.ours], bags, ctx.options.repeats, archive_base=archive_fs.mount)
+    except LoopFsUnavailable as err:
         ctx.raw[key] = {"measured": False, "reason": str(err)}
         section.notes.append(f"{bags} with the archive on another filesystem: not measured ({err})")
         return

@@ -69,6 +69,10 @@ def test_harness_runs_every_pipeline_the_resume_row_and_the_goals_on_a_tiny_bdrc
     archive_fs = raw["e2e_bdrc_archive_fs"]
     assert archive_fs["measured"] and archive_fs["write_bytes_counted_per_byte"] > 0.9, archive_fs
     assert archive_fs["ours_written_per_byte"] < 1.5 < archive_fs["baseline_written_per_byte"], archive_fs
+    # every section ran on a fresh journaled ext4 (--scratch-fs fresh, the default), the create cost of both kept
+    bench_fs = raw["scratch_fs"]
+    assert bench_fs["made"] and bench_fs["direct_io"] and bench_fs["create_us"] > 0 < bench_fs["scratch_create_us"]
+    assert document["machine"]["bench_fs"] == bench_fs
     assert raw["resume"]["all_ok"] and raw["resume"]["fetched_per_zip_byte"] >= 1, raw["resume"]
     assert raw["slowest_raw"]["bytes_per_s"] > 0
     assert raw["standin_ranges"]["seconds_by_range_bytes"]
