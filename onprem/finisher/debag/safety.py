@@ -1,16 +1,22 @@
 """Zip safety: every member goes through ``guard_member`` before a byte of it is written.
 
-``check_archive`` sets macOS junk aside (``junk.py``), applies the per-member guard and the archive-wide
-rules (entry count, duplicates and case twins, overlapping entries, declared totals) to a zip's central
-directory, and returns the members with their decoded names and safe relative paths. The bytes actually
-inflated are bounded while they are written (``budget.py``).
+``check_archive`` sets macOS junk aside, applies the per-member guard and the archive-wide rules (entry count,
+duplicates and case twins, overlapping entries, declared totals) to a zip's central directory, and returns the
+members with their decoded names and safe relative paths. The bytes actually inflated are bounded while they are
+written (``budget.py``).
 
 Names: a name flagged UTF-8 (bit 11) is UTF-8; an unflagged one is ASCII, or raw UTF-8 when the entry was
 made on Unix (Info-ZIP ``zip`` on Linux writes names as the filesystem gives them, without the flag); any other
 name's encoding cannot be known and is refused. Every later step (layout, manifests, the stream's local
 headers) sees ``SafeMember.name``, never zipfile's cp437 reading of the raw bytes.
-"""
 
+macOS junk is never extracted and never refuses the zip: Finder and Archive Utility add ``__MACOSX/…/._name``
+(AppleDouble: resource forks, extended attributes) and a ``.DS_Store`` (view settings) in every folder opened;
+entries under ``__MACOSX/`` and ``.DS_Store`` files outside every bag are ignored and logged. Inside a bag (a
+folder holding ``bagit.txt``) a ``.DS_Store`` is a file like any other: in the payload it is listed in no
+manifest (BagIncomplete), as bagit-python would say. Junk is recognized from zipfile's reading of the raw name
+(these names are ASCII), so a junk name that would not pass the guard cannot refuse the zip either.
+"""
 from __future__ import annotations
 
 import itertools
@@ -18,11 +24,11 @@ import logging
 import re
 import stat
 import zipfile
+from collections.abc import Sequence
 from pathlib import PurePosixPath
 
 from contract.keys import control_characters
 from onprem.finisher.debag.budget import check_declared, check_entries
-from onprem.finisher.debag.junk import log_junk, split_junk
 from onprem.finisher.debag.model import DebagSettings, SafeMember, nfc, raw_name
 from onprem.finisher.errors import (
     CaseCollision,
@@ -38,8 +44,6 @@ from onprem.finisher.errors import (
     ZipBomb,
 )
 
-__all__ = ["SUPPORTED_METHODS", "check_archive", "guard_member", "raw_name", "refuse_unreadable"]
-
 logger = logging.getLogger(__name__)
 
 _UTF8_FLAG = 0x800
@@ -51,6 +55,8 @@ _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 MAX_COMPONENT_BYTES = 255
 SUPPORTED_METHODS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 _METHOD_NAMES = {9: "Deflate64", 12: "bzip2", 14: "LZMA", 93: "Zstandard", 95: "xz", 98: "PPMd", 99: "AES"}
+MACOSX_DIR = "__MACOSX"
+DS_STORE = ".DS_Store"
 
 
 def member_name(info: zipfile.ZipInfo, work_rid: str) -> str:
@@ -129,8 +135,8 @@ def check_archive(zf: zipfile.ZipFile, work_rid: str, settings: DebagSettings) -
     """Set junk aside, guard every member, then the archive-wide rules; returns members in directory order."""
     infos = zf.infolist()
     check_entries(len(infos), work_rid, settings, where="the central directory")
-    kept, junk = split_junk(infos)
-    log_junk(junk, work_rid)
+    kept, junk = _split_junk(infos)
+    _log_junk(junk, work_rid)
     members = [guard_member(info, work_rid, settings) for info in kept]
     _check_duplicates(members, work_rid)
     _check_case_twins(members, work_rid)
@@ -145,6 +151,39 @@ def check_archive(zf: zipfile.ZipFile, work_rid: str, settings: DebagSettings) -
                                 f"{total / max(compressed, 1):.0f}, limit {settings.max_zip_ratio:.0f} past "
                                 f"{settings.zip_ratio_floor_bytes} bytes)")
     return members
+
+
+def _split_junk(infos: Sequence[zipfile.ZipInfo]) -> tuple[list[zipfile.ZipInfo], list[zipfile.ZipInfo]]:
+    """(kept, junk): junk is ``__MACOSX/…`` and every ``.DS_Store`` that lies in no bag's folder."""
+    bags = {PurePosixPath(info.orig_filename).parent for info in infos
+            if _last(info.orig_filename) == "bagit.txt" and not _is_macosx(info.orig_filename)}
+    kept: list[zipfile.ZipInfo] = []
+    junk: list[zipfile.ZipInfo] = []
+    for info in infos:
+        name = info.orig_filename
+        in_a_bag = any(parent in bags for parent in PurePosixPath(name).parents)
+        (junk if _is_macosx(name) or (_last(name) == DS_STORE and not in_a_bag) else kept).append(info)
+    return kept, junk
+
+
+def _is_macosx(name: str) -> bool:
+    return name.split("/", 1)[0] == MACOSX_DIR
+
+
+def _last(name: str) -> str:
+    return name.rpartition("/")[2]  # string work: no path object per entry of a large directory
+
+
+def _log_junk(junk: Sequence[zipfile.ZipInfo], work_rid: str) -> None:
+    """One WARNING naming how many entries were ignored and one of them (nothing when there is none)."""
+    if not junk:
+        return
+    files = [info for info in junk if not info.is_dir()]
+    first = (files or list(junk))[0]
+    # junk names are never guarded: shown as UTF-8 where they are (Finder's are, unflagged), escaped by %r
+    example = raw_name(first).decode("utf-8", errors="backslashreplace")
+    logger.warning("%s: %d macOS entries ignored (__MACOSX/, .DS_Store outside the bag; never extracted), e.g. %r",
+                   work_rid, len(junk), example, extra={"work_rid": work_rid, "ignored_entries": len(junk)})
 
 
 def _folders(path: str) -> list[str]:
