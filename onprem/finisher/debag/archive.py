@@ -1,16 +1,7 @@
-"""De-bag: extract a BDRC zip into the staging layout with BagIt fixity, reading the payload once.
-
-The zip is read through a byte source (``debag.byte_source``): a local file here (``finisher ingest``,
-``finisher watch``), byte ranges of the S3 object in the fetch (``fetch_debag``); both take the one path of
-``debag.ranged``: central directory → ``check_archive`` (one guard per member) → ``plan_works`` (bags or plain
-work folders; exactly the expected works) → tag files first → payload segments in parallel, each member written
-once at its final path, hashed with every manifest algorithm while it is written → manifests, tag manifests,
-Payload-Oxum and completeness checked → one flush of the filesystem (``DebagSettings.fsync``) → each
-``<tmp>/<RID>`` renamed to ``<staging>/<RID>``. Nothing reaches the final layout unless every work verified.
-
-Crash safety without a wait per file: the segment journal's lines and the written files are not fsynced one by
-one (a killed process keeps the page cache); a member taken from the journal after a restart is hashed again
-from disk and read again unless it still matches (a power loss may have kept the line and lost the bytes).
+"""De-bag a zip on the local disk (``finisher ingest``, ``finisher watch``) into the staging layout with BagIt
+fixity: the one path of ``debag.ranged``, which the fetch takes too (byte ranges of the S3 object, ``fetch_debag``),
+here reading the file through ``byte_source.FileSource``. Nothing reaches the final layout unless every work
+verified.
 """
 
 from __future__ import annotations

@@ -3,9 +3,9 @@
 Three bounds, all in ``DebagSettings`` (and ``FINISHER_DEBAG_*`` variables):
 
 - declared, before a byte is inflated: the entry count and the directory's size from the End of central directory
-  (``check_end_record``, before zipfile builds one object per entry); each member's size and ratio ``file_size /
-  compress_size``, and the sum of sizes, from the central directory (or a local header in the stream). Deflate
-  cannot pass ~1032:1, so ``max_member_ratio`` sits above that: a blank scan is taken, a lie is refused.
+  (``check_end_record``, before zipfile builds one object per entry); each member's size and ratio, and the sum of
+  sizes, from the central directory. Deflate cannot pass ~1032:1, so ``max_member_ratio`` sits above that: a
+  blank scan is taken, a lie is refused.
 - per member, while inflating: never a byte past its declared size (``SizeGuard``) — with the declared ratio,
   that bounds a member's output by its compressed size.
 - per zip, while inflating (``InflateBudget``, one per de-bag shared by every writer thread): bytes inflated so
@@ -53,9 +53,8 @@ def check_declared(name: str, file_size: int, compress_size: int, work_rid: str,
 
 
 class InflateBudget:
-    """The whole zip's bytes inflated so far against compressed bytes taken on so far; thread-safe. ``take``, called
-    before each chunk is written, raises ZipBomb past ``max_total_bytes``, or past ``zip_ratio_floor_bytes`` at a
-    ratio over ``max_zip_ratio``: the chunk that would pass a limit never reaches the disk."""
+    """The per-zip bound (module docstring), thread-safe: ``take``, called before each chunk is written, raises
+    ZipBomb so that the chunk that would pass a limit never reaches the disk."""
 
     def __init__(self, work_rid: str, settings: DebagSettings) -> None:
         self.work_rid, self.settings = work_rid, settings
@@ -78,11 +77,8 @@ class InflateBudget:
 
 
 class SizeGuard:
-    """Counts the bytes actually read from one member; raises ZipBomb past the declared size, a limit or the budget.
-
-    The member's compressed size is taken on by the budget when the guard is made (its bytes are about to be
-    read), so the zip's ratio is measured against every member started so far.
-    """
+    """Counts the bytes actually read from one member; raises ZipBomb past the declared size, a limit or the budget
+    (which takes on the member's compressed size when the guard is made: the ratio counts every member started)."""
 
     def __init__(self, name: str, info: zipfile.ZipInfo, work_rid: str, settings: DebagSettings,
                  budget: InflateBudget | None = None) -> None:

@@ -1,10 +1,8 @@
 """The zip's plan, read from its tail alone: end of central directory (zip64 too) and the central directory.
 
 One read of the last ``TAIL_READ`` bytes holds both for nearly every zip; a central directory larger than that
-costs one more read of exactly what is missing. zipfile parses them from ``TailFile``, a file object that knows
-only those bytes (a read anywhere else is a bug, never a silent fetch). The entry count is checked from the end
-record before zipfile builds one object per entry; every member then goes through the zip-safety guard
-(``check_archive``), before a byte of payload is read.
+costs one more read of exactly what is missing. zipfile parses them from ``TailFile``, a file object over those
+bytes. The entry count is checked from the end record before zipfile builds one object per entry.
 """
 
 from __future__ import annotations

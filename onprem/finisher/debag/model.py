@@ -31,9 +31,7 @@ class DebagSettings(BaseModel):
     max_member_bytes: int = Field(default=8 * 2**30, ge=0)
     #: largest sum of declared member sizes in one zip
     max_total_bytes: int = Field(default=64 * 2**30, ge=0)
-    #: largest declared uncompressed/compressed ratio of one member, at any size: above deflate's ceiling (~1032),
-    #: so a blank scan is taken and a lying header is refused; with actual bytes never past the declared size,
-    #: it bounds what a member writes by its compressed size
+    #: largest declared uncompressed/compressed ratio of one member, at any size: above deflate's ~1032 (budget.py)
     max_member_ratio: float = Field(default=1100.0, ge=1)
     #: largest ratio of the whole zip, bytes inflated so far against compressed bytes taken on so far ...
     max_zip_ratio: float = Field(default=200.0, ge=1)

@@ -97,8 +97,8 @@ def guard_member(info: zipfile.ZipInfo, work_rid: str, settings: DebagSettings) 
 
 
 def refuse_unreadable(name: str, flags: int, method: int, work_rid: str) -> None:
-    """EncryptedMember or UnsupportedCompression for a member whose bytes cannot be read (central directory or
-    local header): named before extraction, never a "corrupt zip member" found while inflating."""
+    """EncryptedMember or UnsupportedCompression for a member whose bytes cannot be read: named before extraction,
+    never a "corrupt zip member" found while inflating."""
     if flags & _ENCRYPTED_FLAG:
         raise EncryptedMember(work_rid, f"member {name!r} is encrypted (zip flag bit 0): a restored bag is never "
                                         "decrypted")

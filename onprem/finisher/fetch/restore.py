@@ -161,5 +161,3 @@ def locate(rid_or_url: str, environment: EnvironmentConfig, head: Callable[[str,
             return ObjectLocation(work_rid_from_key(key), region, bucket, key, coll,
                                   int(response.get("ContentLength", 0)), response.get("StorageClass"))
     return None
-
-

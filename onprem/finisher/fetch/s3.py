@@ -1,11 +1,9 @@
 """The S3 calls of a fetch, with S3's answers turned into the finisher's named errors.
 
 One HEAD per attempt (``head_object``: restore state, size, ETag, checksums, read through ``contract.s3``), made
-by the worker's restore check and checked against the message (``require_pinned``); then ranged GETs pinned with
-``IfMatch`` and ``VersionId``: S3 answers 412 when the object was overwritten, so bytes of two versions are never
-mixed. A 403 (``AccessDenied``, or a HEAD's bare 403) is ``ObjectMissing`` "missing or not permitted", named
-with the bucket and key: permanent, never retried as a transfer error (the finisher has no ``s3:ListBucket``, so
-S3 answers a missing key 403, not 404).
+by the worker's restore check and checked against the message (``require_pinned``); the ranged GETs are
+``fetch.ranges``. A 403 is ``ObjectMissing`` "missing or not permitted": permanent, never retried as a transfer
+error (the finisher has no ``s3:ListBucket``, so S3 answers a missing key 403, not 404).
 """
 
 from __future__ import annotations
@@ -44,7 +42,6 @@ def translate_error(err: ClientError, request: FetchRequest, what: str) -> Excep
         return RestoreExpired(rid, f"{where} is archived and its restored copy is gone ({what}): re-request it")
     version = f" version {request.version_id}" if request.version_id else ""
     if reply.forbidden:
-        # the finisher holds no s3:ListBucket, so S3 answers a missing key 403 as well: a retry cannot help
         return ObjectMissing(rid, f"{where}{version} is missing or not permitted ({what}: 403 {reply.describe()}; "
                                   "without s3:ListBucket S3 refuses a missing key the same way)",
                              cause=MISSING_OR_FORBIDDEN)
