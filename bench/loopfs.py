@@ -2,11 +2,12 @@
 
 Two uses. **The bench's own filesystem** (``bench.run --scratch-fs fresh``, the default): every section runs on
 a new ext4 made with mkfs's defaults (a journal among them), as the archive's hosts' filesystems are. This VM's
-root ext4 has no journal, and without one ext4's inode allocator skips every inode freed in the last minutes
-(``recently_deleted()`` in fs/ext4/ialloc.c), so on that disk a pipeline that runs after another's clean-up pays
-about 1 ms per file it creates, against ~0.1 ms on a journaled ext4: :func:`create_cost` measures both and the
-JSON keeps them (``raw.scratch_fs``). **The archive on a filesystem of its own** (the e2e section's second layout):
-the runs' archive roots on a second image, staging on the bench's filesystem.
+root ext4 has no journal, and without one ext4's inode allocator passes over every recently freed inode
+(``recently_deleted()`` in fs/ext4/ialloc.c), so on that disk what a file's creation costs depends on how much was
+deleted just before: 26-130 us a file after a clean-up on an idle machine, 190-900 us while other work deleted
+files, ~28 us on the fresh journaled ext4 either way (measured 2026-12-03/04). :func:`create_cost` measures both
+for every run and the JSON keeps them (``raw.scratch_fs``). **The archive on a filesystem of its own** (the e2e
+section's second layout): the runs' archive roots on a second image, staging on the bench's filesystem.
 
 A loop device with direct I/O (``losetup --direct-io=on``): the image's pages are not cached a second time by
 the disk under it (the memory-capped section's page cache stays its own). The page cache of the mounted ext4 is

@@ -141,7 +141,7 @@ def _version(name: str) -> str | None:
         return None
 
 
-def _filesystem_of(path: Path) -> str:
+def filesystem_of(path: Path) -> str:
     best, kind = "", "?"
     try:
         for line in Path("/proc/mounts").read_text().splitlines():
@@ -184,7 +184,7 @@ def machine_facts(scratch: Path, *, declared_shared: bool = False) -> dict[str, 
         "libraries": {name: _version(name) for name in LIBRARIES},
         "rsync": rsync_version,
         "scratch": str(scratch),
-        "scratch_fs": _filesystem_of(scratch),
+        "scratch_fs": filesystem_of(scratch),
         "loadavg_start": [round(x, 2) for x in load],
         # another process was keeping a core busy when we started (or the caller says the machine is shared)
         "loaded": declared_shared or load[0] > 0.5 * (cpus or 1),

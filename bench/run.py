@@ -20,7 +20,6 @@ import logging
 import os
 import shlex
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,7 +34,7 @@ from bench.goals import judge
 from bench.hosts import hosts_section
 from bench.loopfs import LoopFsUnavailable, create_cost, free_bytes, loop_ext4
 from bench.picture import draw_bdrc
-from bench.report import Report, machine_facts, render_markdown, render_text, splice_readme, write_json
+from bench.report import Report, filesystem_of, machine_facts, render_markdown, render_text, splice_readme, write_json
 from bench.resume import resume_section
 from bench.sections import cgroup_section, e2e_section, proxy_section
 from bench.stage_sections import debag_section, lambda_section, raw_section
@@ -48,6 +47,8 @@ FULL = {"bdrc_mib": 4096, "main_mib": 1024, "memory_mib": 4096, "small_files": 5
 TINY = {"bdrc_mib": 12, "main_mib": 4, "file_mib": 1, "memory_mib": 8, "small_files": 20, "small_kib": 16,
         "debag_mib": 2, "repeats": 1, "memory_limit_mib": 256, "proxy_mib": 4,
         "lambda_invocations": 10, "lambda_cold_runs": 1, "cold_starts": 0}
+#: the least room the fresh filesystem is made with (else the bench runs on the scratch dir, saying why)
+_MIN_BENCH_FS = 8 * 2**30
 PICTURE = Path(__file__).resolve().parents[1] / "docs" / "bench-bdrc.png"
 
 
@@ -85,38 +86,35 @@ def parse_options(argv: list[str] | None = None) -> tuple[BenchOptions, argparse
 
 
 @contextmanager
-def bench_filesystem(scratch: Path, mode: str, report: Report) -> Iterator[Path]:
-    """The folder every section works in: a fresh journaled ext4 under ``scratch`` (mode ``fresh``; the scratch
-    dir itself when that cannot be made, with the reason) or ``scratch`` itself (``as-is``). What each costs per
-    file created after a clean-up is measured on both and kept in ``report.machine["bench_fs"]``."""
-    facts: dict[str, object] = {"mode": mode, "scratch_fs": _filesystem(scratch),
-                                "scratch_create_us": round(create_cost(scratch), 1)}
-    report.machine["bench_fs"] = facts
+def bench_filesystem(scratch: Path, mode: str) -> Iterator[tuple[Path, dict[str, object]]]:
+    """The folder every section works in and what it is: a fresh journaled ext4 under ``scratch`` (mode
+    ``fresh``; the scratch dir itself when that cannot be made, with the reason) or ``scratch`` itself (``as-is``).
+    What a file created after a clean-up costs is measured on both (the facts become ``raw.scratch_fs``)."""
+    facts: dict[str, object] = {"mode": mode, "scratch_fs": filesystem_of(scratch),
+                                "scratch_create_us": round(create_cost(scratch), 1), "made": False}
     if mode == "as-is":
-        yield scratch
+        yield scratch, facts
         return
+    free, margin = free_bytes(scratch), 4 * 2**30
     with ExitStack() as stack:
         try:
+            if free < margin + _MIN_BENCH_FS:
+                # a sparse image larger than the free space would fail writes deep inside a run, not here
+                raise LoopFsUnavailable(f"only {free / 2**30:.1f} GiB free on {scratch}")
             # sparse: it takes on the disk what the runs write; all but a margin of the free space, so no section
             # runs out of room before it would have on the disk itself
-            size = max(free_bytes(scratch) - 4 * 2**30, 8 * 2**30)
-            fs = stack.enter_context(loop_ext4(scratch, size, "bench-fs"))
+            fs = stack.enter_context(loop_ext4(scratch, free - margin, "bench-fs"))
         except LoopFsUnavailable as err:
-            facts.update(made=False, reason=str(err))
+            facts["reason"] = str(err)
             print(f"bench filesystem: not made ({err}); running on {scratch}", file=sys.stderr, flush=True)
-            yield scratch
+            yield scratch, facts
             return
-        facts.update(made=True, size_gib=round(size / 2**30, 1), direct_io=fs.direct_io, mkfs_s=round(fs.mkfs_s, 2),
-                     create_us=round(create_cost(fs.mount), 1))
+        facts.update(made=True, size_gib=round(fs.size_bytes / 2**30, 1), direct_io=fs.direct_io,
+                     mkfs_s=round(fs.mkfs_s, 2), create_us=round(create_cost(fs.mount), 1))
         print(f"bench filesystem: fresh ext4 on {fs.device} ({facts['size_gib']} GiB sparse, mkfs {fs.mkfs_s:.1f} s); "
               f"a create after a clean-up costs {facts['create_us']} us there, {facts['scratch_create_us']} us on "
               f"{scratch}", file=sys.stderr, flush=True)
-        yield fs.mount
-
-
-def _filesystem(path: Path) -> str:
-    return subprocess.run(["findmnt", "--noheadings", "--output", "FSTYPE,OPTIONS", "--target", str(path)],
-                          capture_output=True, text=True, check=False).stdout.strip()
+        yield fs.mount, facts
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -130,16 +128,19 @@ def main(argv: list[str] | None = None) -> int:
     failed: list[str] = []
     try:
         with ExitStack() as stack:
-            work = stack.enter_context(bench_filesystem(scratch, args.scratch_fs, report))
+            work, fs_facts = stack.enter_context(bench_filesystem(scratch, args.scratch_fs))
+            if fs_facts["made"]:
+                report.machine["scratch_fs"] = f"fresh journaled ext4 (loop, on {report.machine['scratch_fs']})"
             aws = stack.enter_context(bench_aws(work, "prod"))
             ctx = BenchContext(options, work, aws, report)
+            ctx.raw["scratch_fs"] = fs_facts
             for name in options.sections:
                 print(f"== {name} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
                 SECTIONS[name](ctx)
                 failed += [f"{key}: {run.archive_problems}" for key, runs in ctx.runs.items() for run in runs
                            if not run.ok and f"{key}: {run.archive_problems}" not in failed]
             report.goals = judge(ctx)
-            report.raw = {**ctx.raw, "scratch_fs": report.machine["bench_fs"]}
+            report.raw = ctx.raw
             if "bdrc" in ctx.timelines:
                 picture = args.picture or (PICTURE if not args.tiny else (args.results_dir or Path(".")) /
                                            "bench-bdrc.png")

@@ -72,7 +72,7 @@ def test_harness_runs_every_pipeline_the_resume_row_and_the_goals_on_a_tiny_bdrc
     # every section ran on a fresh journaled ext4 (--scratch-fs fresh, the default), the create cost of both kept
     bench_fs = raw["scratch_fs"]
     assert bench_fs["made"] and bench_fs["direct_io"] and bench_fs["create_us"] > 0 < bench_fs["scratch_create_us"]
-    assert document["machine"]["bench_fs"] == bench_fs
+    assert document["machine"]["scratch_fs"].startswith("fresh journaled ext4"), document["machine"]
     assert raw["resume"]["all_ok"] and raw["resume"]["fetched_per_zip_byte"] >= 1, raw["resume"]
     assert raw["slowest_raw"]["bytes_per_s"] > 0
     assert raw["standin_ranges"]["seconds_by_range_bytes"]
