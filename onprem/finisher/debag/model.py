@@ -160,7 +160,7 @@ def zip_mtime(info: zipfile.ZipInfo) -> float:
     return time.mktime((*info.date_time, 0, 0, -1))
 
 
-@dataclass
+@dataclass(frozen=True)
 class BagManifest:
     """Expected digests by path relative to the bag (NFC-normalized), split into payload and tag files."""
 
@@ -168,9 +168,9 @@ class BagManifest:
     payload: dict[str, dict[str, str]]
     tags: dict[str, dict[str, str]]
     oxum: tuple[int, int] | None
-    warnings: list[str] = field(default_factory=list)
-    #: digests of the extracted tag files, filled in once the algorithms are known
-    tag_digests: dict[str, dict[str, str]] = field(default_factory=dict)
+    warnings: list[str]
+    #: digests of the extracted tag files, in the bag's algorithms
+    tag_digests: dict[str, dict[str, str]]
 
 
 def nfc(path: str) -> str:
