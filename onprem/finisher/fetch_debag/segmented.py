@@ -33,9 +33,8 @@ from onprem.finisher.fetch.checksum import (
     full_object_checksum,
     range_checksum,
 )
-from onprem.finisher.fetch.ranges import S3Source
 from onprem.finisher.fetch.request import DownloadIdentity, FetchRequest, FetchSettings
-from onprem.finisher.fetch.s3 import head_object, part_layout, require_pinned
+from onprem.finisher.fetch.s3 import S3Source, head_object, part_layout, require_pinned
 from onprem.finisher.progress import Progress
 
 __all__ = ["FetchDebagJob", "Fetched", "FetchedAndDebagged", "fetch_and_debag"]
