@@ -181,7 +181,7 @@ def test_bdrc_bag_zip_is_taken_through_fetch_and_debag_from_moto(s3, bucket: str
                                                                  staging: Path) -> None:
     request = _put(s3, bucket, _bdrc_bag_zip(tmp_path))
     result = fetch_and_debag(s3, FetchDebagJob(request, staging, FETCH, SETTINGS))
-    assert result.debag.work_rids == [RID] and result.debag.works[0].fixity_checked
+    assert [w.work_rid for w in result.debag.works] == [RID] and result.debag.works[0].fixity_checked
     _assert_staged_as_source(tmp_path, staging)
 
 

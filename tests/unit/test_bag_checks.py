@@ -137,7 +137,7 @@ def test_a_bag_without_bdrc_rid_is_taken(tmp_path: Path, staging: Path) -> None:
     zip_path = make_bdrc_bag_zip(tmp_path)
     edit_tag_file(zip_path, f"{BAG}/bag-info.txt",
                   lambda c: b"".join(line for line in c.splitlines(keepends=True) if not line.startswith(b"BDRC-RID")))
-    assert debag_archive(zip_path, RID, staging, SETTINGS).work_rids == [RID]
+    assert [w.work_rid for w in debag_archive(zip_path, RID, staging, SETTINGS).works] == [RID]
 
 
 def test_a_bag_zip_without_a_bag_is_refused_although_plain_zips_are_allowed(tmp_path: Path, staging: Path) -> None:

@@ -83,7 +83,7 @@ def test_several_bags_under_one_top_folder_each_become_a_work_when_each_is_expec
     rids = ["W1NLM4700", "W22084", "W3CN27014_ABC"]
     zip_path = make_bdrc_bag_zip(tmp_path, rids=rids, top_folder="Archive0", compression=zipfile.ZIP_STORED)
     result = debag_archive(zip_path, RID, staging, SETTINGS, expected_rids=rids)
-    assert result.work_rids == rids
+    assert [w.work_rid for w in result.works] == rids
     for rid in rids:
         assert (staging / rid / image_group(rid) / "images").is_dir()
         assert (staging / rid / f"{rid}.bag" / "manifest-sha256.txt").is_file()
@@ -97,7 +97,7 @@ def test_bag_at_the_zip_root_takes_the_message_rid(tmp_path: Path, staging: Path
     with zipfile.ZipFile(zip_path, "w") as zf:
         for path in sorted(work_dir.rglob("*")):
             zf.write(path, arcname=path.relative_to(work_dir).as_posix())
-    assert debag_archive(zip_path, RID, staging, SETTINGS).work_rids == [RID]
+    assert [w.work_rid for w in debag_archive(zip_path, RID, staging, SETTINGS).works] == [RID]
     assert (staging / RID / f"{RID}.bag" / "bagit.txt").is_file()
 
 
@@ -105,7 +105,7 @@ def test_multi_work_plain_zip_is_extracted_without_fixity_when_each_is_expected(
                                                                                 staging: Path) -> None:
     zip_path = make_plain_work_zip(tmp_path, rids=["W1NLM4700", "W22084"])
     result = debag_archive(zip_path, RID, staging, SETTINGS, expected_rids={"W1NLM4700", "W22084"})
-    assert result.work_rids == ["W1NLM4700", "W22084"]
+    assert [w.work_rid for w in result.works] == ["W1NLM4700", "W22084"]
     for work in result.works:
         assert not work.bag and not work.fixity_checked and work.algorithms == ()
         assert any("no fixity available" in warning for warning in work.warnings)
@@ -115,7 +115,7 @@ def test_multi_work_plain_zip_is_extracted_without_fixity_when_each_is_expected(
 def test_plain_zip_of_a_work_folder_at_the_root_uses_the_message_rid(tmp_path: Path, staging: Path) -> None:
     work_dir = write_work_tree(tmp_path / "build", RID)
     zip_path = zip_tree(tmp_path / "root.zip", [(image_group(RID), work_dir / image_group(RID))])
-    assert debag_archive(zip_path, RID, staging, SETTINGS).work_rids == [RID]
+    assert [w.work_rid for w in debag_archive(zip_path, RID, staging, SETTINGS).works] == [RID]
     assert (staging / RID / image_group(RID) / "images").is_dir()
 
 
@@ -124,7 +124,7 @@ def test_plain_work_found_by_its_archive_folder(tmp_path: Path, staging: Path) -
     with zipfile.ZipFile(zip_path, "w") as zf:
         zf.writestr("outer/W22084/archive/W22084-I1KG1/a.tif", b"a")
         zf.writestr("outer/W22084/eBooks/b.epub", b"b")
-    assert debag_archive(zip_path, "W22084", staging, SETTINGS).work_rids == ["W22084"]
+    assert [w.work_rid for w in debag_archive(zip_path, "W22084", staging, SETTINGS).works] == ["W22084"]
     assert (staging / "W22084" / "eBooks" / "b.epub").read_bytes() == b"b"
 
 
@@ -179,4 +179,4 @@ def test_the_works_of_a_multi_work_zip_need_not_include_the_zip_names_rid(tmp_pa
     # a hand-delivered zip named after none of its works: the operator names them all
     zip_path = make_bdrc_bag_zip(tmp_path, rids=["W22084", "W3CN27014_ABC"], zip_name="delivery.zip")
     result = debag_archive(zip_path, RID, staging, SETTINGS, expected_rids={"W22084", "W3CN27014_ABC"})
-    assert result.work_rids == ["W22084", "W3CN27014_ABC"]
+    assert [w.work_rid for w in result.works] == ["W22084", "W3CN27014_ABC"]

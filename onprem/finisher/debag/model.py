@@ -96,10 +96,6 @@ class DebagResult:
     #: segments (ranged reads) not read again after a restart: their members were journaled as verified
     segments_resumed: int = 0
 
-    @property
-    def work_rids(self) -> list[str]:
-        return [work.work_rid for work in self.works]
-
 
 @dataclass(frozen=True)
 class SafeMember:
