@@ -17,7 +17,7 @@ import pytest
 from harness.bags import make_bdrc_bag_zip, zip_entries
 from harness.zip_edits import add_member, corrupt_one_byte, truncate_zip
 from onprem.finisher.debag.archive import debag_archive
-from onprem.finisher.debag.budget import SizeGuard
+from onprem.finisher.debag.budget import InflateBudget, SizeGuard
 from onprem.finisher.debag.model import DebagSettings
 from onprem.finisher.debag.safety import guard_member
 from onprem.finisher.errors import (
@@ -107,7 +107,7 @@ def test_total_declared_size_over_the_limit_is_a_bomb(tmp_path: Path) -> None:
 def test_actual_bytes_past_the_declared_size_are_a_bomb() -> None:
     info = zipfile.ZipInfo("W1NLM4700/images/a.tif")
     info.file_size = 10
-    guard = SizeGuard(info.filename, info, RID, SETTINGS)
+    guard = SizeGuard(info.filename, info, RID, SETTINGS, InflateBudget(RID, SETTINGS))
     guard.add(10)
     with pytest.raises(ZipBomb, match="inflates past 10 bytes"):
         guard.add(1)

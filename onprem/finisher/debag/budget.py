@@ -81,18 +81,15 @@ class SizeGuard:
     (which takes on the member's compressed size when the guard is made: the ratio counts every member started)."""
 
     def __init__(self, name: str, info: zipfile.ZipInfo, work_rid: str, settings: DebagSettings,
-                 budget: InflateBudget | None = None) -> None:
+                 budget: InflateBudget) -> None:
         self.limit = min(info.file_size, settings.max_member_bytes)
-        self.name, self.work_rid, self.count = name, work_rid, 0
-        self.budget = budget
-        if budget is not None:
-            budget.take(info.compress_size, 0, name)
+        self.name, self.work_rid, self.count, self.budget = name, work_rid, 0, budget
+        budget.take(info.compress_size, 0, name)
 
     def add(self, nbytes: int) -> None:
         """Count ``nbytes`` about to be written (call before writing them)."""
         self.count += nbytes
         if self.count > self.limit:
             raise ZipBomb(self.work_rid, f"member {self.name!r} inflates past {self.limit} bytes")
-        if self.budget is not None:
-            self.budget.take(0, nbytes, self.name)
+        self.budget.take(0, nbytes, self.name)
 
