@@ -37,9 +37,8 @@ class ObjectChecksum:
 
 def full_object_checksum(head: dict[str, Any]) -> tuple[ObjectChecksum | None, str]:
     """The checksum of ``head`` that covers the whole object, or None with the reason it is not verifiable."""
-    for field, algorithm in (("ChecksumSHA256", "sha256"), ("ChecksumSHA1", "sha1"), ("ChecksumCRC64NVME",
-                             "crc64nvme"), ("ChecksumCRC32", "crc32"), ("ChecksumCRC32C", "crc32c")):
-        value = head.get(field)
+    for algorithm in ("sha256", "sha1", "crc64nvme", "crc32", "crc32c"):
+        value = head.get(f"Checksum{algorithm.upper()}")  # ChecksumSHA256, …, ChecksumCRC32C
         if not value:
             continue
         kind = head.get("ChecksumType")
@@ -75,9 +74,8 @@ def composite_checksum(head: dict[str, Any]) -> tuple[ObjectChecksum, int] | Non
     """The multipart composite checksum of ``head`` (a checksum of the parts' checksums) and its part count, when
     its algorithm combines from ranges; None otherwise."""
     parts = _MULTIPART_ETAG.search(head.get("ETag", ""))
-    for field, algorithm in (("ChecksumCRC64NVME", "crc64nvme"), ("ChecksumCRC32", "crc32"),
-                             ("ChecksumCRC32C", "crc32c")):
-        value = head.get(field)
+    for algorithm in ("crc64nvme", "crc32", "crc32c"):
+        value = head.get(f"Checksum{algorithm.upper()}")
         if not value or head.get("ChecksumType") == "FULL_OBJECT" or (parts is None and "-" not in value):
             continue
         count = value.rpartition("-")[2] if "-" in value else parts.group(0).strip('-"') if parts else ""
