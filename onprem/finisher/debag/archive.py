@@ -23,11 +23,9 @@ def debag_archive(
 ) -> DebagResult:
     """Extract and verify every work of ``zip_path`` into ``<staging_dir>/<RID>/``; the zip is never modified.
 
-    ``expected_rids``: the works the zip must hold, exactly (default ``{work_rid}``, what a fetched key holds;
-    a hand-delivered zip of several works names them all). A zip named ``*.bag.zip`` must hold bags.
-    Raises a PermanentError subclass (UnsafeArchive, CorruptArchive, BagInvalid, ChecksumMismatch,
-    UnexpectedWork …) naming the work and the file; then nothing is left in the final layout and the temp dir
-    is kept as evidence (``.debag-failed-…``) or removed, per ``settings.keep_evidence``.
+    ``expected_rids``: the works the zip must hold, exactly (``DebagJob.expected_rids``). Raises what
+    ``debag_source`` raises (UnsafeArchive, CorruptArchive, BagInvalid, ChecksumMismatch, UnexpectedWork …), and
+    CorruptArchive when the file cannot be opened; what stays on disk is the error's ``cleanup``.
     """
     settings = settings or DebagSettings()
     job = DebagJob(work_rid, staging_dir, settings, version_tag,

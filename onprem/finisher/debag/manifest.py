@@ -210,7 +210,6 @@ def _manifest_paths(bag_dir: Path, tag_paths: set[str], declaration: Declaration
 
 
 def _check_tagmanifest_coverage(listed: dict[str, list[str]], tag_paths: set[str], work_rid: str) -> None:
-    """Every tag manifest lists bagit.txt, bag-info.txt (when present) and every payload manifest."""
     required = {BAGIT_TXT} | ({BAG_INFO} & tag_paths) | {p for p in listed if p.startswith("manifest-")}
     for name, paths in sorted(listed.items()):
         if not name.startswith("tagmanifest-"):

@@ -1,6 +1,5 @@
-"""The de-bag stage's data: its settings and results, a guarded member, the plan of a work, a member's digests,
-and the extractor's protocol. No behaviour beyond small properties: every module of the stage shares these.
-"""
+"""The de-bag stage's data, shared by every module of the stage: its settings and results, a guarded member, the
+plan of a work, a member's digests, a bag's manifest; no behaviour beyond small properties and name helpers."""
 
 from __future__ import annotations
 
@@ -43,8 +42,7 @@ class DebagSettings(BaseModel):
     max_path_bytes: int = Field(default=4096 - 512, ge=1, le=4096)
     #: reject bags whose manifests use only md5/sha1 (else accept them with a warning)
     require_strong_checksums: bool = False
-    #: accept zips without a bag (extracted safely, reported as "no fixity available"); never a zip named
-    #: ``*.bag.zip``, which must hold a bag (NoBagInZip): only a hand-delivered ``RID.zip`` may be plain
+    #: accept zips without a bag (extracted safely, "no fixity available"); never a ``*.bag.zip`` (layout.py)
     allow_plain_zip: bool = True
     #: threads extracting and hashing members in parallel
     workers: int = Field(default_factory=lambda: os.cpu_count() or 2, ge=1)

@@ -1,8 +1,5 @@
-"""The checksums of the byte ranges read, for the whole object's: one per range, cut where the caller asks.
-
-Every byte of the object is in one range read (a segment or the tail); the fetch combines their checksums into
-S3's full-object checksum, or, cut at the upload's part boundaries, into its composite checksum (a checksum of the
-parts' checksums). A range is hashed as its chunks arrive, never read again.
+"""The checksums of the byte ranges read, for the whole object's (``fetch.checksum`` combines them): one per
+range, cut where the caller asks (the upload's part boundaries); a range is hashed as its chunks arrive.
 """
 
 from __future__ import annotations

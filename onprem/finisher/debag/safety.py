@@ -1,8 +1,7 @@
 """Zip safety: every member goes through ``guard_member`` before a byte of it is written.
 
-``check_archive`` sets macOS junk aside, applies the per-member guard and the archive-wide rules (entry count,
-duplicates and case twins, overlapping entries, declared totals) to a zip's central directory, and returns the
-members with their decoded names and safe relative paths. The bytes actually inflated are bounded while they are
+``check_archive`` applies it and the archive-wide rules (entry count, duplicates and case twins, overlapping
+entries, declared totals) to a zip's central directory; the bytes actually inflated are bounded while they are
 written (``budget.py``).
 
 Names: a name flagged UTF-8 (bit 11) is UTF-8; an unflagged one is ASCII, or raw UTF-8 when the entry was
@@ -132,7 +131,8 @@ def _guard_length(name: str, parts: list[str], work_rid: str, settings: DebagSet
 
 
 def check_archive(zf: zipfile.ZipFile, work_rid: str, settings: DebagSettings) -> list[SafeMember]:
-    """Set junk aside, guard every member, then the archive-wide rules; returns members in directory order."""
+    """Set junk aside, guard every member, then the archive-wide rules; returns the members (decoded names, safe
+    relative paths) in directory order."""
     infos = zf.infolist()
     check_entries(len(infos), work_rid, settings, where="the central directory")
     kept, junk = _split_junk(infos)

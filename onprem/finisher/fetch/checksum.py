@@ -1,11 +1,10 @@
 """The S3 checksum of an object, combined from the checksums of the byte ranges read (the one fetch path).
 
 From ranges: CRC32 (zlib), CRC32C and CRC64NVME (S3's default; ``awscrt``, also for the combining) — full-object
-(``combine_ranges``) or the composite of a multipart upload whose parts are of one size (``combine_composite``:
-each part's checksum combined from its ranges, then the checksum of their concatenation). SHA-1/SHA-256 do not
-combine (the zip is never downloaded whole). Not verifiable (said so in the result and the log): SHA-1/SHA-256, a
-composite whose part sizes vary, an object without a checksum, the MD5 ETag (every ranged GET is pinned to it with
-``IfMatch``). The size is always checked.
+(``combine_ranges``) or the composite of a multipart upload whose parts are of one size (``combine_composite``).
+Not verifiable (said so in the result and the log): SHA-1/SHA-256 (they do not combine, and the zip is never
+downloaded whole), a composite whose part sizes vary, an object without a checksum, the MD5 ETag (every ranged
+GET is pinned to it with ``IfMatch``). The size is always checked.
 """
 
 from __future__ import annotations

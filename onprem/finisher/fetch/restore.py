@@ -1,8 +1,8 @@
 """Restores: where a work is, its restore state (HEAD), (re-)requesting it, and the cost and ETA of a request.
 
-``restore.py`` owns requesting and re-requesting; the fetch stage only reads. The worker calls ``inspect`` (the
-attempt's one HEAD, which the download then pins to) before a download and ``reissue_restore`` when a restored
-copy has expired. The header and the storage classes are read by ``contract.s3``, as in the Lambda.
+``restore.py`` owns requesting and re-requesting; the fetch stage only reads. The worker calls ``inspect`` before
+a download and ``reissue_restore`` when a restored copy has expired. The header and the storage classes are read
+by ``contract.s3``, as in the Lambda.
 """
 
 from __future__ import annotations
