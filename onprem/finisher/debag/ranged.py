@@ -3,8 +3,9 @@ in segments read in parallel, each member written once at its final path; the on
 
 1. ``read_directory``: the tail read once (zip64 too), every member through the zip-safety guard, the works
    planned (``plan_works``) before a byte of payload is read.
-2. The tag files' segments (small ranges) are read first and the bags' manifests loaded: every payload member's
-   expected digests are known when its bytes arrive.
+2. The tag files' segments (small ranges) start first and the bags' manifests are loaded as soon as they are in;
+   the payload's segments start with them: a member is hashed with the algorithms the manifests' names declare
+   (the plan), and its digests are held to the manifests' once its segment ended, so none waits for a round trip.
 3. The payload segments (``segments.make_segments``: at most ``part_size`` each, finer when the zip would leave
    connections idle, cut at member boundaries),
    ``concurrency`` at a time: each segment is one ranged read streamed through ``MemberWriter`` (local header
@@ -25,6 +26,7 @@ import shutil
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from contextlib import closing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -184,41 +186,58 @@ class _Run:
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="segment") as pool, \
                 ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="read-ahead") as self._ahead:
             tag_paths: dict[str, dict[str, Path]] = {}
-            for _, read, written in self._run(pool, tags):
-                pieces.extend(read)
-                for span, _ in written:
-                    assert span.plan is not None and span.target is not None and span.target.bag_path is not None
-                    tag_paths.setdefault(span.plan.work_rid, {})[span.target.bag_path] = self._target(span)
-            for plan in self.plans:
-                if plan.bag:
-                    manifest = load_work_manifest(plan, self.temp_dir / plan.work_rid / plan.bag_dir,
-                                                  tag_paths.get(plan.work_rid, {}), self.job.settings)
-                    self.manifests[plan.work_rid] = _checked(manifest, plan, self.hashed[plan.work_rid])
-            for segment, read, written in self._run(pool, todo):
-                pieces.extend(read)
-                found = [digest for _, digest in written]
-                digests.update((digest.name, digest) for digest in found)
-                if all(self._verified(span, digest) for span, digest in written):
-                    self.journal.record(segment, read, found)
+            tags_left, ended = len(tags), []
+            if not tags:
+                self._load_manifests(tag_paths)  # no tag files: a plain zip's plan has no bag to load
+            # the tag segments start first, the payload's at once behind them: what a member is hashed with is
+            # known from the manifests' names (the plan), the manifests' values are needed once its segment ended
+            with closing(self._run(pool, [*tags, *todo])) as ending:
+                for segment, read, written in ending:
+                    pieces.extend(read)
+                    if segment.tags:
+                        for span, _ in written:
+                            assert span.plan is not None and span.target is not None and span.target.bag_path
+                            tag_paths.setdefault(span.plan.work_rid, {})[span.target.bag_path] = self._target(span)
+                        tags_left -= 1
+                        if not tags_left:
+                            self._load_manifests(tag_paths)
+                    else:
+                        ended.append((segment, read, written))
+                    while ended and not tags_left:
+                        done, done_read, done_written = ended.pop()
+                        found = [digest for _, digest in done_written]
+                        digests.update((digest.name, digest) for digest in found)
+                        if all(self._verified(span, digest) for span, digest in done_written):
+                            self.journal.record(done, done_read, found)
         return pieces, digests, (members_resumed, segments_resumed)
+
+    def _load_manifests(self, tag_paths: dict[str, dict[str, Path]]) -> None:
+        for plan in self.plans:
+            if plan.bag:
+                manifest = load_work_manifest(plan, self.temp_dir / plan.work_rid / plan.bag_dir,
+                                              tag_paths.get(plan.work_rid, {}), self.job.settings)
+                self.manifests[plan.work_rid] = _checked(manifest, plan, self.hashed[plan.work_rid])
 
     def _run(self, pool: ThreadPoolExecutor,
              segments: list[Segment]) -> Iterator[tuple[Segment, list[Piece], list[tuple[Span, MemberDigest]]]]:
         """Each segment read on ``pool`` (started in file order), as they finish; the first failure stops all."""
         futures = {pool.submit(self._read_segment, segment): segment for segment in segments}
         pending = set(futures)
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)  # each journaled as it ends
-            failed = [f for f in done if f.exception() is not None]
-            if failed:
+        try:
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)  # each journaled as it ends
+                failed = [f for f in done if f.exception() is not None]
+                if failed:
+                    raise _first_failure(failed)
+                for future in done:
+                    read, written = future.result()
+                    yield futures[future], read, written
+        finally:  # a failure, or the caller stopped (a bad manifest): the other segments stop now
+            if pending:
                 self.cancelled.set()
                 for future in pending:
                     future.cancel()
                 wait(pending)
-                raise _first_failure(failed)
-            for future in done:
-                read, written = future.result()
-                yield futures[future], read, written
 
     def _read_segment(self, segment: Segment) -> tuple[list[Piece], list[tuple[Span, MemberDigest]]]:
         with self.connections.hold():
