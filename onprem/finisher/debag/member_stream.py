@@ -35,34 +35,23 @@ INFLATE_PIECE = 1 << 20
 
 class SegmentReader:
     """Exact reads over a segment's chunks; ``position`` is the zip offset of the next unread byte. Member data
-    comes out as views into the chunks (no copy); only a header split between two chunks is joined."""
+    comes out as views into the chunks (no copy); a header is joined from its pieces."""
 
     def __init__(self, chunks: Iterator[bytes], start: int) -> None:
         self._chunks, self.position = chunks, start
         self._view, self._at = memoryview(b""), 0
 
-    def _fill(self) -> bool:
-        chunk = next(self._chunks, None)
-        if chunk is None:
-            return False
-        rest = self._view[self._at:]
-        self._view, self._at = memoryview(bytes(rest) + chunk if len(rest) else chunk), 0
-        return True
-
     def exact(self, n: int, what: str, work_rid: str) -> bytes:
-        while len(self._view) - self._at < n:
-            if not self._fill():
-                raise CorruptArchive(work_rid, f"the zip ends inside {what}")
-        out = bytes(self._view[self._at:self._at + n])
-        self._at += n
-        self.position += n
-        return out
+        return b"".join(self.pieces(n, what, work_rid))
 
     def pieces(self, n: int, what: str, work_rid: str) -> Iterator[memoryview]:
         """The next ``n`` bytes, in the pieces they arrived in (views, valid until the next read)."""
         while n > 0:
-            if self._at >= len(self._view) and not self._fill():
-                raise CorruptArchive(work_rid, f"the zip ends inside {what}")
+            if self._at >= len(self._view):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    raise CorruptArchive(work_rid, f"the zip ends inside {what}")
+                self._view, self._at = memoryview(chunk), 0
             piece = self._view[self._at:self._at + n]
             self._at += len(piece)
             self.position += len(piece)
