@@ -29,7 +29,7 @@ from contract import (
 )
 from onprem.finisher.errors import ObjectMissing, TransferError
 from onprem.finisher.fetch.request import FetchRequest
-from onprem.finisher.fetch.s3 import head_object
+from onprem.finisher.fetch.s3 import head_object, object_args
 
 logger = logging.getLogger(__name__)
 
@@ -104,12 +104,9 @@ def inspect(s3_client: Any, work: RestoredWork) -> tuple[ObjectHead, str | None]
 def request_restore(s3_client: Any, bucket: str, key: str, tier: str, days: int, *,
                     version_id: str | None = None, work_rid: str | None = None) -> str:
     """RestoreObject; returns ``requested`` or ``already_in_progress`` (409 is fine, not an error)."""
-    kwargs: dict[str, Any] = {"Bucket": bucket, "Key": key,
-                              "RestoreRequest": {"Days": days, "GlacierJobParameters": {"Tier": tier}}}
-    if version_id:
-        kwargs["VersionId"] = version_id
     try:
-        s3_client.restore_object(**kwargs)
+        s3_client.restore_object(**object_args(bucket, key, version_id),
+                                 RestoreRequest={"Days": days, "GlacierJobParameters": {"Tier": tier}})
     except ClientError as err:
         reply = S3ErrorResponse.of(err.response)
         if reply.code == S3ErrorCode.RESTORE_ALREADY_IN_PROGRESS:

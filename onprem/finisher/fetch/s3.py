@@ -45,6 +45,11 @@ MISSING_OR_FORBIDDEN = "object_missing_or_forbidden"
 _BROKEN_CONNECTION = (104, 110, 32)
 
 
+def object_args(bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
+    """``Bucket``, ``Key`` and, when there is one, ``VersionId``: the arguments that name one object version."""
+    return {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
+
+
 def translate_error(err: ClientError, request: FetchRequest, what: str) -> Exception:
     rid, reply, where = request.work_rid, S3ErrorResponse.of(err.response), request.where
     if reply.precondition_failed:
@@ -69,11 +74,10 @@ def head_object(s3_client: Any, request: FetchRequest, *, current_version: bool 
     Raises ObjectChanged, ObjectMissing, RestoreExpired or TransferError (named from S3's answer); says nothing
     about the restore state (``require_pinned`` does).
     """
-    kwargs: dict[str, Any] = {"Bucket": request.bucket, "Key": request.key, "ChecksumMode": "ENABLED"}
+    kwargs = {**object_args(request.bucket, request.key, None if current_version else request.version_id),
+              "ChecksumMode": "ENABLED"}
     if request.etag and not current_version:
         kwargs["IfMatch"] = request.etag if request.etag.startswith('"') else f'"{request.etag}"'
-    if request.version_id and not current_version:
-        kwargs["VersionId"] = request.version_id
     try:
         return ObjectHead.from_response(s3_client.head_object(**kwargs))
     except ClientError as err:
@@ -116,9 +120,7 @@ def part_layout(s3_client: Any, request: FetchRequest, identity: DownloadIdentit
     """The part size of a multipart upload of ``parts`` parts when its parts are of one size (the last one
     smaller): HEAD of the first and the last part (by version: the ranges themselves are pinned to the ETag). None
     when that cannot be told."""
-    kwargs: dict[str, Any] = {"Bucket": identity.bucket, "Key": identity.key}
-    if identity.version_id:
-        kwargs["VersionId"] = identity.version_id
+    kwargs = object_args(identity.bucket, identity.key, identity.version_id)
     try:
         first = int(s3_client.head_object(**kwargs, PartNumber=1)["ContentLength"])
         last = int(s3_client.head_object(**kwargs, PartNumber=parts)["ContentLength"])
@@ -177,11 +179,8 @@ class S3Source:
 
     def _open(self, start: int, end: int, what: str) -> Any:
         pinned = self.pinned
-        kwargs: dict[str, Any] = {"Bucket": pinned.bucket, "Key": pinned.key, "IfMatch": pinned.etag,
-                                  "Range": f"bytes={start}-{end - 1}"}
-        if pinned.version_id:
-            kwargs["VersionId"] = pinned.version_id
         try:
-            return self.s3_client.get_object(**kwargs)["Body"]
+            return self.s3_client.get_object(**object_args(pinned.bucket, pinned.key, pinned.version_id),
+                                             IfMatch=pinned.etag, Range=f"bytes={start}-{end - 1}")["Body"]
         except ClientError as err:
             raise translate_error(err, self.request, what) from err
