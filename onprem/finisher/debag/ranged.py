@@ -39,9 +39,8 @@ from onprem.finisher.debag.model import BagManifest, DebagResult, MemberDigest, 
 from onprem.finisher.debag.range_hash import Piece, PieceHasher, RangeChecksum
 from onprem.finisher.debag.read_ahead import Connections, read_ahead
 from onprem.finisher.debag.safety import check_archive
-from onprem.finisher.debag.segment_journal import SegmentJournal
 from onprem.finisher.debag.segments import MIN_SEGMENT, Role, Segment, Span, make_segments, make_spans
-from onprem.finisher.debag.staging import JOURNAL_NAME, DebagJob, clean_up, place_works, temp_dir_for
+from onprem.finisher.debag.staging import JOURNAL_NAME, DebagJob, SegmentJournal, clean_up, place_works, temp_dir_for
 from onprem.finisher.debag.verify import verify_work
 from onprem.finisher.durability import sync_filesystem
 from onprem.finisher.errors import (
