@@ -40,14 +40,15 @@ Environment:
   REPO_AUDIT_OPTIONS   arguments of audit-tool after the archive sync (on the archive copy)
   AUDIT_REQUIRED=1     fail when audit-tool is not on PATH (default: say so and continue)
   NO_REFRESH_WEB=Yes   skip the web copy
-  SYNC_VERIFY          checksum or quick (size and mtime); default: quick for hard links, checksum for copies
+  SYNC_VERIFY          checksum, quick (size and mtime) or inodes (each file the staged file's inode, hard links
+                       only); default: inodes for hard links, checksum for copies
   SYNC_FORCE_COPY=1    copy even when workPath and the archive share a filesystem (tests, benchmarks)
   SYNC_PYTHON          python with boto3 for the web copy (default python3); honours AWS_ENDPOINT_URL
-  syncLogTempDir       when set, rsync's own log goes to syncLogTempDir/{RID}-rsync.log
+  syncLogTempDir       when set, the files copied or linked are logged in syncLogTempDir/{RID}-rsync.log
   SYNC_LOCK_WAIT       seconds to wait for the work's lock held by another sync (default 0: exit $EX_BUSY at once)
 
 Output: "syncOneWork: {RID}: archive: copy_mode=link|copy path=…" tells whether the payload was hard-linked
-(staging and archive on one filesystem: no second copy) or copied (one rsync pass); "archive: already synced
+(staging and archive on one filesystem: no second copy, cp -al) or copied (one rsync pass); "archive: already synced
 (marker …) path=…" that the marker matched and nothing was copied.
 
 Signals: SIGTERM or SIGINT put the archive back as it was (a half-built copy removed, a moved-aside previous
@@ -190,8 +191,36 @@ recover_stale() {
     done
 }
 
+inode_list() {
+    # $1 folder: every entry below it, NUL-terminated and sorted: "path/" for a folder, "path type inode" otherwise
+    (cd -- "$1" && find . -mindepth 1 \( -type d -printf '%P/\0' \) -o -printf '%P %y %i\0' | LC_ALL=C sort -z)
+}
+
+same_inodes() {
+    # $1 source, $2 hard-linked copy, $3 replace (0|1): every file of the source is its own inode at its path in the
+    # copy, every folder there (with replace, nothing else is): the same bytes, without an rsync of each file
+    local lists diffs columns=-23
+    [[ $3 == 1 ]] && columns=-3
+    lists=$(mktemp -d) || return 1
+    if ! inode_list "$1" >"$lists/source" || ! inode_list "$2" >"$lists/copy"; then
+        rm -rf -- "$lists"
+        return 1
+    fi
+    diffs=$(LC_ALL=C comm -z "$columns" "$lists/source" "$lists/copy" | tr '\0' '\n')
+    rm -rf -- "$lists"
+    if [[ -n $diffs ]]; then
+        printf '%s\n' "$diffs" | head -20 >&2
+        return 1
+    fi
+}
+
 verify_copy() {
-    # $1 source, $2 copy, $3 replace (0|1), $4 checksum|quick: an empty itemized dry-run means every file is there
+    # $1 source, $2 copy, $3 replace (0|1), $4 checksum|quick|inodes: an empty itemized dry-run (or inode listing
+    # difference) means every file is there
+    if [[ $4 == inodes ]]; then
+        same_inodes "$1" "$2" "$3"
+        return
+    fi
     local verify_opts=(-r -l --dry-run --itemize-changes) itemized diffs
     if [[ $4 == quick ]]; then verify_opts+=(-t); else verify_opts+=(--checksum); fi
     if [[ $3 == 1 ]]; then verify_opts+=(--delete); fi
@@ -259,30 +288,41 @@ sync_archive() {
     local copy_mode='copy' rsync_opts=(-a)
     if [[ ${SYNC_FORCE_COPY:-0} != 1 ]] && can_hard_link "$src" "$parent"; then
         copy_mode="link"
-        rsync_opts+=("--link-dest=$src")
     elif [[ -d $TARGET ]]; then
         rsync_opts+=("--link-dest=$TARGET")
     fi
+    local copy_log=/dev/null
     if [[ -n ${syncLogTempDir:-} ]] && mkdir -p -- "$syncLogTempDir"; then
-        rsync_opts+=("--log-file=$syncLogTempDir/$RID-rsync.log")
+        copy_log="$syncLogTempDir/$RID-rsync.log"
+        rsync_opts+=("--log-file=$copy_log")
     fi
     say "building $TMP_DIR from $src (copy_mode=$copy_mode)"
-    rsync "${rsync_opts[@]}" "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "rsync into $TMP_DIR failed (exit $?)"
+    if [[ $copy_mode == link ]]; then
+        # every file a hard link of the staged one: cp makes them without rsync's processes and per-file protocol
+        cp -a -l -v -T -- "$src" "$TMP_DIR" >>"$copy_log" \
+            || die "$EX_ARCHIVE" "linking $src into $TMP_DIR failed (exit $?)"
+    else
+        rsync "${rsync_opts[@]}" "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "rsync into $TMP_DIR failed (exit $?)"
+    fi
     if [[ $replace == 0 && -d $TARGET ]]; then
         # files only in the archive copy are kept: hard-linked from it, never rewritten
         rsync -a --ignore-existing "--link-dest=$TARGET" "$TARGET/" "$TMP_DIR/" \
             || die "$EX_ARCHIVE" "carrying archive-only files of $TARGET failed (exit $?)"
         rsync -a -f '+ */' -f '- *' "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "folder attributes failed (exit $?)"
     fi
-    # hard links share the source's inodes: size and mtime suffice; copies are compared by checksum
+    # hard links share the source's inodes: the same inode at each path suffices; copies are compared by checksum
     local verify=${SYNC_VERIFY:-}
     if [[ -z $verify ]]; then
-        if [[ $copy_mode == link ]]; then verify=quick; else verify=checksum; fi
+        if [[ $copy_mode == link ]]; then verify=inodes; else verify=checksum; fi
     fi
+    [[ $verify != inodes || $copy_mode == link ]] || verify=checksum  # a copy has inodes of its own
     if ! verify_copy "$src" "$TMP_DIR" "$replace" "$verify"; then
         # a file linked from the old copy on size and mtime alone may differ: rewrite by checksum, once
         say "verification found differences: re-syncing them by checksum"
-        rsync -a --checksum "$src/" "$TMP_DIR/" || die "$EX_ARCHIVE" "checksum re-sync into $TMP_DIR failed (exit $?)"
+        local resync_opts=(-a --checksum)
+        [[ $copy_mode != link ]] || resync_opts+=("--link-dest=$src")  # the staged file linked in its place
+        rsync "${resync_opts[@]}" "$src/" "$TMP_DIR/" \
+            || die "$EX_ARCHIVE" "checksum re-sync into $TMP_DIR failed (exit $?)"
         verify_copy "$src" "$TMP_DIR" "$replace" checksum \
             || die "$EX_ARCHIVE" "verification of $TMP_DIR against $src failed (files above differ); archive unchanged"
     fi

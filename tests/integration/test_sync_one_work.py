@@ -19,6 +19,10 @@ from moto.server import ThreadedMotoServer
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = REPO_ROOT / "bin" / "syncOneWork.sh"
 REAL_RSYNC = shutil.which("rsync") or "/usr/bin/rsync"
+REAL_CP = shutil.which("cp") or "/bin/cp"
+#: what builds the archive copy: cp -al when staging and archive share a filesystem, rsync when forced to copy
+BUILDERS = pytest.mark.parametrize("builder, env", [("cp", {}), ("rsync", {"SYNC_FORCE_COPY": "1"})],
+                                   ids=["link", "copy"])
 #: rsync, bash and coreutils, but no audit-tool unless a test writes one
 SYSTEM_PATH = os.pathsep.join(dict.fromkeys([str(Path(REAL_RSYNC).parent), "/usr/bin", "/bin"]))
 WEB_BUCKET = "web-images"
@@ -242,41 +246,60 @@ def test_replace_refuses_a_source_that_is_not_a_work(run, staging: Path, archive
     assert tree(archive / "Archive2/51/W1FPL2251") == FIRST
 
 
+@BUILDERS
 def test_killed_sync_leaves_the_archive_unchanged_and_next_run_cleans_up(
-    run, staging: Path, archive: Path, fakebin: Path,
+    run, staging: Path, archive: Path, fakebin: Path, builder: str, env: dict[str, str],
 ) -> None:
     work = make_work(staging, "W1FPL2251", FIRST)
-    run("-a", str(archive), str(work))
+    run("-a", str(archive), str(work), env=env)
     rewrite(work / "images/W1FPL2251-I1KG1/0001.tif", "one, but much longer than before")
     rewrite(work / "images/W1FPL2251-I1KG1/0005.tif", "five")
-    # an rsync that copies part of the work into the temp sibling, then the whole sync is SIGKILLed
-    killer = fakebin / "rsync"
-    killer.write_text(f'#!/bin/bash\n{REAL_RSYNC} --max-size=4 "$@"\nkill -KILL -- -"$PPID"\n')
+    # a builder that copies (part of) the work into the temp sibling, then the whole sync is SIGKILLed
+    killer = fakebin / builder
+    real = f"{REAL_RSYNC} --max-size=4" if builder == "rsync" else REAL_CP
+    killer.write_text(f'#!/bin/bash\n{real} "$@"\nkill -KILL -- -"$PPID"\n')
     killer.chmod(0o755)
-    proc = run("-A", "-a", str(archive), str(work), check_rc=-signal.SIGKILL)
+    proc = run("-A", "-a", str(archive), str(work), env=env, check_rc=-signal.SIGKILL)
     parent = archive / "Archive2/51"
     assert tree(parent / "W1FPL2251") == FIRST, proc.stdout
     assert [name.split(".")[2] for name in siblings(parent, "W1FPL2251")] == ["syncing"]
     killer.unlink()
-    out = run("-A", "-a", str(archive), str(work)).stdout
+    out = run("-A", "-a", str(archive), str(work), env=env).stdout
     assert "removing stale" in out
     assert siblings(parent, "W1FPL2251") == []
     assert tree(parent / "W1FPL2251") == tree(work)
 
 
+@BUILDERS
 def test_terminated_sync_removes_its_temp_copy_and_keeps_the_archive(
-    run, staging: Path, archive: Path, fakebin: Path,
+    run, staging: Path, archive: Path, fakebin: Path, builder: str, env: dict[str, str],
 ) -> None:
     work = make_work(staging, "W1FPL2251", FIRST)
-    run("-a", str(archive), str(work))
+    run("-a", str(archive), str(work), env=env)
     rewrite(work / "sources/notes.txt", "notes v2")
-    term = fakebin / "rsync"
-    term.write_text(f'#!/bin/bash\nkill -TERM "$PPID"\nexec {REAL_RSYNC} "$@"\n')
+    term = fakebin / builder
+    term.write_text(f'#!/bin/bash\nkill -TERM "$PPID"\nexec {REAL_RSYNC if builder == "rsync" else REAL_CP} "$@"\n')
     term.chmod(0o755)
-    proc = run("-A", "-a", str(archive), str(work), check_rc=143)
+    proc = run("-A", "-a", str(archive), str(work), env=env, check_rc=143)
     assert "archive: copy_mode=" not in proc.stdout and "done: ok" not in proc.stdout
     assert tree(archive / "Archive2/51/W1FPL2251") == FIRST
     assert siblings(archive / "Archive2/51", "W1FPL2251") == []
+
+
+def test_a_linked_copy_holding_another_inode_is_caught_and_rewritten(
+    run, staging: Path, archive: Path, fakebin: Path,
+) -> None:
+    # a cp whose copy of one file is other bytes of the same size and mtime: only the inode tells it apart
+    work = make_work(staging, "W1FPL2251", FIRST)
+    bad = fakebin / "cp"
+    bad.write_text(f'#!/bin/bash\n{REAL_CP} "$@" || exit\nfor last; do :; done\nf="$last/sources/notes.txt"\n'
+                   'touch -r "$f" "$f.ref"; rm "$f"; printf NOTES >"$f"; touch -r "$f.ref" "$f"; rm "$f.ref"\n')
+    bad.chmod(0o755)
+    out = run("-A", "-a", str(archive), str(work)).stdout
+    assert "verification found differences" in out
+    copy = archive / "Archive2/51/W1FPL2251"
+    assert tree(copy) == FIRST
+    assert (copy / "sources/notes.txt").stat().st_ino == (work / "sources/notes.txt").stat().st_ino
 
 
 def test_copy_with_same_size_and_mtime_but_new_content_is_caught_by_checksum(

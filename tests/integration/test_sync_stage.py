@@ -222,9 +222,10 @@ def test_failed_sync_removes_staging_when_asked(
 def test_sync_over_its_timeout_is_terminated_and_the_archive_untouched(
     settings: SyncSettings, tmp_path: Path, audit_record: Path,
 ) -> None:
-    hanging = tmp_path / "fakebin" / "rsync"
-    hanging.write_text("#!/bin/bash\nexec sleep 60\n")
-    hanging.chmod(0o755)
+    for builder in ("cp", "rsync"):  # what links the copy (one filesystem), what copies it (two)
+        hanging = tmp_path / "fakebin" / builder
+        hanging.write_text("#!/bin/bash\nexec sleep 60\n")
+        hanging.chmod(0o755)
     work = make_work(tmp_path / "staging", "W1FPL2251", FILES)
     with pytest.raises(SyncFailed, match=r"exited 143 \(timed out after 0\.5 s, terminated\)") as caught:
         sync_work(work, "W1FPL2251", settings.model_copy(update={"timeout_s": 0.5}), now=NOW)
