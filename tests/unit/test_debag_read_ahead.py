@@ -77,7 +77,26 @@ def test_read_ahead_uses_no_connection_another_segment_holds() -> None:
     with ThreadPoolExecutor(max_workers=2) as pool, connections.hold(), connections.hold():
         got = b"".join(read_ahead(source, 0, len(data), sub_range=1 << 20, ahead=1,  # type: ignore[arg-type]
                                   connections=connections, pool=pool))
-    assert got == data and source.most == 1 and source.reads == [(n << 20, (n + 1) << 20) for n in range(4)]
+    # no spare connection: one read of the whole segment, not one per sub-range (before: four)
+    assert got == data and source.most == 1 and source.reads == [(0, 4 << 20)]
+
+
+def test_a_connection_freed_mid_segment_takes_the_sub_ranges_after_the_one_being_read() -> None:
+    data = os.urandom(6 << 20)
+    source = _Watched(_Bytes(data))
+    connections = Connections(2)
+    with ThreadPoolExecutor(max_workers=2) as pool, connections.hold():
+        assert connections.borrow()  # another segment holds the second connection
+        stream = read_ahead(source, 0, len(data), sub_range=1 << 20, ahead=1,  # type: ignore[arg-type]
+                            connections=connections, pool=pool)
+        got = [next(stream)]
+        connections.give_back()  # that segment ends: its connection is spare now
+        got += list(stream)
+    assert b"".join(got) == data
+    # the own read began as the whole segment, was cut short once a later sub-range was borrowed; each byte once
+    assert source.reads[0] == (0, 6 << 20) and len(source.reads) > 2
+    assert sum(end - start for start, end in source.reads[1:]) < len(data)
+    assert [connections.borrow() for _ in range(3)] == [True, True, False]
 
 
 def test_a_member_larger_than_a_segment_is_read_over_several_connections_and_verified(tmp_path: Path) -> None:

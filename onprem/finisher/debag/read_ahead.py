@@ -41,13 +41,18 @@ class Connections:
 def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahead: int, connections: Connections,
                pool: ThreadPoolExecutor) -> Iterator[bytes]:
     """The bytes ``[start, end)`` in order, about ``CHUNK_SIZE`` at a time; up to ``ahead`` of the following
-    ``sub_range``-sized sub-ranges fetched on borrowed connections meanwhile (module docstring)."""
+    ``sub_range``-sized sub-ranges fetched on borrowed connections meanwhile (module docstring).
+
+    The segment's own connection reads one GET up to the first borrowed sub-range (the segment's end when none
+    is): with no spare connection a segment is one GET, not one per sub-range. A sub-range borrowed later cuts
+    that GET short at its start (the rest of its body is not read)."""
     if ahead < 1 or end - start <= sub_range:
         yield from source.chunks(start, end)
         return
     cuts = [(begin, min(end, begin + sub_range)) for begin in range(start, end, sub_range)]
     borrowed: dict[int, Future[list[bytes]]] = {}
     started = 0
+    own: _Stream | None = None
 
     def fetch(begin: int, stop: int) -> list[bytes]:
         try:
@@ -67,13 +72,49 @@ def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahea
                 started += 1
             future = borrowed.pop(index, None)
             if future is None:
-                yield from source.chunks(begin, stop)  # on the segment's own connection
+                if own is None:
+                    own = _Stream(source, begin, cuts[min(borrowed, default=len(cuts)) - 1][1])
+                yield from own.take(stop - begin)
+                if borrowed:  # borrowed since the GET began: it stops where the first borrowed sub-range starts
+                    own.end = min(own.end, cuts[min(borrowed)][0])
+                if stop >= own.end:
+                    own.close()
+                    own = None
                 continue
             chunks = future.result()
             chunks.reverse()
             while chunks:
                 yield chunks.pop()  # each let go once handed on
     finally:
+        if own is not None:
+            own.close()
         for future in borrowed.values():
             if future.cancel():
                 connections.give_back()  # never started: its connection was not used
+
+
+class _Stream:
+    """One read ``[start, end)`` of the source, consumed ``n`` bytes at a time (a chunk split where a take ends)."""
+
+    def __init__(self, source: ByteSource, start: int, end: int) -> None:
+        self.end = end
+        self._chunks = source.chunks(start, end)
+        self._chunk, self._at = b"", 0
+
+    def take(self, n: int) -> Iterator[bytes]:
+        while n > 0:
+            if self._at >= len(self._chunk):
+                chunk = next(self._chunks, None)
+                if chunk is None:
+                    raise EOFError(f"the read ends before its byte {self.end}")
+                self._chunk, self._at = chunk, 0
+            whole = self._at == 0 and n >= len(self._chunk)
+            piece = self._chunk if whole else self._chunk[self._at:self._at + n]  # copied only where split
+            self._at += len(piece)
+            n -= len(piece)
+            yield piece
+
+    def close(self) -> None:
+        close = getattr(self._chunks, "close", None)
+        if close is not None:
+            close()
