@@ -1,4 +1,4 @@
-"""Where a zip's bytes come from: byte ranges of an S3 object (``fetch.ranges.S3Source``) or of a local file.
+"""Where a zip's bytes come from: byte ranges of an S3 object (``fetch.s3.S3Source``) or of a local file.
 
 The de-bag (``debag/ranged.py``) reads a zip only through this protocol: one small read of its tail (the central
 directory), then whole byte ranges streamed front to back, several at once. A source never holds a range whole:
