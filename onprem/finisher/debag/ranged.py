@@ -107,8 +107,7 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
     try:
         pieces, digests, resumed = run.read_all(segments)
         manifests = run.manifests
-        works = [verify_work(plan, manifests.get(plan.work_rid), digests, temp_dir, job.staging_dir)
-                 for plan in plans]
+        works = [verify_work(plan, manifests.get(plan.work_rid), digests, job.staging_dir) for plan in plans]
         if reading.settle is not None:
             reading.settle(sorted([*pieces, *tail], key=lambda piece: piece.start))
         if reading.before_place is not None:

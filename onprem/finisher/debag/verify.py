@@ -15,7 +15,7 @@ NO_FIXITY = "no fixity available: plain zip without a bag"
 
 
 def verify_work(plan: WorkPlan, manifest: BagManifest | None, digests: dict[str, MemberDigest],
-                temp_dir: Path, staging_dir: Path) -> StagedWork:
+                staging_dir: Path) -> StagedWork:
     """Raise a BagInvalid subclass naming the work and file, or describe the verified work."""
     sizes = [digests[item.member.name].size for item in plan.payload]
     work = StagedWork(

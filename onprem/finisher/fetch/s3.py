@@ -45,6 +45,11 @@ MISSING_OR_FORBIDDEN = "object_missing_or_forbidden"
 _BROKEN_CONNECTION = (104, 110, 32)
 
 
+def quoted_etag(etag: str) -> str:
+    """An ETag as S3 sends it and IfMatch wants it: in double quotes."""
+    return etag if etag.startswith('"') else f'"{etag}"'
+
+
 def object_args(bucket: str, key: str, version_id: str | None) -> dict[str, Any]:
     """``Bucket``, ``Key`` and, when there is one, ``VersionId``: the arguments that name one object version."""
     return {"Bucket": bucket, "Key": key, **({"VersionId": version_id} if version_id else {})}
@@ -77,7 +82,7 @@ def head_object(s3_client: Any, request: FetchRequest, *, current_version: bool 
     kwargs = {**object_args(request.bucket, request.key, None if current_version else request.version_id),
               "ChecksumMode": "ENABLED"}
     if request.etag and not current_version:
-        kwargs["IfMatch"] = request.etag if request.etag.startswith('"') else f'"{request.etag}"'
+        kwargs["IfMatch"] = quoted_etag(request.etag)
     try:
         return ObjectHead.from_response(s3_client.head_object(**kwargs))
     except ClientError as err:

@@ -34,7 +34,7 @@ from onprem.finisher.fetch.checksum import (
     range_checksum,
 )
 from onprem.finisher.fetch.request import DownloadIdentity, FetchRequest, FetchSettings
-from onprem.finisher.fetch.s3 import S3Source, head_object, part_layout, require_pinned
+from onprem.finisher.fetch.s3 import S3Source, head_object, part_layout, quoted_etag, require_pinned
 from onprem.finisher.progress import Progress
 
 __all__ = ["FetchDebagJob", "Fetched", "FetchedAndDebagged", "fetch_and_debag"]
@@ -97,9 +97,7 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
     rid = request.work_rid
     head = require_pinned(request, request.head or head_object(s3_client, request))
     request = replace(request, head=head)
-    etag = head.etag if head.etag.startswith('"') else f'"{head.etag}"'
-    etag = request.etag if request.etag and request.etag.startswith('"') else (
-        f'"{request.etag}"' if request.etag else etag)
+    etag = quoted_etag(request.etag or head.etag)
     version_id = request.version_id or head.version_id
     pinned = DownloadIdentity(request.bucket, request.key, etag, version_id, head.size, settings.part_size)
     checksum, note = (full_object_checksum({"ETag": head.etag, **head.checksums}) if settings.verify_checksum
