@@ -17,12 +17,13 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from onprem.finisher.debag.staging import FAILED_PREFIX, TEMP_PREFIX
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_MAX_AGE = 7 * 24 * 3600
 #: an incomplete pair younger than this may be another finisher's download that is just starting (shared staging)
 DEFAULT_GRACE = 3600
-_DEBAG_TEMP, _DEBAG_FAILED = ".debag-", ".debag-failed-"
 #: the files of an older finisher's whole-zip download (the zip is never downloaded now)
 _OLD_DOWNLOAD = (".part", ".part.json", ".part.json.tmp")
 #: the folder of an older finisher's whole-zip downloads (``<staging>/downloads/<slot>/``): nothing writes there now
@@ -70,6 +71,6 @@ def _is_orphan(path: Path, cutoff: float) -> bool:
     name = path.name
     if name.endswith(_OLD_DOWNLOAD) and path.is_file():
         return True
-    if path.is_dir() and name.startswith(_DEBAG_TEMP) and not name.startswith(_DEBAG_FAILED):
+    if path.is_dir() and name.startswith(TEMP_PREFIX) and not name.startswith(FAILED_PREFIX):
         return path.stat().st_mtime < cutoff
     return False
