@@ -6,12 +6,10 @@ in segments read in parallel, each member written once at its final path; the on
 2. The tag files' segments (small ranges) start first and the bags' manifests are loaded as soon as they are in;
    the payload's segments start with them: a member is hashed with the algorithms the manifests' names declare
    (the plan), and its digests are held to the manifests' once its segment ended, so none waits for a round trip.
-3. The payload segments (``segments.make_segments``: at most ``part_size`` each, finer when the zip would leave
-   connections idle, cut at member boundaries),
-   ``concurrency`` at a time: each segment is one ranged read streamed through ``MemberWriter`` (local header
-   held to the central directory, inflate, CRC-32, the manifests' algorithms, write). No thread hop per member.
-   A segment that runs while other connections are idle (a member larger than a segment, the last segments)
-   borrows them to fetch its next sub-ranges ahead (``read_ahead``), handed on in order, memory bounded.
+3. The payload segments (``segments.make_segments``), ``concurrency`` at a time: each one ranged read streamed
+   through ``MemberWriter`` (local header held to the central directory, inflate, CRC-32, the manifests'
+   algorithms, write), no thread hop per member; a segment running while other connections idle borrows them to
+   read its next sub-ranges ahead (``read_ahead``).
 4. A segment whose members verified is journaled (``SegmentJournal``): a killed run resumes from the rest.
 5. Fixity of every work (``verify_work``), then ``settle`` sees the checksums of every range of the object
    (segments and the tail: the whole object, the bytes between members included) — the fetch compares their
@@ -32,7 +30,7 @@ from pathlib import Path
 
 from onprem.finisher.debag.byte_source import ByteSource
 from onprem.finisher.debag.directory import read_directory
-from onprem.finisher.debag.layout import plain_zip_allowed, plan_works
+from onprem.finisher.debag.layout import plan_works
 from onprem.finisher.debag.manifest import load_work_manifest
 from onprem.finisher.debag.member_stream import MemberWriter, SegmentReader
 from onprem.finisher.debag.model import BagManifest, DebagResult, MemberDigest, WorkPlan, declared_algorithms, nfc
@@ -69,10 +67,8 @@ class RangeReading:
     read_progress: Progress | None = None
     #: called with the bytes the members still to be written need: raises InsufficientSpace
     space_check: Callable[[int], None] | None = None
-    #: called with the pieces covering the whole object once every work verified, before anything is placed
+    #: called with the pieces covering the whole object once every work verified, before the flush and the placing
     settle: Callable[[list[Piece]], None] | None = None
-    #: called once every member is written and verified, just before the flush and the placing
-    before_place: Callable[[], None] | None = None
 
 
 def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None = None, *,
@@ -89,8 +85,8 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
     try:
         directory = read_directory(source, rid, settings)
         members = check_archive(directory.archive, rid, settings)
-        plans = plan_works(members, rid, allow_plain_zip=plain_zip_allowed(source.name,
-                           settings.allow_plain_zip), expected_rids=job.expected_rids, zip_name=source.name)
+        plans = plan_works(members, rid, allow_plain_zip=settings.allow_plain_zip, zip_name=source.name,
+                           expected_rids=job.expected_rids)
         temp_dir.mkdir(parents=True, exist_ok=True)
         journal = SegmentJournal(temp_dir / JOURNAL_NAME, source.identity)
     except FinisherError as err:
@@ -106,12 +102,9 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
     run = _Run(source, job, reading, plans, temp_dir, journal)
     try:
         pieces, digests, resumed = run.read_all(segments)
-        manifests = run.manifests
-        works = [verify_work(plan, manifests.get(plan.work_rid), digests, job.staging_dir) for plan in plans]
+        works = [verify_work(plan, run.manifests.get(plan.work_rid), digests, job.staging_dir) for plan in plans]
         if reading.settle is not None:
             reading.settle(sorted([*pieces, *tail], key=lambda piece: piece.start))
-        if reading.before_place is not None:
-            reading.before_place()
         if settings.fsync:
             sync_filesystem(temp_dir)  # one flush of every written file before anything is placed
         place_works(plans, temp_dir, job.staging_dir)
@@ -210,11 +203,14 @@ class _Run:
         return pieces, digests, (members_resumed, segments_resumed)
 
     def _load_manifests(self, tag_paths: dict[str, dict[str, Path]]) -> None:
-        for plan in self.plans:
-            if plan.bag:
-                manifest = load_work_manifest(plan, self.temp_dir / plan.work_rid / plan.bag_dir,
-                                              tag_paths.get(plan.work_rid, {}), self.job.settings)
-                self.manifests[plan.work_rid] = _checked(manifest, plan, self.hashed[plan.work_rid])
+        for plan in (plan for plan in self.plans if plan.bag):
+            manifest = load_work_manifest(plan, self.temp_dir / plan.work_rid / plan.bag_dir,
+                                          tag_paths.get(plan.work_rid, {}), self.job.settings)
+            unhashed = sorted(set(manifest.algorithms) - set(self.hashed[plan.work_rid]))
+            if unhashed:
+                raise BagInvalid(plan.work_rid, f"manifest algorithm(s) {', '.join(unhashed)} not declared by a "
+                                                "manifest file name at the bag's root")
+            self.manifests[plan.work_rid] = manifest
 
     def _run(self, pool: ThreadPoolExecutor,
              segments: list[Segment]) -> Iterator[tuple[Segment, list[Piece], list[tuple[Span, MemberDigest]]]]:
@@ -238,10 +234,6 @@ class _Run:
                 wait(pending)
 
     def _read_segment(self, segment: Segment) -> tuple[list[Piece], list[tuple[Span, MemberDigest]]]:
-        with self.connections.hold():
-            return self._read_held(segment)
-
-    def _read_held(self, segment: Segment) -> tuple[list[Piece], list[tuple[Span, MemberDigest]]]:
         checksum, cuts = self.reading.range_checksum, self.reading.cut_points
         hasher = PieceHasher(checksum, segment.start, segment.end, cuts) if checksum is not None else None
         assert self._ahead is not None
@@ -259,21 +251,21 @@ class _Run:
 
         reader = SegmentReader(counted(), segment.start)
         written = []
-        try:
-            for span in segment.spans:
-                target = self._target(span) if span.role is not Role.SKIP else None
-                algorithms = self.hashed.get(span.plan.work_rid, ()) if span.role is Role.PAYLOAD and span.plan else ()
-                digest = self.writer.read_span(reader, span, target, algorithms)
-                if digest is not None:
-                    written.append((span, digest))
-        except CorruptArchive as err:
-            if hasher is not None:
-                self._read_again(segment, hasher, err)
-            raise
-        finally:
-            close = getattr(chunks, "close", None)
-            if close is not None:
-                close()  # a stopped segment's GET is closed now, not when it is collected
+        with self.connections.hold():  # nothing is read before: read_ahead is a generator
+            try:
+                for span in segment.spans:
+                    target = self._target(span) if span.role is not Role.SKIP else None
+                    plan = span.plan if span.role is Role.PAYLOAD else None  # tag files: bagit hashes them
+                    algorithms = self.hashed.get(plan.work_rid, ()) if plan else ()
+                    digest = self.writer.read_span(reader, span, target, algorithms)
+                    if digest is not None:
+                        written.append((span, digest))
+            except CorruptArchive as err:
+                if hasher is not None:
+                    self._read_again(segment, hasher, err)
+                raise
+            finally:
+                chunks.close()  # a stopped segment's GET is closed now, not when it is collected
         return (hasher.so_far() if hasher is not None else []), written
 
     def _read_again(self, segment: Segment, first: PieceHasher, err: CorruptArchive) -> None:
@@ -299,14 +291,6 @@ class _Run:
             return True  # a plain zip: its CRC is all there is to check
         expected = manifest.payload.get(nfc(str(target.bag_path)))
         return expected is not None and all(digest.digests.get(alg) == value for alg, value in expected.items())
-
-
-def _checked(manifest: BagManifest, plan: WorkPlan, hashed: tuple[str, ...]) -> BagManifest:
-    unhashed = sorted(set(manifest.algorithms) - set(hashed))
-    if unhashed:
-        raise BagInvalid(plan.work_rid, f"manifest algorithm(s) {', '.join(unhashed)} not declared by a manifest "
-                                        "file name at the bag's root")
-    return manifest
 
 
 def _first_failure(failed: list[Future[object]]) -> BaseException:

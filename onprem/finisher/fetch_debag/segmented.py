@@ -45,10 +45,6 @@ logger = logging.getLogger(__name__)
 SPACE_RETRY_AFTER = 900
 
 
-def _free_bytes(path: Path) -> int:
-    return shutil.disk_usage(path).free
-
-
 @dataclass(frozen=True)
 class FetchDebagJob:
     """One object fetched and de-bagged: the object, where its works go, and how."""
@@ -61,19 +57,16 @@ class FetchDebagJob:
     version_tag: str | None = None
     fetch_progress: Progress | None = None
     debag_progress: Progress | None = None
-    free_bytes: Callable[[Path], int] = _free_bytes
+    free_bytes: Callable[[Path], int] = lambda path: shutil.disk_usage(path).free
     #: called once every member is written and verified, before the flush and the placing (a crash point)
     before_place: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
 class Fetched:
-    """What was read of the object: its pinned identity and what its checksum check said."""
+    """What was read of the object: its size and what its checksum check said."""
 
-    name: str
     size: int
-    etag: str
-    version_id: str | None
     #: the S3 checksum algorithm verified over the whole object, None when none could be
     checksum_verified: str | None
     checksum_note: str
@@ -98,24 +91,24 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
     head = require_pinned(request, request.head or head_object(s3_client, request))
     request = replace(request, head=head)
     etag = quoted_etag(request.etag or head.etag)
-    version_id = request.version_id or head.version_id
-    pinned = DownloadIdentity(request.bucket, request.key, etag, version_id, head.size, settings.part_size)
-    checksum, note = (full_object_checksum({"ETag": head.etag, **head.checksums}) if settings.verify_checksum
-                      else (None, "not requested"))
+    pinned = DownloadIdentity(request.bucket, request.key, etag, request.version_id or head.version_id, head.size,
+                              settings.part_size)
+    checksum, note, part_size = None, "not requested", 0
+    if settings.verify_checksum:
+        checksums = {"ETag": head.etag, **head.checksums}
+        checksum, note = full_object_checksum(checksums)
+        if checksum is not None and range_checksum(checksum.algorithm) is None:
+            note = f"{checksum.algorithm} full-object checksum cannot be combined from ranges: not verified"
+            checksum = None
+        composite = composite_checksum(checksums) if checksum is None else None
+        if composite is not None:
+            part_size = part_layout(s3_client, request, pinned, composite[1]) or 0
+            if part_size:
+                checksum = composite[0]
+                note = f"{checksum.algorithm} composite checksum of {composite[1]} parts of {part_size} bytes"
+            else:
+                note += "; its parts are not of one size: not verified"
     crc = range_checksum(checksum.algorithm) if checksum is not None else None
-    if checksum is not None and crc is None:
-        note = f"{checksum.algorithm} full-object checksum cannot be combined from ranges: not verified"
-        checksum = None
-    part_size, composite = 0, composite_checksum({"ETag": head.etag, **head.checksums}) if settings.verify_checksum \
-        else None
-    if checksum is None and composite is not None:
-        part_size = part_layout(s3_client, request, pinned, composite[1]) or 0
-        if part_size:
-            checksum, crc = composite[0], range_checksum(composite[0].algorithm)
-            note = f"{checksum.algorithm} composite checksum of {composite[1]} parts of {part_size} bytes"
-        else:
-            note += "; its parts are not of one size: not verified"
-    verified: list[str] = []
 
     def space_check(needed: int) -> None:
         free = job.free_bytes(job.staging_dir)
@@ -125,7 +118,9 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
 
     def settle(pieces: list[Piece]) -> None:
         if checksum is not None:
-            verified.append(_check(rid, checksum, pieces, head.size, PurePosixPath(request.key).name, part_size))
+            _check(rid, checksum, pieces, head.size, PurePosixPath(request.key).name, part_size)
+        if job.before_place is not None:
+            job.before_place()
 
     logger.info("%s: fetching %s (%d bytes, ranges of %d, %d at once; %s)", rid, request.key, head.size,
                 settings.part_size, settings.max_concurrency, note, extra={"work_rid": rid})
@@ -135,19 +130,18 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
     result = debag_source(source, debag_job, RangeReading(
         part_size=settings.part_size, concurrency=settings.max_concurrency, range_checksum=crc,
         cut_points=tuple(range(part_size, head.size, part_size)) if part_size else (),
-        read_progress=job.fetch_progress, space_check=space_check, settle=settle, before_place=job.before_place))
-    fetched = Fetched(source.name, head.size, etag, version_id, verified[0] if verified else None, note,
-                      result.segments_resumed)
+        read_progress=job.fetch_progress, space_check=space_check, settle=settle))
+    # settle ran (the checksum held) before anything was placed
+    fetched = Fetched(head.size, checksum.algorithm if checksum else None, note, result.segments_resumed)
     logger.info("%s: fetched %s (%s%s; de-bagged on the way, the zip not kept)", rid, source.name,
-                f"{note}: verified" if verified else note,
+                f"{note}: verified" if checksum else note,
                 f"; {result.segments_resumed} segment(s) verified before a restart" if result.segments_resumed else "",
                 extra={"work_rid": rid})
     return FetchedAndDebagged(fetched, result)
 
 
-def _check(rid: str, checksum: ObjectChecksum, pieces: list[Piece], size: int, name: str, part_size: int) -> str:
-    """The algorithm verified: the ranges' checksums combined (per part, for a composite) equal the object's;
-    IntegrityError otherwise."""
+def _check(rid: str, checksum: ObjectChecksum, pieces: list[Piece], size: int, name: str, part_size: int) -> None:
+    """IntegrityError unless the ranges' checksums combined (per part, for a composite) equal the object's."""
     ranges = [(p.start, p.end, p.crc) for p in pieces]
     got = (combine_composite(checksum.algorithm, ranges, part_size, size) if part_size
            else combine_ranges(checksum.algorithm, ranges, size))
@@ -158,4 +152,3 @@ def _check(rid: str, checksum: ObjectChecksum, pieces: list[Piece], size: int, n
     if got != checksum.value:
         raise IntegrityError(rid, f"{checksum.algorithm} mismatch for {name} ({kind} checksum: expected "
                                   f"{checksum.value}, got {got}, combined from the ranges read): nothing placed")
-    return checksum.algorithm
