@@ -639,3 +639,34 @@ def test_bytes_downloaded_reach_cloudwatch_while_the_download_runs(tmp_path: Pat
     assert summary.outcomes == Counter({"synced": 1})
     assert metric_stat(cloudwatch, namespace, "BytesDownloaded", "Sum") == work.size  # the rest, and nothing twice
     assert metric_stat(cloudwatch, namespace, "WorksSynced", "Sum") == 1 and metrics.dropped == 0
+
+
+class _LeaseLog(Ledger):
+    """The real ledger, noting the TTL of every lease taken or renewed."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url)
+        self.ttls: list[float] = []
+
+    def acquire_lease(self, idempotency_key: str, owner: str, ttl_s: float) -> bool:
+        self.ttls.append(ttl_s)
+        return super().acquire_lease(idempotency_key, owner, ttl_s)
+
+    def renew_lease(self, idempotency_key: str, owner: str, ttl_s: float) -> bool:
+        self.ttls.append(ttl_s)
+        return super().renew_lease(idempotency_key, owner, ttl_s)
+
+
+def test_a_lease_ends_before_its_message_is_visible_again(tmp_path: Path, aws: AwsClients) -> None:
+    """Taken just after the receive and renewed with each extension, a lease of the full visibility outlived the
+    message's: an attempt killed holding it (kill -9) made the next receive "another finisher holds this work", one
+    more receive toward the DLQ (3 kills and that busy receive sent the kill-restart trial's work to the DLQ)."""
+    settings = worker_settings(tmp_path, visibility_timeout=1)
+    stages = FileStages(settings, aws)
+    stages.before["fetch"] = slow_until(1.2)  # past three beats: renewals as well as the first lease
+    send(aws, staged_work(tmp_path, aws))
+    ledger = _LeaseLog(settings.ledger_url)
+    summary = make_worker(settings, aws, stages, ledger=ledger).run(drain=True)
+    assert summary.outcomes == Counter({"synced": 1})
+    assert len(ledger.ttls) >= 3, ledger.ttls
+    assert max(ledger.ttls) <= 0.9 * settings.worker.visibility_timeout, ledger.ttls

@@ -7,6 +7,10 @@ work that is still running here. A refused extension (receipt handle invalid) or
 cancels the work (``lease_lost``); a transient extension failure does not (the lease keeps other finishers off the
 work meanwhile). SQS caps a message's visibility at 12 h from its receive: ``handoff_margin`` before that, the
 work is asked to stop at its next checkpoint (``handoff``) so the worker can hand it on as a continuation message.
+
+The lease lasts ``LEASE_SHARE`` of the visibility (``lease_ttl``), taken and renewed just after the receive and the
+extension: it ends before SQS shows the message again. An attempt killed holding it (kill -9, a host gone) then
+never turns the next receive into "another finisher holds this work", a receive that counts toward the DLQ.
 """
 
 from __future__ import annotations
@@ -26,6 +30,15 @@ from onprem.finisher.queue.sqs import ReceivedMessage, WorkQueue
 from onprem.finisher.work.cancel import CancelToken
 
 logger = logging.getLogger(__name__)
+
+
+#: a lease's TTL as a share of the message's visibility (``WorkerSettings.heartbeat_fraction`` stays below it)
+LEASE_SHARE = 0.9
+
+
+def lease_ttl(visibility_s: float) -> float:
+    """The TTL of a lease taken or renewed along with a message visible again in ``visibility_s``."""
+    return visibility_s * LEASE_SHARE
 
 
 class LeaseKeeper(Protocol):
@@ -84,7 +97,8 @@ class Heartbeat:
         rid = self.token.work_rid
         while not self._stop.wait(self.interval):
             try:
-                renewed = self.lease.ledger.renew_lease(self.lease.idempotency_key, self.lease.owner, self.visibility_s)
+                renewed = self.lease.ledger.renew_lease(self.lease.idempotency_key, self.lease.owner,
+                                                         lease_ttl(self.visibility_s))
             except (SQLAlchemyError, LedgerUnavailable) as err:  # a database away past its retries: next beat
                 logger.warning("%s: lease renewal failed: %s", rid, err, extra={"work_rid": rid})
                 continue

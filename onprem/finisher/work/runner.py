@@ -50,7 +50,7 @@ from onprem.finisher.work import faults
 from onprem.finisher.work.cancel import CancelToken, TokenRegistry
 from onprem.finisher.work.expiry import ExpiryGauge
 from onprem.finisher.work.failures import named_failure
-from onprem.finisher.work.heartbeat import BeatTiming, Heartbeat, HeldLease
+from onprem.finisher.work.heartbeat import BeatTiming, Heartbeat, HeldLease, lease_ttl
 from onprem.finisher.work.history import (
     backoff_seconds,
     failures_with_cause,
@@ -115,7 +115,7 @@ class WorkRunner:
                 rid, f"s3://{work.bucket}/{work.key}: {work.bucket} is not a staging bucket of environment "
                      f"{self.settings.environment.name}: not fetched"))
         owner = f"{self.owner}/{uuid.uuid4().hex[:8]}"  # per attempt: two slots of one process never share it
-        if not self.ledger.acquire_lease(key, owner, self.settings.worker.visibility_timeout):
+        if not self.ledger.acquire_lease(key, owner, lease_ttl(self.settings.worker.visibility_timeout)):
             logger.info("%s: another finisher holds this work: message back in %d s", rid,
                         self.settings.worker.lease_busy_delay, extra={"work_rid": rid})
             self._set_visibility(queue, message, self.settings.worker.lease_busy_delay, rid)

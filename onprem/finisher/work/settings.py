@@ -42,11 +42,12 @@ class WorkerSettings(BaseModel):
 
     #: work slots, one message each (default: the environment file's ``finisher.concurrency``)
     concurrency: int = Field(ge=1, le=64)
-    #: receive visibility and lease TTL (default: the environment file's ``queues.visibility_timeout_s``)
+    #: receive visibility; a lease lasts 0.9 of it (default: the environment file's ``queues.visibility_timeout_s``)
     visibility_timeout: int = Field(ge=1, le=43200)
     wait_time_seconds: int = Field(default=20, ge=0, le=20)
-    #: the heartbeat extends the visibility every ``visibility_timeout · heartbeat_fraction`` seconds
-    heartbeat_fraction: float = Field(default=1 / 3, gt=0, lt=1)
+    #: the heartbeat extends the visibility and renews the lease every ``visibility_timeout · heartbeat_fraction``
+    #: seconds; below the lease's share of the visibility (``work.heartbeat.LEASE_SHARE``, 0.9) or it would lapse
+    heartbeat_fraction: float = Field(default=1 / 3, gt=0, lt=0.9)
     #: seconds in-flight works get after SIGTERM before they are interrupted and released
     grace_period: float = Field(default=30.0, ge=0)
     max_hops: int = Field(default=20, ge=1)
