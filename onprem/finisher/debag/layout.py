@@ -31,20 +31,15 @@ WORK_MARKERS = frozenset({"images", "archive", "sources", "eBooks"})
 _IMAGE_GROUP_RE = re.compile(r"^[A-Za-z0-9_]+-I[A-Za-z0-9]+$")
 
 
-def plain_zip_allowed(zip_name: str, allow_plain_zip: bool) -> bool:
-    """Whether a zip named ``zip_name`` may be taken without a bag: never a ``.bag.zip`` (module docstring)."""
-    return allow_plain_zip and not zip_name.lower().endswith(BAG_ZIP_SUFFIX)
-
-
-def plan_works(members: list[SafeMember], work_rid: str, *, allow_plain_zip: bool,
-               expected_rids: Iterable[str] | None = None, zip_name: str = "the zip") -> list[WorkPlan]:
+def plan_works(members: list[SafeMember], work_rid: str, *, allow_plain_zip: bool, zip_name: str,
+               expected_rids: Iterable[str] | None = None) -> list[WorkPlan]:
     """Split a zip's members into works, exactly ``expected_rids`` (default ``{work_rid}``), a zip without a bag
-    only with ``allow_plain_zip`` (``plain_zip_allowed``); every file member belongs to one work or this raises."""
+    only with ``allow_plain_zip`` and never a ``.bag.zip``; every file member belongs to one work or this raises."""
     files = [m for m in members if not m.is_dir]
     roots = _outermost(p.path.parent for p in files if p.path.name == "bagit.txt")
     if roots:
         plans = [_plan(root, members, work_rid, bag=True) for root in roots]
-    elif not allow_plain_zip:
+    elif not allow_plain_zip or zip_name.lower().endswith(BAG_ZIP_SUFFIX):
         raise NoBagInZip(work_rid, f"{zip_name} holds no bag (no bagit.txt): a .bag.zip must hold a bag, and only "
                                    "a plain zip (RID.zip) may be taken without one, when plain zips are allowed")
     else:

@@ -12,7 +12,7 @@ The sub-range being consumed with no borrowed read for it is streamed on the seg
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
 from onprem.finisher.debag.byte_source import ByteSource
@@ -39,7 +39,7 @@ class Connections:
 
 
 def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahead: int, connections: Connections,
-               pool: ThreadPoolExecutor) -> Iterator[bytes]:
+               pool: ThreadPoolExecutor) -> Generator[bytes, None, None]:
     """The bytes ``[start, end)`` in order, about ``CHUNK_SIZE`` at a time; up to ``ahead`` of the following
     ``sub_range``-sized sub-ranges fetched on borrowed connections meanwhile (module docstring).
 
