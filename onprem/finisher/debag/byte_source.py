@@ -18,18 +18,11 @@ CHUNK_SIZE = 1 << 20
 class ByteSource(Protocol):
     """The bytes of one zip, by range; safe to use from several threads at once."""
 
-    @property
-    def name(self) -> str:
-        """The zip's file name (``W1A.bag.zip``): decides whether the zip must hold bags."""
-        ...
-
-    @property
-    def size(self) -> int: ...
-
-    @property
-    def identity(self) -> str:
-        """What pins these bytes (ETag + version, or size + mtime): a resume journal of other bytes is not used."""
-        ...
+    #: the zip's file name (``W1A.bag.zip``): decides whether the zip must hold bags
+    name: str
+    size: int
+    #: what pins these bytes (ETag + version, or size + mtime): a resume journal of other bytes is not used
+    identity: str
 
     def read(self, start: int, end: int) -> bytes:
         """The bytes ``[start, end)`` in memory (small reads only: the tail)."""

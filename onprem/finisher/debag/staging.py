@@ -179,8 +179,10 @@ class SegmentJournal:
                 if target.stat().st_size != digest.size:
                     return None
                 algorithm = min(digest.digests, default=None)  # one is enough to see bytes a power loss took
-                if algorithm is not None and _hex_digest(target, algorithm) != digest.digests[algorithm]:
-                    return None
+                if algorithm is not None:
+                    with open(target, "rb") as f:
+                        if hashlib.file_digest(f, algorithm).hexdigest() != digest.digests[algorithm]:
+                            return None
             except FileNotFoundError:
                 return None
             found.append(digest)
@@ -206,8 +208,3 @@ def _identity(line: str) -> object:
         return json.loads(line).get("identity")
     except (ValueError, AttributeError):
         return None
-
-
-def _hex_digest(path: Path, algorithm: str) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, algorithm).hexdigest()

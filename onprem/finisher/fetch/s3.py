@@ -165,7 +165,6 @@ class S3Source:
                         raise TransferError(self.request.work_rid, f"{what} ended at byte {offset}")
                     offset += len(chunk)
                     yield chunk
-                body.close()
                 return
             except (BotoCoreError, OSError) as err:
                 if isinstance(err, OSError) and err.errno is not None and err.errno not in _BROKEN_CONNECTION:
