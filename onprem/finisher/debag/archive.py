@@ -34,5 +34,5 @@ def debag_archive(
         source = FileSource(zip_path)
     except OSError as err:
         raise CorruptArchive(work_rid, f"unreadable zip {zip_path.name}: {err}") from err
-    return debag_source(source, job, RangeReading(concurrency=settings.workers), archive=zip_path)
+    return debag_source(source, job, RangeReading(concurrency=settings.workers))
 

@@ -88,7 +88,6 @@ class StagedWork:
 class DebagResult:
     """What a de-bag produced from one zip."""
 
-    archive: Path
     works: list[StagedWork]
     members_resumed: int = 0
     #: segments (ranged reads) not read again after a restart: their members were journaled as verified

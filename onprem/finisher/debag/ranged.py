@@ -71,13 +71,12 @@ class RangeReading:
     settle: Callable[[list[Piece]], None] | None = None
 
 
-def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None = None, *,
-                 archive: Path | None = None) -> DebagResult:
+def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None = None) -> DebagResult:
     """Extract and verify every work of ``source``'s zip into ``<job.staging_dir>/<RID>/`` (module docstring).
 
     Raises the named refusals of the de-bag (UnsafeArchive, CorruptArchive, LocalHeaderMismatch, BagInvalid …),
     what the source raises (TransferError, ObjectChanged …) and what ``settle`` raises (IntegrityError); what
-    stays on disk is the error class's ``cleanup`` (``staging.clean_up``). ``archive``: the zip named in the result.
+    stays on disk is the error class's ``cleanup`` (``staging.clean_up``).
     """
     reading = reading or RangeReading(concurrency=job.settings.workers)
     rid, settings = job.work_rid, job.settings
@@ -119,15 +118,13 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
     finally:
         journal.close()
     shutil.rmtree(temp_dir, ignore_errors=True)
-    for progress in (job.progress, reading.read_progress):
-        if progress is not None:
-            progress.finish()
+    run.progress.finish()
+    run.read_progress.finish()
     for work in works:
         logger.info("%s: de-bagged %d files, %d bytes (%s)", work.work_rid, work.files, work.bytes,
                     "fixity verified: " + ",".join(work.algorithms) if work.fixity_checked
                     else "no fixity available", extra={"work_rid": work.work_rid})
-    return DebagResult(archive=archive or Path(source.name), works=works, members_resumed=resumed[0],
-                       segments_resumed=resumed[1])
+    return DebagResult(works=works, members_resumed=resumed[0], segments_resumed=resumed[1])
 
 
 class _Run:

@@ -6,7 +6,6 @@ by itself, and the last segments of a zip run while the others' connections are 
 reads on one connection while the rest idle. ``read_ahead`` borrows spare connections (never more than the
 fetch's ``concurrency`` in all, never waiting for one) to fetch the sub-ranges after the one being consumed, each
 whole in memory, at most ``ahead`` of them: memory stays bounded (``ahead`` x ``sub_range``) whatever the member.
-The sub-range being consumed with no borrowed read for it is streamed on the segment's own connection.
 """
 
 from __future__ import annotations

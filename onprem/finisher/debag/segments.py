@@ -87,9 +87,8 @@ MIN_SEGMENT = 8 * 2**20
 
 
 def segment_size(spans: list[Span], part_size: int, concurrency: int) -> int:
-    """The size the payload is cut at: min(part_size, max(MIN_SEGMENT, payload / concurrency)) — ``part_size``
-    for a large zip, smaller for one that would otherwise leave connections idle (never under MIN_SEGMENT, unless
-    ``part_size`` is)."""
+    """The size the payload is cut at: ``part_size`` for a large zip, smaller for one that would otherwise leave
+    connections idle (never under MIN_SEGMENT, unless ``part_size`` is)."""
     payload = sum(span.end - span.start for span in spans if span.role is not Role.TAG)
     return min(part_size, max(MIN_SEGMENT, -(-payload // max(1, concurrency))))
 
