@@ -96,9 +96,7 @@ def inspect(s3_client: Any, work: RestoredWork) -> tuple[ObjectHead, str | None]
         logger.debug("%s: HEAD of the current version refused (%s): the message's version is HEADed", work.work_rid,
                      err, extra={"work_rid": work.work_rid})
         return head_object(s3_client, request), None
-    if head.version_id and head.version_id not in ("null", work.version_id):
-        return head, head.version_id
-    return head, None
+    return head, head.version_id if head.version_id not in (None, "", "null", work.version_id) else None
 
 
 def request_restore(s3_client: Any, bucket: str, key: str, tier: str, days: int, *,
