@@ -177,7 +177,5 @@ def declared_algorithms(tag_paths: Iterable[str]) -> tuple[str, ...]:
     Same order as bagit: payload manifests, then tag manifests, each in ``bagit.CHECKSUM_ALGOS`` order.
     """
     present = set(tag_paths)
-    found: list[str] = []
-    for prefix in ("manifest-", "tagmanifest-"):
-        found += [alg for alg in bagit.CHECKSUM_ALGOS if f"{prefix}{alg}.txt" in present and alg not in found]
-    return tuple(found)
+    return tuple(dict.fromkeys(alg for prefix in ("manifest-", "tagmanifest-") for alg in bagit.CHECKSUM_ALGOS
+                               if f"{prefix}{alg}.txt" in present))

@@ -186,12 +186,6 @@ def _log_junk(junk: Sequence[zipfile.ZipInfo], work_rid: str) -> None:
                    work_rid, len(junk), example, extra={"work_rid": work_rid, "ignored_entries": len(junk)})
 
 
-def _folders(path: str) -> list[str]:
-    """Every folder of ``path`` (``a/b/c`` → ``a/b``, ``a``): string work, no path object per entry."""
-    parts = path.split("/")
-    return ["/".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)]
-
-
 def _check_duplicates(members: list[SafeMember], work_rid: str) -> None:
     # NFC-normalized so that two spellings of one name cannot land on the same file
     seen: dict[str, str] = {}
@@ -203,7 +197,8 @@ def _check_duplicates(members: list[SafeMember], work_rid: str) -> None:
                                             f"(also as {seen[key]!r})")
         seen[key] = member.name
         if not member.is_dir:
-            for folder in _folders(key):
+            parts = key.split("/")  # its folders by string work, no path object per entry
+            for folder in ("/".join(parts[:depth]) for depth in range(len(parts) - 1, 0, -1)):
                 if folder in files:
                     raise DuplicateMember(work_rid, f"member {member.name!r} lies under a file of the same "
                                                     f"name {folder!r}")
