@@ -22,13 +22,12 @@ TAIL_READ = 1 << 20
 
 @dataclass(frozen=True)
 class Directory:
-    """A zip's central directory: the (closed) ZipFile that read it, every entry (junk and folders too), the tail."""
+    """A zip's central directory: the (closed) ZipFile that read it (every entry, junk and folders too), the tail."""
 
     archive: zipfile.ZipFile
-    entries: list[zipfile.ZipInfo]
     #: where the central directory starts: the bytes before it are the entries' local headers and data
     start_dir: int
-    tail_start: int
+    #: the bytes ``[start_dir, size)``
     tail: bytes
 
 
@@ -93,4 +92,4 @@ def read_directory(source: ByteSource, work_rid: str, settings: DebagSettings) -
     if not 0 <= start_dir <= source.size or any(e.header_offset < 0 or e.header_offset >= start_dir
                                                 for e in entries):
         raise CorruptArchive(work_rid, f"unreadable zip {name}: an entry's offset lies outside the members")
-    return Directory(zf, entries, start_dir, tail.tail_start, tail.tail)
+    return Directory(zf, start_dir, tail.tail[start_dir - tail.tail_start:])

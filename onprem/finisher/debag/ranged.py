@@ -91,12 +91,12 @@ def debag_source(source: ByteSource, job: DebagJob, reading: RangeReading | None
     except FinisherError as err:
         clean_up(err, temp_dir, rid, settings)
         raise
-    segments = make_segments(make_spans(directory.entries, directory.start_dir, plans), reading.part_size,
+    segments = make_segments(make_spans(directory.archive.infolist(), directory.start_dir, plans), reading.part_size,
                              reading.concurrency)
     tail: list[Piece] = []
     if reading.range_checksum is not None:
         hasher = PieceHasher(reading.range_checksum, directory.start_dir, source.size, reading.cut_points)
-        hasher.feed(directory.tail[directory.start_dir - directory.tail_start:])
+        hasher.feed(directory.tail)
         tail = hasher.so_far()
     run = _Run(source, job, reading, plans, temp_dir, journal)
     try:

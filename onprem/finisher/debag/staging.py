@@ -142,7 +142,8 @@ class SegmentJournal:
         self.entries: dict[tuple[int, int], tuple[list[Piece], dict[str, MemberDigest]]] = {}
         self._lock = threading.Lock()
         lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-        if lines and _identity(lines[0]) == identity:
+        first = json.dumps({"identity": identity})  # the first line as this class writes it
+        if lines and lines[0] == first:
             for line in lines[1:]:
                 try:
                     row = json.loads(line)
@@ -155,7 +156,7 @@ class SegmentJournal:
             self._file = open(path, "a", encoding="utf-8")
         else:
             self._file = open(path, "w", encoding="utf-8")
-            self._file.write(json.dumps({"identity": identity}) + "\n")
+            self._file.write(first + "\n")
             self._file.flush()
 
     def reusable(self, segment: Segment, temp_dir: Path,
@@ -201,10 +202,3 @@ class SegmentJournal:
         # error that stopped the de-bag; a torn last line is ignored when the journal is read again
         with contextlib.suppress(OSError):
             self._file.close()
-
-
-def _identity(line: str) -> object:
-    try:
-        return json.loads(line).get("identity")
-    except (ValueError, AttributeError):
-        return None
