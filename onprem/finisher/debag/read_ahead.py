@@ -6,6 +6,7 @@ by itself, and the last segments of a zip run while the others' connections are 
 reads on one connection while the rest idle. ``read_ahead`` borrows spare connections (never more than the
 fetch's ``concurrency`` in all, never waiting for one) to fetch the sub-ranges after the one being consumed, each
 whole in memory, at most ``ahead`` of them: memory stays bounded (``ahead`` x ``sub_range``) whatever the member.
+The sub-ranges no borrowed read holds are streamed on the segment's own connection, ``OWN_SPAN`` per GET at most.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from onprem.finisher.debag.byte_source import ByteSource
 
 __all__ = ["Connections", "read_ahead"]
+
+#: the most sub-ranges one GET of a segment's own connection reads. A GET is never cut short when a connection
+#: turns spare (the bytes a server sent past the cut are fetched for nothing: up to the socket buffers, or the
+#: link's bandwidth-delay product, per cut), so what a spare connection cannot help stays this short; with no
+#: spare connection a segment is a GET per two sub-ranges.
+OWN_SPAN = 2
 
 
 class Connections:
@@ -42,9 +49,8 @@ def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahea
     """The bytes ``[start, end)`` in order, about ``CHUNK_SIZE`` at a time; up to ``ahead`` of the following
     ``sub_range``-sized sub-ranges fetched on borrowed connections meanwhile (module docstring).
 
-    The segment's own connection reads one GET up to the first borrowed sub-range (the segment's end when none
-    is): with no spare connection a segment is one GET, not one per sub-range. A sub-range borrowed later cuts
-    that GET short at its start (the rest of its body is not read)."""
+    The segment's own connection reads one GET of up to ``OWN_SPAN`` sub-ranges, to the first borrowed one when
+    that comes sooner. Nothing inside a GET in flight is borrowed: every GET is read to its end."""
     if ahead < 1 or end - start <= sub_range:
         yield from source.chunks(start, end)
         return
@@ -60,8 +66,9 @@ def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahea
             connections.give_back()
 
     try:
+        own_last = 0  # the own GET in flight reads the sub-ranges before cuts[own_last]: none of them is borrowed
         for index, (begin, stop) in enumerate(cuts):
-            started = max(started, index + 1)
+            started = max(started, index + 1, own_last)
             while started < min(len(cuts), index + 1 + ahead) and connections.borrow():
                 try:
                     borrowed[started] = pool.submit(fetch, *cuts[started])
@@ -72,11 +79,10 @@ def read_ahead(source: ByteSource, start: int, end: int, *, sub_range: int, ahea
             future = borrowed.pop(index, None)
             if future is None:
                 if own is None:
-                    own = _Stream(source, begin, cuts[min(borrowed, default=len(cuts)) - 1][1])
+                    own_last = min(min(borrowed, default=len(cuts)), index + OWN_SPAN)
+                    own = _Stream(source, begin, cuts[own_last - 1][1])
                 yield from own.take(stop - begin)
-                if borrowed:  # borrowed since the GET began: it stops where the first borrowed sub-range starts
-                    own.end = min(own.end, cuts[min(borrowed)][0])
-                if stop >= own.end:
+                if index + 1 == own_last:  # read to its end
                     own.close()
                     own = None
                 continue
