@@ -1,9 +1,6 @@
-"""Where a zip's bytes come from: byte ranges of an S3 object (``fetch.s3.S3Source``) or of a local file.
-
-The de-bag (``debag/ranged.py``) reads a zip only through this protocol: one small read of its tail (the central
-directory), then whole byte ranges streamed front to back, several at once. A source never holds a range whole:
-``chunks`` yields it about 1 MiB at a time.
-"""
+"""Where a zip's bytes come from: byte ranges of an S3 object (``fetch.s3.S3Source``) or of a local file. The
+de-bag (``debag/ranged.py``) reads a zip only through ``ByteSource``: one small read of its tail, then whole byte
+ranges streamed front to back, several at once."""
 
 from __future__ import annotations
 

@@ -1,22 +1,19 @@
-"""Fetch and de-bag in one pass: the S3 object read as byte ranges and de-bagged as they arrive; the zip itself
-is never written. One path for every bag, whatever its size or the part size.
+"""Fetch and de-bag in one pass: the S3 object read as byte ranges (``fetch.s3.S3Source``) and de-bagged as they
+arrive (``debag.ranged``); the zip itself is never written. One path for every bag, whatever its size or the part size.
 
-The HEAD pins the version, ETag, size and checksum (the attempt's, ``request.head``, or one made here). The de-bag
-(``debag.ranged``) reads the tail once for the plan, the tag files first, then the payload segments over
-``FetchSettings.max_concurrency`` ranged GETs of about ``part_size``, each streamed into its members' files at
-their final paths. Every range is hashed with the object's S3 full-object checksum when it combines (CRC32,
-CRC32C, CRC64NVME: S3's default); the ranges cover the whole object, so their combination is checked against the
-HEAD's value before anything is placed (IntegrityError otherwise). SHA-1/SHA-256 full-object checksums and
-multipart composites cannot be combined from ranges that do not follow the upload's parts: that is logged, and
-the members are still checked against their CRC-32 and the bag's manifests. Free space needed: the payload.
+The HEAD pins the version, ETag, size and checksum (the attempt's, ``request.head``, or one made here). Every range
+is hashed with the object's S3 checksum when it combines from ranges (``fetch.checksum``: a CRC32, CRC32C or
+CRC64NVME full-object checksum, or a composite whose parts are of one size, the ranges' checksums cut at the parts);
+the ranges cover the whole object, so their combination is checked before anything is placed (IntegrityError
+otherwise). Any other checksum is logged as not verified, and the members are still checked against their CRC-32
+and the bag's manifests. Free space needed: the payload.
 """
-
 from __future__ import annotations
 
 import logging
 import shutil
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -89,7 +86,6 @@ def fetch_and_debag(s3_client: Any, job: FetchDebagJob) -> FetchedAndDebagged:
     request, settings = job.request, job.fetch_settings
     rid = request.work_rid
     head = require_pinned(request, request.head or head_object(s3_client, request))
-    request = replace(request, head=head)
     etag = quoted_etag(request.etag or head.etag)
     pinned = DownloadIdentity(request.bucket, request.key, etag, request.version_id or head.version_id, head.size,
                               settings.part_size)
