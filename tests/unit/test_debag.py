@@ -263,6 +263,27 @@ def test_a_journaled_member_corrupted_on_disk_after_a_crash_is_redone(tmp_path: 
         assert (staging / RID / image).read_bytes() == zf.read(f"{RID}.bag/data/{image}")
 
 
+def test_a_plain_zip_s_journaled_member_corrupted_on_disk_after_a_crash_is_redone(
+        tmp_path: Path, staging: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A zip without a bag has no manifest digests: its journaled members are held to their CRC-32 on disk. Before,
+    nothing was re-read for them, and a member a power loss had zeroed was placed as verified."""
+    zip_path = make_plain_work_zip(tmp_path, files_per_work=5)
+    job = DebagJob(RID, staging, SETTINGS, "etag1")
+    with monkeypatch.context() as patch:
+        patch.setattr(debag_module, "place_works", lambda *_a: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt):
+            debag_source(FileSource(zip_path), job, RangeReading(part_size=1, concurrency=2))
+    image = f"{RID}-I1KG1/images/{RID}-I1KG1_0002.tif"
+    on_disk = temp_dir_for(staging, RID, "etag1") / RID / image
+    on_disk.write_bytes(bytes(on_disk.stat().st_size))
+    extracted = _written(monkeypatch)
+    result = debag_source(FileSource(zip_path), job, RangeReading(part_size=1, concurrency=2))
+    assert result.members_resumed == 4
+    assert extracted == [f"{RID}/{image}"]
+    with zipfile.ZipFile(zip_path) as zf:
+        assert (staging / RID / image).read_bytes() == zf.read(f"{RID}/{image}")
+
+
 def test_fsync_setting_flushes_once_before_placing_not_per_member(tmp_path: Path, staging: Path,
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     flushed: list[bool] = []
