@@ -105,3 +105,51 @@ def test_near_the_visibility_cap_the_work_is_handed_on() -> None:
     finally:
         heartbeat.stop()
     assert token.reason == InterruptReason.HANDOFF
+
+
+class _Timed(Queue):
+    """Each extension's moment and length."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.extended: list[tuple[float, int]] = []
+
+    def set_visibility(self, message: ReceivedMessage, seconds: int) -> None:
+        self.extended.append((time.monotonic(), seconds))
+
+
+class _SlowKeeper(Keeper):
+    """A renewal that takes ``hold_s`` (a database round trip), noting when the lease then ends."""
+
+    def __init__(self, hold_s: float) -> None:
+        super().__init__()
+        self.hold_s = hold_s
+        self.ends: list[tuple[float, float]] = []
+
+    def renew_lease(self, idempotency_key: str, owner: str, ttl_s: float) -> bool:
+        time.sleep(self.hold_s)
+        now = time.monotonic()
+        self.ends.append((now, now + ttl_s))
+        return True
+
+
+def test_a_renewed_lease_ends_before_the_message_it_guards_is_visible_again() -> None:
+    """At the default beat (a third of the visibility), with renewals slower than extensions. Before, each thread
+    waited a whole interval after its own call, so the renewals drifted behind the extensions; once a renewal came
+    more than a tenth of the visibility after the last extension, a process killed then left a lease outliving the
+    message's visibility (the next receive: "another finisher holds this work")."""
+    queue, keeper = _Timed(), _SlowKeeper(hold_s=0.03)
+    token = CancelToken(RID)
+    heartbeat = Heartbeat(queue, _message(), HeldLease(keeper, "key", "host/1"), token,
+                          BeatTiming(visibility_s=1, fraction=1 / 3, max_visibility_s=43200, handoff_margin_s=600))
+    started = time.monotonic()
+    heartbeat.start()
+    try:
+        token.wait(2.6)
+    finally:
+        heartbeat.stop()
+    assert len(keeper.ends) >= 6, keeper.ends
+    assert queue.extended and queue.extended[0][0] - started < 0.05  # the first extension at once
+    for renewed_at, lease_end in keeper.ends:
+        last = max((at, seconds) for at, seconds in queue.extended if at <= renewed_at)
+        assert lease_end <= last[0] + last[1], (renewed_at, lease_end, last)

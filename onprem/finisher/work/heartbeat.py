@@ -8,9 +8,10 @@ cancels the work (``lease_lost``); a transient extension failure does not (the l
 work meanwhile). SQS caps a message's visibility at 12 h from its receive: ``handoff_margin`` before that, the
 work is asked to stop at its next checkpoint (``handoff``) so the worker can hand it on as a continuation message.
 
-The lease lasts ``LEASE_SHARE`` of the visibility (``lease_ttl``), taken and renewed just after the receive and the
-extension: it ends before SQS shows the message again. An attempt killed holding it (kill -9, a host gone) then
-never turns the next receive into "another finisher holds this work", a receive that counts toward the DLQ.
+The lease lasts ``LEASE_SHARE`` of the visibility (``lease_ttl``), and the visibility is extended at once after the
+lease is taken, then at the same fixed beats as the renewals (``_ticks``): the lease ends before SQS shows the
+message again. An attempt killed holding it (kill -9, a host gone) then never turns the next receive into "another
+finisher holds this work", a receive that counts toward the DLQ.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -75,6 +76,7 @@ class Heartbeat:
         self.handoff_margin_s = timing.handoff_margin_s
         self.interval = max(timing.visibility_s * timing.fraction, 0.05)
         self._stop = threading.Event()
+        self._started = clock()
         #: successful visibility extensions and lease renewals so far
         self.beats = self.renewals = 0
         rid = token.work_rid
@@ -82,6 +84,7 @@ class Heartbeat:
                          threading.Thread(target=self._extend_visibility, name=f"heartbeat-{rid}", daemon=True)]
 
     def start(self) -> None:
+        self._started = self.clock()
         for thread in self._threads:
             thread.start()
 
@@ -91,11 +94,21 @@ class Heartbeat:
             if thread.is_alive() and threading.current_thread() is not thread:
                 thread.join(timeout=5)
 
+    def _ticks(self, first: int) -> Iterator[None]:
+        """One thread's beats at fixed times, ``start + k * interval`` from beat ``first`` on (one that overran
+        skips the beats it missed), until ``stop``. Both threads keep that one schedule, never drifting apart by
+        their calls' durations, so a lease renewed at a beat ends (``LEASE_SHARE``) before the visibility extended
+        at the same beat does."""
+        k = first
+        while not self._stop.wait(max(0.0, self._started + k * self.interval - self.clock())):
+            yield
+            k = max(k + 1, int((self.clock() - self._started) / self.interval) + 1)
+
     def _renew_lease(self) -> None:
         """While the lease is ours no other finisher starts this work, even if SQS shows the message again after
         a throttled extension."""
         rid = self.token.work_rid
-        while not self._stop.wait(self.interval):
+        for _ in self._ticks(1):
             try:
                 renewed = self.lease.ledger.renew_lease(self.lease.idempotency_key, self.lease.owner,
                                                          lease_ttl(self.visibility_s))
@@ -113,7 +126,7 @@ class Heartbeat:
 
     def _extend_visibility(self) -> None:
         rid = self.token.work_rid
-        while not self._stop.wait(self.interval):
+        for _ in self._ticks(0):  # the first at once: the message visible again after the lease taken just now
             remaining_cap = self.max_visibility_s - (self.clock() - self.message.received_monotonic)
             if remaining_cap <= self.handoff_margin_s and not self.token.is_set():
                 logger.info("%s: %.0f s left before the 12 h visibility cap: handing the work on at its next "
